@@ -1,0 +1,159 @@
+"""Composition root: the FastAPI factory, its lifespan, middleware, error rendering and health.
+
+This is the one module of ``cardsvc`` that may import ``terminals`` and ``settlement`` (to mount
+their routers).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cardsvc.errors import DomainError
+from cardsvc.logging import configure_logging, get_logger
+from cardsvc.metrics import DOMAIN_ERRORS, HTTP_LATENCY, HTTP_REQUESTS
+from cardsvc.resources import Resources, open_resources
+from cardsvc.settings import Settings, get_settings
+
+log = get_logger(__name__)
+
+
+class MetricsMiddleware:
+    """Counts and times requests by route *template* (never the raw path, which holds ids)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "GET")
+            HTTP_REQUESTS.labels(template, method, str(status)).inc()
+            HTTP_LATENCY.labels(template, method).observe(time.perf_counter() - started)
+
+
+async def domain_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)  # noqa: S101 - registered for DomainError only
+    DOMAIN_ERRORS.labels(type(exc).__name__).inc()
+    return JSONResponse(status_code=exc.status_code, content={"error": type(exc).__name__, "detail": exc.detail})
+
+
+async def validation_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # noqa: S101
+    detail = [
+        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+        for err in exc.errors()
+    ]
+    return JSONResponse(status_code=422, content={"error": "RequestValidationFailed", "detail": detail})
+
+
+async def unexpected_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    log.error("request.failed", error=type(exc).__name__, exc_info=exc)
+    return JSONResponse(status_code=500, content={"error": "InternalError", "detail": "internal error"})
+
+
+health = APIRouter(tags=["health"])
+
+
+@health.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@health.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness: the database, the cache and the HSM all answer."""
+    resources: Resources = request.app.state.resources
+    checks: dict[str, str] = {}
+    try:
+        async with resources.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        checks["database"] = f"error: {type(exc).__name__}"
+    try:
+        await resources.cache.ping()
+        checks["cache"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        checks["cache"] = f"error: {type(exc).__name__}"
+    try:
+        await resources.hsm.ping()
+        checks["hsm"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        checks["hsm"] = f"error: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse(status_code=200 if ready else 503, content={"status": "ok" if ready else "unavailable", "checks": checks})
+
+
+@health.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def domain_routers() -> list[APIRouter]:
+    """Every domain router, mounted under /api/v1 (imports are local: the composition root)."""
+    routers: list[APIRouter] = []
+    return routers
+
+
+def create_app(settings: Settings | None = None, resources: Resources | None = None) -> FastAPI:
+    """Build the API. Tests may pass ready ``resources``; otherwise the lifespan opens them."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if resources is not None:
+            app.state.resources = resources
+            yield
+            return
+        configure_logging(settings.log_level, settings.log_json)
+        async with open_resources(settings) as opened:
+            app.state.resources = opened
+            log.info("api.started", mode=settings.mode.value)
+            yield
+
+    app = FastAPI(
+        title="Citizen card backend",
+        version="0.1.0",
+        description="Issuance, terminal access, payments and settlement of the citizen card (市民卡).",
+        lifespan=lifespan,
+    )
+    if resources is not None:
+        app.state.resources = resources
+    app.add_middleware(MetricsMiddleware)
+    handlers: dict[Any, Any] = {
+        DomainError: domain_error_handler,
+        RequestValidationError: validation_error_handler,
+        Exception: unexpected_error_handler,
+    }
+    for exc_class, handler in handlers.items():
+        app.add_exception_handler(exc_class, handler)
+    app.include_router(health)
+    for router in domain_routers():
+        app.include_router(router, prefix="/api/v1")
+    return app

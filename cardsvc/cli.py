@@ -1,0 +1,122 @@
+"""The ``cardsvc`` command line: the service, the schema, the demo and the domain commands.
+
+Domain command groups live beside their domains and are registered here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import click
+
+from cardsvc.settings import get_settings
+
+T = TypeVar("T")
+
+
+def run_async(make: Callable[[], Awaitable[T]]) -> T:
+    """Run one coroutine for a CLI command."""
+
+    async def runner() -> T:
+        return await make()
+
+    return asyncio.run(runner())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Citizen card (市民卡) backend: issuance, terminals, payments and settlement."""
+
+
+@main.command()
+@click.option("--host", default=None, help="Bind address (default CARDSVC_HOST).")
+@click.option("--port", type=int, default=None, help="Port (default CARDSVC_PORT).")
+@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes.")
+@click.option("--no-upgrade", is_flag=True, help="Do not upgrade the schema first.")
+def serve(host: str | None, port: int | None, workers: int, no_upgrade: bool) -> None:
+    """Serve the HTTP API (uvicorn)."""
+    import uvicorn
+
+    from cardsvc import migrate
+
+    settings = get_settings()
+    if settings.is_sqlite:
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+    if not no_upgrade:
+        migrate.upgrade(settings.database_url)
+    uvicorn.run(
+        "cardsvc.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        log_config=None,
+    )
+
+
+@main.group()
+def db() -> None:
+    """Database schema (Alembic migrations)."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Upgrade the schema to REVISION (default head)."""
+    from cardsvc import migrate
+
+    settings = get_settings()
+    if settings.is_sqlite:
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(settings.database_url, revision)
+    click.echo(f"schema at {revision}")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+def db_downgrade(revision: str) -> None:
+    """Downgrade the schema to REVISION (e.g. base)."""
+    from cardsvc import migrate
+
+    migrate.downgrade(get_settings().database_url, revision)
+
+
+@db.command("current")
+def db_current() -> None:
+    """Show the schema revision."""
+    from cardsvc import migrate
+
+    migrate.current(get_settings().database_url)
+
+
+@db.command("check")
+def db_check() -> None:
+    """Fail when the models and the migrations disagree."""
+    from cardsvc import migrate
+
+    migrate.check(get_settings().database_url)
+
+
+@main.command()
+@click.option("--var-dir", default="var/demo", show_default=True, help="Where the demo keeps its files.")
+def demo(var_dir: str) -> None:
+    """Run the main job end to end on the embedded defaults (SQLite, in-process cache, hsm-sim child)."""
+    from cardsvc.demo import run_demo
+
+    run_demo(var_dir)
+
+
+# (module, click group) of every domain command group.
+DOMAIN_COMMANDS: tuple[tuple[str, str], ...] = ()
+
+
+def _register_domain_commands() -> None:
+    import importlib
+
+    for module_name, group_name in DOMAIN_COMMANDS:
+        main.add_command(getattr(importlib.import_module(module_name), group_name))
+
+
+_register_domain_commands()

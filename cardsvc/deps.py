@@ -1,0 +1,47 @@
+"""FastAPI dependencies: the request's unit of work and the process resources."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cardsvc.cache import Cache
+from cardsvc.db import unit_of_work
+from cardsvc.hsm import HsmClient
+from cardsvc.resources import Resources
+from cardsvc.settings import Settings
+
+
+def get_resources(request: Request) -> Resources:
+    resources: Resources = request.app.state.resources
+    return resources
+
+
+ResourcesDep = Annotated[Resources, Depends(get_resources)]
+
+
+async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
+    """One session per request, committed when the endpoint returns and rolled back if it raises."""
+    async with unit_of_work(resources.sessions) as session:
+        yield session
+
+
+def get_settings_dep(resources: ResourcesDep) -> Settings:
+    return resources.settings
+
+
+def get_cache(resources: ResourcesDep) -> Cache:
+    return resources.cache
+
+
+def get_hsm(resources: ResourcesDep) -> HsmClient:
+    return resources.hsm
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+CacheDep = Annotated[Cache, Depends(get_cache)]
+HsmDep = Annotated[HsmClient, Depends(get_hsm)]

@@ -1,0 +1,42 @@
+"""Process resources: engine, session factory, cache and HSM client, built once and closed once.
+
+The API lifespan, CLI commands and jobs all build them through :func:`open_resources`, so a
+command and a request see the same wiring. Nothing is built at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from cardsvc.cache import Cache, connect_cache
+from cardsvc.db import create_engine, session_factory
+from cardsvc.hsm import HsmClient, open_hsm
+from cardsvc.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    cache: Cache
+    hsm: HsmClient
+
+
+@asynccontextmanager
+async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
+    async with AsyncExitStack() as stack:
+        if settings.is_sqlite:
+            settings.var_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            settings.database_url, pool_size=settings.database_pool_size, echo=settings.database_echo
+        )
+        stack.push_async_callback(engine.dispose)
+        cache = connect_cache(settings.redis_url)
+        stack.push_async_callback(cache.close)
+        hsm = await stack.enter_async_context(open_hsm(settings))
+        yield Resources(settings, engine, session_factory(engine), cache, hsm)

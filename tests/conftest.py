@@ -1,0 +1,166 @@
+"""Shared fixtures: the two storage backends, resources, the API client.
+
+Every test that asks for ``resources`` (or ``database_url``) runs twice when
+``CARDSVC_TEST_DATABASE_URL`` and ``CARDSVC_TEST_REDIS_URL`` are set: once on SQLite with the
+in-process cache, once on PostgreSQL with Redis. Schemas come from the migrations, never from
+``create_all``. With ``CARDSVC_REQUIRE_SERVICES=1`` (CI) a missing service fails the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from cardsvc import migrate
+from cardsvc.app import create_app
+from cardsvc.cache import Cache, MemoryCache, RedisCache
+from cardsvc.db import create_engine, import_all_models, metadata, session_factory
+from cardsvc.resources import Resources
+from cardsvc.settings import Mode, Settings
+from hsm_sim.client import HsmClient, connect_hsm
+
+PG_URL = os.environ.get("CARDSVC_TEST_DATABASE_URL", "")
+REDIS_URL = os.environ.get("CARDSVC_TEST_REDIS_URL", "")
+REQUIRE_SERVICES = os.environ.get("CARDSVC_REQUIRE_SERVICES") == "1"
+
+BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+CACHES = ["memory"] + (["redis"] if REDIS_URL else [])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if REQUIRE_SERVICES and not (PG_URL and REDIS_URL):
+        raise pytest.UsageError(
+            "CARDSVC_REQUIRE_SERVICES=1 but CARDSVC_TEST_DATABASE_URL or CARDSVC_TEST_REDIS_URL is missing"
+        )
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("schema") / "template.db"
+    migrate.upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+async def _pg_admin(sql: str) -> None:
+    base = make_url(PG_URL)
+    conn = await asyncpg.connect(
+        host=base.host,
+        port=base.port or 5432,
+        user=base.username,
+        password=base.password,
+        database=base.database or "postgres",
+    )
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, built by the migrations."""
+    name = f"cardsvc_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    migrate.upgrade(url)
+    yield url
+    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _table_names() -> list[str]:
+    import_all_models()
+    return [t.name for t in metadata.sorted_tables]
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        path = tmp_path / "cardsvc.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    url: str = request.getfixturevalue("postgres_database")
+    yield url
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url, pool_size=5)
+    if engine.dialect.name == "postgresql":
+        tables = _table_names()
+        if tables:
+            async with engine.begin() as conn:
+                await conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return session_factory(engine)
+
+
+@pytest.fixture
+async def session(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session for service-level tests; the test commits what it wants kept."""
+    async with sessions() as session:
+        yield session
+
+
+async def _open_cache(kind: str) -> Cache:
+    if kind == "redis":
+        cache = RedisCache.from_url(REDIS_URL, prefix=f"test:{uuid.uuid4().hex}:")
+        await cache.ping()
+        return cache
+    return MemoryCache()
+
+
+@pytest.fixture
+async def cache(engine: AsyncEngine) -> AsyncIterator[Cache]:
+    """The cache paired with the database backend: memory with SQLite, Redis with PostgreSQL."""
+    kind = "redis" if engine.dialect.name == "postgresql" and REDIS_URL else "memory"
+    cache = await _open_cache(kind)
+    yield cache
+    await cache.close()
+
+
+@pytest.fixture
+async def hsm() -> AsyncIterator[HsmClient]:
+    """The in-process HSM backend with the development key set (the TCP one is tested in tests/hsm_sim)."""
+    client = await connect_hsm("local://dev")
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(mode=Mode.development, var_dir=tmp_path / "var", database_url=database_url, hsm_url="local://dev")
+
+
+@pytest.fixture
+def resources(
+    settings: Settings,
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    cache: Cache,
+    hsm: HsmClient,
+) -> Resources:
+    return Resources(settings=settings, engine=engine, sessions=sessions, cache=cache, hsm=hsm)
+
+
+@pytest.fixture
+async def client(resources: Resources) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(resources.settings, resources)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
