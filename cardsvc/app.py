@@ -59,7 +59,9 @@ class MetricsMiddleware:
 async def domain_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)  # noqa: S101 - registered for DomainError only
     DOMAIN_ERRORS.labels(type(exc).__name__).inc()
-    return JSONResponse(status_code=exc.status_code, content={"error": type(exc).__name__, "detail": exc.detail})
+    return JSONResponse(
+        status_code=exc.status_code, content={"error": type(exc).__name__, "detail": exc.detail}
+    )
 
 
 async def validation_error_handler(_request: Request, exc: Exception) -> JSONResponse:
@@ -68,12 +70,16 @@ async def validation_error_handler(_request: Request, exc: Exception) -> JSONRes
         {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
         for err in exc.errors()
     ]
-    return JSONResponse(status_code=422, content={"error": "RequestValidationFailed", "detail": detail})
+    return JSONResponse(
+        status_code=422, content={"error": "RequestValidationFailed", "detail": detail}
+    )
 
 
 async def unexpected_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     log.error("request.failed", error=type(exc).__name__, exc_info=exc)
-    return JSONResponse(status_code=500, content={"error": "InternalError", "detail": "internal error"})
+    return JSONResponse(
+        status_code=500, content={"error": "InternalError", "detail": "internal error"}
+    )
 
 
 health = APIRouter(tags=["health"])
@@ -94,20 +100,23 @@ async def readyz(request: Request) -> JSONResponse:
         async with resources.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
         checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+    except Exception as exc:
         checks["database"] = f"error: {type(exc).__name__}"
     try:
         await resources.cache.ping()
         checks["cache"] = "ok"
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         checks["cache"] = f"error: {type(exc).__name__}"
     try:
         await resources.hsm.ping()
         checks["hsm"] = "ok"
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         checks["hsm"] = f"error: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse(status_code=200 if ready else 503, content={"status": "ok" if ready else "unavailable", "checks": checks})
+    return JSONResponse(
+        status_code=200 if ready else 503,
+        content={"status": "ok" if ready else "unavailable", "checks": checks},
+    )
 
 
 @health.get("/metrics", include_in_schema=False)
@@ -118,6 +127,15 @@ async def metrics() -> Response:
 def domain_routers() -> list[APIRouter]:
     """Every domain router, mounted under /api/v1 (imports are local: the composition root)."""
     routers: list[APIRouter] = []
+    # Issuance (issue 5): staff auth, residents, applications, cards, blacklist, audit.
+    from cardsvc.applications.endpoints import router as applications_router
+    from cardsvc.audit.endpoints import router as audit_router
+    from cardsvc.blacklist.endpoints import router as blacklist_router
+    from cardsvc.cards.endpoints import router as cards_router
+    from cardsvc.residents.endpoints import router as residents_router
+    from cardsvc.staff.endpoints import router as staff_router
+
+    routers += [staff_router, residents_router, applications_router, cards_router, blacklist_router, audit_router]
     return routers
 
 
@@ -140,7 +158,9 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
     app = FastAPI(
         title="Citizen card backend",
         version="0.1.0",
-        description="Issuance, terminal access, payments and settlement of the citizen card (市民卡).",
+        description=(
+            "Issuance, terminal access, payments and settlement of the citizen card (市民卡)."
+        ),
         lifespan=lifespan,
     )
     if resources is not None:

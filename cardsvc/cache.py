@@ -7,10 +7,11 @@ losing it loses no data (DESIGN §4). ``connect_cache(None)`` gives the in-proce
 from __future__ import annotations
 
 import asyncio
+import builtins
 import secrets
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
 import redis.asyncio as aioredis
@@ -29,17 +30,12 @@ class Cache(Protocol):
     async def sadd(self, key: str, *members: str) -> int: ...
     async def srem(self, key: str, *members: str) -> int: ...
     async def sismember(self, key: str, member: str) -> bool: ...
-    async def smembers(self, key: str) -> set[str]: ...
+    async def smembers(self, key: str) -> builtins.set[str]: ...
     def lock(
         self, name: str, timeout: float, blocking_timeout: float | None = None
-    ) -> AsyncIteratorContext: ...
+    ) -> AbstractAsyncContextManager[None]: ...
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
-
-
-class AsyncIteratorContext(Protocol):
-    async def __aenter__(self) -> None: ...
-    async def __aexit__(self, *exc: object) -> None: ...
 
 
 class MemoryCache:
@@ -103,12 +99,15 @@ class MemoryCache:
     async def sismember(self, key: str, member: str) -> bool:
         return member in self._sets.get(key, set())
 
-    async def smembers(self, key: str) -> set[str]:
+    async def smembers(self, key: str) -> builtins.set[str]:
         return set(self._sets.get(key, set()))
 
     @asynccontextmanager
     async def lock(
-        self, name: str, timeout: float, blocking_timeout: float | None = None
+        self,
+        name: str,
+        timeout: float,  # noqa: ASYNC109 - the lock's lease, not a call timeout
+        blocking_timeout: float | None = None,
     ) -> AsyncIterator[None]:
         token = secrets.token_hex(8)
         give_up = None if blocking_timeout is None else time.monotonic() + blocking_timeout
@@ -166,8 +165,8 @@ class RedisCache:
         return None if ttl is None else max(1, int(ttl * 1000))
 
     async def get(self, key: str) -> bytes | None:
-        value: bytes | None = await self._redis.get(self._k(key))
-        return value
+        value = await self._redis.get(self._k(key))
+        return value.encode() if isinstance(value, str) else value
 
     async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
         await self._redis.set(self._k(key), value, px=self._ms(ttl))
@@ -195,13 +194,16 @@ class RedisCache:
     async def sismember(self, key: str, member: str) -> bool:
         return bool(await self._redis.sismember(self._k(key), member))
 
-    async def smembers(self, key: str) -> set[str]:
+    async def smembers(self, key: str) -> builtins.set[str]:
         members = await self._redis.smembers(self._k(key))
         return {m.decode() if isinstance(m, bytes) else str(m) for m in members}
 
     @asynccontextmanager
     async def lock(
-        self, name: str, timeout: float, blocking_timeout: float | None = None
+        self,
+        name: str,
+        timeout: float,  # noqa: ASYNC109 - the lock's lease, not a call timeout
+        blocking_timeout: float | None = None,
     ) -> AsyncIterator[None]:
         key = self._k("lock:" + name)
         token = secrets.token_hex(16)
@@ -215,10 +217,10 @@ class RedisCache:
         try:
             yield
         finally:
-            await self._redis.eval(_RELEASE_LOCK, 1, key, token)  # type: ignore[misc]
+            await self._redis.eval(_RELEASE_LOCK, 1, key, token)
 
     async def ping(self) -> None:
-        await self._redis.ping()  # type: ignore[misc]
+        await self._redis.ping()
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -100,9 +100,14 @@ def db_check() -> None:
 
 
 @main.command()
-@click.option("--var-dir", default="var/demo", show_default=True, help="Where the demo keeps its files.")
+@click.option(
+    "--var-dir", default="var/demo", show_default=True, help="Where the demo keeps its files."
+)
 def demo(var_dir: str) -> None:
-    """Run the main job end to end on the embedded defaults (SQLite, in-process cache, hsm-sim child)."""
+    """Run the main job end to end on the embedded defaults.
+
+    SQLite, the in-process cache and an hsm-sim child process with the development key set.
+    """
     from cardsvc.demo import run_demo
 
     run_demo(var_dir)

@@ -28,7 +28,10 @@ async def step_infrastructure(resources: Resources) -> None:
     await resources.cache.ping()
     await resources.hsm.ping()
     head = await resources.hsm.audit_head()
-    click.echo(f"  database schema at revision {version}; cache answers; HSM answers (audit entry {head.seq})")
+    click.echo(
+        f"  database schema at revision {version}; cache answers; "
+        f"HSM answers (audit entry {head.seq})"
+    )
 
 
 def demo_steps() -> list[tuple[str, DemoStep]]:

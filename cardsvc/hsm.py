@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from hsm_sim.client import HsmClient, connect_hsm
-
 from cardsvc.settings import Settings
+from hsm_sim.client import HsmClient, connect_hsm
 
 __all__ = ["HsmClient", "open_hsm"]
 
@@ -21,7 +20,9 @@ async def open_hsm(settings: Settings) -> AsyncIterator[HsmClient]:
     secret = settings.hsm_secret.get_secret_value() if settings.hsm_secret else None
     if settings.hsm_url == "spawn":
         if not settings.development:
-            raise RuntimeError("spawning hsm-sim with development keys is refused outside development")
+            raise RuntimeError(
+                "spawning hsm-sim with development keys is refused outside development"
+            )
         from hsm_sim.testing import hsm_process
 
         async with hsm_process(settings.var_dir / "hsm") as url:
@@ -31,7 +32,9 @@ async def open_hsm(settings: Settings) -> AsyncIterator[HsmClient]:
             finally:
                 await client.close()
         return
-    client = await connect_hsm(settings.hsm_url, secret=secret, timeout=settings.hsm_timeout_seconds)
+    client = await connect_hsm(
+        settings.hsm_url, secret=secret, timeout=settings.hsm_timeout_seconds
+    )
     try:
         yield client
     finally:

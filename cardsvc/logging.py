@@ -18,7 +18,9 @@ import structlog
 REDACTED = "[REDACTED]"
 
 # Field names whose values are secrets in any form.
-_SECRET_FIELD = re.compile(r"(^|_)(key|keys|pin|password|passwd|secret|token|kt|lmk|authorization)($|_)", re.I)
+_SECRET_FIELD = re.compile(
+    r"(^|_)(key|keys|pin|password|passwd|secret|token|kt|lmk|authorization)($|_)", re.I
+)
 # 18-character resident ID (GB 11643): 17 digits and a digit or X.
 _RESIDENT_ID = re.compile(r"(?<![0-9A-Za-z])(\d{6})\d{8}(\d{3}[\dXx])(?![0-9A-Za-z])")
 # 16- to 19-digit card numbers / PAN-like runs.
@@ -47,7 +49,9 @@ def redact(value: Any, field: str = "") -> Any:
     return value
 
 
-def _redact_processor(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def _redact_processor(
+    _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     for field, value in list(event_dict.items()):
         event_dict[field] = redact(value, field if field != "event" else "")
     return event_dict
@@ -63,7 +67,11 @@ def configure_logging(level: str = "INFO", json: bool = True, stream: Any = None
         structlog.processors.format_exc_info,
         _redact_processor,
     ]
-    renderer: Any = structlog.processors.JSONRenderer(ensure_ascii=False) if json else structlog.dev.ConsoleRenderer()
+    renderer: Any = (
+        structlog.processors.JSONRenderer(ensure_ascii=False)
+        if json
+        else structlog.dev.ConsoleRenderer()
+    )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

@@ -33,7 +33,9 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         if settings.is_sqlite:
             settings.var_dir.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            settings.database_url, pool_size=settings.database_pool_size, echo=settings.database_echo
+            settings.database_url,
+            pool_size=settings.database_pool_size,
+            echo=settings.database_echo,
         )
         stack.push_async_callback(engine.dispose)
         cache = connect_cache(settings.redis_url)

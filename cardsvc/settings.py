@@ -22,7 +22,19 @@ class Mode(StrEnum):
 
 # Values that betray a copied example file rather than a real secret.
 PLACEHOLDER_SECRETS = frozenset(
-    {"", "changeme", "change-me", "change_me", "secret", "password", "placeholder", "xxx", "todo", "dev", "test"}
+    {
+        "",
+        "changeme",
+        "change-me",
+        "change_me",
+        "secret",
+        "password",
+        "placeholder",
+        "xxx",
+        "todo",
+        "dev",
+        "test",
+    }
 )
 
 # Development-only values, used when CARDSVC_MODE=development and nothing else is configured.
@@ -67,6 +79,23 @@ class Settings(BaseSettings):
     senior_age: Annotated[int, Field(ge=50, le=80)] = 60
     timezone: str = "Asia/Shanghai"
 
+    # Online authorization and purse loads (issue 8). Daily online spending per card type, fen
+    # (JSON in the environment, e.g. CARDSVC_ONLINE_DAILY_LIMITS='{"student": 30000}'); a type
+    # missing from the map uses ``online_daily_limit_default``.
+    online_daily_limits: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=lambda: {
+            "standard": 200_000,
+            "student": 50_000,
+            "senior": 100_000,
+            "disabled": 100_000,
+        }
+    )
+    online_daily_limit_default: Annotated[int, Field(ge=0)] = 200_000
+    # Pre-authorization holds are released when not completed within this time.
+    online_hold_expiry_seconds: Annotated[int, Field(ge=60, le=86400 * 30)] = 86400
+    # The purse ceiling a load may reach (the card refuses above its own max-balance file too).
+    purse_max_balance: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 100_000
+
     # Web and logs.
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
@@ -89,7 +118,9 @@ class Settings(BaseSettings):
             return self
         problems: list[str] = []
         if not self.hsm_url or self.hsm_url == "spawn" or self.hsm_url.startswith("local:"):
-            problems.append("CARDSVC_HSM_URL must name a running HSM (tcp://host:port) outside development")
+            problems.append(
+                "CARDSVC_HSM_URL must name a running HSM (tcp://host:port) outside development"
+            )
         for name in ("token_secret", "hsm_secret"):
             value: SecretStr | None = getattr(self, name)
             if value is None:

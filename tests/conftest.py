@@ -40,7 +40,8 @@ CACHES = ["memory"] + (["redis"] if REDIS_URL else [])
 def pytest_configure(config: pytest.Config) -> None:
     if REQUIRE_SERVICES and not (PG_URL and REDIS_URL):
         raise pytest.UsageError(
-            "CARDSVC_REQUIRE_SERVICES=1 but CARDSVC_TEST_DATABASE_URL or CARDSVC_TEST_REDIS_URL is missing"
+            "CARDSVC_REQUIRE_SERVICES=1 but CARDSVC_TEST_DATABASE_URL or "
+            "CARDSVC_TEST_REDIS_URL is missing"
         )
 
 
@@ -136,7 +137,7 @@ async def cache(engine: AsyncEngine) -> AsyncIterator[Cache]:
 
 @pytest.fixture
 async def hsm() -> AsyncIterator[HsmClient]:
-    """The in-process HSM backend with the development key set (the TCP one is tested in tests/hsm_sim)."""
+    """The in-process HSM with the development key set (tests/hsm_sim tests the TCP one)."""
     client = await connect_hsm("local://dev")
     yield client
     await client.close()
@@ -144,7 +145,12 @@ async def hsm() -> AsyncIterator[HsmClient]:
 
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
-    return Settings(mode=Mode.development, var_dir=tmp_path / "var", database_url=database_url, hsm_url="local://dev")
+    return Settings(
+        mode=Mode.development,
+        var_dir=tmp_path / "var",
+        database_url=database_url,
+        hsm_url="local://dev",
+    )
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from enum import StrEnum
 from sqlalchemy import Enum, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cardsvc.db import BigIntPK, Base, utcnow
+from cardsvc.db import Base, BigIntPK, utcnow
 
 
 class JobStatus(StrEnum):

@@ -54,8 +54,10 @@ async def boom() -> None:
 @probe.post("/probe/write-then-fail")
 async def write_then_fail(session: SessionDep) -> None:
     await session.execute(
-        text("INSERT INTO job_runs (job, run_key, step, status, attempts, started_at) "
-             "VALUES ('probe', 'k', 's', 'running', 1, CURRENT_TIMESTAMP)")
+        text(
+            "INSERT INTO job_runs (job, run_key, step, status, attempts, started_at) "
+            "VALUES ('probe', 'k', 's', 'running', 1, CURRENT_TIMESTAMP)"
+        )
     )
     raise Conflict("rolled back")
 
@@ -71,14 +73,21 @@ async def api(resources: Resources) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.mark.parametrize(
     ("path", "status", "name"),
-    [("/probe/conflict", 409, "Conflict"), ("/probe/forbidden", 403, "Forbidden"), ("/probe/items/7", 404, "NotFound")],
+    [
+        ("/probe/conflict", 409, "Conflict"),
+        ("/probe/forbidden", 403, "Forbidden"),
+        ("/probe/items/7", 404, "NotFound"),
+    ],
 )
-async def test_domain_errors_render_with_their_status(api: httpx.AsyncClient, path: str, status: int, name: str) -> None:
+async def test_domain_errors_render_with_their_status(
+    api: httpx.AsyncClient, path: str, status: int, name: str
+) -> None:
     response = await api.get(path)
     assert response.status_code == status
     body = response.json()
     assert body["error"] == name
-    assert isinstance(body["detail"], str) and body["detail"]
+    assert isinstance(body["detail"], str)
+    assert body["detail"]
 
 
 async def test_validation_errors_are_422(api: httpx.AsyncClient) -> None:
@@ -94,7 +103,9 @@ async def test_unexpected_errors_do_not_leak(api: httpx.AsyncClient) -> None:
     assert response.json() == {"error": "InternalError", "detail": "internal error"}
 
 
-async def test_a_failed_request_writes_nothing(api: httpx.AsyncClient, resources: Resources) -> None:
+async def test_a_failed_request_writes_nothing(
+    api: httpx.AsyncClient, resources: Resources
+) -> None:
     response = await api.post("/probe/write-then-fail")
     assert response.status_code == 409
     async with resources.engine.connect() as conn:

@@ -24,7 +24,10 @@ def test_json_logs_are_redacted() -> None:
         card_no="3211000000000018",
         pin="123456",
         session_key="80A1CC06DFB20A9193B343196DA97098",
-        detail={"resident_id": "11010519491231002X", "note": "key 073CD5EC365EBE9396B3E2F44FCCCEF4"},
+        detail={
+            "resident_id": "11010519491231002X",
+            "note": "key 073CD5EC365EBE9396B3E2F44FCCCEF4",
+        },
         amount=1500,
     )
     line = json.loads(stream.getvalue().strip().splitlines()[-1])
@@ -33,7 +36,13 @@ def test_json_logs_are_redacted() -> None:
     assert line["pin"] == "[REDACTED]"
     assert line["session_key"] == "[REDACTED]"
     raw = stream.getvalue()
-    for secret in ("3211000000000018", "123456", "80A1CC06DFB20A9193B343196DA97098", "11010519491231002X", "073CD5EC"):
+    for secret in (
+        "3211000000000018",
+        "123456",
+        "80A1CC06DFB20A9193B343196DA97098",
+        "11010519491231002X",
+        "073CD5EC",
+    ):
         assert secret not in raw
 
 

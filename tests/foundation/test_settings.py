@@ -30,10 +30,17 @@ class TestProduction:
         assert "CARDSVC_TOKEN_SECRET is required" in message
         assert "CARDSVC_HSM_SECRET is required" in message
 
-    @pytest.mark.parametrize("placeholder", ["changeme", "secret", "CHANGE-ME", "development-only-token-secret-x"])
+    @pytest.mark.parametrize(
+        "placeholder", ["changeme", "secret", "CHANGE-ME", "development-only-token-secret-x"]
+    )
     def test_refuses_placeholders(self, placeholder: str) -> None:
         with pytest.raises(ValidationError, match="placeholder"):
-            Settings(mode=Mode.production, hsm_url="tcp://hsm:1500", token_secret=placeholder, hsm_secret=STRONG)
+            Settings(
+                mode=Mode.production,
+                hsm_url="tcp://hsm:1500",
+                token_secret=placeholder,
+                hsm_secret=STRONG,
+            )
 
     def test_refuses_spawned_hsm(self) -> None:
         with pytest.raises(ValidationError, match="running HSM"):
@@ -41,10 +48,17 @@ class TestProduction:
 
     def test_short_token_secret(self) -> None:
         with pytest.raises(ValidationError, match="at least 32"):
-            Settings(mode=Mode.production, hsm_url="tcp://hsm:1500", token_secret="short-but-real-x", hsm_secret=STRONG)
+            Settings(
+                mode=Mode.production,
+                hsm_url="tcp://hsm:1500",
+                token_secret="short-but-real-x",
+                hsm_secret=STRONG,
+            )
 
     def test_valid_production(self) -> None:
-        settings = Settings(mode=Mode.production, hsm_url="tcp://hsm:1500", token_secret=STRONG, hsm_secret=STRONG)
+        settings = Settings(
+            mode=Mode.production, hsm_url="tcp://hsm:1500", token_secret=STRONG, hsm_secret=STRONG
+        )
         assert not settings.development
 
     def test_reads_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,7 +24,9 @@ class TestRealCardLoad:
 
     def test_mac2(self) -> None:
         sk = pboc.load_session_key(DLK_71, H("CDEF4F20"), 0)
-        assert pboc.load_mac2(sk, 0x1C37, 0x02, TERM_71, "20140825103100").hex().upper() == "0641DCD8"
+        assert (
+            pboc.load_mac2(sk, 0x1C37, 0x02, TERM_71, "20140825103100").hex().upper() == "0641DCD8"
+        )
 
     def test_tac_key(self) -> None:
         assert pboc.tac_key(DTK_71).hex().upper() == "096F066DE0E6EB86"
@@ -102,9 +104,15 @@ class TestSelfComputedRegression:
         assert dk2.hex().upper() == "454FA373D593BE1854877598907A7458"
         sk = pboc.purchase_session_key(dk2, H("12345678"), 5, 9)
         assert sk.hex().upper() == "E8DA03E676C0032A"
-        assert pboc.purchase_mac1(sk, 0x64, 0x06, TERM_71, "20240101120000").hex().upper() == "C561F1D5"
+        assert (
+            pboc.purchase_mac1(sk, 0x64, 0x06, TERM_71, "20240101120000").hex().upper()
+            == "C561F1D5"
+        )
         assert pboc.purchase_mac2(sk, 0x64).hex().upper() == "0EBB2BFC"
-        assert pboc.purchase_tac(dk2, 0x64, 0x06, TERM_71, 9, "20240101120000").hex().upper() == "1D39B170"
+        assert (
+            pboc.purchase_tac(dk2, 0x64, 0x06, TERM_71, 9, "20240101120000").hex().upper()
+            == "1D39B170"
+        )
 
 
 class TestPrimitives:
