@@ -1,0 +1,3 @@
+from cardsvc.cli import main
+
+main()
