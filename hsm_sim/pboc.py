@@ -26,17 +26,19 @@ class CryptoInputError(ValueError):
 
 def _check_key(key: bytes, *lengths: int) -> None:
     if len(key) not in lengths:
-        raise CryptoInputError(f"key must be {' or '.join(map(str, lengths))} bytes, got {len(key)}")
+        raise CryptoInputError(
+            f"key must be {' or '.join(map(str, lengths))} bytes, got {len(key)}"
+        )
 
 
 def des_encrypt(key8: bytes, block: bytes) -> bytes:
     _check_key(key8, 8)
-    return bytes(DES.new(key8, DES.MODE_ECB).encrypt(block))
+    return bytes(DES.new(key8, DES.MODE_ECB).encrypt(block))  # noqa: S304 - PBOC cards mandate DES/3DES
 
 
 def des_decrypt(key8: bytes, block: bytes) -> bytes:
     _check_key(key8, 8)
-    return bytes(DES.new(key8, DES.MODE_ECB).decrypt(block))
+    return bytes(DES.new(key8, DES.MODE_ECB).decrypt(block))  # noqa: S304 - PBOC cards mandate DES/3DES
 
 
 def tdes_encrypt(key: bytes, data: bytes) -> bytes:
@@ -84,7 +86,7 @@ def full_mac(key: bytes, data: bytes, iv: bytes = ZERO_IV) -> bytes:
     if len(iv) != BLOCK:
         raise CryptoInputError("IV must be 8 bytes")
     padded = pad_iso9797_m2(data)
-    last = bytes(DES.new(key[:8], DES.MODE_CBC, iv=iv).encrypt(padded)[-BLOCK:])
+    last = bytes(DES.new(key[:8], DES.MODE_CBC, iv=iv).encrypt(padded)[-BLOCK:])  # noqa: S304 - PBOC cards mandate DES/3DES
     if len(key) == 16:
         last = des_encrypt(key[:8], des_decrypt(key[8:], last))
     return last
@@ -100,7 +102,8 @@ def mac_equal(a: bytes, b: bytes) -> bool:
 
 
 def complement(data: bytes) -> bytes:
-    return bytes(b ^ 0xFF for b in data)
+    n = len(data)
+    return (int.from_bytes(data, "big") ^ ((1 << (8 * n)) - 1)).to_bytes(n, "big")
 
 
 def diversify(master_key: bytes, factor: bytes) -> bytes:
@@ -108,7 +111,8 @@ def diversify(master_key: bytes, factor: bytes) -> bytes:
     _check_key(master_key, 16)
     if len(factor) != 8:
         raise CryptoInputError("diversification factor must be 8 bytes")
-    return tdes_encrypt(master_key, factor) + tdes_encrypt(master_key, complement(factor))
+    # Both halves in one ECB call: 3DES(K, F) ‖ 3DES(K, ~F) block by block.
+    return tdes_encrypt(master_key, factor + complement(factor))
 
 
 def diversify_path(master_key: bytes, *factors: bytes) -> bytes:
@@ -117,6 +121,27 @@ def diversify_path(master_key: bytes, *factors: bytes) -> bytes:
     for factor in factors:
         key = diversify(key, factor)
     return key
+
+
+class Diversifier:
+    """:func:`diversify` under one fixed key, with its cipher object kept (the TAC_VERIFY hot path).
+
+    ECB cipher objects hold no chaining state, so one object serves every card.
+    """
+
+    __slots__ = ("_cipher",)
+
+    def __init__(self, master_key: bytes) -> None:
+        _check_key(master_key, 16)
+        if master_key[:8] == master_key[8:]:
+            self._cipher = DES.new(master_key[:8], DES.MODE_ECB)  # noqa: S304 - PBOC cards mandate DES/3DES
+        else:
+            self._cipher = DES3.new(master_key, DES3.MODE_ECB)
+
+    def derive(self, factor: bytes) -> bytes:
+        if len(factor) != 8:
+            raise CryptoInputError("diversification factor must be 8 bytes")
+        return bytes(self._cipher.encrypt(factor + complement(factor)))
 
 
 def group_factor(city_code: str) -> bytes:
@@ -129,7 +154,7 @@ def group_factor(city_code: str) -> bytes:
 def tac_key(dtk: bytes) -> bytes:
     """TAC key = DTK left half XOR right half (§2.2)."""
     _check_key(dtk, 16)
-    return bytes(a ^ b for a, b in zip(dtk[:8], dtk[8:], strict=True))
+    return (int.from_bytes(dtk[:8], "big") ^ int.from_bytes(dtk[8:], "big")).to_bytes(8, "big")
 
 
 def kcv(key: bytes) -> bytes:
@@ -165,7 +190,9 @@ def _terminal(terminal_no: bytes) -> bytes:
 # --- purchase (§3) -----------------------------------------------------------------------
 
 
-def purchase_session_key(dpk: bytes, random4: bytes, offline_counter: int, terminal_serial: int) -> bytes:
+def purchase_session_key(
+    dpk: bytes, random4: bytes, offline_counter: int, terminal_serial: int
+) -> bytes:
     """SESPK = 3DES(DPK, Random(4) ‖ OfflineCtr(2) ‖ TermTxSerial low 2 bytes) (§2.2)."""
     if len(random4) != 4:
         raise CryptoInputError("card random must be 4 bytes")
@@ -194,7 +221,13 @@ def purchase_tac(
     dtk: bytes, amount: int, tx_type: int, terminal_no: bytes, terminal_serial: int, dt14: str
 ) -> bytes:
     """TAC = MAC(DTK_L ⊕ DTK_R, Amount ‖ TxType ‖ TermNo ‖ TermTxSerial ‖ Date ‖ Time) (§3.2)."""
-    data = u32(amount) + bytes([tx_type]) + _terminal(terminal_no) + u32(terminal_serial) + bcd_datetime(dt14)
+    data = (
+        u32(amount)
+        + bytes([tx_type])
+        + _terminal(terminal_no)
+        + u32(terminal_serial)
+        + bcd_datetime(dt14)
+    )
     return mac4(tac_key(dtk), data)
 
 
@@ -208,14 +241,23 @@ def load_session_key(dlk: bytes, random4: bytes, online_counter: int) -> bytes:
     return tdes_encrypt(dlk, random4 + u16(online_counter) + b"\x80\x00")
 
 
-def load_mac1(session_key: bytes, balance_before: int, amount: int, tx_type: int, terminal_no: bytes) -> bytes:
+def load_mac1(
+    session_key: bytes, balance_before: int, amount: int, tx_type: int, terminal_no: bytes
+) -> bytes:
     """MAC1 = MAC(SESLK, BalanceBefore ‖ Amount ‖ TxType ‖ TermNo) (§4)."""
-    return mac4(session_key, u32(balance_before) + u32(amount) + bytes([tx_type]) + _terminal(terminal_no))
+    return mac4(
+        session_key, u32(balance_before) + u32(amount) + bytes([tx_type]) + _terminal(terminal_no)
+    )
 
 
-def load_mac2(session_key: bytes, amount: int, tx_type: int, terminal_no: bytes, host_dt14: str) -> bytes:
+def load_mac2(
+    session_key: bytes, amount: int, tx_type: int, terminal_no: bytes, host_dt14: str
+) -> bytes:
     """MAC2 = MAC(SESLK, Amount ‖ TxType ‖ TermNo ‖ HostDate ‖ HostTime) (§4)."""
-    return mac4(session_key, u32(amount) + bytes([tx_type]) + _terminal(terminal_no) + bcd_datetime(host_dt14))
+    return mac4(
+        session_key,
+        u32(amount) + bytes([tx_type]) + _terminal(terminal_no) + bcd_datetime(host_dt14),
+    )
 
 
 def load_tac(
@@ -227,7 +269,7 @@ def load_tac(
     terminal_no: bytes,
     dt14: str,
 ) -> bytes:
-    """TAC = MAC(TAC key, BalanceAfter ‖ OnlineCtr before increment ‖ Amount ‖ TxType ‖ TermNo ‖ DT) (§4)."""
+    """TAC = MAC(DTK_L⊕DTK_R, BalAfter ‖ OnlineCtr before +1 ‖ Amount ‖ Type ‖ TermNo ‖ DT) (§4)."""
     data = (
         u32(balance_after)
         + u16(online_counter)
@@ -249,10 +291,14 @@ def secure_messaging_iv(challenge4: bytes) -> bytes:
     return challenge4 + bytes(4)
 
 
-def wrap_key_block(transport_key: bytes, key_id: int, version: int, algorithm: int, card_key: bytes) -> bytes:
+def wrap_key_block(
+    transport_key: bytes, key_id: int, version: int, algorithm: int, card_key: bytes
+) -> bytes:
     """The encrypted body of WRITE KEY (DESIGN §6.2): 3DES-ECB(KT, pad(id ‖ ver ‖ alg ‖ key16))."""
     _check_key(card_key, 16)
-    return tdes_encrypt(transport_key, pad_iso9797_m2(bytes([key_id, version, algorithm]) + card_key))
+    return tdes_encrypt(
+        transport_key, pad_iso9797_m2(bytes([key_id, version, algorithm]) + card_key)
+    )
 
 
 def unwrap_key_block(transport_key: bytes, block: bytes) -> tuple[int, int, int, bytes]:

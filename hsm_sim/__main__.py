@@ -1,0 +1,3 @@
+from hsm_sim.cli import main
+
+main()
