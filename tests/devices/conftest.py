@@ -1,0 +1,3 @@
+from tests.conftest_pcsc import connect, pcscd, reconnect
+
+__all__ = ["connect", "pcscd", "reconnect"]
