@@ -1,0 +1,1 @@
+"""Double-entry ledger for stored value (DESIGN §10): accounts, balanced transactions, holds."""

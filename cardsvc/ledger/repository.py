@@ -1,0 +1,555 @@
+"""All ledger SQL. PostgreSQL paths use arrays (``= ANY``, ``unnest``) so that a posting of 500
+entries is a handful of statements whatever its size; SQLite uses executemany in-process.
+
+Row locks: ``lock_accounts`` takes ``FOR UPDATE`` locks in ascending id order in one statement,
+so two postings that share accounts queue instead of deadlocking. SQLite has no row locks; its
+writers are serialized by ``BEGIN IMMEDIATE`` (``cardsvc.db``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import case, func, literal, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cardsvc.ledger.models import (
+    KIND_RULES,
+    AccountKind,
+    HoldStatus,
+    LedgerAccount,
+    LedgerHold,
+    LedgerLine,
+    LedgerTransaction,
+    Side,
+)
+from cardsvc.ledger.schemas import AccountRef
+
+accounts = LedgerAccount.__table__
+transactions = LedgerTransaction.__table__
+lines = LedgerLine.__table__
+holds = LedgerHold.__table__
+
+
+@dataclass(slots=True)
+class AccountState:
+    id: int
+    ref: AccountRef
+    normal_side: Side
+    may_go_negative: bool
+    balance: int
+    held: int
+
+
+def is_postgres(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _insert(session: AsyncSession, table: Any) -> Any:
+    return pg_insert(table) if is_postgres(session) else sqlite_insert(table)
+
+
+# --- accounts -------------------------------------------------------------------------------
+
+
+async def find_account_ids(
+    session: AsyncSession, refs: Iterable[AccountRef]
+) -> dict[AccountRef, int]:
+    """Ids of the accounts that exist among ``refs`` (no locks), in one statement."""
+    refs = list(refs)
+    found: dict[AccountRef, int] = {}
+    if not refs:
+        return found
+    if is_postgres(session):
+        rows = await session.execute(
+            text(
+                "SELECT a.id, a.kind, a.owner_ref FROM ledger_accounts AS a "
+                "JOIN unnest(CAST(:kinds AS VARCHAR[]), CAST(:owners AS VARCHAR[])) "
+                "AS r(kind, owner_ref) ON a.kind = r.kind AND a.owner_ref = r.owner_ref"
+            ),
+            {"kinds": [r.kind.value for r in refs], "owners": [r.owner_ref for r in refs]},
+        )
+        for account_id, kind, owner_ref in rows:
+            found[AccountRef(AccountKind(kind), owner_ref)] = int(account_id)
+        return found
+    by_kind: dict[AccountKind, list[str]] = {}
+    for ref in refs:
+        by_kind.setdefault(ref.kind, []).append(ref.owner_ref)
+    for kind, owners in by_kind.items():
+        result = await session.execute(
+            select(accounts.c.id, accounts.c.owner_ref).where(
+                accounts.c.kind == kind, accounts.c.owner_ref.in_(owners)
+            )
+        )
+        for account_id, owner_ref in result:
+            found[AccountRef(kind, owner_ref)] = int(account_id)
+    return found
+
+
+async def insert_accounts(session: AsyncSession, refs: Sequence[AccountRef], now: datetime) -> None:
+    """Create accounts; one created concurrently by another transaction is left alone.
+
+    Rows go in sorted (kind, owner_ref) order, so two postings creating the same new accounts
+    wait on the first shared one instead of holding one each (no deadlock).
+    """
+    rows = [
+        {
+            "kind": ref.kind,
+            "owner_ref": ref.owner_ref,
+            "normal_side": KIND_RULES[ref.kind].normal_side,
+            "may_go_negative": KIND_RULES[ref.kind].may_go_negative,
+            "balance": 0,
+            "held": 0,
+            "created_at": now,
+        }
+        for ref in sorted(refs)
+    ]
+    stmt = (
+        _insert(session, accounts)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["kind", "owner_ref"])
+    )
+    await session.execute(stmt)
+
+
+async def lock_accounts(session: AsyncSession, ids: Sequence[int]) -> dict[int, AccountState]:
+    """Lock the accounts (ascending id order) and read their current balances."""
+    ordered = sorted(set(ids))
+    if is_postgres(session):
+        result = await session.execute(
+            text(
+                "SELECT id, kind, owner_ref, normal_side, may_go_negative, balance, held "
+                "FROM ledger_accounts WHERE id = ANY(CAST(:ids AS BIGINT[])) ORDER BY id FOR UPDATE"
+            ),
+            {"ids": ordered},
+        )
+    else:
+        result = await session.execute(
+            select(
+                accounts.c.id,
+                accounts.c.kind,
+                accounts.c.owner_ref,
+                accounts.c.normal_side,
+                accounts.c.may_go_negative,
+                accounts.c.balance,
+                accounts.c.held,
+            )
+            .where(accounts.c.id.in_(ordered))
+            .order_by(accounts.c.id)
+        )
+    states: dict[int, AccountState] = {}
+    for row in result:
+        states[row[0]] = AccountState(
+            id=row[0],
+            ref=AccountRef(AccountKind(row[1]), row[2]),
+            normal_side=Side(row[3]),
+            may_go_negative=bool(row[4]),
+            balance=int(row[5]),
+            held=int(row[6]),
+        )
+    return states
+
+
+async def apply_deltas(session: AsyncSession, deltas: Sequence[tuple[int, int, int]]) -> None:
+    """Add (balance delta, held delta) to each account id; callers hold the row locks."""
+    if not deltas:
+        return
+    if is_postgres(session):
+        await session.execute(
+            text(
+                "UPDATE ledger_accounts AS a SET balance = a.balance + d.db, held = a.held + d.dh "
+                "FROM unnest(CAST(:ids AS BIGINT[]), CAST(:db AS BIGINT[]), CAST(:dh AS BIGINT[])) "
+                "AS d(id, db, dh) WHERE a.id = d.id"
+            ),
+            {
+                "ids": [d[0] for d in deltas],
+                "db": [d[1] for d in deltas],
+                "dh": [d[2] for d in deltas],
+            },
+        )
+        return
+    stmt = text(
+        "UPDATE ledger_accounts SET balance = balance + :db, held = held + :dh WHERE id = :id"
+    )
+    await session.execute(stmt, [{"id": i, "db": db, "dh": dh} for i, db, dh in deltas])
+
+
+async def account_state(
+    session: AsyncSession, ref: AccountRef
+) -> tuple[int, Side, int, int] | None:
+    """(id, normal side, balance, held) of an account, or None when it does not exist."""
+    row = (
+        await session.execute(
+            select(
+                accounts.c.id, accounts.c.normal_side, accounts.c.balance, accounts.c.held
+            ).where(accounts.c.kind == ref.kind, accounts.c.owner_ref == ref.owner_ref)
+        )
+    ).first()
+    if row is None:
+        return None
+    return int(row[0]), Side(row[1]), int(row[2]), int(row[3])
+
+
+async def account_refs(session: AsyncSession, ids: Sequence[int]) -> dict[int, AccountRef]:
+    rows = await session.execute(
+        select(accounts.c.id, accounts.c.kind, accounts.c.owner_ref).where(accounts.c.id.in_(ids))
+    )
+    return {int(r[0]): AccountRef(AccountKind(r[1]), r[2]) for r in rows}
+
+
+async def balance_as_of(
+    session: AsyncSession, account_id: int, normal_side: Side, as_of: datetime
+) -> int:
+    signed = case((lines.c.side == normal_side.value, lines.c.amount), else_=-lines.c.amount)
+    value = await session.scalar(
+        select(func.coalesce(func.sum(signed), 0))
+        .select_from(lines.join(transactions, transactions.c.id == lines.c.transaction_id))
+        .where(lines.c.account_id == account_id, LedgerTransaction.posted_at <= as_of)
+    )
+    return int(value or 0)
+
+
+# --- transactions and lines -----------------------------------------------------------------
+
+_TX_COLUMNS = (
+    transactions.c.id,
+    transactions.c.idempotency_key,
+    transactions.c.content_hash,
+    transactions.c.tx_type,
+    transactions.c.clearing_date,
+    transactions.c.amount,
+    transactions.c.line_count,
+    transactions.c.posted_at,
+    transactions.c.record_ref,
+    transactions.c.reverses_id,
+    transactions.c.hold_id,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionRow:
+    id: int
+    idempotency_key: str
+    content_hash: str
+    tx_type: str
+    clearing_date: date
+    amount: int
+    line_count: int
+    posted_at: datetime
+    record_ref: str | None
+    reverses_id: int | None
+    hold_id: int | None
+
+
+def _tx_row(row: Any) -> TransactionRow:
+    return TransactionRow(*row)
+
+
+async def transaction_by_key(session: AsyncSession, key: str) -> TransactionRow | None:
+    row = (
+        await session.execute(select(*_TX_COLUMNS).where(LedgerTransaction.idempotency_key == key))
+    ).first()
+    return None if row is None else _tx_row(row)
+
+
+async def transaction_by_id(session: AsyncSession, transaction_id: int) -> TransactionRow | None:
+    row = (
+        await session.execute(select(*_TX_COLUMNS).where(transactions.c.id == transaction_id))
+    ).first()
+    return None if row is None else _tx_row(row)
+
+
+async def reversal_of(session: AsyncSession, transaction_id: int) -> int | None:
+    value = await session.scalar(
+        select(transactions.c.id).where(transactions.c.reverses_id == transaction_id)
+    )
+    return None if value is None else int(value)
+
+
+async def insert_transaction(session: AsyncSession, values: dict[str, Any]) -> int | None:
+    """Insert a transaction; None when its idempotency key was taken (e.g. concurrently)."""
+    stmt = (
+        _insert(session, transactions)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(transactions.c.id)
+    )
+    value = (await session.execute(stmt)).scalar()
+    return None if value is None else int(value)
+
+
+async def insert_lines(
+    session: AsyncSession, transaction_id: int, rows: Sequence[tuple[int, Side, int]]
+) -> None:
+    """Insert the lines (account id, side, amount) of one transaction."""
+    if is_postgres(session):
+        await session.execute(
+            text(
+                "INSERT INTO ledger_lines (transaction_id, account_id, side, amount) "
+                "SELECT :tx, a, s, m FROM unnest(CAST(:acc AS BIGINT[]), "
+                "CAST(:side AS VARCHAR[]), CAST(:amt AS BIGINT[])) AS u(a, s, m)"
+            ),
+            {
+                "tx": transaction_id,
+                "acc": [r[0] for r in rows],
+                "side": [r[1].value for r in rows],
+                "amt": [r[2] for r in rows],
+            },
+        )
+        return
+    await session.execute(
+        text(
+            "INSERT INTO ledger_lines (transaction_id, account_id, side, amount) "
+            "VALUES (:tx, :acc, :side, :amt)"
+        ),
+        [{"tx": transaction_id, "acc": a, "side": s.value, "amt": m} for a, s, m in rows],
+    )
+
+
+async def transaction_lines(
+    session: AsyncSession, transaction_id: int
+) -> list[tuple[AccountRef, Side, int]]:
+    rows = await session.execute(
+        select(accounts.c.kind, accounts.c.owner_ref, lines.c.side, lines.c.amount)
+        .select_from(lines.join(accounts, accounts.c.id == lines.c.account_id))
+        .where(lines.c.transaction_id == transaction_id)
+        .order_by(lines.c.id)
+    )
+    return [(AccountRef(AccountKind(k), o), Side(s), int(a)) for k, o, s, a in rows]
+
+
+# --- holds ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRow:
+    id: int
+    idempotency_key: str
+    content_hash: str
+    account_id: int
+    counterparty_id: int
+    amount: int
+    clearing_date: date
+    status: HoldStatus
+    expires_at: datetime
+    created_at: datetime
+    resolved_at: datetime | None
+    posted_amount: int | None
+    transaction_id: int | None
+
+
+_HOLD_COLUMNS = (
+    holds.c.id,
+    holds.c.idempotency_key,
+    holds.c.content_hash,
+    holds.c.account_id,
+    holds.c.counterparty_id,
+    holds.c.amount,
+    holds.c.clearing_date,
+    holds.c.status,
+    LedgerHold.expires_at,
+    LedgerHold.created_at,
+    LedgerHold.resolved_at,
+    holds.c.posted_amount,
+    holds.c.transaction_id,
+)
+
+
+def _hold_row(row: Any) -> HoldRow:
+    values = list(row)
+    values[7] = HoldStatus(values[7])
+    return HoldRow(*values)
+
+
+async def hold_by_id(session: AsyncSession, hold_id: int) -> HoldRow | None:
+    row = (await session.execute(select(*_HOLD_COLUMNS).where(holds.c.id == hold_id))).first()
+    return None if row is None else _hold_row(row)
+
+
+async def hold_by_key(session: AsyncSession, key: str) -> HoldRow | None:
+    row = (
+        await session.execute(select(*_HOLD_COLUMNS).where(holds.c.idempotency_key == key))
+    ).first()
+    return None if row is None else _hold_row(row)
+
+
+async def insert_hold(session: AsyncSession, values: dict[str, Any]) -> int | None:
+    stmt = (
+        _insert(session, holds)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(holds.c.id)
+    )
+    value = (await session.execute(stmt)).scalar()
+    return None if value is None else int(value)
+
+
+async def resolve_holds(
+    session: AsyncSession,
+    hold_ids: Sequence[int],
+    status: HoldStatus,
+    now: datetime,
+    *,
+    posted_amount: int | None = None,
+    transaction_id: int | None = None,
+    reason: str | None = None,
+) -> None:
+    await session.execute(
+        update(LedgerHold)
+        .where(LedgerHold.id.in_(hold_ids), LedgerHold.status == HoldStatus.pending)
+        .values(
+            status=status,
+            resolved_at=now,
+            posted_amount=posted_amount,
+            transaction_id=transaction_id,
+            reason=reason,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def expired_pending_holds(session: AsyncSession, now: datetime) -> list[HoldRow]:
+    rows = await session.execute(
+        select(*_HOLD_COLUMNS)
+        .where(LedgerHold.status == HoldStatus.pending, LedgerHold.expires_at <= now)
+        .order_by(holds.c.id)
+    )
+    return [_hold_row(r) for r in rows]
+
+
+async def holds_by_ids(session: AsyncSession, hold_ids: Sequence[int]) -> list[HoldRow]:
+    rows = await session.execute(select(*_HOLD_COLUMNS).where(holds.c.id.in_(hold_ids)))
+    return [_hold_row(r) for r in rows]
+
+
+# --- invariants (reference/settlement_hsm.md §2.3) --------------------------------------------
+
+
+async def counts(session: AsyncSession) -> tuple[int, int, int, int]:
+    row = (
+        await session.execute(
+            select(
+                select(func.count()).select_from(accounts).scalar_subquery(),
+                select(func.count()).select_from(transactions).scalar_subquery(),
+                select(func.count()).select_from(lines).scalar_subquery(),
+                select(func.count())
+                .select_from(holds)
+                .where(holds.c.status == HoldStatus.pending.value)
+                .scalar_subquery(),
+            )
+        )
+    ).one()
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+
+async def unbalanced_transactions(
+    session: AsyncSession,
+) -> list[tuple[int, int, int, int, int, int]]:
+    """(id, amount, line_count, Σ debits, Σ credits, lines) of transactions that do not balance."""
+    debits = func.coalesce(
+        func.sum(case((lines.c.side == Side.debit.value, lines.c.amount), else_=0)), 0
+    )
+    credits = func.coalesce(
+        func.sum(case((lines.c.side == Side.credit.value, lines.c.amount), else_=0)), 0
+    )
+    n = func.count(lines.c.id)
+    rows = await session.execute(
+        select(
+            transactions.c.id, transactions.c.amount, transactions.c.line_count, debits, credits, n
+        )
+        .select_from(transactions.outerjoin(lines, lines.c.transaction_id == transactions.c.id))
+        .group_by(transactions.c.id, transactions.c.amount, transactions.c.line_count)
+        .having(
+            (debits != credits)
+            | (debits != transactions.c.amount)
+            | (n != transactions.c.line_count)
+            | (n < 2)
+        )
+        .order_by(transactions.c.id)
+    )
+    return [tuple(int(v) for v in r) for r in rows]  # type: ignore[misc]
+
+
+async def signed_total(session: AsyncSession) -> int:
+    """Σ of all balances, debit-positive: zero in a sound double-entry ledger."""
+    signed = case(
+        (accounts.c.normal_side == Side.debit.value, accounts.c.balance), else_=-accounts.c.balance
+    )
+    return int(await session.scalar(select(func.coalesce(func.sum(signed), 0))) or 0)
+
+
+async def journal_totals(session: AsyncSession) -> tuple[int, int]:
+    row = (
+        await session.execute(
+            select(
+                func.coalesce(
+                    func.sum(case((lines.c.side == Side.debit.value, lines.c.amount), else_=0)), 0
+                ),
+                func.coalesce(
+                    func.sum(case((lines.c.side == Side.credit.value, lines.c.amount), else_=0)), 0
+                ),
+            )
+        )
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+async def balances_differing_from_lines(session: AsyncSession) -> list[tuple[AccountRef, int, int]]:
+    """(account, stored balance, balance from its lines) where they differ."""
+    from_lines = (
+        select(
+            lines.c.account_id.label("account_id"),
+            func.sum(
+                case((lines.c.side == Side.debit.value, lines.c.amount), else_=-lines.c.amount)
+            ).label("debit_net"),
+        )
+        .group_by(lines.c.account_id)
+        .subquery()
+    )
+    debit_net = func.coalesce(from_lines.c.debit_net, 0)
+    expected = case((accounts.c.normal_side == Side.debit.value, debit_net), else_=-debit_net)
+    rows = await session.execute(
+        select(accounts.c.kind, accounts.c.owner_ref, accounts.c.balance, expected)
+        .select_from(accounts.outerjoin(from_lines, from_lines.c.account_id == accounts.c.id))
+        .where(accounts.c.balance != expected)
+        .order_by(accounts.c.id)
+    )
+    return [(AccountRef(AccountKind(k), o), int(b), int(e)) for k, o, b, e in rows]
+
+
+async def forbidden_negatives(session: AsyncSession) -> list[tuple[AccountRef, int, int]]:
+    """(account, balance, held) of non-overdraft accounts below zero or below their holds."""
+    rows = await session.execute(
+        select(accounts.c.kind, accounts.c.owner_ref, accounts.c.balance, accounts.c.held)
+        .where(
+            (accounts.c.held < 0)
+            | (
+                (accounts.c.may_go_negative == literal(False))
+                & (accounts.c.balance < accounts.c.held)
+            )
+        )
+        .order_by(accounts.c.id)
+    )
+    return [(AccountRef(AccountKind(k), o), int(b), int(h)) for k, o, b, h in rows]
+
+
+async def held_differing_from_holds(session: AsyncSession) -> list[tuple[AccountRef, int, int]]:
+    pending = (
+        select(holds.c.account_id.label("account_id"), func.sum(holds.c.amount).label("total"))
+        .where(holds.c.status == HoldStatus.pending.value)
+        .group_by(holds.c.account_id)
+        .subquery()
+    )
+    expected = func.coalesce(pending.c.total, 0)
+    rows = await session.execute(
+        select(accounts.c.kind, accounts.c.owner_ref, accounts.c.held, expected)
+        .select_from(accounts.outerjoin(pending, pending.c.account_id == accounts.c.id))
+        .where(accounts.c.held != expected)
+        .order_by(accounts.c.id)
+    )
+    return [(AccountRef(AccountKind(k), o), int(h), int(e)) for k, o, h, e in rows]

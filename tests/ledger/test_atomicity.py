@@ -1,0 +1,58 @@
+"""A posting is one database transaction: a failure part-way leaves nothing behind."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from cardsvc.ledger import service as ledger
+from cardsvc.ledger.models import LedgerLine, LedgerTransaction
+from tests.ledger.helpers import card, load, merchant, purchase_batch
+
+
+class CrashMidPosting(Exception):
+    pass
+
+
+async def test_failure_between_lines_and_balances_leaves_nothing(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    async with sessions() as session:
+        await ledger.post(session, load("l1", card(1), 1000))
+        await session.commit()
+
+    seen: list[str] = []
+
+    # The real driver path, interrupted right before the balance update of one posting: the
+    # transaction row and its lines have reached the database by then.
+    def crash(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        normalized = " ".join(statement.split()).upper()
+        if normalized.startswith("INSERT INTO LEDGER_LINES"):
+            seen.append("lines")
+        if normalized.startswith("UPDATE LEDGER_ACCOUNTS") and "lines" in seen:
+            raise CrashMidPosting
+
+    event.listen(engine.sync_engine, "before_cursor_execute", crash)
+    try:
+        async with sessions() as session:
+            with pytest.raises(CrashMidPosting):
+                await ledger.post(session, purchase_batch("u1", [(card(1), 400)], merchant(1)))
+            await session.rollback()
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", crash)
+    assert seen == ["lines"]
+
+    async with sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(LedgerTransaction)) == 1
+        assert await session.scalar(select(func.count()).select_from(LedgerLine)) == 2
+        assert await ledger.balance(session, card(1)) == 1000
+        assert await ledger.balance(session, merchant(1)) == 0
+        assert (await ledger.check_invariants(session)).ok
+        # and the same posting, retried, goes through once
+        done = await ledger.post(session, purchase_batch("u1", [(card(1), 400)], merchant(1)))
+        await session.commit()
+        assert not done.replayed
+        assert await ledger.balance(session, card(1)) == 600
