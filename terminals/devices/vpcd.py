@@ -39,10 +39,21 @@ class VpcdError(ConnectionError):
     """vpcd is not listening (pcscd not running, or the vpcd driver not installed)."""
 
 
+def _quick_ack(sock: socket.socket) -> None:
+    """Acknowledge at once. vpcd writes the 2-byte length and the APDU in two sends without
+    TCP_NODELAY, so Nagle holds the APDU until our ACK; a delayed ACK (40 ms on Linux) would add
+    that much to every APDU. Linux clears TCP_QUICKACK after use, so it is set after each read."""
+    if hasattr(socket, "TCP_QUICKACK"):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+
+
 def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
     buf = bytearray()
     while len(buf) < n:
+        _quick_ack(sock)
         chunk = sock.recv(n - len(buf))
+        _quick_ack(sock)
         if not chunk:
             return None
         buf += chunk

@@ -1,0 +1,80 @@
+"""SQL of the blacklist."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cardsvc.audit.repository import insert_ignore
+from cardsvc.blacklist.models import BlacklistChangeRow, BlacklistEntry, ListVersion
+
+BLACKLIST = "blacklist"
+
+
+async def current_version(session: AsyncSession) -> int:
+    row = await session.get(ListVersion, BLACKLIST)
+    return row.version if row else 0
+
+
+async def bump_version(session: AsyncSession) -> int:
+    stmt = (
+        update(ListVersion)
+        .where(ListVersion.name == BLACKLIST)
+        .values(version=ListVersion.version + 1)
+        .returning(ListVersion.version)
+    )
+    version = (await session.execute(stmt)).scalar_one_or_none()
+    if version is None:
+        await insert_ignore(session, ListVersion.__table__, {"name": BLACKLIST, "version": 0})
+        version = (await session.execute(stmt)).scalar_one()
+    return int(version)
+
+
+async def get_entry(session: AsyncSession, asn: str) -> BlacklistEntry | None:
+    return await session.get(BlacklistEntry, asn)
+
+
+async def add_change(session: AsyncSession, change: BlacklistChangeRow) -> None:
+    session.add(change)
+    await session.flush()
+
+
+async def put_entry(session: AsyncSession, entry: BlacklistEntry) -> None:
+    await session.merge(entry)
+    await session.flush()
+
+
+async def delete_entry(session: AsyncSession, entry: BlacklistEntry) -> None:
+    await session.delete(entry)
+    await session.flush()
+
+
+async def changes_since(session: AsyncSession, version: int) -> list[BlacklistChangeRow]:
+    stmt = (
+        select(BlacklistChangeRow)
+        .where(BlacklistChangeRow.version > version)
+        .order_by(BlacklistChangeRow.version)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def all_entries(session: AsyncSession) -> list[BlacklistEntry]:
+    return list(
+        (await session.execute(select(BlacklistEntry).order_by(BlacklistEntry.asn))).scalars()
+    )
+
+
+async def entries_among(session: AsyncSession, asns: Collection[str], at: datetime) -> set[str]:
+    found: set[str] = set()
+    ordered = sorted(set(asns))
+    # Chunked IN lists keep each statement under the engines' parameter limits.
+    for start in range(0, len(ordered), 500):
+        chunk = ordered[start : start + 500]
+        stmt = select(BlacklistEntry.asn).where(
+            BlacklistEntry.asn.in_(chunk), BlacklistEntry.effective_at <= at
+        )
+        found.update((await session.execute(stmt)).scalars())
+    return found

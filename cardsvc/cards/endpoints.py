@@ -1,0 +1,137 @@
+"""Card routes: lookup and the lifecycle transitions of DESIGN §8."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from cardsvc.cards import service
+from cardsvc.cards.models import Card
+from cardsvc.cards.numbers import check_card_no
+from cardsvc.cards.schemas import CancelBody, CardOut, TransitionOut
+from cardsvc.deps import SessionDep, SettingsDep
+from cardsvc.errors import NotFound
+from cardsvc.staff.auth import Role, StaffPrincipal, require_roles
+
+router = APIRouter(prefix="/cards", tags=["cards"])
+
+Counter = Annotated[StaffPrincipal, Depends(require_roles(Role.counter_operator, Role.supervisor))]
+Supervisor = Annotated[StaffPrincipal, Depends(require_roles(Role.supervisor, Role.administrator))]
+Reader = Annotated[
+    StaffPrincipal,
+    Depends(require_roles(Role.counter_operator, Role.supervisor, Role.auditor, Role.finance)),
+]
+
+
+def card_out(card: Card) -> CardOut:
+    return CardOut(
+        id=card.id,
+        card_no=card.card_no,
+        asn=card.asn,
+        resident_id=card.resident_id,
+        card_type=card.card_type,
+        concession_code=card.concession_code,
+        status=card.status,
+        chip_serial=card.chip_serial,
+        key_version=card.key_version,
+        issued_at=card.issued_at,
+        expires_on=card.expires_on,
+        replaced_by_id=card.replaced_by_id,
+    )
+
+
+@router.get(
+    "/{card_no}",
+    response_model=CardOut,
+    summary="A card (counter operator, supervisor, auditor, finance)",
+)
+async def get_card(card_no: str, principal: Reader, session: SessionDep) -> CardOut:
+    card = await service.get_card_by_no(session, check_card_no(card_no))
+    if card is None:
+        raise NotFound("no such card")
+    return card_out(card)
+
+
+@router.post(
+    "/{card_no}/loss",
+    response_model=TransitionOut,
+    summary="Report loss: blacklisted at once (counter operator, supervisor)",
+)
+async def report_loss(card_no: str, principal: Counter, session: SessionDep) -> TransitionOut:
+    card = await service.require_card(session, check_card_no(card_no))
+    version = await service.report_loss(session, card, actor=principal.username)
+    return TransitionOut(card=card_out(card), blacklist_version=version)
+
+
+@router.post(
+    "/{card_no}/recover",
+    response_model=TransitionOut,
+    summary="Lost card found: active again (counter operator, supervisor)",
+)
+async def recover(card_no: str, principal: Counter, session: SessionDep) -> TransitionOut:
+    card = await service.require_card(session, check_card_no(card_no))
+    version = await service.recover(session, card, actor=principal.username)
+    return TransitionOut(card=card_out(card), blacklist_version=version)
+
+
+@router.post(
+    "/{card_no}/freeze", response_model=TransitionOut, summary="Freeze (supervisor, administrator)"
+)
+async def freeze(card_no: str, principal: Supervisor, session: SessionDep) -> TransitionOut:
+    card = await service.require_card(session, check_card_no(card_no))
+    version = await service.freeze(session, card, actor=principal.username)
+    return TransitionOut(card=card_out(card), blacklist_version=version)
+
+
+@router.post(
+    "/{card_no}/unfreeze",
+    response_model=TransitionOut,
+    summary="Unfreeze (supervisor, administrator)",
+)
+async def unfreeze(card_no: str, principal: Supervisor, session: SessionDep) -> TransitionOut:
+    card = await service.require_card(session, check_card_no(card_no))
+    version = await service.unfreeze(session, card, actor=principal.username)
+    return TransitionOut(card=card_out(card), blacklist_version=version)
+
+
+@router.post(
+    "/{card_no}/replace",
+    response_model=TransitionOut,
+    summary="Replace a lost card (counter operator, supervisor)",
+)
+async def replace(
+    card_no: str, principal: Counter, session: SessionDep, settings: SettingsDep
+) -> TransitionOut:
+    card = await service.require_card(session, check_card_no(card_no))
+    application = await service.replace(session, settings, card, actor=principal.username)
+    return TransitionOut(card=card_out(card), replacement_application_id=application.id)
+
+
+@router.post(
+    "/{card_no}/cancel",
+    response_model=TransitionOut,
+    summary="Cancel; balance refunded after the waiting period (counter operator, supervisor)",
+)
+async def cancel(
+    card_no: str, body: CancelBody, principal: Counter, session: SessionDep, settings: SettingsDep
+) -> TransitionOut:
+    card = await service.require_card(session, check_card_no(card_no))
+    version = await service.cancel(
+        session,
+        settings,
+        card,
+        refund_to=body.refund_to,
+        refund_ref=body.counter_code,
+        actor=principal.username,
+    )
+    return TransitionOut(card=card_out(card), blacklist_version=version)
+
+
+@router.post(
+    "/{card_no}/expire", response_model=TransitionOut, summary="Expire (supervisor, administrator)"
+)
+async def expire(card_no: str, principal: Supervisor, session: SessionDep) -> TransitionOut:
+    card = await service.require_card(session, check_card_no(card_no))
+    await service.expire(session, card, actor=principal.username)
+    return TransitionOut(card=card_out(card))

@@ -1,0 +1,35 @@
+"""Card API shapes."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from pydantic import BaseModel, Field
+
+from cardsvc.cards.models import CardStatus, CardType
+
+
+class CardOut(BaseModel):
+    id: int
+    card_no: str
+    asn: str
+    resident_id: int
+    card_type: CardType
+    concession_code: str
+    status: CardStatus
+    chip_serial: str | None
+    key_version: int
+    issued_at: datetime | None
+    expires_on: date | None
+    replaced_by_id: int | None
+
+
+class TransitionOut(BaseModel):
+    card: CardOut
+    blacklist_version: int | None = None
+    replacement_application_id: int | None = None
+
+
+class CancelBody(BaseModel):
+    refund_to: str = Field(default="resident_account", pattern=r"^(resident_account|counter_cash)$")
+    counter_code: str | None = Field(default=None, max_length=32)

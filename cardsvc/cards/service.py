@@ -1,0 +1,286 @@
+"""Card rules: lookup, allocation, and the lifecycle of DESIGN §8.
+
+``personalizing → active → lost → (active | replaced)``, ``active → frozen → active``,
+``active → cancelled``, ``active → expired``. Every transition checks the current state and
+refuses an impossible one with ``InvalidStateTransition`` (409). Loss, freeze and cancellation put
+the card on the blacklist at once; the balance of a replaced or cancelled card moves only after
+the waiting period (``settings.loss_waiting_period_days``), by ``cards.tasks.release_balances``.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cardsvc.applications import repository as applications_repo
+from cardsvc.applications.models import Application, ApplicationKind, ApplicationStatus
+from cardsvc.audit import service as audit
+from cardsvc.blacklist import service as blacklist
+from cardsvc.cards import repository
+from cardsvc.cards.models import (
+    CONCESSION_CODES,
+    BalanceRelease,
+    Card,
+    CardStatus,
+    CardType,
+    ReleaseKind,
+    ReleaseStatus,
+)
+from cardsvc.cards.numbers import asn_of, make_card_no, mask_card_no
+from cardsvc.db import utcnow
+from cardsvc.errors import Conflict, InvalidStateTransition, NotFound, ValidationFailed
+from cardsvc.settings import Settings
+
+# Statuses in which a resident still "holds" a card: a new application is refused.
+HOLDING_STATUSES = (CardStatus.personalizing, CardStatus.active, CardStatus.lost, CardStatus.frozen)
+REFUND_TARGETS = ("resident_account", "counter_cash")
+
+
+async def get_card_by_asn(session: AsyncSession, asn: str) -> Card | None:
+    return await repository.by_asn(session, asn)
+
+
+async def get_card_by_no(session: AsyncSession, card_no: str) -> Card | None:
+    return await repository.by_no(session, card_no)
+
+
+async def require_card(session: AsyncSession, card_no: str) -> Card:
+    card = await repository.by_no(session, card_no, for_update=True)
+    if card is None:
+        raise NotFound("no such card")
+    return card
+
+
+def age_on(birth: date, day: date) -> int:
+    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
+
+
+def resolve_card_type(
+    requested: CardType | None, birth: date, settings: Settings, today: date | None = None
+) -> CardType:
+    """Senior is decided by the birth date (age ≥ settings.senior_age, default 60); student and
+    disabled are declared at the counter against documents the operator checks."""
+    is_senior = age_on(birth, today or date.today()) >= settings.senior_age
+    if requested is None:
+        return CardType.senior if is_senior else CardType.standard
+    if requested is CardType.senior and not is_senior:
+        raise ValidationFailed(
+            f"a senior card needs the holder to be {settings.senior_age} or older"
+        )
+    return requested
+
+
+def card_view(card: Card) -> dict[str, object]:
+    """The audited shape of a card: no full card number (DESIGN §12)."""
+    return {"card": mask_card_no(card.card_no), "status": card.status, "type": card.card_type}
+
+
+async def allocate(
+    session: AsyncSession, settings: Settings, *, resident_id: int, card_type: CardType, actor: str
+) -> Card:
+    """A new card record with the next number, waiting for personalization."""
+    sequence = await repository.next_sequence(session, settings.city_code)
+    card_no = make_card_no(settings.city_code, sequence)
+    card = await repository.add(
+        session,
+        Card(
+            card_no=card_no,
+            asn=asn_of(card_no),
+            resident_id=resident_id,
+            card_type=card_type,
+            concession_code=CONCESSION_CODES[card_type],
+            status=CardStatus.personalizing,
+            key_version=1,
+        ),
+    )
+    await audit.record(
+        session,
+        actor=actor,
+        action="card.allocate",
+        entity="card",
+        entity_id=str(card.id),
+        after=card_view(card),
+    )
+    return card
+
+
+async def _transition(
+    session: AsyncSession,
+    card: Card,
+    allowed: tuple[CardStatus, ...],
+    to: CardStatus,
+    *,
+    action: str,
+    actor: str,
+    **extra: object,
+) -> None:
+    if card.status not in allowed:
+        raise InvalidStateTransition(
+            f"cannot {action.split('.')[-1].replace('_', ' ')} a card that is {card.status.value} "
+            f"(allowed from: {', '.join(s.value for s in allowed)})"
+        )
+    before = card_view(card)
+    card.status = to
+    card.status_changed_at = utcnow()
+    await session.flush()
+    await audit.record(
+        session,
+        actor=actor,
+        action=action,
+        entity="card",
+        entity_id=str(card.id),
+        before=before,
+        after={**card_view(card), **extra},
+    )
+
+
+async def activate(session: AsyncSession, settings: Settings, card: Card, *, actor: str) -> Card:
+    """Handover: the personalized card becomes the resident's active card."""
+    if card.chip_serial is None:
+        raise InvalidStateTransition("the card was never personalized")
+    if await repository.holding_cards(session, card.resident_id, (CardStatus.active,)):
+        raise Conflict("the resident already holds an active card")
+    now = utcnow()
+    card.issued_at = now
+    card.expires_on = date(now.year + settings.card_validity_years, now.month, min(now.day, 28))
+    await _transition(
+        session,
+        card,
+        (CardStatus.personalizing,),
+        CardStatus.active,
+        action="card.activate",
+        actor=actor,
+    )
+    return card
+
+
+async def report_loss(session: AsyncSession, card: Card, *, actor: str) -> int:
+    """Loss (挂失): blacklisted at once; returns the new blacklist version."""
+    await _transition(
+        session, card, (CardStatus.active,), CardStatus.lost, action="card.report_loss", actor=actor
+    )
+    return await blacklist.add(
+        session, asn=card.asn, reason="lost", actor=actor, effective_at=card.status_changed_at
+    )
+
+
+async def recover(session: AsyncSession, card: Card, *, actor: str) -> int:
+    """The lost card was found (解挂): active again and off the list."""
+    if await repository.holding_cards(session, card.resident_id, (CardStatus.active,)):
+        raise Conflict("the resident already holds another active card")
+    await _transition(
+        session, card, (CardStatus.lost,), CardStatus.active, action="card.recover", actor=actor
+    )
+    return await blacklist.remove(session, asn=card.asn, reason="recovered", actor=actor)
+
+
+async def freeze(session: AsyncSession, card: Card, *, actor: str) -> int:
+    await _transition(
+        session, card, (CardStatus.active,), CardStatus.frozen, action="card.freeze", actor=actor
+    )
+    return await blacklist.add(session, asn=card.asn, reason="frozen", actor=actor)
+
+
+async def unfreeze(session: AsyncSession, card: Card, *, actor: str) -> int:
+    await _transition(
+        session, card, (CardStatus.frozen,), CardStatus.active, action="card.unfreeze", actor=actor
+    )
+    return await blacklist.remove(session, asn=card.asn, reason="unfrozen", actor=actor)
+
+
+async def replace(
+    session: AsyncSession, settings: Settings, card: Card, *, actor: str
+) -> Application:
+    """Replace a lost card (补卡): the old card becomes ``replaced``; a replacement application is
+    submitted for approval; the old balance moves to the new card after the waiting period, counted
+    from the loss (when the card went on the blacklist)."""
+    lost_at = card.status_changed_at
+    if await applications_repo.open_for_resident(session, card.resident_id) is not None:
+        raise Conflict("the resident already has an open application")
+    await _transition(
+        session, card, (CardStatus.lost,), CardStatus.replaced, action="card.replace", actor=actor
+    )
+    application = await applications_repo.add(
+        session,
+        Application(
+            resident_id=card.resident_id,
+            kind=ApplicationKind.replacement,
+            card_type=card.card_type.value,
+            status=ApplicationStatus.submitted,
+            submitted_by=actor,
+            replaces_card_id=card.id,
+        ),
+    )
+    await repository.add_release(
+        session,
+        BalanceRelease(
+            card_id=card.id,
+            kind=ReleaseKind.to_new_card,
+            due_at=lost_at + timedelta(days=settings.loss_waiting_period_days),
+            replacement_application_id=application.id,
+            status=ReleaseStatus.pending,
+            created_by=actor,
+        ),
+    )
+    await audit.record(
+        session,
+        actor=actor,
+        action="application.submit",
+        entity="application",
+        entity_id=str(application.id),
+        after={
+            "kind": application.kind,
+            "card_type": application.card_type,
+            "replaces": mask_card_no(card.card_no),
+        },
+    )
+    return application
+
+
+async def cancel(
+    session: AsyncSession,
+    settings: Settings,
+    card: Card,
+    *,
+    refund_to: str,
+    refund_ref: str | None,
+    actor: str,
+) -> int:
+    """Cancel (销户): blacklisted at once; the balance is refunded after the waiting period to the
+    resident's online account or paid out in cash at a counter (``refund_ref`` = counter code)."""
+    if refund_to not in REFUND_TARGETS:
+        raise ValidationFailed(f"refund_to must be one of {', '.join(REFUND_TARGETS)}")
+    if refund_to == "counter_cash" and not refund_ref:
+        raise ValidationFailed("a cash refund names the counter")
+    await _transition(
+        session,
+        card,
+        (CardStatus.active,),
+        CardStatus.cancelled,
+        action="card.cancel",
+        actor=actor,
+        refund_to=refund_to,
+    )
+    await repository.add_release(
+        session,
+        BalanceRelease(
+            card_id=card.id,
+            kind=ReleaseKind.refund,
+            due_at=card.status_changed_at + timedelta(days=settings.loss_waiting_period_days),
+            refund_to=refund_to,
+            refund_ref=refund_ref if refund_to == "counter_cash" else str(card.resident_id),
+            status=ReleaseStatus.pending,
+            created_by=actor,
+        ),
+    )
+    return await blacklist.add(
+        session, asn=card.asn, reason="cancelled", actor=actor, effective_at=card.status_changed_at
+    )
+
+
+async def expire(session: AsyncSession, card: Card, *, actor: str) -> None:
+    """Past its expiry date the card stops; terminals refuse it by its own expiry date (0015)."""
+    await _transition(
+        session, card, (CardStatus.active,), CardStatus.expired, action="card.expire", actor=actor
+    )

@@ -1,0 +1,152 @@
+"""Card jobs: move balances after the waiting period; expire cards past their date.
+
+``release_balances`` is idempotent: each release is handled in its own unit of work under a row
+lock, skipped once ``done``, and posted with the idempotency key ``card-release:<id>``, so a crash
+between the posting and the status update replays the same ledger transaction (DESIGN §8, §10).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from cardsvc.applications import repository as applications_repo
+from cardsvc.audit import service as audit
+from cardsvc.cards import repository
+from cardsvc.cards import service as cards
+from cardsvc.cards.models import BalanceRelease, ReleaseKind, ReleaseStatus
+from cardsvc.cards.numbers import mask_card_no
+from cardsvc.db import unit_of_work, utcnow
+from cardsvc.ledger import service as ledger
+from cardsvc.ledger.models import AccountKind, Side
+from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
+from cardsvc.logging import get_logger
+from cardsvc.settings import Settings
+
+log = get_logger(__name__)
+ACTOR = "system:release-balances"
+
+
+@dataclass
+class ReleaseReport:
+    moved: int = 0
+    amount: int = 0
+    zero: int = 0
+    waiting_for_card: int = 0
+    ids: list[int] = field(default_factory=list)
+
+
+async def _target(session: AsyncSession, release: BalanceRelease) -> AccountRef | None:
+    if release.kind is ReleaseKind.to_new_card:
+        assert release.replacement_application_id is not None  # noqa: S101
+        application = await applications_repo.get(session, release.replacement_application_id)
+        if application is None or application.card_id is None:
+            return None  # the new card has no number yet; try again on the next run
+        new_card = await repository.get(session, application.card_id)
+        assert new_card is not None  # noqa: S101
+        return AccountRef(AccountKind.card_float, new_card.card_no)
+    kind = (
+        AccountKind.counter_cash
+        if release.refund_to == "counter_cash"
+        else AccountKind.resident_account
+    )
+    return AccountRef(kind, release.refund_ref or "")
+
+
+async def release_one(
+    session: AsyncSession, release_id: int, clearing_date: date
+) -> tuple[str, int]:
+    """Handle one due release; returns (outcome, amount)."""
+    release = await repository.lock_release(session, release_id)
+    if release is None or release.status is ReleaseStatus.done:
+        return "skipped", 0
+    old = await repository.get(session, release.card_id)
+    assert old is not None  # noqa: S101
+    target = await _target(session, release)
+    if target is None:
+        return "waiting_for_card", 0
+    source = AccountRef(AccountKind.card_float, old.card_no)
+    amount = await ledger.balance(session, source)
+    tx_id = None
+    if amount > 0:
+        posted = await ledger.post(
+            session,
+            PostingRequest(
+                idempotency_key=f"card-release:{release.id}",
+                tx_type="transfer" if release.kind is ReleaseKind.to_new_card else "refund",
+                clearing_date=clearing_date,
+                entries=[Entry(source, Side.debit, amount), Entry(target, Side.credit, amount)],
+                record_ref=f"card_balance_release:{release.id}",
+                description=f"{release.kind.value} balance of card {mask_card_no(old.card_no)}",
+            ),
+        )
+        tx_id = posted.id
+    release.status, release.amount, release.ledger_transaction_id, release.done_at = (
+        ReleaseStatus.done,
+        amount,
+        tx_id,
+        utcnow(),
+    )
+    await session.flush()
+    await audit.record(
+        session,
+        actor=ACTOR,
+        action=f"card.release_{release.kind.value}",
+        entity="card",
+        entity_id=str(old.id),
+        after={
+            "card": mask_card_no(old.card_no),
+            "amount": amount,
+            "to": target.kind.value,
+            "ledger_transaction": tx_id,
+        },
+    )
+    return ("moved" if amount > 0 else "zero"), amount
+
+
+async def release_balances(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, now: datetime | None = None
+) -> ReleaseReport:
+    now = now or utcnow()
+    clearing_date = now.astimezone(ZoneInfo(settings.timezone)).date()
+    report = ReleaseReport()
+    async with sessions() as session:
+        due = await repository.due_release_ids(session, now)
+    for release_id in due:
+        async with unit_of_work(sessions) as session:
+            outcome, amount = await release_one(session, release_id, clearing_date)
+        if outcome == "moved":
+            report.moved += 1
+            report.amount += amount
+            report.ids.append(release_id)
+        elif outcome == "zero":
+            report.zero += 1
+            report.ids.append(release_id)
+        elif outcome == "waiting_for_card":
+            report.waiting_for_card += 1
+    log.info(
+        "cards.release_balances",
+        moved=report.moved,
+        amount=report.amount,
+        zero=report.zero,
+        waiting=report.waiting_for_card,
+    )
+    return report
+
+
+async def expire_due(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, today: date | None = None
+) -> int:
+    """Active cards whose expiry date has passed become ``expired``."""
+    today = today or utcnow().astimezone(ZoneInfo(settings.timezone)).date()
+    async with sessions() as session:
+        ids = await repository.expired_active_ids(session, today)
+    for card_id in ids:
+        async with unit_of_work(sessions) as session:
+            card = await repository.get(session, card_id, for_update=True)
+            if card is not None:
+                await cards.expire(session, card, actor="system:expire-cards")
+    return len(ids)

@@ -1,0 +1,79 @@
+"""Staff routes: login, accounts (administrator), whoami."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from cardsvc.db import utcnow
+from cardsvc.deps import SessionDep, SettingsDep
+from cardsvc.staff import service
+from cardsvc.staff.auth import Role, StaffPrincipal, current_principal, parse_roles, require_roles
+from cardsvc.staff.models import StaffUser
+from cardsvc.staff.schemas import LoginRequest, StaffCreate, StaffOut, TokenOut
+
+router = APIRouter(prefix="/staff", tags=["staff"])
+
+Admin = Annotated[StaffPrincipal, Depends(require_roles(Role.administrator))]
+
+
+def _out(user: StaffUser) -> StaffOut:
+    return StaffOut(
+        id=user.id,
+        username=user.username,
+        display_name=user.display_name,
+        roles=sorted(parse_roles(user.roles)),
+        active=user.active,
+        locked=user.locked_until is not None and user.locked_until > utcnow(),
+    )
+
+
+@router.post(
+    "/login", response_model=TokenOut, summary="Log in (any staff); returns a bearer token"
+)
+async def login(body: LoginRequest, session: SessionDep, settings: SettingsDep) -> TokenOut:
+    try:
+        result = await service.login(session, settings, body.username, body.password)
+    except service.LoginFailed:
+        # The failure count must survive the error response (lockout), so keep it before raising.
+        await session.commit()
+        raise
+    return TokenOut(
+        access_token=result.token,
+        expires_in=result.expires_in,
+        roles=sorted(result.principal.roles),
+    )
+
+
+@router.get("/me", response_model=StaffOut, summary="The logged-in account (any role)")
+async def me(
+    principal: Annotated[StaffPrincipal, Depends(current_principal)], session: SessionDep
+) -> StaffOut:
+    from cardsvc.staff import repository
+
+    user = await repository.get(session, principal.id)
+    assert user is not None  # noqa: S101 - current_principal just read it
+    return _out(user)
+
+
+@router.post(
+    "", response_model=StaffOut, status_code=201, summary="Create a staff account (administrator)"
+)
+async def create(body: StaffCreate, principal: Admin, session: SessionDep) -> StaffOut:
+    user = await service.create_staff(
+        session,
+        username=body.username,
+        password=body.password,
+        roles=body.roles,
+        display_name=body.display_name,
+        actor=principal.username,
+    )
+    return _out(user)
+
+
+@router.post(
+    "/{staff_id}/unlock", response_model=StaffOut, summary="Lift a lockout (administrator)"
+)
+async def unlock(staff_id: int, principal: Admin, session: SessionDep) -> StaffOut:
+    return _out(await service.unlock(session, staff_id, actor=principal.username))

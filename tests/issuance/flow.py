@@ -1,0 +1,52 @@
+"""The counter flow over the API, shared by the in-process and the pcscd scenarios."""
+
+from __future__ import annotations
+
+import httpx
+
+from cardsvc.personalization.service import PersoResult, personalize
+from cardsvc.reader.link import CardLink
+from cardsvc.resources import Resources
+
+
+async def register_and_apply(
+    client: httpx.AsyncClient,
+    operator: dict[str, str],
+    supervisor: dict[str, str],
+    *,
+    resident_id: str,
+    name: str,
+) -> tuple[int, int, str]:
+    """Resident → application → approval → production; returns (resident, application, card_no)."""
+    r = await client.post(
+        "/api/v1/residents",
+        json={
+            "resident_id": resident_id,
+            "name": name,
+            "phone": "13800000000",
+            "address": "泰州市海陵区1号",
+        },
+        headers=operator,
+    )
+    assert r.status_code == 201, r.text
+    resident = r.json()["id"]
+    r = await client.post("/api/v1/applications", json={"resident_id": resident}, headers=operator)
+    assert r.status_code == 201, r.text
+    application = r.json()["id"]
+    r = await client.post(f"/api/v1/applications/{application}/approve", headers=supervisor)
+    assert r.status_code == 200, r.text
+    r = await client.post(f"/api/v1/applications/{application}/production", headers=operator)
+    assert r.status_code == 200, r.text
+    return resident, application, r.json()["card_no"]
+
+
+async def personalize_card(resources: Resources, link: CardLink, application: int) -> PersoResult:
+    return await personalize(
+        resources.sessions,
+        resources.hsm,
+        resources.settings,
+        link,
+        application,
+        reader="test",
+        actor="operator",
+    )

@@ -1,0 +1,93 @@
+"""Personalization over the in-process link: keys and files on the card, resume after a pull."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from cardsvc.personalization import files
+from cardsvc.personalization.service import PersonalizationInterrupted
+from cardsvc.reader.link import InProcessLink
+from cardsvc.reader.purse import read_card
+from cardsvc.resources import Resources
+from terminals.devices.card import VirtualCard, make_blank_card
+from tests.issuance.flow import personalize_card, register_and_apply
+from tests.issuance.helpers import resident_id
+
+SERIAL = bytes.fromhex("5A5A000011112222")
+
+
+async def test_personalize_and_handover(
+    client: httpx.AsyncClient,
+    resources: Resources,
+    operator: dict[str, str],
+    supervisor: dict[str, str],
+) -> None:
+    rid = resident_id()
+    _, application, card_no = await register_and_apply(
+        client, operator, supervisor, resident_id=rid, name="王小明"
+    )
+    card = make_blank_card(SERIAL)
+    with InProcessLink(card) as link:
+        result = await personalize_card(resources, link, application)
+        snapshot = read_card(link)
+    assert result.card_no == card_no
+    assert result.chip_serial == SERIAL.hex().upper()
+    assert snapshot.card_no == card_no
+    assert files.decode_text(snapshot.ef0016[2:22], "gbk") == "王小明"
+    assert files.decode_text(snapshot.ef0016[22:54], "ascii") == rid
+    assert snapshot.ef06 is not None
+    assert snapshot.ef06[:18].decode() == rid
+    assert card.state.transport_key is None  # END PERSONALIZATION done
+    r = await client.get(f"/api/v1/applications/{application}", headers=operator)
+    assert r.json()["status"] == "personalized"
+    r = await client.post(f"/api/v1/applications/{application}/handover", headers=operator)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "active"
+    # personalizing the same application again is refused
+    with (
+        pytest.raises(Exception, match=r"personalized|issued"),
+        InProcessLink(make_blank_card(SERIAL)) as link,
+    ):
+        await personalize_card(resources, link, application)
+
+
+class PulledCard(VirtualCard):
+    """Answers ``budget`` APDUs, then behaves like a card pulled from the reader."""
+
+    budget = 10_000
+
+    def process(self, apdu: bytes) -> bytes:
+        if self.budget <= 0:
+            raise ConnectionError("card pulled out")
+        self.budget -= 1
+        return super().process(apdu)
+
+
+@pytest.mark.parametrize("budget", [3, 12, 27])
+async def test_pulled_card_resumes(
+    client: httpx.AsyncClient,
+    resources: Resources,
+    operator: dict[str, str],
+    supervisor: dict[str, str],
+    budget: int,
+) -> None:
+    _, application, _ = await register_and_apply(
+        client, operator, supervisor, resident_id=resident_id(), name="李雷"
+    )
+    blank = make_blank_card(SERIAL)
+    card = PulledCard(blank.state)
+    card.budget = budget
+    with (
+        pytest.raises(PersonalizationInterrupted, match="put the same card back"),
+        InProcessLink(card) as link,
+    ):
+        await personalize_card(resources, link, application)
+    r = await client.get(f"/api/v1/applications/{application}", headers=operator)
+    assert r.json()["status"] == "in_production"  # never personalized on a partial run
+    card.budget = 10_000
+    with InProcessLink(card) as link:
+        result = await personalize_card(resources, link, application)
+    assert result.resumed
+    r = await client.get(f"/api/v1/applications/{application}", headers=operator)
+    assert r.json()["status"] == "personalized"
