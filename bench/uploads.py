@@ -1,0 +1,284 @@
+"""Offline upload ingestion end to end (DESIGN §13): records/s with 500-record batches.
+
+Real parts: PostgreSQL (``CARDSVC_BENCH_DATABASE_URL``, default the local ``test`` server; a
+fresh database is created and dropped), Redis when ``CARDSVC_BENCH_REDIS_URL`` is set, an
+``hsm-sim`` process with the development keys (``hsm_sim.testing``), and the API under uvicorn
+in a subprocess on loopback. Several terminals sign in and upload concurrently over HTTP; each
+record is verified by TAC_VERIFY, stored and posted. Prints the median of the runs, and the raw
+TAC_VERIFY rate over the wire measured in the same run (the HSM's share of the limit).
+
+    uv run python bench/uploads.py [--records 20000] [--terminals 4] [--runs 3] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import httpx
+from sqlalchemy import make_url
+
+from cardsvc import migrate
+from cardsvc.cards.models import CONCESSION_CODES, Card, CardStatus, CardType
+from cardsvc.cards.numbers import make_card_no
+from cardsvc.db import create_engine, session_factory, unit_of_work
+from cardsvc.ledger import service as ledger
+from cardsvc.ledger.models import AccountKind, Side
+from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
+from cardsvc.residents.models import Resident
+from hsm_sim.client import connect_hsm
+from hsm_sim.testing import start_hsm_process
+from terminals.devices.host_client import HostClient, dev_tmk
+from terminals.devices.validator import dev_signed_record
+from terminals.registry import service as registry
+from terminals.registry.models import MerchantCategory
+
+BATCH = 500
+LOCAL = ZoneInfo("Asia/Shanghai")
+MERCHANT = "321100000000900"
+
+
+async def admin_sql(url: str, sql: str) -> None:
+    u = make_url(url)
+    conn = await asyncpg.connect(
+        host=u.host, port=u.port or 5432, user=u.username, password=u.password, database=u.database
+    )
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def seed(url: str, terminals: list[str], cards: int, balance: int) -> list[str]:
+    engine = create_engine(url, pool_size=2)
+    numbers = [make_card_no("3211", 500_000 + i) for i in range(cards)]
+    async with unit_of_work(session_factory(engine)) as session:
+        await registry.create_merchant(
+            session, merchant_no=MERCHANT, name="Bench Bus", category=MerchantCategory.bus,
+            settlement_account="6222000000000900", actor="bench",
+        )  # fmt: skip
+        for t in terminals:
+            await registry.create_terminal(
+                session, terminal_no=t, psam_no="50" + t + "00", merchant_no=MERCHANT, actor="bench"
+            )
+        residents = [
+            Resident(
+                id_index=uuid.uuid4().hex * 2, id_cipher=b"b", id_masked="x", name_cipher=b"b", name_masked="x",
+                sex="M", birth_date=date(1990, 1, 1), phone="", address="", created_by="bench",
+            )
+            for _ in numbers
+        ]  # fmt: skip
+        session.add_all(residents)
+        await session.flush()
+        session.add_all(
+            Card(
+                card_no=no, asn=no, resident_id=r.id, card_type=CardType.standard,
+                concession_code=CONCESSION_CODES[CardType.standard], status=CardStatus.active,
+                key_version=1, issued_at=datetime.now(UTC),
+            )
+            for no, r in zip(numbers, residents, strict=True)
+        )  # fmt: skip
+        await ledger.post(
+            session,
+            PostingRequest(
+                idempotency_key="bench-funding",
+                tx_type="load",
+                clearing_date=date.today(),
+                entries=[
+                    Entry(
+                        AccountRef(AccountKind.counter_cash, "BENCH"),
+                        Side.debit,
+                        balance * len(numbers),
+                    )
+                ]
+                + [
+                    Entry(AccountRef(AccountKind.card_float, no), Side.credit, balance)
+                    for no in numbers
+                ],
+            ),
+        )
+    await engine.dispose()
+    return numbers
+
+
+COUNTERS: dict[str, int] = {}
+
+
+def make_batches(
+    terminals: list[str], cards: list[str], per_terminal: int, run: int
+) -> dict[str, list[dict[str, Any]]]:
+    """Genuine records: each card's offline counter goes up by one per record, across terminals
+    and runs, so the chains have no gaps (as on a real day)."""
+    counters = COUNTERS
+    for no in cards:
+        counters.setdefault(no, 0)
+    now = datetime.now(LOCAL) - timedelta(minutes=5)
+    out: dict[str, list[dict[str, Any]]] = {}
+    k = 0
+    for ti, t in enumerate(terminals):
+        records = []
+        for i in range(per_terminal):
+            asn = cards[k % len(cards)]
+            k += 1
+            counter = counters[asn]
+            counters[asn] += 1
+            records.append(
+                dev_signed_record(
+                    asn=asn, offline_counter=counter, balance_before=100_000, amount=200, terminal_no=t,
+                    terminal_serial=run * 1_000_000 + i, dt14=(now + timedelta(seconds=ti)).strftime("%Y%m%d%H%M%S"),
+                )
+            )  # fmt: skip
+        out[t] = records
+    return out
+
+
+async def upload_all(base: str, records: dict[str, list[dict[str, Any]]], run: int) -> float:
+    async with httpx.AsyncClient(base_url=base, timeout=120) as http:
+        clients = {t: HostClient(http, t, dev_tmk(t)) for t in records}
+        await asyncio.gather(*(c.sign_in() for c in clients.values()))
+
+        async def one(t: str) -> None:
+            rs = records[t]
+            for b in range(0, len(rs), BATCH):
+                chunk = rs[b : b + BATCH]
+                payload = {
+                    "batch_no": run * 100_000 + b // BATCH + 1, "psam_no": "50" + t + "00",
+                    "record_count": len(chunk), "total_amount": sum(r["amount"] for r in chunk),
+                    "blacklist_version": 0, "params_version": 0, "records": chunk,
+                }  # fmt: skip
+                response = await clients[t].post("/api/v1/terminal/uploads", payload)
+                if response.status_code != 200:
+                    raise RuntimeError(
+                        f"upload failed: {response.status_code} {response.text[:300]}"
+                    )
+                answer = response.json()
+                if answer["accepted_count"] != len(chunk):
+                    codes = {r["code"] for r in answer["results"]}
+                    raise RuntimeError(f"records refused: {codes}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(t) for t in records))
+        return time.perf_counter() - started
+
+
+async def raw_tac_rate(hsm_url: str, records: list[dict[str, Any]]) -> float:
+    client = await connect_hsm(hsm_url)
+    wire = [
+        {
+            k: r[k]
+            for k in (
+                "asn",
+                "key_version",
+                "amount",
+                "tx_type",
+                "terminal_no",
+                "terminal_serial",
+                "datetime",
+                "tac",
+            )
+        }
+        | {"kind": "purchase"}
+        for r in records
+    ]
+    try:
+        await client.tac_verify(wire[:BATCH])
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(client.tac_verify(wire[i : i + BATCH]) for i in range(0, len(wire), BATCH))
+        )
+        return len(wire) / (time.perf_counter() - started)
+    finally:
+        await client.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--terminals", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--cards", type=int, default=2000)
+    args = parser.parse_args()
+    base_url = os.environ.get(
+        "CARDSVC_BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+    )
+    name = f"bench_uploads_{os.getpid()}"
+    db_url = make_url(base_url).set(database=name).render_as_string(hide_password=False)
+    asyncio.run(admin_sql(base_url, f'CREATE DATABASE "{name}"'))
+    tmp = Path(tempfile.mkdtemp(prefix="bench-uploads-"))
+    hsm_url, stop_hsm = start_hsm_process(tmp / "hsm")
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        migrate.upgrade(db_url)
+        terminals = [f"3211900{i:05d}" for i in range(args.terminals)]
+        cards = asyncio.run(seed(db_url, terminals, args.cards, 10_000_000))
+        port = free_port()
+        env = dict(os.environ, CARDSVC_MODE="development", CARDSVC_DATABASE_URL=db_url, CARDSVC_HSM_URL=hsm_url,
+                   CARDSVC_LOG_LEVEL="WARNING", CARDSVC_VAR_DIR=str(tmp / "var"), CARDSVC_DATABASE_POOL_SIZE="10")  # fmt: skip
+        if os.environ.get("CARDSVC_BENCH_REDIS_URL"):
+            env["CARDSVC_REDIS_URL"] = os.environ["CARDSVC_BENCH_REDIS_URL"]
+        server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "cardsvc.app:create_app", "--factory", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", str(args.workers), "--log-level", "warning", "--no-access-log"],
+            env=env,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        per_terminal = args.records // args.terminals
+        rates, raw = [], []
+        for run in range(args.runs):
+            batches = make_batches(terminals, cards, per_terminal, run + 1)
+            elapsed = asyncio.run(upload_all(base, batches, run + 1))
+            total = per_terminal * len(terminals)
+            rates.append(total / elapsed)
+            raw.append(
+                asyncio.run(raw_tac_rate(hsm_url, [r for rs in batches.values() for r in rs]))
+            )
+            print(
+                f"run {run + 1}: {total} records in {elapsed:.2f} s = {total / elapsed:,.0f} records/s"
+            )
+        median = statistics.median(rates)
+        raw_median = statistics.median(raw)
+        print(
+            f"upload ingestion, {BATCH}-record batches, {args.terminals} terminals, {args.workers} API workers:"
+        )
+        print(f"  median {median:,.0f} records/s end to end (target >= 5,000)")
+        print(
+            f"  raw TAC_VERIFY over the wire, same run: median {raw_median:,.0f} records/s; ratio {median / raw_median:.2f}"
+        )
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=20)
+        stop_hsm()
+        asyncio.run(admin_sql(base_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""Clearing days (DESIGN §5, §11): every accepted record carries the business day open when it
+was accepted; settlement closes a day (new acceptances go to the next one)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+
+from sqlalchemy import Date, Enum
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cardsvc.db import Base
+
+
+class DayStatus(StrEnum):
+    open = "open"
+    closing = "closing"
+    closed = "closed"
+
+
+class ClearingDay(Base):
+    __tablename__ = "clearing_days"
+
+    clearing_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    status: Mapped[DayStatus] = mapped_column(Enum(DayStatus, native_enum=False, length=16))
+    opened_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]

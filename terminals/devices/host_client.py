@@ -1,0 +1,165 @@
+"""A terminal's connection to the host API (docs/terminal-protocol.md), for simulated devices.
+
+The device holds its TMK as a key-injection facility would have loaded it:
+``TMK = div(MTMK, 0000 ‖ terminal number BCD(6))`` (hsm_contract.md). It signs in with a MAC by
+the TMK, decrypts the session key the host sends under the TMK, checks its KCV, and from then on
+signs every request with the session key and a sequence number that only goes up.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from hsm_sim import pboc
+from terminals.access.canonical import canonical_request
+from terminals.devices import dev_keys
+
+SIGN_IN_PATH = "/api/v1/terminal/sign-in"
+LOCAL_TZ = ZoneInfo("Asia/Shanghai")
+
+
+class HostError(Exception):
+    """The host refused a request (status and the rendered error body)."""
+
+    def __init__(self, status: int, body: object) -> None:
+        super().__init__(f"host answered {status}: {body}")
+        self.status = status
+        self.body = body
+
+
+def dev_tmk(terminal_no: str) -> bytes:
+    """The development TMK of a terminal (what key injection loads into the device)."""
+    return pboc.diversify(dev_keys.MTMK, b"\x00\x00" + bytes.fromhex(terminal_no))
+
+
+def encode_body(payload: Mapping[str, object]) -> bytes:
+    """Compact UTF-8 JSON; the MAC covers these exact bytes (through their SHA-256)."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True)
+class SignInResult:
+    session_id: str
+    server_time: str  # local YYYYMMDDhhmmss
+    blacklist_version: int
+    params_version: int
+    merchant_no: str
+    merchant_category: str
+    expires_at: str
+
+
+class HostClient:
+    """One terminal's connection to the host API over httpx (AsyncClient given, so tests use ASGITransport)."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        terminal_no: str,
+        tmk: bytes,
+        *,
+        psam_no: str | None = None,
+        blacklist_version: int = 0,
+        params_version: int = 0,
+    ) -> None:
+        if len(terminal_no) != 12 or not terminal_no.isdigit():
+            raise ValueError("terminal number must be 12 digits")
+        self.http = http
+        self.terminal_no = terminal_no
+        self.psam_no = psam_no or ("50" + terminal_no + "00")
+        self._tmk = tmk
+        self._session_key: bytes | None = None
+        self.session_id = ""
+        self.seq = 0
+        self.blacklist_version = blacklist_version
+        self.params_version = params_version
+
+    @property
+    def signed_in(self) -> bool:
+        return self._session_key is not None
+
+    async def sign_in(self) -> SignInResult:
+        now = datetime.now(LOCAL_TZ).strftime("%Y%m%d%H%M%S")
+        payload = {
+            "terminal_no": self.terminal_no,
+            "psam_no": self.psam_no,
+            "terminal_time": now,
+            "nonce": secrets.token_hex(8).upper(),
+            "blacklist_version": self.blacklist_version,
+            "params_version": self.params_version,
+        }
+        body = encode_body(payload)
+        mac = pboc.full_mac(
+            self._tmk, canonical_request("POST", SIGN_IN_PATH, self.terminal_no, "", 0, body)
+        )
+        response = await self.http.post(
+            SIGN_IN_PATH,
+            content=body,
+            headers={
+                "Content-Type": "application/json",
+                "X-Terminal-No": self.terminal_no,
+                "X-Mac": mac.hex().upper(),
+            },
+        )
+        if response.status_code != 200:
+            raise HostError(response.status_code, _body(response))
+        answer = response.json()
+        key = pboc.tdes_decrypt(self._tmk, bytes.fromhex(answer["session_key"]))
+        if pboc.kcv(key).hex().upper() != answer["key_kcv"].upper():
+            raise HostError(response.status_code, "session key check value does not match")
+        self._session_key = key
+        self.session_id = answer["session_id"]
+        self.seq = int(answer["seq"])
+        return SignInResult(
+            session_id=self.session_id,
+            server_time=answer["server_time"],
+            blacklist_version=int(answer["lists"]["blacklist"]),
+            params_version=int(answer["lists"]["parameters"]),
+            merchant_no=answer["merchant_no"],
+            merchant_category=answer["merchant_category"],
+            expires_at=answer["expires_at"],
+        )
+
+    def signed_headers(
+        self, method: str, target: str, body: bytes, seq: int | None = None
+    ) -> dict[str, str]:
+        """The four headers of a signed request; takes the next sequence number unless given."""
+        if self._session_key is None:
+            raise RuntimeError("sign in first")
+        if seq is None:
+            self.seq += 1
+            seq = self.seq
+        mac = pboc.full_mac(
+            self._session_key,
+            canonical_request(method, target, self.terminal_no, self.session_id, seq, body),
+        )
+        return {
+            "X-Terminal-No": self.terminal_no,
+            "X-Session-Id": self.session_id,
+            "X-Seq": str(seq),
+            "X-Mac": mac.hex().upper(),
+        }
+
+    async def post(self, path: str, payload: Mapping[str, object]) -> httpx.Response:
+        """A signed POST (seq += 1)."""
+        body = encode_body(payload)
+        headers = self.signed_headers("POST", path, body)
+        headers["Content-Type"] = "application/json"
+        return await self.http.post(path, content=body, headers=headers)
+
+    async def get(self, path: str) -> httpx.Response:
+        """A signed GET (seq += 1); ``path`` may carry a query string, which the MAC covers."""
+        return await self.http.get(path, headers=self.signed_headers("GET", path, b""))
+
+
+def _body(response: httpx.Response) -> object:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text

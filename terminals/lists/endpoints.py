@@ -1,0 +1,76 @@
+"""List routes: signed terminal downloads and the administrators' parameter tables."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from cardsvc.deps import SessionDep
+from cardsvc.staff.auth import Role, StaffPrincipal, require_roles
+from terminals.access.auth import AuthenticatedTerminal
+from terminals.lists import repository, service
+from terminals.lists.schemas import (
+    BlacklistResponse,
+    ParameterItem,
+    ParameterSet,
+    ParametersResponse,
+    VersionsReport,
+)
+
+terminal_router = APIRouter(prefix="/terminal/lists", tags=["terminal lists"])
+admin_router = APIRouter(prefix="/parameters", tags=["terminal parameters"])
+Admin = Annotated[StaffPrincipal, Depends(require_roles(Role.administrator))]
+
+
+@terminal_router.get("/blacklist", response_model=BlacklistResponse)
+async def blacklist(
+    terminal: AuthenticatedTerminal, session: SessionDep, since: int = Query(0, ge=0)
+) -> BlacklistResponse:
+    """The blacklist in full (since=0) or as the changes after the terminal's version."""
+    del terminal
+    return await service.blacklist_for(session, since)
+
+
+@terminal_router.get("/parameters", response_model=ParametersResponse)
+async def parameters(
+    terminal: AuthenticatedTerminal, session: SessionDep, since: int = Query(0, ge=0)
+) -> ParametersResponse:
+    """Fares, concessions, transfer window and parking tariffs, in full or as changes."""
+    del terminal
+    return await service.parameters_for(session, since)
+
+
+@terminal_router.post("/versions")
+async def report_versions(
+    terminal: AuthenticatedTerminal, session: SessionDep, body: VersionsReport
+) -> dict[str, int]:
+    """The terminal reports the list versions it now holds (stored for CRF9-style checks)."""
+    await service.report_versions(
+        session, terminal.terminal_id, body.blacklist_version, body.params_version
+    )
+    return {"blacklist_version": body.blacklist_version, "params_version": body.params_version}
+
+
+@admin_router.get("", response_model=ParametersResponse)
+async def list_parameters(_admin: Admin, session: SessionDep) -> ParametersResponse:
+    return await service.parameters_for(session, 0)
+
+
+@admin_router.put("/{table}/{key}", response_model=ParameterItem)
+async def set_parameter(
+    table: str, key: str, body: ParameterSet, admin: Admin, session: SessionDep
+) -> ParameterItem:
+    version = await service.set_parameter(session, table, key, body.value, actor=admin.username)
+    return ParameterItem(version=version, table=table, key=key, action="set", value=body.value)
+
+
+@admin_router.delete("/{table}/{key}", response_model=ParameterItem)
+async def delete_parameter(
+    table: str, key: str, admin: Admin, session: SessionDep
+) -> ParameterItem:
+    version = await service.delete_parameter(session, table, key, actor=admin.username)
+    return ParameterItem(version=version, table=table, key=key, action="delete", value=None)
+
+
+__all__ = ["admin_router", "repository", "terminal_router"]

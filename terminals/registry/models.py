@@ -1,0 +1,68 @@
+"""Operators/merchants and their terminals (DESIGN §9 Registry; §5 identifiers)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import BigInteger, Enum, ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cardsvc.db import Base, BigIntPK, utcnow
+
+
+class MerchantCategory(StrEnum):
+    bus = "bus"
+    taxi = "taxi"
+    parking = "parking"
+    fuel = "fuel"
+    retail = "retail"
+    utility = "utility"
+
+
+class MerchantStatus(StrEnum):
+    active = "active"
+    suspended = "suspended"
+
+
+class TerminalStatus(StrEnum):
+    active = "active"
+    suspended = "suspended"
+    retired = "retired"
+
+
+class Merchant(Base):
+    __tablename__ = "merchants"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    merchant_no: Mapped[str] = mapped_column(String(15), unique=True)  # 15 digits (DESIGN §5)
+    name: Mapped[str] = mapped_column(String(100))
+    category: Mapped[MerchantCategory] = mapped_column(
+        Enum(MerchantCategory, native_enum=False, length=16)
+    )
+    settlement_account: Mapped[str] = mapped_column(String(34))  # bank account the payouts go to
+    status: Mapped[MerchantStatus] = mapped_column(
+        Enum(MerchantStatus, native_enum=False, length=16)
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Terminal(Base):
+    __tablename__ = "terminals"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    terminal_no: Mapped[str] = mapped_column(
+        String(12), unique=True
+    )  # 12 digits = PSAM terminal number
+    psam_no: Mapped[str] = mapped_column(String(20), unique=True)  # the PSAM's own serial number
+    merchant_id: Mapped[int] = mapped_column(ForeignKey("merchants.id"), index=True)
+    status: Mapped[TerminalStatus] = mapped_column(
+        Enum(TerminalStatus, native_enum=False, length=16)
+    )
+    description: Mapped[str] = mapped_column(String(100), default="")
+    # List versions the terminal last reported (DESIGN §9 Lists; reference/pboc.md §9.2.5 CRF9).
+    blacklist_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    params_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    versions_reported_at: Mapped[datetime | None]
+    last_sign_in_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,202 @@
+"""Demo step: a simulated bus and taxi day and its upload (``cardsvc demo``).
+
+Registers a bus company and a taxi company with two buses and one taxi (once), issues a handful
+of funded cards for the day (numbers from the card sequence, so the demo can run again), lets
+the validators and the meter take fares through the virtual cards and their PSAMs, uploads the
+batches over the signed terminal API, and checks the ledger.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from datetime import UTC, date, datetime
+
+import click
+import httpx
+
+from cardsvc.cards import repository as cards_repository
+from cardsvc.cards.models import CONCESSION_CODES, Card, CardStatus, CardType
+from cardsvc.cards.numbers import make_card_no
+from cardsvc.clearing import service as clearing
+from cardsvc.db import unit_of_work
+from cardsvc.ledger import service as ledger
+from cardsvc.ledger.models import AccountKind, Side
+from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
+from cardsvc.reader.link import InProcessLink
+from cardsvc.residents.models import Resident
+from cardsvc.resources import Resources
+from terminals.devices.bus import BusValidator
+from terminals.devices.card import VirtualCard, make_dev_personalized_card
+from terminals.devices.host_client import HostClient, dev_tmk
+from terminals.devices.psam import Psam
+from terminals.devices.taxi import TaxiMeter
+from terminals.lists import service as lists
+from terminals.registry import repository as registry_repository
+from terminals.registry import service as registry
+from terminals.registry.models import MerchantCategory
+
+BUS_CO = "321100000000101"
+TAXI_CO = "321100000000102"
+BUSES = ("321100010001", "321100010002")
+TAXI = "321100020001"
+
+
+def _psam_no(terminal_no: str) -> str:
+    return "50" + terminal_no + "00"
+
+
+def _psam(resources: Resources, terminal_no: str) -> Psam:
+    """The terminal's PSAM, kept under the demo's var directory: its serial must survive runs."""
+    path = resources.settings.var_dir / "psam" / f"{terminal_no}.json"
+    if path.exists():
+        return Psam.load(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Psam.dev(terminal_no, state_path=path)
+
+
+async def _registry(resources: Resources) -> None:
+    async with unit_of_work(resources.sessions) as session:
+        if await registry_repository.merchant_by_no(session, BUS_CO) is not None:
+            return
+        await registry.create_merchant(
+            session,
+            merchant_no=BUS_CO,
+            name="Demo City Bus",
+            category=MerchantCategory.bus,
+            settlement_account="6222021001000101",
+            actor="demo",
+        )
+        await registry.create_merchant(
+            session,
+            merchant_no=TAXI_CO,
+            name="Demo Taxi",
+            category=MerchantCategory.taxi,
+            settlement_account="6222021001000102",
+            actor="demo",
+        )
+        for t in BUSES:
+            await registry.create_terminal(
+                session, terminal_no=t, psam_no=_psam_no(t), merchant_no=BUS_CO, actor="demo"
+            )
+        await registry.create_terminal(
+            session, terminal_no=TAXI, psam_no=_psam_no(TAXI), merchant_no=TAXI_CO, actor="demo"
+        )
+        await lists.set_parameter(session, "fares", "bus:default", {"fare": 200}, actor="demo")
+        await lists.set_parameter(
+            session,
+            "fares",
+            "taxi",
+            {"flag_fall": 1000, "included_m": 3000, "per_km": 240},
+            actor="demo",
+        )
+        await lists.set_parameter(session, "concessions", "01", {"percent": 50}, actor="demo")
+        await lists.set_parameter(
+            session, "transfer", "bus", {"window_minutes": 90, "discount": 100}, actor="demo"
+        )
+
+
+async def _cards(resources: Resources, count: int, balance: int) -> list[VirtualCard]:
+    chips: list[VirtualCard] = []
+    day = await _open_day(resources)
+    async with unit_of_work(resources.sessions) as session:
+        for _ in range(count):
+            card_no = make_card_no(
+                resources.settings.city_code,
+                await cards_repository.next_sequence(session, resources.settings.city_code),
+            )
+            resident = Resident(
+                id_index=secrets.token_hex(32),
+                id_cipher=b"demo",
+                id_masked="3211**********000X",
+                name_cipher=b"demo",
+                name_masked="乘*",
+                sex="F",
+                birth_date=date(1985, 5, 5),
+                phone="",
+                address="",
+                created_by="demo",
+            )
+            session.add(resident)
+            await session.flush()
+            session.add(
+                Card(
+                    card_no=card_no,
+                    asn=card_no,
+                    resident_id=resident.id,
+                    card_type=CardType.standard,
+                    concession_code=CONCESSION_CODES[CardType.standard],
+                    status=CardStatus.active,
+                    key_version=1,
+                    issued_at=datetime.now(UTC),
+                    expires_on=date(2035, 12, 31),
+                )
+            )
+            await ledger.post(
+                session,
+                PostingRequest(
+                    idempotency_key=f"demo-load:{card_no}",
+                    tx_type="load",
+                    clearing_date=day,
+                    entries=[
+                        Entry(AccountRef(AccountKind.counter_cash, "DEMO"), Side.debit, balance),
+                        Entry(AccountRef(AccountKind.card_float, card_no), Side.credit, balance),
+                    ],
+                ),
+            )
+            chips.append(make_dev_personalized_card(card_no, balance))
+    return chips
+
+
+async def _open_day(resources: Resources) -> date:
+    async with unit_of_work(resources.sessions) as session:
+        return await clearing.open_clearing_date(session)
+
+
+async def step_terminal_day(resources: Resources) -> None:
+    from cardsvc.app import create_app
+
+    await _registry(resources)
+    chips = await _cards(resources, 8, 3000)
+    app = create_app(resources.settings, resources)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://demo") as http:
+        buses = [
+            BusValidator(
+                HostClient(http, t, dev_tmk(t), psam_no=_psam_no(t)),
+                _psam(resources, t),
+                line=f"000{i + 1}",
+            )
+            for i, t in enumerate(BUSES)
+        ]
+        taxi = TaxiMeter(
+            HostClient(http, TAXI, dev_tmk(TAXI), psam_no=_psam_no(TAXI)), _psam(resources, TAXI)
+        )
+        for device in (*buses, taxi):
+            await device.start()
+            # Batch numbers continue from earlier demo runs on the same database.
+            device.state.batch_no = int(time.time())
+        start = sum(c.state.balance for c in chips)
+        for trip in range(2):
+            for i, chip in enumerate(chips):
+                with InProcessLink(chip) as link:
+                    buses[(i + trip) % 2].tap(link)
+        for i, chip in enumerate(chips[:3]):
+            with InProcessLink(chip) as link:
+                taxi.pay(link, distance_m=4000 + 1500 * i)
+        taps = sum(len(d.state.pending) for d in (*buses, taxi))
+        answers = [a for d in (*buses, taxi) for a in await d.upload()]
+    accepted = sum(a["accepted_amount"] for a in answers)
+    fallen = start - sum(c.state.balance for c in chips)
+    click.echo(
+        f"  {len(chips)} riders made {taps} trips on 2 buses and 1 taxi; {len(answers)} batches uploaded"
+    )
+    click.echo(
+        f"  accepted {sum(a['accepted_count'] for a in answers)} records, {accepted / 100:.2f} yuan "
+        f"(cards fell by {fallen / 100:.2f} yuan), clearing date {answers[0]['clearing_date']}"
+    )
+    async with resources.sessions() as session:
+        report = await ledger.check_invariants(session)
+    if accepted != fallen or not report.ok:
+        raise click.ClickException("terminal day does not add up:\n" + report.render())
+    click.echo("  ledger invariants hold")

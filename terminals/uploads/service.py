@@ -1,0 +1,599 @@
+"""Offline upload ingestion (DESIGN §9; reference/pboc.md §9; reference/settlement_hsm.md §1.3-§1.5).
+
+One upload is one database transaction: the batch, every record (refused ones too, with their
+code), the break items and ONE ledger posting (card floats debited, the operator's pending
+clearing account credited) commit together or not at all. Work per batch is a fixed number of
+round trips: one card lookup, one blacklist lookup, one TAC_VERIFY, two duplicate lookups, one
+chain lookup, bulk inserts and the posting; never one per record.
+
+Result codes per record, checked in this order:
+
+- 02 invalid data: a field missing, of the wrong type or out of range; amount above the balance
+  or the fare; a time that is not a calendar time or lies beyond the allowed clock skew ahead;
+- 07 unknown terminal or PSAM mismatch: the record's terminal number is not the uploading
+  terminal's, or the batch's PSAM is not the one registered for it;
+- 05 expired: older than ``upload_max_record_age_days`` (reference/settlement_hsm.md §1.5);
+- 06 unknown card: no issued card has that ASN;
+- 01 TAC invalid (HSM TAC_VERIFY, reference/pboc.md §9.2.1), which opens a ``tac_failed`` break;
+- 03 duplicate: (ASN, offline counter) or (terminal number, terminal serial) already held by an
+  accepted record, in the database or earlier in the same batch;
+- 04 gray: the terminal never saw the card's answer; held, with a ``gray`` break item;
+- 00 accepted, posted, and flagged when the card is on the blacklist (its TAC proves the money
+  moved: reference/pboc.md §9.2.5).
+
+A gap in a card's offline counters (against the highest accepted counter) opens one
+``counter_gap`` break per missing counter (at most ``MAX_GAP_ITEMS`` per gap); a later record
+that fills it resolves it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cardsvc.blacklist import service as blacklist
+from cardsvc.cards.models import CardStatus
+from cardsvc.clearing import service as clearing
+from cardsvc.db import utcnow
+from cardsvc.errors import Conflict, DependencyUnavailable, IdempotencyConflict, ValidationFailed
+from cardsvc.ledger import service as ledger
+from cardsvc.ledger.errors import InsufficientFunds
+from cardsvc.ledger.models import AccountKind, Side
+from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
+from cardsvc.settings import Settings
+from hsm_sim.client import HsmClient, HsmUnavailable
+from terminals.access.auth import TerminalContext
+from terminals.uploads import repository
+from terminals.uploads.models import BreakKind, BreakStatus, ResultCode
+from terminals.uploads.schemas import RecordResult, UploadRequest, UploadResponse
+
+LOCAL_TZ: Final = ZoneInfo("Asia/Shanghai")
+MAX_GAP_ITEMS: Final = 50
+U16: Final = 0xFFFF
+U32: Final = 0xFFFFFFFF
+_ASN = re.compile(r"^[0-9A-F]{16}$")
+_DIGITS12 = re.compile(r"^\d{12}$")
+_DIGITS14 = re.compile(r"^\d{14}$")
+_TAC = re.compile(r"^[0-9A-F]{8}$")
+_CARD_TYPE = re.compile(r"^\d{2}$")
+FIELDS: Final = frozenset(
+    {
+        "asn", "card_type", "tx_type", "offline_counter", "balance_before", "amount", "fare",
+        "terminal_no", "terminal_serial", "datetime", "key_version", "tac", "gray", "compound",
+    }
+)  # fmt: skip
+COMPOUND_FIELDS: Final = frozenset(
+    {"line", "station", "direction", "entry_station", "entry_time", "transfer"}
+)
+ISSUED: Final = frozenset(s.value for s in CardStatus) - {CardStatus.personalizing.value}
+
+
+class RecordInvalid(ValueError):
+    pass
+
+
+@dataclass(slots=True)
+class Parsed:
+    """One record after field validation (reference/pboc.md §9.1)."""
+
+    asn: str
+    card_type: str
+    tx_type: int
+    offline_counter: int
+    balance_before: int
+    amount: int
+    fare: int
+    terminal_no: str
+    terminal_serial: int
+    tx_datetime: str
+    tx_time: datetime
+    key_version: int
+    tac: str | None
+    gray: bool
+    compound: dict[str, Any] | None
+
+
+@dataclass(slots=True)
+class Outcome:
+    index: int
+    raw: Any
+    parsed: Parsed | None = None
+    code: ResultCode | None = None
+    detail: str | None = None
+    blacklisted: bool = False
+    card_id: int | None = None
+    card_no: str | None = None
+    breaks: list[tuple[BreakKind, int, str]] = field(
+        default_factory=list
+    )  # (kind, counter, detail)
+
+
+def _int(raw: Mapping[str, Any], name: str, low: int, high: int) -> int:
+    value = raw.get(name)
+    if type(value) is not int or not low <= value <= high:
+        raise RecordInvalid(f"{name}: an integer in {low}..{high} is required")
+    return value
+
+
+def _str(raw: Mapping[str, Any], name: str, pattern: re.Pattern[str]) -> str:
+    value = raw.get(name)
+    if not isinstance(value, str) or not pattern.match(value):
+        raise RecordInvalid(f"{name}: malformed")
+    return value
+
+
+def parse_local(dt14: str) -> datetime:
+    """Card/terminal time (local Asia/Shanghai, DESIGN §5) as an aware UTC datetime."""
+    try:
+        local = datetime.strptime(dt14, "%Y%m%d%H%M%S").replace(tzinfo=LOCAL_TZ)
+    except ValueError:
+        raise RecordInvalid("datetime: not a calendar time YYYYMMDDhhmmss") from None
+    return local.astimezone(UTC)
+
+
+def _compound(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not set(value) <= COMPOUND_FIELDS:
+        raise RecordInvalid(f"compound: an object with keys among {sorted(COMPOUND_FIELDS)}")
+    for key, item in value.items():
+        if isinstance(item, bool) and key == "transfer":
+            continue
+        if (
+            not (isinstance(item, str) and len(item) <= 16 and item.isascii())
+            and type(item) is not int
+        ):
+            raise RecordInvalid(f"compound.{key}: a short ASCII string or an integer")
+    return dict(value)
+
+
+def parse_record(raw: Any) -> Parsed:
+    if not isinstance(raw, dict):
+        raise RecordInvalid("a record is a JSON object")
+    unknown = set(raw) - FIELDS
+    if unknown:
+        raise RecordInvalid(f"unknown fields: {', '.join(sorted(unknown))}")
+    gray = raw.get("gray", False)
+    if not isinstance(gray, bool):
+        raise RecordInvalid("gray: true or false")
+    tx_type = _int(raw, "tx_type", 0, 255)
+    if tx_type not in (6, 9):
+        raise RecordInvalid("tx_type: 6 (purchase) or 9 (compound purchase)")
+    balance_before = _int(raw, "balance_before", 0, U32)
+    amount = _int(raw, "amount", 0, U32)
+    fare = _int(raw, "fare", 0, U32)
+    if amount > balance_before:
+        raise RecordInvalid("amount: above the balance before")
+    if amount > fare:
+        raise RecordInvalid("amount: above the fare before concession")
+    # A gray record has no TAC: the card's answer never reached the terminal.
+    tac = None if gray and raw.get("tac") is None else _str(raw, "tac", _TAC)
+    dt14 = _str(raw, "datetime", _DIGITS14)
+    return Parsed(
+        asn=_str(raw, "asn", _ASN),
+        card_type=_str(raw, "card_type", _CARD_TYPE),
+        tx_type=tx_type,
+        offline_counter=_int(raw, "offline_counter", 0, U16),
+        balance_before=balance_before,
+        amount=amount,
+        fare=fare,
+        terminal_no=_str(raw, "terminal_no", _DIGITS12),
+        terminal_serial=_int(raw, "terminal_serial", 0, U32),
+        tx_datetime=dt14,
+        tx_time=parse_local(dt14),
+        key_version=_int(raw, "key_version", 1, 255),
+        tac=tac,
+        gray=gray,
+        compound=_compound(raw.get("compound")),
+    )
+
+
+def content_hash(request: UploadRequest) -> str:
+    canonical = json.dumps(
+        request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _integer_amount(raw: Any) -> int:
+    if isinstance(raw, dict):
+        value = raw.get("amount")
+        if type(value) is int:
+            return value
+    return 0
+
+
+async def _clearing_date(session: AsyncSession, settings: Settings, now: datetime) -> date:
+    if settings.clearing_date_source == "local_date":
+        return clearing.local_today(now)
+    return await clearing.open_clearing_date(session, now)
+
+
+async def ingest(
+    session: AsyncSession,
+    hsm: HsmClient,
+    settings: Settings,
+    terminal: TerminalContext,
+    request: UploadRequest,
+) -> UploadResponse:
+    """Verify, store and post one upload; a repeat of the same batch returns the first answer."""
+    digest = content_hash(request)
+    existing = await repository.batch_by_no(session, terminal.terminal_id, request.batch_no)
+    if existing is not None:
+        if existing.content_hash == digest:
+            return UploadResponse.model_validate(existing.response)
+        raise IdempotencyConflict(
+            f"batch {request.batch_no} was uploaded before with other content"
+        )
+    if len(request.records) != request.record_count:
+        raise ValidationFailed(
+            f"record_count {request.record_count} but {len(request.records)} records"
+        )
+    if len(request.records) > settings.upload_max_records:
+        raise ValidationFailed(f"at most {settings.upload_max_records} records per upload")
+    if sum(_integer_amount(r) for r in request.records) != request.total_amount:
+        raise ValidationFailed("total_amount is not the sum of the records' amounts")
+
+    now = utcnow()
+    outcomes = _validate(request, terminal, settings, now)
+    await _check_cards(session, outcomes)
+    await _verify_tacs(hsm, outcomes)
+    await _deduplicate(session, outcomes)
+    accepted = [o for o in outcomes if o.code is ResultCode.accepted]
+    if accepted:
+        listed = await blacklist.blacklisted_among(
+            session, {o.parsed.asn for o in accepted if o.parsed}
+        )
+        for o in accepted:
+            o.blacklisted = o.parsed is not None and o.parsed.asn in listed
+    gap_keys = await _chain(session, outcomes)
+    clearing_date = await _clearing_date(session, settings, now)
+    try:
+        return await _store(
+            session, request, terminal, outcomes, digest, clearing_date, gap_keys, now
+        )
+    except IntegrityError as exc:
+        # A concurrent upload took the batch number or a record key between our checks and
+        # the insert: nothing is kept; the terminal retries and gets a definite answer.
+        raise Conflict("a concurrent upload holds this batch or one of its records; retry") from exc
+
+
+def _validate(
+    request: UploadRequest, terminal: TerminalContext, settings: Settings, now: datetime
+) -> list[Outcome]:
+    future_limit = now + timedelta(seconds=settings.terminal_clock_skew_seconds)
+    oldest = now - timedelta(days=settings.upload_max_record_age_days)
+    psam_ok = request.psam_no == terminal.psam_no
+    outcomes: list[Outcome] = []
+    for index, raw in enumerate(request.records):
+        outcome = Outcome(index=index, raw=raw)
+        outcomes.append(outcome)
+        try:
+            parsed = parse_record(raw)
+        except RecordInvalid as exc:
+            outcome.code, outcome.detail = ResultCode.invalid_data, str(exc)
+            continue
+        outcome.parsed = parsed
+        if parsed.tx_time > future_limit:
+            outcome.code, outcome.detail = ResultCode.invalid_data, "datetime: in the future"
+        elif parsed.terminal_no != terminal.terminal_no:
+            outcome.code, outcome.detail = (
+                ResultCode.unknown_terminal,
+                "terminal_no is not the uploading terminal",
+            )
+        elif not psam_ok:
+            outcome.code, outcome.detail = (
+                ResultCode.unknown_terminal,
+                "PSAM is not the one registered",
+            )
+        elif parsed.tx_time < oldest:
+            outcome.code, outcome.detail = ResultCode.expired, "older than the upload window"
+    return outcomes
+
+
+async def _check_cards(session: AsyncSession, outcomes: Sequence[Outcome]) -> None:
+    pending = [o for o in outcomes if o.code is None and o.parsed is not None]
+    cards = await repository.cards_by_asn(session, {o.parsed.asn for o in pending if o.parsed})
+    for o in pending:
+        assert o.parsed is not None  # noqa: S101 - filtered above
+        card = cards.get(o.parsed.asn)
+        if card is None or card.status not in ISSUED:
+            o.code, o.detail = ResultCode.unknown_card, "no issued card with this ASN"
+            continue
+        o.card_id, o.card_no = card.id, card.card_no
+
+
+def _tac_wire(p: Parsed) -> dict[str, object]:
+    # TAC_VERIFY wire format (hsm_contract.md; reference/pboc.md §3.2 TAC inputs).
+    return {
+        "kind": "purchase",
+        "asn": p.asn,
+        "key_version": p.key_version,
+        "amount": p.amount,
+        "tx_type": p.tx_type,
+        "terminal_no": p.terminal_no,
+        "terminal_serial": p.terminal_serial,
+        "datetime": p.tx_datetime,
+        "tac": p.tac,
+    }
+
+
+async def _verify_tacs(hsm: HsmClient, outcomes: Sequence[Outcome]) -> None:
+    """One TAC_VERIFY for the whole batch."""
+    checked = [o for o in outcomes if o.code is None and o.parsed is not None and not o.parsed.gray]
+    if not checked:
+        return
+    try:
+        verdict = await hsm.tac_verify([_tac_wire(o.parsed) for o in checked if o.parsed])
+    except HsmUnavailable as exc:
+        raise DependencyUnavailable("HSM unavailable: upload again later") from exc
+    for i, (o, ok) in enumerate(zip(checked, verdict.results, strict=True)):
+        if not ok:
+            o.code = ResultCode.tac_invalid
+            o.detail = verdict.errors.get(i, "TAC does not verify")
+            assert o.parsed is not None  # noqa: S101
+            o.breaks.append(
+                (
+                    BreakKind.tac_failed,
+                    o.parsed.offline_counter,
+                    "TAC failed; re-examine with the card chain",
+                )
+            )
+
+
+async def _deduplicate(session: AsyncSession, outcomes: Sequence[Outcome]) -> None:
+    pending = [o for o in outcomes if o.code is None and o.parsed is not None]
+    card_keys = {(o.parsed.asn, o.parsed.offline_counter) for o in pending if o.parsed}
+    serial_keys = {(o.parsed.terminal_no, o.parsed.terminal_serial) for o in pending if o.parsed}
+    held_cards = await repository.claimed_card_keys(session, card_keys)
+    held_serials = await repository.claimed_serial_keys(session, serial_keys)
+    gray_seen: set[tuple[str, int]] = set()
+    for o in pending:
+        p = o.parsed
+        assert p is not None  # noqa: S101
+        card_key, serial_key = (p.asn, p.offline_counter), (p.terminal_no, p.terminal_serial)
+        if card_key in held_cards:
+            o.code, o.detail = ResultCode.duplicate, "ASN and offline counter already accepted"
+        elif serial_key in held_serials:
+            o.code, o.detail = ResultCode.duplicate, "terminal serial already accepted"
+        elif p.gray:
+            if card_key in gray_seen:
+                o.code, o.detail = ResultCode.duplicate, "same gray record twice in the batch"
+            else:
+                gray_seen.add(card_key)
+                o.code, o.detail = ResultCode.gray, "gray: held until the card chain settles it"
+                o.breaks.append((BreakKind.gray, p.offline_counter, "gray record held"))
+        else:
+            o.code = ResultCode.accepted
+            held_cards.add(card_key)
+            held_serials.add(serial_key)
+
+
+async def _chain(session: AsyncSession, outcomes: Sequence[Outcome]) -> set[tuple[str, int]]:
+    """Counter gaps per card (reference/pboc.md §9.2.3); returns the keys that fill old gaps."""
+    by_card: dict[str, list[Outcome]] = defaultdict(list)
+    for o in outcomes:
+        if o.code is ResultCode.accepted and o.parsed is not None:
+            by_card[o.parsed.asn].append(o)
+    if not by_card:
+        return set()
+    highest = await repository.highest_counters(session, by_card)
+    held = {
+        (o.parsed.asn, o.parsed.offline_counter)
+        for o in outcomes
+        if o.parsed is not None and o.code in (ResultCode.gray, ResultCode.tac_invalid)
+    }
+    fills: set[tuple[str, int]] = set()
+    for asn, items in by_card.items():
+        items.sort(key=lambda o: o.parsed.offline_counter if o.parsed else 0)
+        counters = {o.parsed.offline_counter for o in items if o.parsed}
+        previous = highest.get(asn, -1)
+        for o in items:
+            assert o.parsed is not None  # noqa: S101
+            counter = o.parsed.offline_counter
+            if counter < previous:
+                fills.add((asn, counter))
+                continue
+            # Walk the gap only as far as the items we keep: a counter may jump by 65535.
+            c, kept = previous + 1, 0
+            while c < counter and kept < MAX_GAP_ITEMS:
+                if c not in counters and (asn, c) not in held:
+                    gap = f"counters {previous + 1}..{counter - 1} not seen"
+                    o.breaks.append((BreakKind.counter_gap, c, gap))
+                    kept += 1
+                c += 1
+            previous = counter
+    return fills
+
+
+def _record_row(
+    o: Outcome, batch_id: int, terminal: TerminalContext, clearing_date: date, now: datetime
+) -> dict[str, Any]:
+    p = o.parsed
+    code = o.code or ResultCode.invalid_data
+    return {
+        "batch_id": batch_id,
+        "position": o.index,
+        "result_code": code.value,
+        "detail": (o.detail or None) and str(o.detail)[:200],
+        "merchant_id": terminal.merchant_id,
+        "uploading_terminal_id": terminal.terminal_id,
+        "asn": p.asn if p else None,
+        "card_id": o.card_id,
+        "card_type": p.card_type if p else None,
+        "tx_type": p.tx_type if p else None,
+        "offline_counter": p.offline_counter if p else None,
+        "balance_before": p.balance_before if p else None,
+        "amount": p.amount if p else None,
+        "fare": p.fare if p else None,
+        "terminal_no": p.terminal_no if p else None,
+        "psam_no": terminal.psam_no if p else None,
+        "terminal_serial": p.terminal_serial if p else None,
+        "tx_datetime": p.tx_datetime if p else None,
+        "tx_time": p.tx_time if p else None,
+        "key_version": p.key_version if p else None,
+        "tac": p.tac if p else None,
+        "gray": bool(p.gray) if p else False,
+        "blacklisted": o.blacklisted,
+        "compound": p.compound if p else None,
+        # Accepted records are fully described by their columns; refused ones keep what came.
+        "raw": None
+        if code is ResultCode.accepted
+        else (o.raw if isinstance(o.raw, dict) else {"value": o.raw}),
+        "clearing_date": clearing_date if code is ResultCode.accepted else None,
+        "received_at": now,
+    }
+
+
+async def _post_batch(
+    session: AsyncSession,
+    request: UploadRequest,
+    terminal: TerminalContext,
+    batch_id: int,
+    accepted: Sequence[Outcome],
+    clearing_date: date,
+) -> int | None:
+    """ONE posting per upload: card floats debited, the operator's pending clearing credited."""
+    per_card: dict[str, int] = defaultdict(int)
+    for o in accepted:
+        if o.parsed is not None and o.card_no is not None and o.parsed.amount > 0:
+            per_card[o.card_no] += o.parsed.amount
+    total = sum(per_card.values())
+    if total == 0:
+        return None
+    shortfall: dict[str, int] = {}
+    for _attempt in range(2):
+        entries = []
+        short_total = 0
+        for card_no, amount in sorted(per_card.items()):
+            short = min(shortfall.get(card_no, 0), amount)
+            if amount - short > 0:
+                entries.append(
+                    Entry(AccountRef(AccountKind.card_float, card_no), Side.debit, amount - short)
+                )
+            short_total += short
+        if short_total:
+            # The card paid (its TAC proves it) but the float is short: suspense, investigated
+            # later (reference/settlement_hsm.md §1.5 "short balance").
+            entries.append(Entry(AccountRef(AccountKind.suspense_short), Side.debit, short_total))
+        entries.append(
+            Entry(
+                AccountRef(AccountKind.merchant_pending, terminal.merchant_no), Side.credit, total
+            )
+        )
+        posting = PostingRequest(
+            idempotency_key=f"upload:{terminal.terminal_no}:{request.batch_no}",
+            tx_type="purchase_batch",
+            clearing_date=clearing_date,
+            entries=entries,
+            record_ref=f"upload_batch:{batch_id}",
+            description=f"offline upload {request.batch_no} of terminal {terminal.terminal_no}",
+        )
+        try:
+            return (await ledger.post(session, posting)).id
+        except InsufficientFunds:
+            if shortfall:
+                raise
+            # Slow path, only when some float is short: look at the cards of this batch.
+            for card_no, amount in per_card.items():
+                available = await ledger.available(
+                    session, AccountRef(AccountKind.card_float, card_no)
+                )
+                if available < amount:
+                    shortfall[card_no] = amount - max(available, 0)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _store(
+    session: AsyncSession,
+    request: UploadRequest,
+    terminal: TerminalContext,
+    outcomes: Sequence[Outcome],
+    digest: str,
+    clearing_date: date,
+    gap_fills: set[tuple[str, int]],
+    now: datetime,
+) -> UploadResponse:
+    accepted = [o for o in outcomes if o.code is ResultCode.accepted]
+    accepted_amount = sum(o.parsed.amount for o in accepted if o.parsed)
+    batch_id = await repository.insert_batch(
+        session,
+        {
+            "terminal_id": terminal.terminal_id,
+            "merchant_id": terminal.merchant_id,
+            "batch_no": request.batch_no,
+            "content_hash": digest,
+            "record_count": request.record_count,
+            "total_amount": request.total_amount,
+            "accepted_count": len(accepted),
+            "accepted_amount": accepted_amount,
+            "refused_count": len(outcomes) - len(accepted),
+            "refused_amount": request.total_amount - accepted_amount,
+            "clearing_date": clearing_date,
+            "ledger_transaction_id": None,
+            "blacklist_version": request.blacklist_version,
+            "params_version": request.params_version,
+            "response": {},
+            "received_at": now,
+        },
+    )
+    ids = await repository.insert_records(
+        session,
+        [_record_row(o, batch_id, terminal, clearing_date, now) for o in outcomes],
+        want_ids=any(o.breaks for o in outcomes),
+    )
+    breaks = [
+        {
+            "kind": kind,
+            "asn": o.parsed.asn,
+            "counter": counter,
+            "record_id": ids[o.index],
+            "status": BreakStatus.open,
+            "detail": detail[:200],
+            "created_at": now,
+            "resolved_at": None,
+        }
+        for o in outcomes
+        if o.parsed is not None
+        for kind, counter, detail in o.breaks
+    ]
+    await repository.insert_breaks(session, breaks)
+    if gap_fills:
+        await repository.resolve_counter_gaps(session, gap_fills, now)
+    transaction_id = await _post_batch(
+        session, request, terminal, batch_id, accepted, clearing_date
+    )
+    response = UploadResponse(
+        batch_no=request.batch_no,
+        upload_id=batch_id,
+        clearing_date=clearing_date,
+        record_count=request.record_count,
+        accepted_count=len(accepted),
+        accepted_amount=accepted_amount,
+        refused_count=len(outcomes) - len(accepted),
+        refused_amount=request.total_amount - accepted_amount,
+        ledger_transaction_id=transaction_id,
+        results=[
+            RecordResult(
+                index=o.index,
+                code=(o.code or ResultCode.invalid_data).value,
+                blacklisted=o.blacklisted,
+                detail=o.detail,
+            )
+            for o in outcomes
+        ],
+    )
+    await repository.finish_batch(
+        session, batch_id, transaction_id, response.model_dump(mode="json")
+    )
+    return response
