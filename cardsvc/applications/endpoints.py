@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from cardsvc.applications import repository, service
+from cardsvc.applications import service
 from cardsvc.applications.models import Application, ApplicationStatus
 from cardsvc.applications.schemas import ApplicationCreate, ApplicationOut, RejectBody
 from cardsvc.cards import repository as cards_repo
@@ -18,12 +18,16 @@ from cardsvc.staff.auth import Role, StaffPrincipal, require_roles
 
 router = APIRouter(prefix="/applications", tags=["applications"])
 
-Operator = Annotated[StaffPrincipal, Depends(require_roles(Role.counter_operator))]
-Supervisor = Annotated[StaffPrincipal, Depends(require_roles(Role.supervisor))]
-Counter = Annotated[StaffPrincipal, Depends(require_roles(Role.counter_operator, Role.supervisor))]
-Reader = Annotated[
-    StaffPrincipal, Depends(require_roles(Role.counter_operator, Role.supervisor, Role.auditor))
-]
+# Who may do what; the counter CLI (cardsvc/applications/cli.py) admits the same roles.
+OPERATOR_ROLES = (Role.counter_operator,)
+SUPERVISOR_ROLES = (Role.supervisor,)
+COUNTER_ROLES = (Role.counter_operator, Role.supervisor)
+READER_ROLES = (Role.counter_operator, Role.supervisor, Role.auditor)
+
+Operator = Annotated[StaffPrincipal, Depends(require_roles(*OPERATOR_ROLES))]
+Supervisor = Annotated[StaffPrincipal, Depends(require_roles(*SUPERVISOR_ROLES))]
+Counter = Annotated[StaffPrincipal, Depends(require_roles(*COUNTER_ROLES))]
+Reader = Annotated[StaffPrincipal, Depends(require_roles(*READER_ROLES))]
 
 
 async def application_out(session: SessionDep, application: Application) -> ApplicationOut:
@@ -76,9 +80,7 @@ async def list_applications(
     session: SessionDep,
     status: Annotated[ApplicationStatus | None, Query()] = None,
 ) -> list[ApplicationOut]:
-    return [
-        await application_out(session, a) for a in await repository.list_by_status(session, status)
-    ]
+    return [await application_out(session, a) for a in await service.newest(session, status)]
 
 
 @router.get(

@@ -27,6 +27,13 @@ async def get(
     return application
 
 
+async def newest(
+    session: AsyncSession, status: ApplicationStatus | None = None, limit: int = 100
+) -> list[Application]:
+    """Applications newest first, optionally in one status (the counter's work list)."""
+    return await repository.list_by_status(session, status, limit)
+
+
 def _view(application: Application) -> dict[str, object]:
     return {
         "status": application.status,

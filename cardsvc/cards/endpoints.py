@@ -16,12 +16,14 @@ from cardsvc.staff.auth import Role, StaffPrincipal, require_roles
 
 router = APIRouter(prefix="/cards", tags=["cards"])
 
-Counter = Annotated[StaffPrincipal, Depends(require_roles(Role.counter_operator, Role.supervisor))]
-Supervisor = Annotated[StaffPrincipal, Depends(require_roles(Role.supervisor, Role.administrator))]
-Reader = Annotated[
-    StaffPrincipal,
-    Depends(require_roles(Role.counter_operator, Role.supervisor, Role.auditor, Role.finance)),
-]
+# Who may do what; the counter CLI (cardsvc/cards/cli.py) admits the same roles.
+COUNTER_ROLES = (Role.counter_operator, Role.supervisor)
+SUPERVISOR_ROLES = (Role.supervisor, Role.administrator)
+READER_ROLES = (Role.counter_operator, Role.supervisor, Role.auditor, Role.finance)
+
+Counter = Annotated[StaffPrincipal, Depends(require_roles(*COUNTER_ROLES))]
+Supervisor = Annotated[StaffPrincipal, Depends(require_roles(*SUPERVISOR_ROLES))]
+Reader = Annotated[StaffPrincipal, Depends(require_roles(*READER_ROLES))]
 
 
 def card_out(card: Card) -> CardOut:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from cardsvc.cli import run_async
-from cardsvc.db import unit_of_work
+from cardsvc.cards.numbers import mask_card_no
 from cardsvc.errors import DomainError
 from cardsvc.personalization import files
 from cardsvc.personalization.service import PersoResult, personalize
+from cardsvc.reader.link import CardLink, InProcessLink
 from cardsvc.resources import open_resources
 from cardsvc.settings import get_settings
-from cardsvc.staff import service as staff_service
 from cardsvc.staff.auth import Role
+from cardsvc.staff.cli import fail, run_domain, signed_in, staff_options
 
 
 @click.group()
@@ -20,43 +22,68 @@ def counter() -> None:
     """Counter work with a PC/SC reader."""
 
 
+# As the API's counter routes: the operator at the reader, or a supervisor standing in.
+PERSONALIZE_ROLES = (Role.counter_operator, Role.supervisor)
+
+
 @counter.command("personalize")
 @click.option(
     "--reader", "reader_name", default=None, help="PC/SC reader name (default: the only one)."
 )
+@click.option(
+    "--virtual-card",
+    "virtual_card",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Personalize a virtual card state file in-process instead (test and demo equipment).",
+)
 @click.option("--application", "application_id", type=int, required=True)
-@click.option("--user", required=True, help="Counter operator signing in.")
-@click.password_option("--password", envvar="CARDSVC_STAFF_PASSWORD", confirmation_prompt=False)
-def personalize_cmd(reader_name: str | None, application_id: int, user: str, password: str) -> None:
+@staff_options
+def personalize_cmd(
+    reader_name: str | None,
+    virtual_card: Path | None,
+    application_id: int,
+    user: str,
+    password: str,
+) -> None:
     """Personalize the blank card in the reader for an application in production (resumable)."""
-    from cardsvc.reader.pcsc import PcscLink
+    if reader_name and virtual_card:
+        raise click.UsageError("choose one of --reader and --virtual-card")
+
+    def open_link() -> CardLink:
+        if virtual_card is not None:
+            # The simulated chip lives in terminals/devices (DESIGN §3: test and demo equipment);
+            # imported here only, so the rest of cardsvc never depends on terminals. The card
+            # writes its state file on every commit, so a pulled virtual card resumes too.
+            from terminals.devices.card import VirtualCard
+
+            return InProcessLink(VirtualCard.load(virtual_card))
+        from cardsvc.reader.pcsc import PcscLink
+
+        return PcscLink(reader_name, wait=10.0)
+
+    reader = f"virtual:{virtual_card.name}" if virtual_card else reader_name or "default"
 
     async def go() -> PersoResult:
         settings = get_settings()
         async with open_resources(settings) as resources:
-            async with unit_of_work(resources.sessions) as session:
-                principal = await staff_service.authenticate(session, settings, user, password)
-            if not principal.roles & {Role.counter_operator, Role.supervisor}:
-                raise click.ClickException(
-                    "personalization needs the counter operator or supervisor role"
-                )
-            with PcscLink(reader_name, wait=10.0) as link:
+            # Signing in commits on its own: personalization records its job step by step.
+            async with signed_in(resources, user, password, PERSONALIZE_ROLES) as (_, principal):
+                pass
+            with open_link() as link:
                 return await personalize(
                     resources.sessions,
                     resources.hsm,
                     settings,
                     link,
                     application_id,
-                    reader=reader_name or "default",
+                    reader=reader,
                     actor=principal.username,
                 )
 
-    try:
-        result = run_async(go)
-    except DomainError as exc:
-        raise click.ClickException(exc.detail) from exc
+    result = run_domain(go)
     click.echo(
-        f"card {result.card_no[:4]}********{result.card_no[-4:]} personalized on chip {result.chip_serial}: "
+        f"card {mask_card_no(result.card_no)} personalized on chip {result.chip_serial}: "
         f"{result.apdu_count} APDUs in {result.seconds:.2f} s{' (resumed)' if result.resumed else ''}"
     )
 
@@ -72,7 +99,7 @@ def read(reader_name: str | None) -> None:
         with PcscLink(reader_name, wait=10.0) as link:
             snap = read_card(link)
     except DomainError as exc:
-        raise click.ClickException(exc.detail) from exc
+        fail(exc)
     click.echo(f"card number  {snap.card_no}")
     click.echo(f"balance      {snap.balance / 100:.2f} yuan")
     click.echo(f"counters     offline {snap.offline_counter}, online {snap.online_counter}")

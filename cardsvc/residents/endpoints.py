@@ -8,7 +8,6 @@ from fastapi import APIRouter, Depends, Query
 
 from cardsvc.audit import service as audit
 from cardsvc.deps import HsmDep, SessionDep
-from cardsvc.errors import NotFound
 from cardsvc.hsm import HsmClient
 from cardsvc.residents import service
 from cardsvc.residents.models import Resident
@@ -22,10 +21,12 @@ from cardsvc.staff.auth import Role, StaffPrincipal, require_roles
 
 router = APIRouter(prefix="/residents", tags=["residents"])
 
-Counter = Annotated[StaffPrincipal, Depends(require_roles(Role.counter_operator, Role.supervisor))]
-Reader = Annotated[
-    StaffPrincipal, Depends(require_roles(Role.counter_operator, Role.supervisor, Role.auditor))
-]
+# Who may do what; the counter CLI (cardsvc/residents/cli.py) admits the same roles.
+COUNTER_ROLES = (Role.counter_operator, Role.supervisor)
+READER_ROLES = (Role.counter_operator, Role.supervisor, Role.auditor)
+
+Counter = Annotated[StaffPrincipal, Depends(require_roles(*COUNTER_ROLES))]
+Reader = Annotated[StaffPrincipal, Depends(require_roles(*READER_ROLES))]
 
 
 async def resident_out(hsm: HsmClient, resident: Resident, *, reveal: bool) -> ResidentOut:
@@ -73,9 +74,7 @@ async def lookup(
     body: ResidentLookup, principal: Counter, session: SessionDep, hsm: HsmDep
 ) -> ResidentOut:
     # POST, not GET: the ID number must not appear in URLs (access logs, proxies).
-    resident = await service.find_by_resident_id(session, hsm, body.resident_id)
-    if resident is None:
-        raise NotFound("no resident with this ID")
+    resident = await service.lookup(session, hsm, body.resident_id)
     return await resident_out(hsm, resident, reveal=False)
 
 

@@ -92,6 +92,14 @@ async def find_by_resident_id(
     return await repository.by_index(session, await id_index(hsm, info.number))
 
 
+async def lookup(session: AsyncSession, hsm: HsmClient, resident_id: str) -> Resident:
+    """The resident with this ID number; NotFound (never echoing the ID) when none."""
+    resident = await find_by_resident_id(session, hsm, resident_id)
+    if resident is None:
+        raise NotFound("no resident with this ID")
+    return resident
+
+
 async def reveal(hsm: HsmClient, resident: Resident) -> ResidentPii:
     """The clear ID and name, for the roles and steps that need them (counter, personalization)."""
     number = (await hsm.data_decrypt(PII_KEY, resident.id_cipher)).decode("ascii")

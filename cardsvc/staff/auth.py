@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated
@@ -131,6 +131,14 @@ async def current_principal(
     return StaffPrincipal(id=user.id, username=user.username, roles=parse_roles(user.roles))
 
 
+def check_roles(principal: StaffPrincipal, roles: Iterable[Role]) -> StaffPrincipal:
+    """The principal when it holds any of ``roles``; Forbidden otherwise (the API and the CLI)."""
+    admitted = frozenset(roles)
+    if not principal.roles & admitted:
+        raise Forbidden(f"requires one of the roles: {', '.join(sorted(admitted))}")
+    return principal
+
+
 def require_roles(*roles: Role) -> Callable[..., Awaitable[StaffPrincipal]]:
     """FastAPI dependency admitting staff that hold any of ``roles`` (401 without token, 403 else)."""
     admitted = frozenset(roles)
@@ -138,9 +146,7 @@ def require_roles(*roles: Role) -> Callable[..., Awaitable[StaffPrincipal]]:
     async def dependency(
         principal: Annotated[StaffPrincipal, Depends(current_principal)],
     ) -> StaffPrincipal:
-        if not principal.roles & admitted:
-            raise Forbidden(f"requires one of the roles: {', '.join(sorted(admitted))}")
-        return principal
+        return check_roles(principal, admitted)
 
     dependency.__doc__ = f"Admits roles: {', '.join(sorted(admitted))}"
     return dependency

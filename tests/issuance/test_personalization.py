@@ -6,6 +6,8 @@ import httpx
 import pytest
 
 from cardsvc.personalization import files
+from cardsvc.personalization import repository as perso_repo
+from cardsvc.personalization.models import PersoStatus, PersoStep
 from cardsvc.personalization.service import PersonalizationInterrupted
 from cardsvc.reader.link import InProcessLink
 from cardsvc.reader.purse import read_card
@@ -91,3 +93,57 @@ async def test_pulled_card_resumes(
     assert result.resumed
     r = await client.get(f"/api/v1/applications/{application}", headers=operator)
     assert r.json()["status"] == "personalized"
+
+
+class TornAtEnd(VirtualCard):
+    """Commits END PERSONALIZATION (80EE), then loses power before answering (a torn card)."""
+
+    def process(self, apdu: bytes) -> bytes:
+        if apdu[:2] == b"\x80\xee":
+            self.tear_next_commit()
+        return super().process(apdu)
+
+
+async def test_pulled_after_end_personalization_resumes_to_a_good_card(
+    client: httpx.AsyncClient,
+    resources: Resources,
+    operator: dict[str, str],
+    supervisor: dict[str, str],
+) -> None:
+    rid = resident_id("321102", "19870716", "432")
+    _, application, card_no = await register_and_apply(
+        client, operator, supervisor, resident_id=rid, name="韩梅梅"
+    )
+    card = TornAtEnd(make_blank_card(SERIAL).state)
+    with (
+        pytest.raises(PersonalizationInterrupted, match="put the same card back"),
+        InProcessLink(card) as link,
+    ):
+        await personalize_card(resources, link, application)
+    # The card did END (its transport key is gone) but the job never recorded it.
+    assert card.state.transport_key is None
+    async with resources.sessions() as session:
+        job = await perso_repo.for_application(session, application)
+        assert job is not None
+        assert job.step is PersoStep.files_written
+        assert job.status is PersoStatus.failed
+    r = await client.get(f"/api/v1/applications/{application}", headers=operator)
+    assert r.json()["status"] == "in_production"
+    # Resume with the same card: the session open answers 6985 (no transport key), the recorded
+    # step says the files were written, so only the key proof remains; it must pass.
+    with InProcessLink(card) as link:
+        result = await personalize_card(resources, link, application)
+        snapshot = read_card(link)
+    assert result.resumed
+    assert result.card_no == card_no
+    assert snapshot.card_no == card_no
+    assert files.decode_text(snapshot.ef0016[2:22], "gbk") == "韩梅梅"
+    assert files.decode_text(snapshot.ef0016[22:54], "ascii") == rid
+    assert len(card.state.keys) == 7  # every key was written before END
+    async with resources.sessions() as session:
+        job = await perso_repo.for_application(session, application)
+        assert job is not None
+        assert (job.step, job.status, job.attempts) == (PersoStep.proved, PersoStatus.done, 2)
+    r = await client.post(f"/api/v1/applications/{application}/handover", headers=operator)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "active"
