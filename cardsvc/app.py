@@ -135,7 +135,33 @@ def domain_routers() -> list[APIRouter]:
     from cardsvc.residents.endpoints import router as residents_router
     from cardsvc.staff.endpoints import router as staff_router
 
-    routers += [staff_router, residents_router, applications_router, cards_router, blacklist_router, audit_router]
+    routers += [
+        staff_router,
+        residents_router,
+        applications_router,
+        cards_router,
+        blacklist_router,
+        audit_router,
+    ]
+    # Terminals (issue 7): registry, sign-in, lists, offline uploads.
+    from terminals.access.endpoints import router as terminal_access_router
+    from terminals.lists.endpoints import admin_router as parameters_router
+    from terminals.lists.endpoints import terminal_router as terminal_lists_router
+    from terminals.registry.endpoints import router as registry_router
+    from terminals.uploads.endpoints import router as uploads_router
+
+    routers += [
+        registry_router,
+        parameters_router,
+        terminal_access_router,
+        terminal_lists_router,
+        uploads_router,
+    ]
+    # Online authorization and purse loads (issue 8).
+    from terminals.loads.endpoints import router as loads_router
+    from terminals.online.endpoints import router as online_router
+
+    routers += [online_router, loads_router]
     return routers
 
 

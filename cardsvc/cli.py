@@ -114,7 +114,19 @@ def demo(var_dir: str) -> None:
 
 
 # (module, click group) of every domain command group.
-DOMAIN_COMMANDS: tuple[tuple[str, str], ...] = ()
+DOMAIN_COMMANDS: tuple[tuple[str, str], ...] = (
+    ("cardsvc.card_cli", "card"),  # issue 4: virtual card, reading a card
+    ("cardsvc.ledger.cli", "ledger"),  # issue 6: invariant check, balances
+    ("terminals.online.cli", "online"),  # issue 8: hold expiry, pending loads
+    ("cardsvc.staff.cli", "staff"),  # issue 5: accounts
+    ("cardsvc.audit.cli", "audit"),  # issue 5: audit chain
+    ("cardsvc.residents.cli", "residents"),  # issue 5: register, find (counter CLI)
+    ("cardsvc.applications.cli", "applications"),  # issue 5: submit, decide, produce, hand over
+    ("cardsvc.cards.cli", "cards"),  # issue 5: balance release, expiry, card lifecycle
+    ("cardsvc.personalization.cli", "counter"),  # issue 4/5: counter personalization, read
+    ("terminals.registry.cli", "merchants"),  # issue 7: operators and merchants
+    ("terminals.registry.cli", "terminals"),  # issue 7: terminals and parameter tables
+)
 
 
 def _register_domain_commands() -> None:

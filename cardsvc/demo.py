@@ -35,7 +35,19 @@ async def step_infrastructure(resources: Resources) -> None:
 
 
 def demo_steps() -> list[tuple[str, DemoStep]]:
-    return [("Infrastructure", step_infrastructure)]
+    from cardsvc.personalization.demo import step_issue_card
+    from terminals.online.demo import step_online_day
+    from terminals.uploads.demo import step_terminal_day
+
+    return [
+        ("Infrastructure", step_infrastructure),
+        (
+            "Issue a card: resident, application, approval, personalization, handover",
+            step_issue_card,
+        ),
+        ("A bus and taxi day: fares on the cards, offline uploads, ledger", step_terminal_day),
+        ("Online: a counter load, a parking exit and a fuel purchase", step_online_day),
+    ]
 
 
 def run_demo(var_dir: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     card_validity_years: Annotated[int, Field(ge=1, le=50)] = 10
     # Senior concession from this age on (national preferential policy for residents 60+).
     senior_age: Annotated[int, Field(ge=50, le=80)] = 60
+    # Terminal number (12 digits) the counter uses in INITIALIZE FOR LOAD when proving new card keys.
+    counter_terminal_no: Annotated[str, Field(pattern=r"^\d{12}$")] = "321100000001"
     timezone: str = "Asia/Shanghai"
 
     # Online authorization and purse loads (issue 8). Daily online spending per card type, fen
@@ -95,6 +97,17 @@ class Settings(BaseSettings):
     online_hold_expiry_seconds: Annotated[int, Field(ge=60, le=86400 * 30)] = 86400
     # The purse ceiling a load may reach (the card refuses above its own max-balance file too).
     purse_max_balance: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 100_000
+
+    # Terminals (issue 7): sessions, clock skew, offline uploads.
+    terminal_session_ttl_seconds: Annotated[int, Field(ge=60, le=7 * 86400)] = 86400
+    # Sign-in requests and uploaded records may be this far ahead of the server clock.
+    terminal_clock_skew_seconds: Annotated[int, Field(ge=0, le=86400)] = 600
+    # Records older than this are refused as expired (result 05; reference/settlement_hsm.md §1.5).
+    upload_max_record_age_days: Annotated[int, Field(ge=1, le=3650)] = 30
+    upload_max_records: Annotated[int, Field(ge=1, le=10000)] = 2000
+    # Where an acceptance takes its clearing date: the open day of ``clearing_days`` (settlement
+    # closes days), or simply the local calendar date (a deployment without nightly settlement).
+    clearing_date_source: Literal["clearing_days", "local_date"] = "clearing_days"
 
     # Web and logs.
     host: str = "127.0.0.1"

@@ -1,0 +1,317 @@
+"""Online authorization latency at a fixed request rate (DESIGN §13: p99 ≤ 25 ms at 200/s).
+
+Real parts: PostgreSQL (``CARDSVC_BENCH_DATABASE_URL``, default the local ``test`` server; a fresh
+database is created and dropped), Redis (``CARDSVC_BENCH_REDIS_URL``, default the local server),
+an ``hsm-sim`` process with the development keys (``hsm_sim.testing``: it checks every request's
+MAC), and the API under uvicorn in a subprocess on loopback. Many terminals sign in; requests are
+sent open-loop on a fixed schedule (``--rate`` per second for ``--seconds``), each by a terminal
+that is free (a terminal's sequence numbers must arrive in order, so it has one request in
+flight). Latency is measured from the *scheduled* send time, so a stalled server cannot hide its
+queueing (no coordinated omission). Mix: purchases, and pre-authorizations followed by their
+completion, on random cards of a funded population.
+
+The same schedule is first run against ``/healthz`` (an unsigned GET that touches nothing): the
+HTTP floor of this machine, reported next to the result as a ratio.
+
+    uv run python bench/online_auth.py [--rate 200] [--seconds 20] [--terminals 64] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import asyncpg
+import httpx
+from sqlalchemy import make_url
+
+from cardsvc import migrate
+from cardsvc.cards.models import CONCESSION_CODES, Card, CardStatus, CardType
+from cardsvc.cards.numbers import make_card_no
+from cardsvc.db import create_engine, session_factory, unit_of_work
+from cardsvc.ledger import service as ledger
+from cardsvc.ledger.models import AccountKind, Side
+from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
+from cardsvc.residents.models import Resident
+from hsm_sim.testing import start_hsm_process
+from terminals.devices.host_client import HostClient, dev_tmk
+from terminals.registry import service as registry
+from terminals.registry.models import MerchantCategory
+
+MERCHANT = "321100000000800"
+WARMUP_SECONDS = 2.0
+
+
+async def admin_sql(url: str, sql: str) -> None:
+    u = make_url(url)
+    conn = await asyncpg.connect(
+        host=u.host, port=u.port or 5432, user=u.username, password=u.password, database=u.database
+    )
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def seed(url: str, terminals: list[str], cards: int, funds: int, merchants: int) -> list[str]:
+    """``merchants`` shops sharing the terminals; cards whose holders have ``funds`` fen online each."""
+    engine = create_engine(url, pool_size=2)
+    numbers = [make_card_no("3211", 700_000 + i) for i in range(cards)]
+    async with unit_of_work(session_factory(engine)) as session:
+        shops = [f"{int(MERCHANT) + m:015d}" for m in range(merchants)]
+        for shop in shops:
+            await registry.create_merchant(
+                session, merchant_no=shop, name=f"Bench Shop {shop[-3:]}", category=MerchantCategory.retail,
+                settlement_account="6222000000000800", actor="bench",
+            )  # fmt: skip
+        for i, t in enumerate(terminals):
+            await registry.create_terminal(
+                session,
+                terminal_no=t,
+                psam_no="50" + t + "00",
+                merchant_no=shops[i % merchants],
+                actor="bench",
+            )
+        residents = [
+            Resident(
+                id_index=uuid.uuid4().hex * 2, id_cipher=b"b", id_masked="x", name_cipher=b"b", name_masked="x",
+                sex="M", birth_date=date(1990, 1, 1), phone="", address="", created_by="bench",
+            )
+            for _ in numbers
+        ]  # fmt: skip
+        session.add_all(residents)
+        await session.flush()
+        session.add_all(
+            Card(
+                card_no=no, asn=no, resident_id=r.id, card_type=CardType.standard,
+                concession_code=CONCESSION_CODES[CardType.standard], status=CardStatus.active,
+                key_version=1, issued_at=datetime.now(UTC), expires_on=date(2035, 12, 31),
+            )
+            for no, r in zip(numbers, residents, strict=True)
+        )  # fmt: skip
+        await ledger.post(
+            session,
+            PostingRequest(
+                idempotency_key="bench-online-funding",
+                tx_type="transfer",
+                clearing_date=date.today(),
+                entries=[
+                    Entry(AccountRef(AccountKind.bank, "BENCH"), Side.debit, funds * len(residents))
+                ]
+                + [
+                    Entry(AccountRef(AccountKind.resident_account, str(r.id)), Side.credit, funds)
+                    for r in residents
+                ],
+            ),
+        )
+    await engine.dispose()
+    return numbers
+
+
+Job = Callable[[HostClient | None], Awaitable[bool]]
+
+
+async def run_schedule(
+    clients: list[HostClient | None], rate: float, seconds: float, make_job: Callable[[int], Job]
+) -> tuple[list[float], int]:
+    """Open-loop: request i is due at start + i/rate; returns (latencies in ms after warm-up, errors)."""
+    free: asyncio.Queue[HostClient | None] = asyncio.Queue()
+    for c in clients:
+        free.put_nowait(c)
+    latencies: list[float] = []
+    errors = 0
+    total = int(rate * (seconds + WARMUP_SECONDS))
+    start = time.perf_counter() + 0.2
+
+    async def one(i: int, due: float) -> None:
+        nonlocal errors
+        client = await free.get()
+        try:
+            ok = await make_job(i)(client)
+        except httpx.HTTPError:
+            ok = False  # a dropped connection or a timeout: counted, not timed
+        finally:
+            free.put_nowait(client)
+        done = time.perf_counter()
+        if not ok:
+            errors += 1
+        if ok and due - start >= WARMUP_SECONDS:
+            latencies.append((done - due) * 1000)
+
+    tasks = []
+    for i in range(total):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i, due)))
+    await asyncio.gather(*tasks)
+    return latencies, errors
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def bench(
+    base: str, terminals: list[str], cards: list[str], rate: float, seconds: float
+) -> None:
+    limits = httpx.Limits(
+        max_connections=len(terminals) + 8, max_keepalive_connections=len(terminals) + 8
+    )
+    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
+        # The floor: the same schedule, an endpoint that does nothing.
+        async def health_job(_i: int) -> Job:
+            async def job(_c: HostClient | None) -> bool:
+                return (await http.get("/healthz")).status_code == 200
+
+            return job
+
+        floor, _ = await run_schedule(
+            [None] * len(terminals), rate, min(seconds, 10), lambda i: _sync(health_job, i)
+        )
+        signed = [HostClient(http, t, dev_tmk(t)) for t in terminals]
+        for h in signed:
+            await h.sign_in()
+        hosts: list[HostClient | None] = list(signed)
+        rng = random.Random(8)
+        serials = {h.terminal_no: 0 for h in signed}
+        codes: dict[str, int] = {}
+
+        def make_job(i: int) -> Job:
+            asn = rng.choice(cards)
+            kind = "preauth" if i % 5 == 0 else "purchase"
+            amount = rng.randrange(100, 5_000)
+
+            async def job(host: HostClient | None) -> bool:
+                assert host is not None  # noqa: S101
+                serials[host.terminal_no] += 1
+                serial = serials[host.terminal_no]
+                response = await host.post(
+                    f"/api/v1/online/{kind}",
+                    {"terminal_serial": serial, "asn": asn, "amount": amount},
+                )
+                if response.status_code != 200:
+                    codes[str(response.status_code)] = codes.get(str(response.status_code), 0) + 1
+                    return False
+                body = response.json()
+                codes[body["response_code"]] = codes.get(body["response_code"], 0) + 1
+                if kind == "preauth" and body["approved"]:
+                    # The pump's completion is its own request; counted in the same latency.
+                    serials[host.terminal_no] += 1
+                    done = await host.post(
+                        "/api/v1/online/completion",
+                        {
+                            "terminal_serial": serials[host.terminal_no],
+                            "original_serial": serial,
+                            "amount": amount // 2 + 1,
+                        },
+                    )
+                    if done.status_code != 200:
+                        codes[f"completion {done.status_code}"] = (
+                            codes.get(f"completion {done.status_code}", 0) + 1
+                        )
+                        return False
+                    code = "completion " + done.json()["response_code"]
+                    codes[code] = codes.get(code, 0) + 1
+                    return True
+                return True  # an answer, approved or declined (the codes are tallied)
+
+            return job
+
+        latencies, errors = await run_schedule(hosts, rate, seconds, make_job)
+    p50, p99 = statistics.median(latencies), percentile(latencies, 99)
+    f50, f99 = statistics.median(floor), percentile(floor, 99)
+    print(
+        f"online authorization at {rate:.0f} requests/s for {seconds:.0f} s ({len(latencies)} answers timed, {errors} without an answer):"
+    )
+    print(
+        f"  latency p50 {p50:.1f} ms, p99 {p99:.1f} ms (target p99 <= 25 ms); max {max(latencies):.1f} ms"
+    )
+    print(
+        f"  HTTP floor (/healthz, same schedule): p50 {f50:.1f} ms, p99 {f99:.1f} ms; ratio p99 {p99 / f99:.1f}x"
+    )
+    print(f"  response codes: {dict(sorted(codes.items()))}")
+
+
+def _sync(factory: Callable[[int], Awaitable[Job]], i: int) -> Job:
+    async def job(c: HostClient | None) -> bool:
+        return await (await factory(i))(c)
+
+    return job
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--terminals", type=int, default=64)
+    parser.add_argument("--cards", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--merchants", type=int, default=16, help="shops the terminals belong to")
+    args = parser.parse_args()
+    base_url = os.environ.get(
+        "CARDSVC_BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+    )
+    redis_url = os.environ.get("CARDSVC_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+    name = f"bench_online_{os.getpid()}"
+    db_url = make_url(base_url).set(database=name).render_as_string(hide_password=False)
+    asyncio.run(admin_sql(base_url, f'CREATE DATABASE "{name}"'))
+    tmp = Path(tempfile.mkdtemp(prefix="bench-online-"))
+    hsm_url, stop_hsm = start_hsm_process(tmp / "hsm")
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        migrate.upgrade(db_url)
+        terminals = [f"3211800{i:05d}" for i in range(args.terminals)]
+        cards = asyncio.run(seed(db_url, terminals, args.cards, 100_000_000, args.merchants))
+        port = free_port()
+        env = dict(
+            os.environ, CARDSVC_MODE="development", CARDSVC_DATABASE_URL=db_url, CARDSVC_HSM_URL=hsm_url,
+            CARDSVC_REDIS_URL=redis_url, CARDSVC_LOG_LEVEL="WARNING", CARDSVC_VAR_DIR=str(tmp / "var"),
+            CARDSVC_DATABASE_POOL_SIZE="10", CARDSVC_ONLINE_DAILY_LIMIT_DEFAULT=str(10**12),
+            CARDSVC_ONLINE_DAILY_LIMITS="{}",
+        )  # fmt: skip
+        server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "cardsvc.app:create_app", "--factory", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", str(args.workers), "--log-level", "warning", "--no-access-log"],
+            env=env,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        asyncio.run(bench(base, terminals, cards, args.rate, args.seconds))
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=20)
+        stop_hsm()
+        asyncio.run(admin_sql(base_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Purse-load messages (docs/terminal-protocol.md, "Online authorization and loads")."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from terminals.loads.models import LoadSource
+from terminals.online.schemas import Amount, Asn, Serial
+
+Hex4 = Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{8}$")]
+
+
+class LoadRequest(BaseModel):
+    """The card's INITIALIZE FOR LOAD answer (reference/pboc.md §4) and what the load is."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    terminal_serial: Serial
+    terminal_no: Annotated[str, Field(pattern=r"^\d{12}$")]  # as sent to the card in INITIALIZE
+    asn: Asn
+    amount: Amount
+    source: LoadSource
+    balance: Annotated[int, Field(ge=0, le=0xFFFFFFFF)]  # balance before the load
+    online_counter: Annotated[int, Field(ge=0, le=0xFFFF)]  # before the load
+    key_version: Annotated[int, Field(ge=0, le=255)]
+    algorithm: Annotated[int, Field(ge=0, le=255)] = 0
+    random: Hex4
+    mac1: Hex4
+
+
+class LoadResponse(BaseModel):
+    load_id: int
+    terminal_serial: int
+    response_code: str
+    approved: bool
+    message: str
+    status: str
+    mac2: str | None = None  # for CREDIT FOR LOAD
+    host_datetime: str | None = None  # YYYYMMDDhhmmss, local: CREDIT FOR LOAD's date and time
+    replayed: bool = False
+
+
+class ConfirmRequest(BaseModel):
+    """The card's answer to CREDIT FOR LOAD."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    terminal_serial: Serial  # the load's serial
+    tac: Hex4
+
+
+class ProveRequest(BaseModel):
+    """A GET TRANSACTION PROVE answer for a load (type 02), from any terminal the card meets."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    asn: Asn
+    online_counter: Annotated[
+        int, Field(ge=1, le=0xFFFF)
+    ]  # as sent in 805A: the counter after the load
+    tac: Hex4
+
+
+class LoadState(BaseModel):
+    load_id: int | None
+    status: str | None
+    resolution: str | None = None
+    tac_valid: bool

@@ -1,0 +1,82 @@
+"""``cardsvc online``: release expired pre-authorization holds; list unresolved purse loads.
+
+Registered in ``cardsvc.cli.DOMAIN_COMMANDS`` as ``("terminals.online.cli", "online")``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import click
+
+from cardsvc.db import create_engine, session_factory
+from cardsvc.settings import get_settings
+
+
+@click.group()
+def online() -> None:
+    """Online authorization and purse loads."""
+
+
+async def _expire(url: str, now: datetime) -> int:
+    from terminals.online.tasks import expire_holds
+
+    engine = create_engine(url, pool_size=1)
+    try:
+        return await expire_holds(session_factory(engine), now=now)
+    finally:
+        await engine.dispose()
+
+
+@online.command("expire-holds")
+@click.option(
+    "--now",
+    "now_text",
+    default=None,
+    help="Moment to expire at (ISO 8601, UTC when no zone); default now.",
+)
+def expire_holds_command(now_text: str | None) -> None:
+    """Release the holds of pre-authorizations that were not completed in time."""
+    now = datetime.now(UTC)
+    if now_text is not None:
+        parsed = datetime.fromisoformat(now_text)
+        now = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    count = asyncio.run(_expire(get_settings().database_url, now))
+    click.echo(f"released {count} expired pre-authorization hold(s)")
+
+
+async def _pending_loads(url: str) -> list[tuple[int, str, str, int, int, str]]:
+    from terminals.loads import repository
+
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with session_factory(engine)() as session:
+            rows = await repository.pending(session)
+            return [
+                (
+                    r.id,
+                    r.terminal_no,
+                    r.card_no or r.asn,
+                    r.online_counter,
+                    r.amount,
+                    r.created_at.isoformat(),
+                )
+                for r in rows
+            ]
+    finally:
+        await engine.dispose()
+
+
+@online.command("pending-loads")
+def pending_loads_command() -> None:
+    """List purse loads still waiting for card evidence (card numbers masked)."""
+    rows = asyncio.run(_pending_loads(get_settings().database_url))
+    if not rows:
+        click.echo("no pending loads")
+        return
+    for load_id, terminal_no, card, counter, amount, created in rows:
+        masked = f"{card[:4]}********{card[-4:]}"
+        click.echo(
+            f"load {load_id}  terminal {terminal_no}  card {masked}  counter {counter}  {amount} fen  {created}"
+        )

@@ -1,0 +1,77 @@
+"""Online authorization routes: thin; every one is a signed terminal request (AuthenticatedTerminal)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from cardsvc.deps import SessionDep, SettingsDep
+from terminals.access.auth import AuthenticatedTerminal
+from terminals.online import service
+from terminals.online.models import MessageKind
+from terminals.online.schemas import (
+    AuthorizationResponse,
+    CompletionRequest,
+    PurchaseRequest,
+    RefundRequest,
+    ReversalRequest,
+)
+
+router = APIRouter(prefix="/online", tags=["online authorization"])
+
+
+@router.post("/purchase", response_model=AuthorizationResponse)
+async def purchase(
+    body: PurchaseRequest,
+    terminal: AuthenticatedTerminal,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> AuthorizationResponse:
+    """Pay from the card holder's online account at once."""
+    outcome = await service.authorize(
+        session, terminal, body, kind=MessageKind.purchase, settings=settings
+    )
+    return outcome.response()
+
+
+@router.post("/preauth", response_model=AuthorizationResponse)
+async def preauth(
+    body: PurchaseRequest,
+    terminal: AuthenticatedTerminal,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> AuthorizationResponse:
+    """Reserve an amount (fuel pump) until completion, reversal or expiry."""
+    outcome = await service.authorize(
+        session, terminal, body, kind=MessageKind.preauth, settings=settings
+    )
+    return outcome.response()
+
+
+@router.post("/completion", response_model=AuthorizationResponse)
+async def completion(
+    body: CompletionRequest,
+    terminal: AuthenticatedTerminal,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> AuthorizationResponse:
+    outcome = await service.complete(session, terminal, body, settings=settings)
+    return outcome.response()
+
+
+@router.post("/reversal", response_model=AuthorizationResponse)
+async def reversal(
+    body: ReversalRequest,
+    terminal: AuthenticatedTerminal,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> AuthorizationResponse:
+    outcome = await service.reverse(session, terminal, body, settings=settings)
+    return outcome.response()
+
+
+@router.post("/refund", response_model=AuthorizationResponse)
+async def refund(
+    body: RefundRequest, terminal: AuthenticatedTerminal, session: SessionDep, settings: SettingsDep
+) -> AuthorizationResponse:
+    outcome = await service.refund(session, terminal, body, settings=settings)
+    return outcome.response()

@@ -1,0 +1,136 @@
+"""Test world for online authorization and loads: merchants, terminals, residents, cards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+import httpx
+
+from cardsvc.cards import service as cards
+from cardsvc.cards.models import Card, CardStatus, CardType
+from cardsvc.db import unit_of_work
+from cardsvc.ledger import service as ledger
+from cardsvc.ledger.models import AccountKind, Side
+from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
+from cardsvc.residents import service as residents
+from cardsvc.resources import Resources
+from terminals.access.auth import TerminalContext
+from terminals.devices.host_client import HostClient, dev_tmk
+from terminals.registry import service as registry
+from terminals.registry.models import MerchantCategory
+from tests.issuance.helpers import resident_id
+
+ACTOR = "test"
+BANK = AccountRef(AccountKind.bank, "TESTBANK")
+
+
+@dataclass(frozen=True)
+class Site:
+    merchant_no: str
+    terminal_no: str
+    category: MerchantCategory
+    terminal_id: int
+    merchant_id: int
+
+    def context(self, seq: int = 1) -> TerminalContext:
+        """What AuthenticatedTerminal gives an endpoint (for service-level tests)."""
+        return TerminalContext(
+            terminal_id=self.terminal_id,
+            terminal_no=self.terminal_no,
+            psam_no="50" + self.terminal_no + "00",
+            merchant_id=self.merchant_id,
+            merchant_no=self.merchant_no,
+            merchant_category=self.category.value,
+            session_id="0" * 32,
+            seq=seq,
+        )
+
+
+async def make_site(resources: Resources, n: int, category: MerchantCategory) -> Site:
+    merchant_no = f"{n:015d}"
+    terminal_no = f"{n:012d}"
+    async with unit_of_work(resources.sessions) as s:
+        merchant = await registry.create_merchant(
+            s, merchant_no=merchant_no, name=f"{category} {n}", category=category,
+            settlement_account="6222020000000000001", actor=ACTOR,
+        )  # fmt: skip
+        terminal = await registry.create_terminal(
+            s,
+            terminal_no=terminal_no,
+            psam_no="50" + terminal_no + "00",
+            merchant_no=merchant_no,
+            actor=ACTOR,
+        )
+        return Site(merchant_no, terminal_no, category, terminal.id, merchant.id)
+
+
+async def make_card(
+    resources: Resources,
+    order: int,
+    *,
+    card_type: CardType = CardType.standard,
+    account: int = 0,
+    status: CardStatus = CardStatus.active,
+    expires_on: date | None = None,
+) -> Card:
+    """A resident with an issued card and ``account`` fen in the online account."""
+    async with unit_of_work(resources.sessions) as s:
+        resident = await residents.register(
+            s,
+            resources.hsm,
+            residents.ResidentIn(
+                resident_id(order=f"{order:03d}"), "测试", "13800000000", "测试路1号"
+            ),
+            actor=ACTOR,
+        )
+        card = await cards.allocate(
+            s, resources.settings, resident_id=resident.id, card_type=card_type, actor=ACTOR
+        )
+        card.status = status
+        card.issued_at = datetime.now(UTC)
+        card.expires_on = expires_on or date(2035, 12, 31)
+        if account:
+            await ledger.post(
+                s,
+                PostingRequest(
+                    idempotency_key=f"test-deposit:{resident.id}",
+                    tx_type="transfer",
+                    clearing_date=date.today(),
+                    entries=[
+                        Entry(BANK, Side.debit, account),
+                        Entry(
+                            AccountRef(AccountKind.resident_account, str(resident.id)),
+                            Side.credit,
+                            account,
+                        ),
+                    ],
+                ),
+            )
+        await s.flush()
+        return card
+
+
+async def balance(resources: Resources, kind: AccountKind, owner: str) -> int:
+    async with resources.sessions() as s:
+        return await ledger.balance(s, AccountRef(kind, owner))
+
+
+async def available(resources: Resources, kind: AccountKind, owner: str) -> int:
+    async with resources.sessions() as s:
+        return await ledger.available(s, AccountRef(kind, owner))
+
+
+async def signed_in(client: httpx.AsyncClient, site: Site) -> HostClient:
+    host = HostClient(client, site.terminal_no, dev_tmk(site.terminal_no))
+    await host.sign_in()
+    return host
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (for an HSM that does not answer)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
