@@ -293,7 +293,7 @@ def main() -> None:
             CARDSVC_ONLINE_DAILY_LIMITS="{}",
         )  # fmt: skip
         server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "cardsvc.app:create_app", "--factory", "--host", "127.0.0.1",
+            [sys.executable, "-m", "uvicorn", "cardsvc.app:create_app", "--factory", "--http", "cardsvc.server:NoDelayHttpProtocol", "--host", "127.0.0.1",
              "--port", str(port), "--workers", str(args.workers), "--log-level", "warning", "--no-access-log"],
             env=env,
         )  # fmt: skip

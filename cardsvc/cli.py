@@ -40,6 +40,7 @@ def serve(host: str | None, port: int | None, workers: int, no_upgrade: bool) ->
     import uvicorn
 
     from cardsvc import migrate
+    from cardsvc.server import NoDelayHttpProtocol
 
     settings = get_settings()
     if settings.is_sqlite:
@@ -52,6 +53,7 @@ def serve(host: str | None, port: int | None, workers: int, no_upgrade: bool) ->
         host=host or settings.host,
         port=port or settings.port,
         workers=workers,
+        http=NoDelayHttpProtocol,
         log_config=None,
     )
 
