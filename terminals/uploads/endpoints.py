@@ -28,8 +28,10 @@ async def upload(
         parsed = UploadRequest.model_validate_json(await request.body())
     except ValidationError as exc:
         raise ValidationFailed(f"upload header invalid: {exc.error_count()} error(s)") from None
-    response = await service.ingest(session, hsm, settings, terminal, parsed)
+    # Same transaction either way; recorded first so that nothing runs between the ledger
+    # posting (which locks the merchant's pending account) and the commit but the batch's
+    # final update.
     await lists.report_versions(
         session, terminal.terminal_id, parsed.blacklist_version, parsed.params_version
     )
-    return response
+    return await service.ingest(session, hsm, settings, terminal, parsed)

@@ -135,10 +135,19 @@ def _str(raw: Mapping[str, Any], name: str, pattern: re.Pattern[str]) -> str:
 def parse_local(dt14: str) -> datetime:
     """Card/terminal time (local Asia/Shanghai, DESIGN §5) as an aware UTC datetime."""
     try:
-        local = datetime.strptime(dt14, "%Y%m%d%H%M%S").replace(tzinfo=LOCAL_TZ)
-    except ValueError:
+        if len(dt14) == 14 and dt14.isascii() and dt14.isdigit():
+            # Fixed-width fields: what strptime("%Y%m%d%H%M%S") accepts for 14 ASCII digits
+            # (every field must then take two digits), at a fraction of its cost per record.
+            local = datetime(
+                int(dt14[0:4]), int(dt14[4:6]), int(dt14[6:8]),
+                int(dt14[8:10]), int(dt14[10:12]), int(dt14[12:14]), tzinfo=LOCAL_TZ,
+            )  # fmt: skip
+        else:
+            local = datetime.strptime(dt14, "%Y%m%d%H%M%S").replace(tzinfo=LOCAL_TZ)
+        # Year 0001 local time lies before datetime.min in UTC: not a time a card can hold.
+        return local.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise RecordInvalid("datetime: not a calendar time YYYYMMDDhhmmss") from None
-    return local.astimezone(UTC)
 
 
 def _compound(value: Any) -> dict[str, Any] | None:
@@ -355,8 +364,7 @@ async def _deduplicate(session: AsyncSession, outcomes: Sequence[Outcome]) -> No
     pending = [o for o in outcomes if o.code is None and o.parsed is not None]
     card_keys = {(o.parsed.asn, o.parsed.offline_counter) for o in pending if o.parsed}
     serial_keys = {(o.parsed.terminal_no, o.parsed.terminal_serial) for o in pending if o.parsed}
-    held_cards = await repository.claimed_card_keys(session, card_keys)
-    held_serials = await repository.claimed_serial_keys(session, serial_keys)
+    held_cards, held_serials = await repository.claimed_keys(session, card_keys, serial_keys)
     gray_seen: set[tuple[str, int]] = set()
     for o in pending:
         p = o.parsed
