@@ -283,7 +283,7 @@ def main() -> None:
         if os.environ.get("CARDSVC_BENCH_REDIS_URL"):
             env["CARDSVC_REDIS_URL"] = os.environ["CARDSVC_BENCH_REDIS_URL"]
         server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "cardsvc.app:create_app", "--factory", "--host", "127.0.0.1",
+            [sys.executable, "-m", "uvicorn", "cardsvc.app:create_app", "--factory", "--http", "cardsvc.server:NoDelayHttpProtocol", "--host", "127.0.0.1",
              "--port", str(port), "--workers", str(args.workers), "--log-level", "warning", "--no-access-log"],
             env=env,
         )  # fmt: skip
