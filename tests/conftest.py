@@ -44,6 +44,19 @@ BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 CACHES = ["memory"] + (["redis"] if REDIS_URL else [])
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``postgres`` (row locks, real concurrency) have no SQLite variant."""
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        on_sqlite = params is not None and params.params.get("database_url") == "sqlite"
+        (drop if on_sqlite and item.get_closest_marker("postgres") else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if REQUIRE_SERVICES and not (PG_URL and REDIS_URL):
         raise pytest.UsageError(
@@ -103,7 +116,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url, pool_size=5)
+    # A pool large enough for the concurrency tests (many sessions at once).
+    engine = create_engine(database_url, pool_size=12)
     if engine.dialect.name == "postgresql":
         tables = _table_names()
         if tables:

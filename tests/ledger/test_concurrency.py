@@ -13,13 +13,8 @@ from cardsvc.ledger.errors import IdempotencyConflict
 from cardsvc.ledger.schemas import PostingRequest
 from tests.ledger.helpers import DAY, card, cr, dr, load, merchant, purchase_batch
 
+# Row locks and real concurrency: no SQLite variant (tests/conftest.py deselects it).
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture(autouse=True)
-def _postgres_only(is_postgres: bool) -> None:
-    if not is_postgres:
-        pytest.skip("row-lock concurrency runs on PostgreSQL")
 
 
 async def test_many_writers_on_overlapping_accounts(
