@@ -17,8 +17,7 @@ import time
 import uuid
 from datetime import date
 
-import asyncpg
-from sqlalchemy import make_url
+from _common import create_database, drop_database
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cardsvc import migrate
@@ -34,17 +33,6 @@ HOT = AccountRef(AccountKind.merchant_pending, "000000000000001")
 
 def card(n: int) -> AccountRef:
     return AccountRef(AccountKind.card_float, f"3211{n:012d}")
-
-
-async def _admin(url: str, sql: str) -> None:
-    u = make_url(url)
-    conn = await asyncpg.connect(
-        host=u.host, port=u.port or 5432, user=u.username, password=u.password, database=u.database
-    )
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 async def _fund(sessions: async_sessionmaker[AsyncSession], cards: int) -> None:
@@ -111,8 +99,7 @@ async def hot(
 
 async def main(url: str, rounds: int) -> None:
     name = f"cardsvc_bench_{uuid.uuid4().hex[:8]}"
-    await _admin(url, f'CREATE DATABASE "{name}"')
-    bench_url = make_url(url).set(database=name).render_as_string(hide_password=False)
+    bench_url = await create_database(url, name)
     try:
         await asyncio.to_thread(migrate.upgrade, bench_url)
         engine = create_engine(bench_url, pool_size=10)
@@ -134,7 +121,7 @@ async def main(url: str, rounds: int) -> None:
         print(f"  8 writers, one hot operator account:     {med['hot']:8.0f} postings/s")
         print(f"  invariants after the run: {verdict} ({report.transactions} transactions)")
     finally:
-        await _admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await drop_database(url, name)
 
 
 if __name__ == "__main__":

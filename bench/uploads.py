@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,9 +28,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import asyncpg
 import httpx
-from sqlalchemy import make_url
+from _common import create_database, drop_database, free_port
 
 from cardsvc import migrate
 from cardsvc.cards.models import CONCESSION_CODES, Card, CardStatus, CardType
@@ -52,23 +50,6 @@ BATCH = 500
 UPLOAD_PATH = "/api/v1/terminal/uploads"
 LOCAL = ZoneInfo("Asia/Shanghai")
 MERCHANT = "321100000000900"
-
-
-async def admin_sql(url: str, sql: str) -> None:
-    u = make_url(url)
-    conn = await asyncpg.connect(
-        host=u.host, port=u.port or 5432, user=u.username, password=u.password, database=u.database
-    )
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def seed(url: str, terminals: list[str], cards: int, balance: int) -> list[str]:
@@ -268,8 +249,7 @@ def main() -> None:
         "CARDSVC_BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
     )
     name = f"bench_uploads_{os.getpid()}"
-    db_url = make_url(base_url).set(database=name).render_as_string(hide_password=False)
-    asyncio.run(admin_sql(base_url, f'CREATE DATABASE "{name}"'))
+    db_url = asyncio.run(create_database(base_url, name))
     tmp = Path(tempfile.mkdtemp(prefix="bench-uploads-"))
     hsm_url, stop_hsm = start_hsm_process(tmp / "hsm")
     server: subprocess.Popen[bytes] | None = None
@@ -326,7 +306,7 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=20)
         stop_hsm()
-        asyncio.run(admin_sql(base_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(drop_database(base_url, name))
 
 
 if __name__ == "__main__":

@@ -1,28 +1,16 @@
-"""SQL of the audit trail, plus the insert-if-absent helper other issuance tables use for their
-single counter rows (both engines support ``INSERT ... ON CONFLICT DO NOTHING``)."""
+"""SQL of the audit trail."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.audit.models import AuditEntry, AuditHead
+from cardsvc.sql import insert_ignore
 
 GENESIS_HASH = "0" * 64
-
-
-async def insert_ignore(session: AsyncSession, table: Any, values: Mapping[str, Any]) -> None:
-    """Insert a row unless its key exists (works on PostgreSQL and SQLite)."""
-    if session.get_bind().dialect.name == "postgresql":
-        pg_stmt = postgresql.insert(table).values(**values).on_conflict_do_nothing()
-        await session.execute(pg_stmt)
-    else:
-        lite_stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
-        await session.execute(lite_stmt)
 
 
 async def lock_head(session: AsyncSession) -> AuditHead:

@@ -45,33 +45,24 @@ def _canonical(value: Mapping[str, object] | None) -> str | None:
     return json.dumps(_clean(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def entry_hash(
-    *,
-    prev_hash: str,
-    seq: int,
-    at: datetime,
-    actor: str,
-    action: str,
-    entity: str,
-    entity_id: str,
-    before: str | None,
-    after: str | None,
-) -> str:
+def entry_hash(entry: AuditEntry) -> str:
+    """The hash of one entry, chained to ``entry.prev_hash``: what ``record`` stores and ``verify``
+    recomputes."""
     body = json.dumps(
         [
-            seq,
-            at.isoformat(timespec="microseconds"),
-            actor,
-            action,
-            entity,
-            entity_id,
-            before,
-            after,
+            entry.seq,
+            entry.at.isoformat(timespec="microseconds"),
+            entry.actor,
+            entry.action,
+            entry.entity,
+            entry.entity_id,
+            entry.before,
+            entry.after,
         ],
         separators=(",", ":"),
         ensure_ascii=False,
     )
-    return hashlib.sha256(f"{prev_hash}|{body}".encode()).hexdigest()
+    return hashlib.sha256(f"{entry.prev_hash}|{body}".encode()).hexdigest()
 
 
 async def record(
@@ -86,38 +77,21 @@ async def record(
 ) -> None:
     """Append one entry to the chain (flushes; the caller's unit of work commits)."""
     head = await repository.lock_head(session)
-    seq = head.seq + 1
-    at = utcnow()
-    entity_id = mask_text(entity_id)
-    before_text, after_text = _canonical(before), _canonical(after)
-    digest = entry_hash(
-        prev_hash=head.hash,
-        seq=seq,
-        at=at,
+    entry = AuditEntry(
+        seq=head.seq + 1,
+        at=utcnow(),
         actor=actor,
         action=action,
         entity=entity,
-        entity_id=entity_id,
-        before=before_text,
-        after=after_text,
+        entity_id=mask_text(entity_id),
+        before=_canonical(before),
+        after=_canonical(after),
+        prev_hash=head.hash,
     )
-    await repository.add(
-        session,
-        AuditEntry(
-            seq=seq,
-            at=at,
-            actor=actor,
-            action=action,
-            entity=entity,
-            entity_id=entity_id,
-            before=before_text,
-            after=after_text,
-            prev_hash=head.hash,
-            hash=digest,
-        ),
-    )
-    head.seq = seq
-    head.hash = digest
+    entry.hash = entry_hash(entry)
+    await repository.add(session, entry)
+    head.seq = entry.seq
+    head.hash = entry.hash
     await session.flush()
 
 
@@ -142,17 +116,7 @@ async def verify(session: AsyncSession) -> VerifyResult:
             )
         if entry.prev_hash != prev:
             return VerifyResult(False, count, prev, entry.seq, "previous-hash link broken")
-        digest = entry_hash(
-            prev_hash=prev,
-            seq=entry.seq,
-            at=entry.at,
-            actor=entry.actor,
-            action=entry.action,
-            entity=entry.entity,
-            entity_id=entry.entity_id,
-            before=entry.before,
-            after=entry.after,
-        )
+        digest = entry_hash(entry)  # chained to entry.prev_hash, which is prev (checked above)
         if digest != entry.hash:
             return VerifyResult(
                 False, count, prev, entry.seq, "entry content does not match its hash"

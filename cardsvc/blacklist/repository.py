@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cardsvc.audit.repository import insert_ignore
 from cardsvc.blacklist.models import BlacklistChangeRow, BlacklistEntry, ListVersion
+from cardsvc.sql import bump_counter
 
 BLACKLIST = "blacklist"
 
@@ -20,17 +20,7 @@ async def current_version(session: AsyncSession) -> int:
 
 
 async def bump_version(session: AsyncSession) -> int:
-    stmt = (
-        update(ListVersion)
-        .where(ListVersion.name == BLACKLIST)
-        .values(version=ListVersion.version + 1)
-        .returning(ListVersion.version)
-    )
-    version = (await session.execute(stmt)).scalar_one_or_none()
-    if version is None:
-        await insert_ignore(session, ListVersion.__table__, {"name": BLACKLIST, "version": 0})
-        version = (await session.execute(stmt)).scalar_one()
-    return int(version)
+    return await bump_counter(session, ListVersion.version, ListVersion.name, BLACKLIST)
 
 
 async def get_entry(session: AsyncSession, asn: str) -> BlacklistEntry | None:

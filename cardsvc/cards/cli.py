@@ -18,7 +18,7 @@ from cardsvc.cards.models import Card
 from cardsvc.cards.numbers import check_card_no
 from cardsvc.cards.schemas import CancelBody
 from cardsvc.cli import run_async
-from cardsvc.errors import NotFound, ValidationFailed
+from cardsvc.errors import ValidationFailed
 from cardsvc.resources import Resources, open_resources
 from cardsvc.settings import get_settings
 from cardsvc.staff.auth import Role, StaffPrincipal
@@ -109,10 +109,7 @@ def show(card_no: str, user: str, password: str) -> None:
     number = _checked(card_no)
 
     async def work(resources: Resources, session: AsyncSession, principal: StaffPrincipal) -> Card:
-        card = await service.get_card_by_no(session, number)
-        if card is None:
-            raise NotFound("no such card")
-        return card
+        return await service.require_card(session, number, for_update=False)
 
     card = run_as_staff(user, password, READER_ROLES, work)
     click.echo(

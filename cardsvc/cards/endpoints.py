@@ -11,7 +11,6 @@ from cardsvc.cards.models import Card
 from cardsvc.cards.numbers import check_card_no
 from cardsvc.cards.schemas import CancelBody, CardOut, TransitionOut
 from cardsvc.deps import SessionDep, SettingsDep
-from cardsvc.errors import NotFound
 from cardsvc.staff.auth import Role, StaffPrincipal, require_roles
 
 router = APIRouter(prefix="/cards", tags=["cards"])
@@ -49,10 +48,7 @@ def card_out(card: Card) -> CardOut:
     summary="A card (counter operator, supervisor, auditor, finance)",
 )
 async def get_card(card_no: str, principal: Reader, session: SessionDep) -> CardOut:
-    card = await service.get_card_by_no(session, check_card_no(card_no))
-    if card is None:
-        raise NotFound("no such card")
-    return card_out(card)
+    return card_out(await service.require_card(session, check_card_no(card_no), for_update=False))
 
 
 @router.post(

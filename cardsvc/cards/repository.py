@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cardsvc.audit.repository import insert_ignore
 from cardsvc.cards.models import BalanceRelease, Card, CardNumberSequence, CardStatus, ReleaseStatus
+from cardsvc.sql import bump_counter
 
 
 async def get(session: AsyncSession, card_id: int, *, for_update: bool = False) -> Card | None:
@@ -49,19 +49,9 @@ async def add(session: AsyncSession, card: Card) -> Card:
 
 async def next_sequence(session: AsyncSession, city_code: str) -> int:
     """Bump and return the city's card sequence (row-locked by the UPDATE itself)."""
-    stmt = (
-        update(CardNumberSequence)
-        .where(CardNumberSequence.city_code == city_code)
-        .values(last_value=CardNumberSequence.last_value + 1)
-        .returning(CardNumberSequence.last_value)
+    return await bump_counter(
+        session, CardNumberSequence.last_value, CardNumberSequence.city_code, city_code
     )
-    value = (await session.execute(stmt)).scalar_one_or_none()
-    if value is None:
-        await insert_ignore(
-            session, CardNumberSequence.__table__, {"city_code": city_code, "last_value": 0}
-        )
-        value = (await session.execute(stmt)).scalar_one()
-    return int(value)
 
 
 async def add_release(session: AsyncSession, release: BalanceRelease) -> BalanceRelease:

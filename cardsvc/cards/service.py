@@ -41,12 +41,10 @@ async def get_card_by_asn(session: AsyncSession, asn: str) -> Card | None:
     return await repository.by_asn(session, asn)
 
 
-async def get_card_by_no(session: AsyncSession, card_no: str) -> Card | None:
-    return await repository.by_no(session, card_no)
-
-
-async def require_card(session: AsyncSession, card_no: str) -> Card:
-    card = await repository.by_no(session, card_no, for_update=True)
+async def require_card(session: AsyncSession, card_no: str, *, for_update: bool = True) -> Card:
+    """The card with this number, NotFound when none; row-locked for a lifecycle step unless the
+    caller only reads it (``for_update=False``)."""
+    card = await repository.by_no(session, card_no, for_update=for_update)
     if card is None:
         raise NotFound("no such card")
     return card

@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.clearing.models import ClearingDay, DayStatus
+from cardsvc.sql import insert_ignore
 
 
 async def open_day(session: AsyncSession) -> date | None:
@@ -45,10 +44,7 @@ async def insert_open_if_absent(session: AsyncSession, day: date, now: datetime)
         "opened_at": now,
         "closed_at": None,
     }
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
-        await session.execute(pg_insert(ClearingDay).values(values).on_conflict_do_nothing())
-    else:
-        await session.execute(sqlite_insert(ClearingDay).values(values).on_conflict_do_nothing())
+    await insert_ignore(session, ClearingDay.__table__, values)
 
 
 async def set_status(

@@ -110,11 +110,8 @@ def staff() -> None:
     """Staff accounts."""
 
 
-@staff.command("create-admin")
-@click.option("--username", required=True)
-@click.password_option(envvar="CARDSVC_ADMIN_PASSWORD")
-def create_admin(username: str, password: str) -> None:
-    """Create an administrator account (the first account of a new installation)."""
+def _create_staff(username: str, password: str, roles: list[Role]) -> None:
+    """Create an account from the command line (no one signs in: the actor is ``cli``)."""
 
     async def go() -> None:
         async with (
@@ -122,14 +119,18 @@ def create_admin(username: str, password: str) -> None:
             unit_of_work(resources.sessions) as session,
         ):
             await service.create_staff(
-                session,
-                username=username,
-                password=password,
-                roles=[Role.administrator],
-                actor="cli",
+                session, username=username, password=password, roles=roles, actor="cli"
             )
 
     run_async(go)
+
+
+@staff.command("create-admin")
+@click.option("--username", required=True)
+@click.password_option(envvar="CARDSVC_ADMIN_PASSWORD")
+def create_admin(username: str, password: str) -> None:
+    """Create an administrator account (the first account of a new installation)."""
+    _create_staff(username, password, [Role.administrator])
     click.echo(f"administrator {username} created")
 
 
@@ -141,19 +142,5 @@ def create_admin(username: str, password: str) -> None:
 @click.password_option(envvar="CARDSVC_STAFF_NEW_PASSWORD")
 def create(username: str, roles: tuple[str, ...], password: str) -> None:
     """Create a staff account with the given roles."""
-
-    async def go() -> None:
-        async with (
-            open_resources(get_settings()) as resources,
-            unit_of_work(resources.sessions) as session,
-        ):
-            await service.create_staff(
-                session,
-                username=username,
-                password=password,
-                roles=[Role(r) for r in roles],
-                actor="cli",
-            )
-
-    run_async(go)
+    _create_staff(username, password, [Role(r) for r in roles])
     click.echo(f"staff {username} created with roles {', '.join(roles)}")

@@ -19,6 +19,7 @@ from cardsvc.applications import service as applications
 from cardsvc.blacklist import service as blacklist
 from cardsvc.cards import repository as cards_repo
 from cardsvc.cards.models import CardStatus
+from cardsvc.cards.numbers import make_card_no
 from cardsvc.cli import main
 from cardsvc.db import unit_of_work
 from cardsvc.personalization import files
@@ -303,6 +304,10 @@ async def test_refusals(cli_env: None, resources: Resources) -> None:
         "InvalidStateTransition",
     )
     refused(await cli("cards", "show", "1234567890123456", "--user", "opx"), "ValidationFailed")
+    unknown = make_card_no("3211", 10**11 - 1)
+    assert "no such card" in refused(
+        await cli("cards", "show", unknown, "--user", "opx"), "NotFound"
+    )
 
     # a wrong password is refused, and the failure counts toward the lockout
     stderr = refused(

@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from cardsvc.audit import service as audit
 from cardsvc.blacklist import service as blacklist
+from cardsvc.cards.numbers import make_card_no
 from cardsvc.cards.tasks import release_balances
 from cardsvc.db import unit_of_work, utcnow
 from cardsvc.ledger import service as ledger
@@ -153,6 +154,12 @@ async def test_refusals(
     ).status_code == 409
     r = await client.post(f"/api/v1/applications/{application}/production", headers=operator)
     card_no = r.json()["card_no"]
+    # a well-formed number of no card: 404, by the lookup the CLI's ``cards show`` uses too
+    unknown = make_card_no("3211", 10**11 - 1)
+    r = await client.get(f"/api/v1/cards/{unknown}", headers=operator)
+    assert (r.status_code, r.json()["detail"]) == (404, "no such card")
+    r = await client.post(f"/api/v1/cards/{unknown}/loss", headers=operator)
+    assert (r.status_code, r.json()["detail"]) == (404, "no such card")
     # a card still personalizing can do nothing
     for action in ("loss", "recover", "freeze", "unfreeze", "replace", "expire"):
         r = await client.post(f"/api/v1/cards/{card_no}/{action}", headers=supervisor)
