@@ -128,6 +128,67 @@ async def seed(url: str, terminals: list[str], cards: int, funds: int, merchants
 
 Job = Callable[[HostClient | None], Awaitable[bool]]
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _machine_cpu() -> float:
+    """Busy CPU seconds of the whole machine so far (every core, every process)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal ...: everything but idle and iowait.
+    return (sum(fields[:8]) - fields[3] - fields[4]) / _TICK
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of one process; 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            after_name = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(after_name[11]) + int(after_name[12])) / _TICK
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return found
+    for child in children:
+        found.append(int(child))
+        found += _descendants(int(child))
+    return found
+
+
+def _backends(database: str) -> list[int]:
+    """PostgreSQL backends serving ``database`` (their process title names it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if title.startswith(b"postgres: ") and f" {database} ".encode() in title:
+                found.append(int(entry.name))
+    return found
+
+
+def cpu_snapshot(server_pid: int | None, database: str) -> dict[str, float]:
+    """CPU seconds so far: the machine, this process (the load), the API process tree, hsm-sim,
+    and the PostgreSQL backends of the bench database (a backend that exited is not counted)."""
+    me = os.getpid()
+    api = {server_pid, *_descendants(server_pid)} if server_pid else set()
+    others = [p for p in _descendants(me) if p not in api]
+    return {
+        "machine": _machine_cpu(),
+        "load": _process_cpu(me),
+        "api": sum(_process_cpu(p) for p in api if p),
+        "hsm": sum(_process_cpu(p) for p in others),
+        "pg": sum(_process_cpu(p) for p in _backends(database)),
+    }
+
 
 async def run_schedule(
     clients: list[HostClient | None], rate: float, seconds: float, make_job: Callable[[int], Job]
@@ -173,7 +234,13 @@ def percentile(values: list[float], p: float) -> float:
 
 
 async def bench(
-    base: str, terminals: list[str], cards: list[str], rate: float, seconds: float
+    base: str,
+    terminals: list[str],
+    cards: list[str],
+    rate: float,
+    seconds: float,
+    server_pid: int | None = None,
+    database: str = "",
 ) -> None:
     limits = httpx.Limits(
         max_connections=len(terminals) + 8, max_keepalive_connections=len(terminals) + 8
@@ -238,7 +305,9 @@ async def bench(
 
             return job
 
+        before = cpu_snapshot(server_pid, database)
         latencies, errors = await run_schedule(hosts, rate, seconds, make_job)
+        after = cpu_snapshot(server_pid, database)
     p50, p99 = statistics.median(latencies), percentile(latencies, 99)
     f50, f99 = statistics.median(floor), percentile(floor, 99)
     print(
@@ -251,6 +320,17 @@ async def bench(
         f"  HTTP floor (/healthz, same schedule): p50 {f50:.1f} ms, p99 {f99:.1f} ms; ratio p99 {p99 / f99:.1f}x"
     )
     print(f"  response codes: {dict(sorted(codes.items()))}")
+    # Per HTTP request (a completion is a request of its own), over the whole run incl. warm-up.
+    sent = sum(n for c, n in codes.items() if c.startswith("completion")) + int(
+        rate * (seconds + WARMUP_SECONDS)
+    )
+    used = {k: (after[k] - before[k]) * 1000 / sent for k in after}
+    rest = used["machine"] - used["load"] - used["api"] - used["hsm"] - used["pg"]
+    print(
+        f"  CPU per request ({sent} requests): machine {used['machine']:.2f} ms = API {used['api']:.2f}"
+        f" + load generator {used['load']:.2f} + hsm-sim {used['hsm']:.2f}"
+        f" + PostgreSQL {used['pg']:.2f} + other (Redis, kernel, anything else running) {rest:.2f}"
+    )
 
 
 def _sync(factory: Callable[[int], Awaitable[Job]], i: int) -> Job:
@@ -304,7 +384,7 @@ def main() -> None:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        asyncio.run(bench(base, terminals, cards, args.rate, args.seconds))
+        asyncio.run(bench(base, terminals, cards, args.rate, args.seconds, server.pid, name))
     finally:
         if server is not None:
             server.terminate()

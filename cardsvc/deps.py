@@ -20,7 +20,13 @@ def get_resources(request: Request) -> Resources:
     return resources
 
 
-ResourcesDep = Annotated[Resources, Depends(get_resources)]
+async def _resources_dep(request: Request) -> Resources:
+    # The dependencies here are coroutines: FastAPI runs a plain ``def`` dependency in the thread
+    # pool, a hop that cost a busy worker more CPU than the dependency itself.
+    return get_resources(request)
+
+
+ResourcesDep = Annotated[Resources, Depends(_resources_dep)]
 
 
 async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
@@ -29,15 +35,15 @@ async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def get_settings_dep(resources: ResourcesDep) -> Settings:
+async def get_settings_dep(resources: ResourcesDep) -> Settings:
     return resources.settings
 
 
-def get_cache(resources: ResourcesDep) -> Cache:
+async def get_cache(resources: ResourcesDep) -> Cache:
     return resources.cache
 
 
-def get_hsm(resources: ResourcesDep) -> HsmClient:
+async def get_hsm(resources: ResourcesDep) -> HsmClient:
     return resources.hsm
 
 
