@@ -8,14 +8,14 @@ from typing import Any
 from sqlalchemy import Table, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cardsvc.sql import insert_ignore_stmt
 from terminals.loads.models import LoadStatus, PurseLoad
-from terminals.online.repository import insert_ignore
 
 
 async def insert_if_new(session: AsyncSession, values: Mapping[str, Any]) -> int | None:
     """Insert a load row; None when (terminal_no, terminal_serial) exists already."""
     table: Table = PurseLoad.__table__  # type: ignore[assignment]
-    stmt = insert_ignore(session, table, values).returning(table.c.id)
+    stmt = insert_ignore_stmt(session, table).values(**values).returning(table.c.id)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 

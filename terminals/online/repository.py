@@ -10,21 +10,8 @@ from sqlalchemy import Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cardsvc.sql import insert_ignore_stmt
 from terminals.online.models import AuthStatus, OnlineAuthorization, OnlineDailyUsage
-
-
-def insert_ignore_table(session: AsyncSession, table: Table) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING on either engine, values given at execution."""
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    return sqlite.insert(table).on_conflict_do_nothing()
-
-
-def insert_ignore(session: AsyncSession, table: Table, values: Mapping[str, Any]) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING on either engine."""
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(table).values(**values).on_conflict_do_nothing()
-    return sqlite.insert(table).values(**values).on_conflict_do_nothing()
 
 
 async def insert_if_new(
@@ -37,7 +24,7 @@ async def insert_if_new(
     mapped onto the entity; the values go as parameters so the statement compiles once.
     """
     table: Table = OnlineAuthorization.__table__  # type: ignore[assignment]
-    stmt = insert_ignore_table(session, table).returning(*table.c)
+    stmt = insert_ignore_stmt(session, table).returning(*table.c)
     orm = select(OnlineAuthorization).from_statement(stmt)
     return (await session.scalars(orm, dict(values))).one_or_none()
 
