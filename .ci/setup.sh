@@ -16,6 +16,8 @@ if [ "$want_services" = services ]; then
   command -v pg_ctlcluster >/dev/null 2>&1 || need_pkgs+=(postgresql)
   command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
 fi
+fresh_postgres=no
+case " ${need_pkgs[*]:-} " in *" postgresql "*) fresh_postgres=yes ;; esac
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   echo "setup: installing ${need_pkgs[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -41,6 +43,15 @@ if [ "$want_services" = services ]; then
     echo "setup: starting PostgreSQL"
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start
     for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+  fi
+  if [ "$fresh_postgres" = yes ]; then
+    # A server we just installed for the tests: trust loopback, as on the development machines.
+    hba="$(ls -d /etc/postgresql/*/main | sort -V | tail -1)/pg_hba.conf"
+    sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "$hba"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main reload
+  fi
+  if ! psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'test'" | grep -q 1; then
+    psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE test"
   fi
   if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     echo "setup: starting Redis"
