@@ -1,11 +1,19 @@
-"""What the PostgreSQL benches share: a scratch database per run, and a free loopback port."""
+"""What the PostgreSQL benches share: a scratch database per run, a free loopback port, and a
+population of active cards."""
 
 from __future__ import annotations
 
 import socket
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
 
 import asyncpg
 from sqlalchemy import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cardsvc.cards.models import CONCESSION_CODES, Card, CardStatus, CardType
+from cardsvc.residents.models import Resident
 
 
 async def admin_sql(url: str, sql: str) -> None:
@@ -35,3 +43,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def add_active_cards(
+    session: AsyncSession, card_numbers: Sequence[str], *, expires_on: date | None = None
+) -> list[int]:
+    """One resident and one active standard card per number, written directly (the counter
+    flow is not what these benches measure); returns the residents' ids in order."""
+    residents = [
+        Resident(
+            id_index=uuid.uuid4().hex * 2, id_cipher=b"b", id_masked="x", name_cipher=b"b", name_masked="x",
+            sex="M", birth_date=date(1990, 1, 1), phone="", address="", created_by="bench",
+        )
+        for _ in card_numbers
+    ]  # fmt: skip
+    session.add_all(residents)
+    await session.flush()
+    session.add_all(
+        Card(
+            card_no=no, asn=no, resident_id=r.id, card_type=CardType.standard,
+            concession_code=CONCESSION_CODES[CardType.standard], status=CardStatus.active,
+            key_version=1, issued_at=datetime.now(UTC), expires_on=expires_on,
+        )
+        for no, r in zip(card_numbers, residents, strict=True)
+    )  # fmt: skip
+    return [r.id for r in residents]

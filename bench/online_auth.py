@@ -22,29 +22,24 @@ import argparse
 import asyncio
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 
-import asyncpg
 import httpx
-from sqlalchemy import make_url
+from _common import add_active_cards, create_database, drop_database, free_port
 
 from cardsvc import migrate
-from cardsvc.cards.models import CONCESSION_CODES, Card, CardStatus, CardType
 from cardsvc.cards.numbers import make_card_no
 from cardsvc.db import create_engine, session_factory, unit_of_work
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
-from cardsvc.residents.models import Resident
 from hsm_sim.testing import start_hsm_process
 from terminals.devices.host_client import HostClient, dev_tmk
 from terminals.registry import service as registry
@@ -52,23 +47,6 @@ from terminals.registry.models import MerchantCategory
 
 MERCHANT = "321100000000800"
 WARMUP_SECONDS = 2.0
-
-
-async def admin_sql(url: str, sql: str) -> None:
-    u = make_url(url)
-    conn = await asyncpg.connect(
-        host=u.host, port=u.port or 5432, user=u.username, password=u.password, database=u.database
-    )
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def seed(url: str, terminals: list[str], cards: int, funds: int, merchants: int) -> list[str]:
@@ -90,23 +68,7 @@ async def seed(url: str, terminals: list[str], cards: int, funds: int, merchants
                 merchant_no=shops[i % merchants],
                 actor="bench",
             )
-        residents = [
-            Resident(
-                id_index=uuid.uuid4().hex * 2, id_cipher=b"b", id_masked="x", name_cipher=b"b", name_masked="x",
-                sex="M", birth_date=date(1990, 1, 1), phone="", address="", created_by="bench",
-            )
-            for _ in numbers
-        ]  # fmt: skip
-        session.add_all(residents)
-        await session.flush()
-        session.add_all(
-            Card(
-                card_no=no, asn=no, resident_id=r.id, card_type=CardType.standard,
-                concession_code=CONCESSION_CODES[CardType.standard], status=CardStatus.active,
-                key_version=1, issued_at=datetime.now(UTC), expires_on=date(2035, 12, 31),
-            )
-            for no, r in zip(numbers, residents, strict=True)
-        )  # fmt: skip
+        resident_ids = await add_active_cards(session, numbers, expires_on=date(2035, 12, 31))
         await ledger.post(
             session,
             PostingRequest(
@@ -114,11 +76,13 @@ async def seed(url: str, terminals: list[str], cards: int, funds: int, merchants
                 tx_type="transfer",
                 clearing_date=date.today(),
                 entries=[
-                    Entry(AccountRef(AccountKind.bank, "BENCH"), Side.debit, funds * len(residents))
+                    Entry(
+                        AccountRef(AccountKind.bank, "BENCH"), Side.debit, funds * len(resident_ids)
+                    )
                 ]
                 + [
-                    Entry(AccountRef(AccountKind.resident_account, str(r.id)), Side.credit, funds)
-                    for r in residents
+                    Entry(AccountRef(AccountKind.resident_account, str(rid)), Side.credit, funds)
+                    for rid in resident_ids
                 ],
             ),
         )
@@ -356,8 +320,7 @@ def main() -> None:
     )
     redis_url = os.environ.get("CARDSVC_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
     name = f"bench_online_{os.getpid()}"
-    db_url = make_url(base_url).set(database=name).render_as_string(hide_password=False)
-    asyncio.run(admin_sql(base_url, f'CREATE DATABASE "{name}"'))
+    db_url = asyncio.run(create_database(base_url, name))
     tmp = Path(tempfile.mkdtemp(prefix="bench-online-"))
     hsm_url, stop_hsm = start_hsm_process(tmp / "hsm")
     server: subprocess.Popen[bytes] | None = None
@@ -390,7 +353,7 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=20)
         stop_hsm()
-        asyncio.run(admin_sql(base_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(drop_database(base_url, name))
 
 
 if __name__ == "__main__":

@@ -22,23 +22,20 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
-from _common import create_database, drop_database, free_port
+from _common import add_active_cards, create_database, drop_database, free_port
 
 from cardsvc import migrate
-from cardsvc.cards.models import CONCESSION_CODES, Card, CardStatus, CardType
 from cardsvc.cards.numbers import make_card_no
 from cardsvc.db import create_engine, session_factory, unit_of_work
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
-from cardsvc.residents.models import Resident
 from hsm_sim.client import connect_hsm
 from hsm_sim.testing import start_hsm_process
 from terminals.devices.host_client import HostClient, dev_tmk, encode_body
@@ -64,23 +61,7 @@ async def seed(url: str, terminals: list[str], cards: int, balance: int) -> list
             await registry.create_terminal(
                 session, terminal_no=t, psam_no="50" + t + "00", merchant_no=MERCHANT, actor="bench"
             )
-        residents = [
-            Resident(
-                id_index=uuid.uuid4().hex * 2, id_cipher=b"b", id_masked="x", name_cipher=b"b", name_masked="x",
-                sex="M", birth_date=date(1990, 1, 1), phone="", address="", created_by="bench",
-            )
-            for _ in numbers
-        ]  # fmt: skip
-        session.add_all(residents)
-        await session.flush()
-        session.add_all(
-            Card(
-                card_no=no, asn=no, resident_id=r.id, card_type=CardType.standard,
-                concession_code=CONCESSION_CODES[CardType.standard], status=CardStatus.active,
-                key_version=1, issued_at=datetime.now(UTC),
-            )
-            for no, r in zip(numbers, residents, strict=True)
-        )  # fmt: skip
+        await add_active_cards(session, numbers)
         await ledger.post(
             session,
             PostingRequest(
