@@ -4,11 +4,15 @@ population of active cards."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
 import asyncpg
+import httpx
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,6 +41,29 @@ async def create_database(url: str, name: str) -> str:
 async def drop_database(url: str, name: str) -> None:
     """Drop database ``name`` on the server of ``url``, closing its leftover connections."""
     await admin_sql(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def start_api(env: dict[str, str], workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    """The API under uvicorn on a free loopback port, served as ``cardsvc serve`` serves it (with
+    TCP_NODELAY on every worker); returns the process and its base URL once /healthz answers."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "cardsvc.app:create_app", "--factory",
+         "--http", "cardsvc.server:NoDelayHttpProtocol", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
+        env=env,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                return server, base
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    server.terminate()
+    raise RuntimeError("the API did not answer /healthz within 30 s")
 
 
 def free_port() -> int:

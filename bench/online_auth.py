@@ -24,7 +24,6 @@ import os
 import random
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -32,7 +31,7 @@ from datetime import date
 from pathlib import Path
 
 import httpx
-from _common import add_active_cards, create_database, drop_database, free_port
+from _common import add_active_cards, create_database, drop_database, start_api
 
 from cardsvc import migrate
 from cardsvc.cards.numbers import make_card_no
@@ -328,25 +327,13 @@ def main() -> None:
         migrate.upgrade(db_url)
         terminals = [f"3211800{i:05d}" for i in range(args.terminals)]
         cards = asyncio.run(seed(db_url, terminals, args.cards, 100_000_000, args.merchants))
-        port = free_port()
         env = dict(
             os.environ, CARDSVC_MODE="development", CARDSVC_DATABASE_URL=db_url, CARDSVC_HSM_URL=hsm_url,
             CARDSVC_REDIS_URL=redis_url, CARDSVC_LOG_LEVEL="WARNING", CARDSVC_VAR_DIR=str(tmp / "var"),
             CARDSVC_DATABASE_POOL_SIZE="10", CARDSVC_ONLINE_DAILY_LIMIT_DEFAULT=str(10**12),
             CARDSVC_ONLINE_DAILY_LIMITS="{}",
         )  # fmt: skip
-        server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "cardsvc.app:create_app", "--factory", "--http", "cardsvc.server:NoDelayHttpProtocol", "--host", "127.0.0.1",
-             "--port", str(port), "--workers", str(args.workers), "--log-level", "warning", "--no-access-log"],
-            env=env,
-        )  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        server, base = start_api(env, args.workers)
         asyncio.run(bench(base, terminals, cards, args.rate, args.seconds, server.pid, name))
     finally:
         if server is not None:

@@ -19,7 +19,6 @@ import asyncio
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import date, datetime, timedelta
@@ -28,7 +27,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
-from _common import add_active_cards, create_database, drop_database, free_port
+from _common import add_active_cards, create_database, drop_database, start_api
 
 from cardsvc import migrate
 from cardsvc.cards.numbers import make_card_no
@@ -238,23 +237,11 @@ def main() -> None:
         migrate.upgrade(db_url)
         terminals = [f"3211900{i:05d}" for i in range(args.terminals)]
         cards = asyncio.run(seed(db_url, terminals, args.cards, 10_000_000))
-        port = free_port()
         env = dict(os.environ, CARDSVC_MODE="development", CARDSVC_DATABASE_URL=db_url, CARDSVC_HSM_URL=hsm_url,
                    CARDSVC_LOG_LEVEL="WARNING", CARDSVC_VAR_DIR=str(tmp / "var"), CARDSVC_DATABASE_POOL_SIZE="10")  # fmt: skip
         if os.environ.get("CARDSVC_BENCH_REDIS_URL"):
             env["CARDSVC_REDIS_URL"] = os.environ["CARDSVC_BENCH_REDIS_URL"]
-        server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "cardsvc.app:create_app", "--factory", "--http", "cardsvc.server:NoDelayHttpProtocol", "--host", "127.0.0.1",
-             "--port", str(port), "--workers", str(args.workers), "--log-level", "warning", "--no-access-log"],
-            env=env,
-        )  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        server, base = start_api(env, args.workers)
         per_terminal = args.records // args.terminals
         rates, raw = [], []
         for run in range(args.runs):
