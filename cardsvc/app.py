@@ -7,7 +7,7 @@ their routers).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -95,23 +95,23 @@ async def healthz() -> dict[str, str]:
 async def readyz(request: Request) -> JSONResponse:
     """Readiness: the database, the cache and the HSM all answer."""
     resources: Resources = request.app.state.resources
-    checks: dict[str, str] = {}
-    try:
+
+    async def database() -> None:
         async with resources.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except Exception as exc:
-        checks["database"] = f"error: {type(exc).__name__}"
-    try:
-        await resources.cache.ping()
-        checks["cache"] = "ok"
-    except Exception as exc:
-        checks["cache"] = f"error: {type(exc).__name__}"
-    try:
-        await resources.hsm.ping()
-        checks["hsm"] = "ok"
-    except Exception as exc:
-        checks["hsm"] = f"error: {type(exc).__name__}"
+
+    probes: dict[str, Callable[[], Awaitable[None]]] = {
+        "database": database,
+        "cache": resources.cache.ping,
+        "hsm": resources.hsm.ping,
+    }
+    checks: dict[str, str] = {}
+    for name, probe in probes.items():
+        try:
+            await probe()
+            checks[name] = "ok"
+        except Exception as exc:  # any failure means not ready
+            checks[name] = f"error: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse(
         status_code=200 if ready else 503,

@@ -7,7 +7,7 @@ The HSM client interface itself lives in ``hsm_sim.client``; the service never s
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from cardsvc.settings import Settings
 from hsm_sim.client import HsmClient, connect_hsm
@@ -18,24 +18,16 @@ __all__ = ["HsmClient", "open_hsm"]
 @asynccontextmanager
 async def open_hsm(settings: Settings) -> AsyncIterator[HsmClient]:
     secret = settings.hsm_secret.get_secret_value() if settings.hsm_secret else None
-    if settings.hsm_url == "spawn":
-        if not settings.development:
-            raise RuntimeError(
-                "spawning hsm-sim with development keys is refused outside development"
-            )
-        from hsm_sim.testing import hsm_process
+    async with AsyncExitStack() as stack:
+        url = settings.hsm_url
+        if url == "spawn":
+            if not settings.development:
+                raise RuntimeError(
+                    "spawning hsm-sim with development keys is refused outside development"
+                )
+            from hsm_sim.testing import hsm_process
 
-        async with hsm_process(settings.var_dir / "hsm") as url:
-            client = await connect_hsm(url, secret=secret, timeout=settings.hsm_timeout_seconds)
-            try:
-                yield client
-            finally:
-                await client.close()
-        return
-    client = await connect_hsm(
-        settings.hsm_url, secret=secret, timeout=settings.hsm_timeout_seconds
-    )
-    try:
+            url = await stack.enter_async_context(hsm_process(settings.var_dir / "hsm"))
+        client = await connect_hsm(url, secret=secret, timeout=settings.hsm_timeout_seconds)
+        stack.push_async_callback(client.close)
         yield client
-    finally:
-        await client.close()
