@@ -27,11 +27,14 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import httpx
 from _common import add_active_cards, create_database, drop_database, start_api
+from _rawhttp import RawConnection
 
 from cardsvc import migrate
 from cardsvc.cards.numbers import make_card_no
@@ -40,7 +43,7 @@ from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from hsm_sim.testing import start_hsm_process
-from terminals.devices.host_client import HostClient, dev_tmk
+from terminals.devices.host_client import HostClient, dev_tmk, encode_body
 from terminals.registry import service as registry
 from terminals.registry.models import MerchantCategory
 
@@ -89,7 +92,15 @@ async def seed(url: str, terminals: list[str], cards: int, funds: int, merchants
     return numbers
 
 
-Job = Callable[[HostClient | None], Awaitable[bool]]
+@dataclass
+class Slot:
+    """One terminal's connection: its signing state (None for the unsigned floor) and socket."""
+
+    host: HostClient | None
+    conn: RawConnection
+
+
+Job = Callable[[Slot], Awaitable[bool]]
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -154,10 +165,10 @@ def cpu_snapshot(server_pid: int | None, database: str) -> dict[str, float]:
 
 
 async def run_schedule(
-    clients: list[HostClient | None], rate: float, seconds: float, make_job: Callable[[int], Job]
+    clients: list[Slot], rate: float, seconds: float, make_job: Callable[[int], Job]
 ) -> tuple[list[float], int]:
     """Open-loop: request i is due at start + i/rate; returns (latencies in ms after warm-up, errors)."""
-    free: asyncio.Queue[HostClient | None] = asyncio.Queue()
+    free: asyncio.Queue[Slot] = asyncio.Queue()
     for c in clients:
         free.put_nowait(c)
     latencies: list[float] = []
@@ -170,8 +181,8 @@ async def run_schedule(
         client = await free.get()
         try:
             ok = await make_job(i)(client)
-        except httpx.HTTPError:
-            ok = False  # a dropped connection or a timeout: counted, not timed
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            ok = False  # a dropped connection or a garbled answer: counted, not timed
         finally:
             free.put_nowait(client)
         done = time.perf_counter()
@@ -205,72 +216,81 @@ async def bench(
     server_pid: int | None = None,
     database: str = "",
 ) -> None:
-    limits = httpx.Limits(
-        max_connections=len(terminals) + 8, max_keepalive_connections=len(terminals) + 8
-    )
-    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
-        # The floor: the same schedule, an endpoint that does nothing.
-        async def health_job(_i: int) -> Job:
-            async def job(_c: HostClient | None) -> bool:
-                return (await http.get("/healthz")).status_code == 200
+    url = httpx.URL(base)
+    host, port = str(url.host), int(url.port or 80)
 
-            return job
+    def connections(hosts: list[HostClient | None]) -> list[Slot]:
+        return [Slot(h, RawConnection(host, port)) for h in hosts]
 
-        floor, _ = await run_schedule(
-            [None] * len(terminals), rate, min(seconds, 10), lambda i: _sync(health_job, i)
-        )
+    # The floor: the same schedule, an endpoint that does nothing.
+    async def health(slot: Slot) -> bool:
+        return (await slot.conn.request("GET", "/healthz", {}))[0] == 200
+
+    floor_slots = connections([None] * len(terminals))
+    floor, _ = await run_schedule(floor_slots, rate, min(seconds, 10), lambda _i: health)
+    for slot in floor_slots:
+        await slot.conn.close()
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
         signed = [HostClient(http, t, dev_tmk(t)) for t in terminals]
         for h in signed:
             await h.sign_in()
-        hosts: list[HostClient | None] = list(signed)
-        rng = random.Random(8)
-        serials = {h.terminal_no: 0 for h in signed}
-        codes: dict[str, int] = {}
+    slots = connections(list(signed))
+    rng = random.Random(8)
+    serials = {h.terminal_no: 0 for h in signed}
+    codes: dict[str, int] = {}
 
-        def make_job(i: int) -> Job:
-            asn = rng.choice(cards)
-            kind = "preauth" if i % 5 == 0 else "purchase"
-            amount = rng.randrange(100, 5_000)
+    def tally(code: str) -> None:
+        codes[code] = codes.get(code, 0) + 1
 
-            async def job(host: HostClient | None) -> bool:
-                assert host is not None  # noqa: S101
-                serials[host.terminal_no] += 1
-                serial = serials[host.terminal_no]
-                response = await host.post(
-                    f"/api/v1/online/{kind}",
-                    {"terminal_serial": serial, "asn": asn, "amount": amount},
+    async def post(slot: Slot, path: str, payload: dict[str, object]) -> tuple[int, Any]:
+        assert slot.host is not None  # noqa: S101
+        body = encode_body(payload)
+        headers = slot.host.signed_headers("POST", path, body)
+        headers["Content-Type"] = "application/json"
+        return await slot.conn.request("POST", path, headers, body)
+
+    def make_job(i: int) -> Job:
+        asn = rng.choice(cards)
+        kind = "preauth" if i % 5 == 0 else "purchase"
+        amount = rng.randrange(100, 5_000)
+
+        async def job(slot: Slot) -> bool:
+            assert slot.host is not None  # noqa: S101
+            terminal_no = slot.host.terminal_no
+            serials[terminal_no] += 1
+            serial = serials[terminal_no]
+            status, body = await post(
+                slot,
+                f"/api/v1/online/{kind}",
+                {"terminal_serial": serial, "asn": asn, "amount": amount},
+            )
+            if status != 200:
+                tally(str(status))
+                return False
+            tally(body["response_code"])
+            if kind == "preauth" and body["approved"]:
+                # The pump's completion is its own request; counted in the same latency.
+                serials[terminal_no] += 1
+                status, done = await post(
+                    slot,
+                    "/api/v1/online/completion",
+                    {
+                        "terminal_serial": serials[terminal_no],
+                        "original_serial": serial,
+                        "amount": amount // 2 + 1,
+                    },
                 )
-                if response.status_code != 200:
-                    codes[str(response.status_code)] = codes.get(str(response.status_code), 0) + 1
-                    return False
-                body = response.json()
-                codes[body["response_code"]] = codes.get(body["response_code"], 0) + 1
-                if kind == "preauth" and body["approved"]:
-                    # The pump's completion is its own request; counted in the same latency.
-                    serials[host.terminal_no] += 1
-                    done = await host.post(
-                        "/api/v1/online/completion",
-                        {
-                            "terminal_serial": serials[host.terminal_no],
-                            "original_serial": serial,
-                            "amount": amount // 2 + 1,
-                        },
-                    )
-                    if done.status_code != 200:
-                        codes[f"completion {done.status_code}"] = (
-                            codes.get(f"completion {done.status_code}", 0) + 1
-                        )
-                        return False
-                    code = "completion " + done.json()["response_code"]
-                    codes[code] = codes.get(code, 0) + 1
-                    return True
-                return True  # an answer, approved or declined (the codes are tallied)
+                tally(f"completion {status if status != 200 else done['response_code']}")
+                return status == 200
+            return True  # an answer, approved or declined (the codes are tallied)
 
-            return job
+        return job
 
-        before = cpu_snapshot(server_pid, database)
-        latencies, errors = await run_schedule(hosts, rate, seconds, make_job)
-        after = cpu_snapshot(server_pid, database)
+    before = cpu_snapshot(server_pid, database)
+    latencies, errors = await run_schedule(slots, rate, seconds, make_job)
+    after = cpu_snapshot(server_pid, database)
+    for slot in slots:
+        await slot.conn.close()
     p50, p99 = statistics.median(latencies), percentile(latencies, 99)
     f50, f99 = statistics.median(floor), percentile(floor, 99)
     print(
@@ -294,13 +314,6 @@ async def bench(
         f" + load generator {used['load']:.2f} + hsm-sim {used['hsm']:.2f}"
         f" + PostgreSQL {used['pg']:.2f} + other (Redis, kernel, anything else running) {rest:.2f}"
     )
-
-
-def _sync(factory: Callable[[int], Awaitable[Job]], i: int) -> Job:
-    async def job(c: HostClient | None) -> bool:
-        return await (await factory(i))(c)
-
-    return job
 
 
 def main() -> None:

@@ -30,7 +30,10 @@ ResourcesDep = Annotated[Resources, Depends(_resources_dep)]
 
 
 async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
-    """One session per request, committed when the endpoint returns and rolled back if it raises."""
+    """One session per request, committed when the endpoint returns and rolled back if it raises.
+
+    Function scope (below): the commit happens before the response is sent, so a terminal never
+    holds an answer the database does not (a request-scoped dependency would end after it)."""
     async with unit_of_work(resources.sessions) as session:
         yield session
 
@@ -47,7 +50,7 @@ async def get_hsm(resources: ResourcesDep) -> HsmClient:
     return resources.hsm
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 CacheDep = Annotated[Cache, Depends(get_cache)]
 HsmDep = Annotated[HsmClient, Depends(get_hsm)]

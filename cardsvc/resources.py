@@ -36,6 +36,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             settings.database_url,
             pool_size=settings.database_pool_size,
             echo=settings.database_echo,
+            pre_ping=settings.database_pre_ping,
         )
         stack.push_async_callback(engine.dispose)
         cache = connect_cache(settings.redis_url)

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     database_url: str = ""
     database_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
     database_echo: bool = False
+    # Ping every pooled connection before use (see cardsvc.db.create_engine for the trade).
+    database_pre_ping: bool = False
 
     # Cache/locks: Redis when set, otherwise the in-process implementation.
     redis_url: str | None = None

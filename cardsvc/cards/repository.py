@@ -25,10 +25,6 @@ async def by_no(session: AsyncSession, card_no: str, *, for_update: bool = False
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def by_asn(session: AsyncSession, asn: str) -> Card | None:
-    return (await session.execute(select(Card).where(Card.asn == asn.upper()))).scalar_one_or_none()
-
-
 async def of_resident(session: AsyncSession, resident_id: int) -> list[Card]:
     stmt = select(Card).where(Card.resident_id == resident_id).order_by(Card.id)
     return list((await session.execute(stmt)).scalars())

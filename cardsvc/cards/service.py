@@ -37,10 +37,6 @@ HOLDING_STATUSES = (CardStatus.personalizing, CardStatus.active, CardStatus.lost
 REFUND_TARGETS = ("resident_account", "counter_cash")
 
 
-async def get_card_by_asn(session: AsyncSession, asn: str) -> Card | None:
-    return await repository.by_asn(session, asn)
-
-
 async def require_card(session: AsyncSession, card_no: str, *, for_update: bool = True) -> Card:
     """The card with this number, NotFound when none; row-locked for a lifecycle step unless the
     caller only reads it (``for_update=False``)."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import case, func, literal, select, text, update
+from sqlalchemy import bindparam, case, func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,6 +29,7 @@ from cardsvc.ledger.models import (
     Side,
 )
 from cardsvc.ledger.schemas import AccountRef
+from cardsvc.sql import PerDialect, dialect_insert
 
 accounts = LedgerAccount.__table__
 transactions = LedgerTransaction.__table__
@@ -117,7 +118,7 @@ async def insert_accounts(session: AsyncSession, refs: Sequence[AccountRef], now
     await session.execute(stmt)
 
 
-async def lock_accounts(session: AsyncSession, ids: Sequence[int]) -> dict[int, AccountState]:
+async def lock_accounts(session: AsyncSession, ids: Iterable[int]) -> dict[int, AccountState]:
     """Lock the accounts (ascending id order) and read their current balances."""
     ordered = sorted(set(ids))
     if is_postgres(session):
@@ -142,17 +143,97 @@ async def lock_accounts(session: AsyncSession, ids: Sequence[int]) -> dict[int, 
             .where(accounts.c.id.in_(ordered))
             .order_by(accounts.c.id)
         )
-    states: dict[int, AccountState] = {}
-    for row in result:
-        states[row[0]] = AccountState(
-            id=row[0],
-            ref=AccountRef(AccountKind(row[1]), row[2]),
-            normal_side=Side(row[3]),
-            may_go_negative=bool(row[4]),
-            balance=int(row[5]),
-            held=int(row[6]),
+    return {row[0]: _account_state(row) for row in result}
+
+
+def _account_state(row: Any) -> AccountState:
+    return AccountState(
+        id=row[0],
+        ref=AccountRef(AccountKind(row[1]), row[2]),
+        normal_side=Side(row[3]),
+        may_go_negative=bool(row[4]),
+        balance=int(row[5]),
+        held=int(row[6]),
+    )
+
+
+_LOCK_BY_REF_PG = text(
+    "SELECT a.id, a.kind, a.owner_ref, a.normal_side, a.may_go_negative, a.balance, a.held "
+    "FROM ledger_accounts AS a "
+    "JOIN unnest(CAST(:kinds AS VARCHAR[]), CAST(:owners AS VARCHAR[])) AS r(kind, owner_ref) "
+    "ON a.kind = r.kind AND a.owner_ref = r.owner_ref ORDER BY a.id FOR UPDATE OF a"
+)
+
+
+async def lock_accounts_by_ref(
+    session: AsyncSession, refs: Sequence[AccountRef]
+) -> dict[AccountRef, AccountState]:
+    """Lock the accounts that exist among ``refs`` (ascending id order) and read their balances,
+    in one statement: what :func:`find_account_ids` and :func:`lock_accounts` do in two."""
+    if is_postgres(session):
+        result = await session.execute(
+            _LOCK_BY_REF_PG,
+            {"kinds": [r.kind.value for r in refs], "owners": [r.owner_ref for r in refs]},
         )
-    return states
+        states = [_account_state(row) for row in result]
+    else:
+        states = list(
+            (
+                await lock_accounts(session, (await find_account_ids(session, refs)).values())
+            ).values()
+        )
+    return {state.ref: state for state in states}
+
+
+_WRITE_TRANSACTION_PG = text(
+    "WITH tx AS ("
+    " INSERT INTO ledger_transactions (idempotency_key, content_hash, tx_type, clearing_date,"
+    " record_ref, reverses_id, hold_id, amount, line_count, description, posted_at)"
+    " VALUES (:idempotency_key, :content_hash, :tx_type, :clearing_date, :record_ref,"
+    " :reverses_id, :hold_id, :amount, :line_count, :description, :posted_at)"
+    " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+    "), written_lines AS ("
+    " INSERT INTO ledger_lines (transaction_id, account_id, side, amount)"
+    " SELECT tx.id, u.a, u.s, u.m FROM tx, unnest(CAST(:line_accounts AS BIGINT[]),"
+    " CAST(:line_sides AS VARCHAR[]), CAST(:line_amounts AS BIGINT[])) AS u(a, s, m)"
+    "), moved AS ("
+    " UPDATE ledger_accounts AS a SET balance = a.balance + d.db, held = a.held + d.dh"
+    " FROM unnest(CAST(:delta_ids AS BIGINT[]), CAST(:delta_balances AS BIGINT[]),"
+    " CAST(:delta_held AS BIGINT[])) AS d(id, db, dh)"
+    " WHERE a.id = d.id AND EXISTS (SELECT 1 FROM tx)"
+    ") SELECT id FROM tx"
+)
+
+
+async def write_transaction(
+    session: AsyncSession,
+    values: dict[str, Any],
+    line_rows: Sequence[tuple[int, Side, int]],
+    deltas: Sequence[tuple[int, int, int]],
+) -> int | None:
+    """Insert a transaction, its lines and its balance changes (callers hold the row locks);
+    None, with nothing written, when the idempotency key was taken (e.g. concurrently).
+
+    On PostgreSQL one statement of data-modifying CTEs, so a posting is three round trips
+    (lock, key check, write) whatever its size; SQLite runs the three steps one after another.
+    """
+    if not is_postgres(session):
+        transaction_id = await insert_transaction(session, values)
+        if transaction_id is not None:
+            await insert_lines(session, transaction_id, line_rows)
+            await apply_deltas(session, deltas)
+        return transaction_id
+    params = {
+        **values,
+        "line_accounts": [r[0] for r in line_rows],
+        "line_sides": [r[1].value for r in line_rows],
+        "line_amounts": [r[2] for r in line_rows],
+        "delta_ids": [d[0] for d in deltas],
+        "delta_balances": [d[1] for d in deltas],
+        "delta_held": [d[2] for d in deltas],
+    }
+    value = (await session.execute(_WRITE_TRANSACTION_PG, params)).scalar()
+    return None if value is None else int(value)
 
 
 async def apply_deltas(session: AsyncSession, deltas: Sequence[tuple[int, int, int]]) -> None:
@@ -250,10 +331,13 @@ def _tx_row(row: Any) -> TransactionRow:
     return TransactionRow(*row)
 
 
+_TRANSACTION_BY_KEY = select(*_TX_COLUMNS).where(
+    LedgerTransaction.idempotency_key == bindparam("key")
+)
+
+
 async def transaction_by_key(session: AsyncSession, key: str) -> TransactionRow | None:
-    row = (
-        await session.execute(select(*_TX_COLUMNS).where(LedgerTransaction.idempotency_key == key))
-    ).first()
+    row = (await session.execute(_TRANSACTION_BY_KEY, {"key": key})).first()
     return None if row is None else _tx_row(row)
 
 
@@ -366,26 +450,29 @@ def _hold_row(row: Any) -> HoldRow:
     return HoldRow(*values)
 
 
+_HOLD_BY_ID = select(*_HOLD_COLUMNS).where(holds.c.id == bindparam("hold_id"))
+_HOLD_BY_KEY = select(*_HOLD_COLUMNS).where(holds.c.idempotency_key == bindparam("key"))
+_insert_hold = PerDialect(
+    lambda dialect: (
+        dialect_insert(dialect, holds)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(holds.c.id)
+    )
+)
+
+
 async def hold_by_id(session: AsyncSession, hold_id: int) -> HoldRow | None:
-    row = (await session.execute(select(*_HOLD_COLUMNS).where(holds.c.id == hold_id))).first()
+    row = (await session.execute(_HOLD_BY_ID, {"hold_id": hold_id})).first()
     return None if row is None else _hold_row(row)
 
 
 async def hold_by_key(session: AsyncSession, key: str) -> HoldRow | None:
-    row = (
-        await session.execute(select(*_HOLD_COLUMNS).where(holds.c.idempotency_key == key))
-    ).first()
+    row = (await session.execute(_HOLD_BY_KEY, {"key": key})).first()
     return None if row is None else _hold_row(row)
 
 
 async def insert_hold(session: AsyncSession, values: dict[str, Any]) -> int | None:
-    stmt = (
-        _insert(session, holds)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        .returning(holds.c.id)
-    )
-    value = (await session.execute(stmt)).scalar()
+    value = (await session.execute(_insert_hold(session), values)).scalar()
     return None if value is None else int(value)
 
 

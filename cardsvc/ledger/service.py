@@ -4,9 +4,10 @@ A posting is one database transaction (the caller's): lines and balances are wri
 so a crash can never leave one without the other. The service only flushes; the request or job
 that opened the session commits.
 
-Concurrency. Accounts are created first (no row locks held yet), then every account the
-posting touches is locked in ascending id order in one statement (PostgreSQL ``FOR UPDATE``;
-SQLite serializes writers with ``BEGIN IMMEDIATE``). Only after the locks are held is the
+Concurrency. Every account the posting touches is looked up and locked in ascending id order in
+one statement (PostgreSQL ``FOR UPDATE``; SQLite serializes writers with ``BEGIN IMMEDIATE``);
+accounts that do not exist yet are inserted (``ON CONFLICT DO NOTHING``) and the whole set is
+locked again in id order, so lock waits always follow id order. Only after the locks are held is the
 idempotency key looked up: a concurrent duplicate that waited on the locks then sees the winner's
 committed transaction and returns it (``replayed=True``) instead of failing. A duplicate key on
 disjoint accounts meets ``ON CONFLICT DO NOTHING`` on the key and is resolved the same way.
@@ -188,8 +189,11 @@ async def _post(
     hold_id: int | None = None,
 ) -> PostedTransaction:
     refs = sorted({entry.account for entry in request.entries})
-    ids = await _resolve_accounts(session, refs)
-    states = await repo.lock_accounts(session, list(ids.values()))
+    by_ref = await repo.lock_accounts_by_ref(session, refs)
+    if len(by_ref) < len(refs):
+        # New accounts: created (a concurrent creator wins quietly), then all locked in id order.
+        await repo.insert_accounts(session, [r for r in refs if r not in by_ref], utcnow())
+        by_ref = await repo.lock_accounts_by_ref(session, refs)
 
     existing = await repo.transaction_by_key(session, request.idempotency_key)
     if existing is not None:
@@ -214,9 +218,10 @@ async def _post(
     delta: dict[int, int] = defaultdict(int)
     line_rows: list[tuple[int, Side, int]] = []
     total = 0
+    states = {state.id: state for state in by_ref.values()}
     for entry in request.entries:
-        account_id = ids[entry.account]
-        state = states[account_id]
+        state = by_ref[entry.account]
+        account_id = state.id
         delta[account_id] += entry.amount if entry.side is state.normal_side else -entry.amount
         line_rows.append((account_id, entry.side, entry.amount))
         if entry.side is Side.debit:
@@ -234,7 +239,10 @@ async def _post(
     if short:
         raise InsufficientFunds("posting refused: " + "; ".join(short), accounts=short)
 
-    transaction_id = await repo.insert_transaction(
+    changes = {account_id: [change, 0] for account_id, change in delta.items()}
+    for account_id, amount in released.items():
+        changes.setdefault(account_id, [0, 0])[1] -= amount
+    transaction_id = await repo.write_transaction(
         session,
         {
             "idempotency_key": request.idempotency_key,
@@ -249,6 +257,8 @@ async def _post(
             "description": request.description[:255],
             "posted_at": now,
         },
+        line_rows,
+        [(i, c[0], c[1]) for i, c in sorted(changes.items()) if c[0] or c[1]],
     )
     if transaction_id is None:
         # The key was committed by a concurrent posting on other accounts after our lookup.
@@ -257,13 +267,6 @@ async def _post(
             raise IdempotencyConflict("idempotency key is being used concurrently; retry")
         return _replay(raced, digest)
 
-    await repo.insert_lines(session, transaction_id, line_rows)
-    changes = {account_id: [change, 0] for account_id, change in delta.items()}
-    for account_id, amount in released.items():
-        changes.setdefault(account_id, [0, 0])[1] -= amount
-    await repo.apply_deltas(
-        session, [(i, c[0], c[1]) for i, c in sorted(changes.items()) if c[0] or c[1]]
-    )
     if hold is not None:
         await repo.resolve_holds(
             session,

@@ -1,31 +1,36 @@
 """Authentication of every signed terminal request (DESIGN §9; docs/terminal-protocol.md §3).
 
 A signed request carries ``X-Terminal-No``, ``X-Session-Id``, ``X-Seq`` and ``X-Mac`` (hex of
-the 8-byte retail MAC by the session key over :func:`canonical_request`). The dependency checks,
-in order: the session exists, belongs to that terminal, is live; the terminal and its merchant
-are active; the sequence number is above the last one seen (cheap refusal of replays before the
-HSM is asked); the HSM verifies the MAC; and only then the sequence number is advanced by one
-atomic ``UPDATE ... WHERE last_seq < :seq``, so that of two racing copies exactly one passes.
+the 8-byte retail MAC by the session key over :func:`canonical_request`). In the request's own
+transaction, one statement moves the session's sequence number to ``X-Seq`` if it is higher and
+returns the session with its terminal and merchant (the row stays locked until the request
+commits, so of two racing copies exactly one passes). Then: the session belongs to that terminal
+and is live; the terminal and its merchant are active; the HSM verifies the MAC. Any refusal
+raises, and the rollback gives the sequence number back: a forged request cannot burn the
+terminal's numbers.
 
-The session lookup and the sequence bump run in their own short transaction, committed before
-the endpoint runs: a request that later fails still consumes its sequence number, so it cannot
-be replayed once the state has changed.
+A request refused *after* authentication (a conflict, a validation error) still consumes its
+sequence number: the dependency takes it again in a transaction of its own, so that request
+cannot be replayed once the state has changed.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from cardsvc.db import unit_of_work, utcnow
-from cardsvc.deps import CacheDep, HsmDep, SessionDep, get_resources
+from cardsvc.db import utcnow
+from cardsvc.deps import HsmDep, SessionDep
+from cardsvc.errors import DomainError
 from hsm_sim.client import KeyRef
 from terminals.access import repository
 from terminals.access.canonical import canonical_request
 from terminals.access.errors import MacInvalid, ReplayRefused, SessionExpired, TerminalUnknown
+from terminals.access.repository import SessionRow
 from terminals.access.service import parse_mac, verify_mac
 from terminals.registry.models import TerminalStatus
 
@@ -53,10 +58,19 @@ def request_target(request: Request) -> str:
     return f"{path}?{query.decode('ascii', 'replace')}" if query else path
 
 
+def _refusal(row: SessionRow | None, terminal_no: str) -> DomainError | None:
+    if row is None or row.terminal_no != terminal_no:
+        return SessionExpired("unknown session: sign in")
+    if row.terminal_status is not TerminalStatus.active or not row.merchant_active:
+        return TerminalUnknown("terminal or merchant not active")
+    if row.revoked or row.expires_at <= utcnow():
+        return SessionExpired("session expired: sign in")
+    return None
+
+
 async def authenticate_terminal(
-    request: Request, session: SessionDep, hsm: HsmDep, cache: CacheDep
-) -> TerminalContext:
-    del session, cache  # the checks run in their own transaction (see the module docstring)
+    request: Request, session: SessionDep, hsm: HsmDep
+) -> AsyncIterator[TerminalContext]:
     terminal_no = request.headers.get("x-terminal-no", "")
     session_id = request.headers.get("x-session-id", "")
     seq_text = request.headers.get("x-seq", "")
@@ -75,32 +89,37 @@ async def authenticate_terminal(
         request.method, request_target(request), terminal_no, session_id, seq, body
     )
 
-    resources = get_resources(request)
-    async with unit_of_work(resources.sessions) as own:
-        row = await repository.session_with_terminal(own, session_id)
-        if row is None or row.terminal_no != terminal_no:
-            raise SessionExpired("unknown session: sign in")
-        if row.terminal_status is not TerminalStatus.active or not row.merchant_active:
-            raise TerminalUnknown("terminal or merchant not active")
-        if row.revoked or row.expires_at <= utcnow():
-            raise SessionExpired("session expired: sign in")
-        if seq <= row.last_seq:
-            raise ReplayRefused("sequence number already used")
-        await verify_mac(hsm, KeyRef.session(row.key_blob), canonical, mac)
-        if not await repository.advance_seq(own, session_id, seq):
-            raise ReplayRefused("sequence number already used")
-    return TerminalContext(
-        terminal_id=row.terminal_id,
-        terminal_no=row.terminal_no,
-        psam_no=row.psam_no,
-        merchant_id=row.merchant_id,
-        merchant_no=row.merchant_no,
-        merchant_category=row.merchant_category,
-        session_id=session_id,
-        seq=seq,
-    )
+    row = await repository.take_seq(session, session_id, seq)
+    if row is None:
+        # Not taken: say why, in the order of the checks below (a replay comes last).
+        raise _refusal(
+            await repository.session_with_terminal(session, session_id), terminal_no
+        ) or ReplayRefused("sequence number already used")
+    refusal = _refusal(row, terminal_no)
+    if refusal is not None:
+        raise refusal
+    await verify_mac(hsm, KeyRef.session(row.key_blob), canonical, mac)
+    try:
+        yield TerminalContext(
+            terminal_id=row.terminal_id,
+            terminal_no=row.terminal_no,
+            psam_no=row.psam_no,
+            merchant_id=row.merchant_id,
+            merchant_no=row.merchant_no,
+            merchant_category=row.merchant_category,
+            session_id=session_id,
+            seq=seq,
+        )
+    except Exception:
+        # The request failed after authentication: its transaction is undone, the number stays used.
+        await session.rollback()
+        await repository.advance_seq(session, session_id, seq)
+        await session.commit()
+        raise
 
 
-AuthenticatedTerminal = Annotated[TerminalContext, Depends(authenticate_terminal)]
+# Function scope: the dependency ends with the endpoint, before the response is sent (as the
+# request's session does, which it depends on).
+AuthenticatedTerminal = Annotated[TerminalContext, Depends(authenticate_terminal, scope="function")]
 
 __all__ = ["AuthenticatedTerminal", "MacInvalid", "TerminalContext", "authenticate_terminal"]

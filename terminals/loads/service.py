@@ -38,7 +38,6 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cardsvc.cards import service as cards
 from cardsvc.clearing.service import open_clearing_date
 from cardsvc.errors import (
     Conflict,
@@ -64,6 +63,7 @@ from terminals.loads.schemas import (
     LoadState,
     ProveRequest,
 )
+from terminals.online import repository as online_repo
 from terminals.online.schemas import ResponseCode
 from terminals.online.service import (
     MESSAGES,
@@ -194,10 +194,11 @@ async def authorize_load(
         return LoadOutcome(existing, replayed=True)
     row = await repo.get(session, new_id)
     local = local_now(settings, now)
-    card = await cards.get_card_by_asn(session, asn)
-    refusal = await card_refusal(session, card, local.date())
-    if refusal is not None or card is None:
+    standing = await online_repo.card_standing(session, asn, now)
+    refusal = card_refusal(standing, local.date())
+    if refusal is not None or standing is None:
         return _decline(row, refusal or Declined(ResponseCode.unknown_card, "unknown_card"))
+    card = standing.card
     row.card_no = card.card_no
     row.resident_id = card.resident_id
     host_datetime = local.strftime("%Y%m%d%H%M%S")

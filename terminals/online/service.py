@@ -31,8 +31,6 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cardsvc.blacklist import service as blacklist
-from cardsvc.cards import service as cards
 from cardsvc.cards.models import Card, CardStatus
 from cardsvc.clearing.service import open_clearing_date
 from cardsvc.errors import IdempotencyConflict
@@ -113,10 +111,11 @@ def request_hash(kind: str, request: BaseModel) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-async def card_refusal(session: AsyncSession, card: Card | None, today: date) -> Declined | None:
+def card_refusal(standing: repo.CardStanding | None, today: date) -> Declined | None:
     """Why this card may not pay or load online, as a decline; None when it may."""
-    if card is None:
+    if standing is None:
         return Declined(ResponseCode.unknown_card, "unknown_card")
+    card = standing.card
     if card.status is CardStatus.lost:
         return Declined(ResponseCode.lost_card, "card_lost")
     if card.status is CardStatus.expired or (
@@ -125,7 +124,7 @@ async def card_refusal(session: AsyncSession, card: Card | None, today: date) ->
         return Declined(ResponseCode.expired_card, "card_expired")
     if card.status is not CardStatus.active:
         return Declined(ResponseCode.restricted_card, f"card_{card.status}")
-    if await blacklist.is_blacklisted(session, card.asn):
+    if standing.blacklisted:
         return Declined(ResponseCode.restricted_card, "card_blacklisted")
     return None
 
@@ -246,13 +245,14 @@ async def authorize(
     if outcome.done:
         return outcome
     row = outcome.row
-    card = await cards.get_card_by_asn(session, request.asn.upper())
-    refusal = await card_refusal(session, card, row.local_date)
-    if refusal is not None or card is None:
+    standing = await repo.card_standing(session, request.asn, now)
+    refusal = card_refusal(standing, row.local_date)
+    if refusal is not None or standing is None:
         return _decline(row, refusal or Declined(ResponseCode.unknown_card, "unknown_card"), now)
+    card = standing.card
     row.card_no = card.card_no
     row.resident_id = card.resident_id
-    clearing_date = await open_clearing_date(session)
+    clearing_date = standing.open_clearing_date or await open_clearing_date(session)
     row.clearing_date = clearing_date
     account = resident_account(card.resident_id)
     merchant = merchant_pending(terminal.merchant_no)

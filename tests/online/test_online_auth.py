@@ -13,8 +13,9 @@ from cardsvc.cards.models import CardStatus, CardType
 from cardsvc.db import unit_of_work
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind
+from cardsvc.ledger.schemas import AccountRef as ledger_ref
 from cardsvc.resources import Resources
-from terminals.devices.host_client import HostClient
+from terminals.devices.host_client import HostClient, encode_body
 from terminals.online import repository as online_repo
 from terminals.online.tasks import expire_holds
 from tests.online.helpers import Site, available, balance, make_card, signed_in
@@ -274,3 +275,57 @@ async def test_unsigned_or_replayed_requests_are_refused(
     assert await balance(resources, AccountKind.merchant_pending, shop.merchant_no) == (
         100 if message == "purchase" else 0
     )
+
+
+async def test_the_answer_leaves_only_after_the_commit(
+    resources: Resources, client: httpx.AsyncClient, shop: Site
+) -> None:
+    """When the first byte of the answer is sent, the payment is already visible to everyone."""
+    card = await make_card(resources, 41, account=10_000)
+    host = await signed_in(client, shop)
+    app = client._transport.app  # type: ignore[attr-defined]
+    seen_at_response: list[int] = []
+
+    async def watching(scope: Any, receive: Any, send: Any) -> None:
+        async def send_after_looking(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                async with unit_of_work(resources.sessions) as other:
+                    seen_at_response.append(
+                        await ledger.balance(
+                            other, ledger_ref(AccountKind.merchant_pending, shop.merchant_no)
+                        )
+                    )
+            await send(message)
+
+        await app(scope, receive, send_after_looking)
+
+    transport = httpx.ASGITransport(app=watching)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as watched:
+        host.http = watched
+        answer = await call(host, "purchase", terminal_serial=1, asn=card.asn, amount=1_234)
+    assert answer["approved"]
+    assert seen_at_response == [1_234]
+
+
+async def test_a_request_refused_after_authentication_still_uses_its_sequence_number(
+    resources: Resources, client: httpx.AsyncClient, shop: Site
+) -> None:
+    card = await make_card(resources, 42, account=10_000)
+    host = await signed_in(client, shop)
+    await call(host, "purchase", terminal_serial=1, asn=card.asn, amount=100)
+    path = "/api/v1/online/purchase"
+    body = encode_body({"terminal_serial": 1, "asn": card.asn, "amount": 999})
+    headers = {**host.signed_headers("POST", path, body), "Content-Type": "application/json"}
+    conflict = await client.post(path, content=body, headers=headers)
+    assert conflict.status_code == 409
+    # The same signed request again: its sequence number was consumed by the refusal.
+    replay = await client.post(path, content=body, headers=headers)
+    assert replay.status_code == 401
+    assert replay.json()["error"] == "ReplayRefused"
+    # A body the schema refuses (422) consumes its number too; the next number still works.
+    bad = encode_body({"terminal_serial": 2, "asn": card.asn, "amount": -5})
+    bad_headers = {**host.signed_headers("POST", path, bad), "Content-Type": "application/json"}
+    assert (await client.post(path, content=bad, headers=bad_headers)).status_code == 422
+    again = await client.post(path, content=bad, headers=bad_headers)
+    assert again.json()["error"] == "ReplayRefused"
+    assert (await call(host, "purchase", terminal_serial=2, asn=card.asn, amount=5))["approved"]
