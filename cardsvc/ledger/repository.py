@@ -466,6 +466,37 @@ async def hold_by_id(session: AsyncSession, hold_id: int) -> HoldRow | None:
     return None if row is None else _hold_row(row)
 
 
+_held_account = accounts.alias("held_account")
+_counterparty = accounts.alias("counterparty")
+_HOLD_WITH_REFS = (
+    select(
+        *_HOLD_COLUMNS,
+        _held_account.c.kind,
+        _held_account.c.owner_ref,
+        _counterparty.c.kind,
+        _counterparty.c.owner_ref,
+    )
+    .join(_held_account, _held_account.c.id == holds.c.account_id)
+    .join(_counterparty, _counterparty.c.id == holds.c.counterparty_id)
+    .where(holds.c.id == bindparam("hold_id"))
+)
+
+
+async def hold_with_refs(
+    session: AsyncSession, hold_id: int
+) -> tuple[HoldRow, AccountRef, AccountRef] | None:
+    """The hold with its account and counterparty, in one round trip."""
+    row = (await session.execute(_HOLD_WITH_REFS, {"hold_id": hold_id})).first()
+    if row is None:
+        return None
+    n = len(_HOLD_COLUMNS)
+    return (
+        _hold_row(row[:n]),
+        AccountRef(AccountKind(row[n]), row[n + 1]),
+        AccountRef(AccountKind(row[n + 2]), row[n + 3]),
+    )
+
+
 async def hold_by_key(session: AsyncSession, key: str) -> HoldRow | None:
     row = (await session.execute(_HOLD_BY_KEY, {"key": key})).first()
     return None if row is None else _hold_row(row)

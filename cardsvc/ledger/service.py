@@ -502,20 +502,17 @@ async def post_hold(
     """Post ``amount`` (≤ the hold) from the held account to the counterparty; release the rest."""
     _check_key(idempotency_key)
     _check_amount(amount, "posted amount")
-    row = await repo.hold_by_id(session, hold_id)
-    if row is None:
+    found = await repo.hold_with_refs(session, hold_id)
+    if found is None:
         raise HoldNotFound(f"hold {hold_id} not found")
+    row, account, counterparty = found
     if amount > row.amount:
         raise InvalidStateTransition(f"cannot post {amount} from a hold of {row.amount}")
-    refs = await repo.account_refs(session, [row.account_id, row.counterparty_id])
     request = PostingRequest(
         idempotency_key=idempotency_key,
         tx_type="hold_post",
         clearing_date=clearing_date,
-        entries=[
-            Entry(refs[row.account_id], Side.debit, amount),
-            Entry(refs[row.counterparty_id], Side.credit, amount),
-        ],
+        entries=[Entry(account, Side.debit, amount), Entry(counterparty, Side.credit, amount)],
         record_ref=f"hold:{hold_id}",
     )
     return await _post(session, request, content_hash(request, hold_id=hold_id), hold_id=hold_id)

@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy import BigInteger, Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cardsvc.sql import PerDialect
 from terminals.access.models import TerminalSession
 from terminals.registry.models import Merchant, Terminal, TerminalStatus
 
@@ -36,20 +35,25 @@ async def add_session(session: AsyncSession, row: TerminalSession) -> None:
     await session.flush()
 
 
+# Core columns (not ORM attributes): the authentication of every request runs these statements,
+# and plain Core skips the ORM's statement handling.
+_sessions: Table = TerminalSession.__table__  # type: ignore[assignment]
+_terminals: Table = Terminal.__table__  # type: ignore[assignment]
+_merchants: Table = Merchant.__table__  # type: ignore[assignment]
 _ROW_COLUMNS = (
-    TerminalSession.id,
-    TerminalSession.key_blob,
-    TerminalSession.last_seq,
-    TerminalSession.expires_at,
-    TerminalSession.revoked,
-    Terminal.id,
-    Terminal.terminal_no,
-    Terminal.psam_no,
-    Terminal.status,
-    Merchant.id,
-    Merchant.merchant_no,
-    Merchant.category,
-    Merchant.status,
+    _sessions.c.id,
+    _sessions.c.key_blob,
+    _sessions.c.last_seq,
+    _sessions.c.expires_at,
+    _sessions.c.revoked,
+    _terminals.c.id,
+    _terminals.c.terminal_no,
+    _terminals.c.psam_no,
+    _terminals.c.status,
+    _merchants.c.id,
+    _merchants.c.merchant_no,
+    _merchants.c.category,
+    _merchants.c.status,
 )
 
 
@@ -75,31 +79,30 @@ async def session_with_terminal(session: AsyncSession, session_id: str) -> Sessi
     """The session, its terminal and merchant in one round trip."""
     stmt = (
         select(*_ROW_COLUMNS)
-        .join(Terminal, Terminal.id == TerminalSession.terminal_id)
-        .join(Merchant, Merchant.id == Terminal.merchant_id)
-        .where(TerminalSession.id == session_id)
+        .join(_terminals, _terminals.c.id == _sessions.c.terminal_id)
+        .join(_merchants, _merchants.c.id == _terminals.c.merchant_id)
+        .where(_sessions.c.id == session_id)
     )
     row = (await session.execute(stmt)).one_or_none()
     return None if row is None else _session_row(row)
 
 
-def _build_take_seq(_dialect: str) -> Any:
-    sessions: Table = TerminalSession.__table__  # type: ignore[assignment]
+def _build_take_seq() -> Any:
     seq = bindparam("seq", type_=BigInteger)
     return (
-        update(sessions)
+        update(_sessions)
         .where(
-            TerminalSession.id == bindparam("session_id"),
-            TerminalSession.last_seq < seq,
-            Terminal.id == TerminalSession.terminal_id,
-            Merchant.id == Terminal.merchant_id,
+            _sessions.c.id == bindparam("session_id"),
+            _sessions.c.last_seq < seq,
+            _terminals.c.id == _sessions.c.terminal_id,
+            _merchants.c.id == _terminals.c.merchant_id,
         )
         .values(last_seq=seq)
         .returning(*_ROW_COLUMNS)
     )
 
 
-_take_seq = PerDialect(_build_take_seq)
+_TAKE_SEQ = _build_take_seq()  # PostgreSQL only (see take_seq)
 
 
 async def take_seq(session: AsyncSession, session_id: str, seq: int) -> SessionRow | None:
@@ -116,7 +119,7 @@ async def take_seq(session: AsyncSession, session_id: str, seq: int) -> SessionR
             return None
         return await session_with_terminal(session, session_id)
     params = {"session_id": session_id, "seq": seq}
-    row = (await session.execute(_take_seq(session), params)).one_or_none()
+    row = (await session.execute(_TAKE_SEQ, params)).one_or_none()
     return None if row is None else _session_row(row)
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.blacklist.models import BlacklistEntry
 from cardsvc.cards.models import Card
-from cardsvc.clearing.models import ClearingDay, DayStatus
+from cardsvc.clearing.repository import OPEN_DAY
 from cardsvc.sql import PerDialect, dialect_insert
 from terminals.online.models import AuthStatus, OnlineAuthorization, OnlineDailyUsage
 
@@ -53,24 +53,17 @@ def _build_card_standing() -> Any:
         .where(BlacklistEntry.asn == Card.asn, BlacklistEntry.effective_at <= bindparam("now"))
         .correlate(Card)
     )
-    open_day = (
-        select(ClearingDay.clearing_date)
-        .where(ClearingDay.status == DayStatus.open)
-        .order_by(ClearingDay.clearing_date)
-        .limit(1)
-        .scalar_subquery()
-    )
-    return select(Card, listed, open_day).where(Card.asn == bindparam("asn"))
+    return select(Card, listed, OPEN_DAY.scalar_subquery()).where(Card.asn == bindparam("asn"))
 
 
-_card_standing = PerDialect(lambda _dialect: _build_card_standing())
+_CARD_STANDING = _build_card_standing()
 
 
 async def card_standing(session: AsyncSession, asn: str, now: datetime) -> CardStanding | None:
     """The card with this ASN, whether it is blacklisted, and the open clearing day; None when no
     card has this ASN."""
     params = {"asn": asn.upper(), "now": now}
-    row = (await session.execute(_card_standing(session), params)).one_or_none()
+    row = (await session.execute(_CARD_STANDING, params)).one_or_none()
     if row is None:
         return None
     return CardStanding(card=row[0], blacklisted=bool(row[1]), open_clearing_date=row[2])
