@@ -177,11 +177,8 @@ async def lock_accounts_by_ref(
         )
         states = [_account_state(row) for row in result]
     else:
-        states = list(
-            (
-                await lock_accounts(session, (await find_account_ids(session, refs)).values())
-            ).values()
-        )
+        ids = await find_account_ids(session, refs)
+        states = list((await lock_accounts(session, ids.values())).values())
     return {state.ref: state for state in states}
 
 
@@ -370,22 +367,8 @@ async def insert_transaction(session: AsyncSession, values: dict[str, Any]) -> i
 async def insert_lines(
     session: AsyncSession, transaction_id: int, rows: Sequence[tuple[int, Side, int]]
 ) -> None:
-    """Insert the lines (account id, side, amount) of one transaction."""
-    if is_postgres(session):
-        await session.execute(
-            text(
-                "INSERT INTO ledger_lines (transaction_id, account_id, side, amount) "
-                "SELECT :tx, a, s, m FROM unnest(CAST(:acc AS BIGINT[]), "
-                "CAST(:side AS VARCHAR[]), CAST(:amt AS BIGINT[])) AS u(a, s, m)"
-            ),
-            {
-                "tx": transaction_id,
-                "acc": [r[0] for r in rows],
-                "side": [r[1].value for r in rows],
-                "amt": [r[2] for r in rows],
-            },
-        )
-        return
+    """Insert the lines (account id, side, amount) of one transaction (SQLite; PostgreSQL writes
+    them inside :func:`write_transaction`'s one statement)."""
     await session.execute(
         text(
             "INSERT INTO ledger_lines (transaction_id, account_id, side, amount) "
