@@ -14,8 +14,6 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, case, func, literal, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.ledger.models import (
@@ -49,10 +47,6 @@ class AccountState:
 
 def is_postgres(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
-
-
-def _insert(session: AsyncSession, table: Any) -> Any:
-    return pg_insert(table) if is_postgres(session) else sqlite_insert(table)
 
 
 # --- accounts -------------------------------------------------------------------------------
@@ -111,7 +105,7 @@ async def insert_accounts(session: AsyncSession, refs: Sequence[AccountRef], now
         for ref in sorted(refs)
     ]
     stmt = (
-        _insert(session, accounts)
+        dialect_insert(session.get_bind().dialect.name, accounts)
         .values(rows)
         .on_conflict_do_nothing(index_elements=["kind", "owner_ref"])
     )
@@ -355,7 +349,7 @@ async def reversal_of(session: AsyncSession, transaction_id: int) -> int | None:
 async def insert_transaction(session: AsyncSession, values: dict[str, Any]) -> int | None:
     """Insert a transaction; None when its idempotency key was taken (e.g. concurrently)."""
     stmt = (
-        _insert(session, transactions)
+        dialect_insert(session.get_bind().dialect.name, transactions)
         .values(**values)
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
         .returning(transactions.c.id)

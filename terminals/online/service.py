@@ -212,6 +212,20 @@ def _approve(row: OnlineAuthorization, status: AuthStatus, amount: int, now: dat
     return Outcome(row, replayed=False)
 
 
+async def _approved_original(
+    session: AsyncSession,
+    terminal: TerminalContext,
+    original_serial: int,
+    kinds: tuple[MessageKind, ...],
+) -> OnlineAuthorization | None:
+    """The terminal's approved message ``original_serial`` of one of ``kinds``, row-locked; None
+    when there is none (the caller declines with 25)."""
+    original = await repo.by_serial(session, terminal.terminal_no, original_serial, for_update=True)
+    if original is None or original.kind not in kinds:
+        return None
+    return original if original.response_code == ResponseCode.approved else None
+
+
 def _key(row: OnlineAuthorization, prefix: str = "online") -> str:
     return f"{prefix}:{row.terminal_no}:{row.terminal_serial}"
 
@@ -324,14 +338,10 @@ async def complete(
     if outcome.done:
         return outcome
     row = outcome.row
-    original = await repo.by_serial(
-        session, terminal.terminal_no, request.original_serial, for_update=True
+    original = await _approved_original(
+        session, terminal, request.original_serial, (MessageKind.preauth,)
     )
-    if (
-        original is None
-        or original.kind is not MessageKind.preauth
-        or original.response_code != ResponseCode.approved
-    ):
+    if original is None:
         return _decline(row, Declined(ResponseCode.original_not_found, "no_approved_preauth"), now)
     _link(row, original)
     if original.status is not AuthStatus.held or original.hold_id is None:
@@ -518,14 +528,10 @@ async def refund(
     if outcome.done:
         return outcome
     row = outcome.row
-    original = await repo.by_serial(
-        session, terminal.terminal_no, request.original_serial, for_update=True
+    original = await _approved_original(
+        session, terminal, request.original_serial, (MessageKind.purchase, MessageKind.completion)
     )
-    if (
-        original is None
-        or original.kind not in (MessageKind.purchase, MessageKind.completion)
-        or original.response_code != ResponseCode.approved
-    ):
+    if original is None:
         return _decline(row, Declined(ResponseCode.original_not_found, "no_approved_payment"), now)
     _link(row, original)
     if original.status is not AuthStatus.approved or original.resident_id is None:
