@@ -27,7 +27,8 @@ from cardsvc.ledger.models import (
     Side,
 )
 from cardsvc.ledger.schemas import AccountRef
-from cardsvc.sql import PerDialect, dialect_insert
+from cardsvc.pgdirect import Query
+from cardsvc.sql import dialect_insert
 
 accounts = LedgerAccount.__table__
 transactions = LedgerTransaction.__table__
@@ -116,13 +117,7 @@ async def lock_accounts(session: AsyncSession, ids: Iterable[int]) -> dict[int, 
     """Lock the accounts (ascending id order) and read their current balances."""
     ordered = sorted(set(ids))
     if is_postgres(session):
-        result = await session.execute(
-            text(
-                "SELECT id, kind, owner_ref, normal_side, may_go_negative, balance, held "
-                "FROM ledger_accounts WHERE id = ANY(CAST(:ids AS BIGINT[])) ORDER BY id FOR UPDATE"
-            ),
-            {"ids": ordered},
-        )
+        result: Iterable[Any] = await _LOCK_BY_ID_PG.rows(session, {"ids": ordered})
     else:
         result = await session.execute(
             select(
@@ -140,6 +135,14 @@ async def lock_accounts(session: AsyncSession, ids: Iterable[int]) -> dict[int, 
     return {row[0]: _account_state(row) for row in result}
 
 
+_LOCK_BY_ID_PG = Query(
+    lambda _dialect: text(
+        "SELECT id, kind, owner_ref, normal_side, may_go_negative, balance, held "
+        "FROM ledger_accounts WHERE id = ANY(CAST(:ids AS BIGINT[])) ORDER BY id FOR UPDATE"
+    )
+)
+
+
 def _account_state(row: Any) -> AccountState:
     return AccountState(
         id=row[0],
@@ -151,11 +154,13 @@ def _account_state(row: Any) -> AccountState:
     )
 
 
-_LOCK_BY_REF_PG = text(
-    "SELECT a.id, a.kind, a.owner_ref, a.normal_side, a.may_go_negative, a.balance, a.held "
-    "FROM ledger_accounts AS a "
-    "JOIN unnest(CAST(:kinds AS VARCHAR[]), CAST(:owners AS VARCHAR[])) AS r(kind, owner_ref) "
-    "ON a.kind = r.kind AND a.owner_ref = r.owner_ref ORDER BY a.id FOR UPDATE OF a"
+_LOCK_BY_REF_PG = Query(
+    lambda _dialect: text(
+        "SELECT a.id, a.kind, a.owner_ref, a.normal_side, a.may_go_negative, a.balance, a.held "
+        "FROM ledger_accounts AS a "
+        "JOIN unnest(CAST(:kinds AS VARCHAR[]), CAST(:owners AS VARCHAR[])) AS r(kind, owner_ref) "
+        "ON a.kind = r.kind AND a.owner_ref = r.owner_ref ORDER BY a.id FOR UPDATE OF a"
+    )
 )
 
 
@@ -165,34 +170,33 @@ async def lock_accounts_by_ref(
     """Lock the accounts that exist among ``refs`` (ascending id order) and read their balances,
     in one statement: what :func:`find_account_ids` and :func:`lock_accounts` do in two."""
     if is_postgres(session):
-        result = await session.execute(
-            _LOCK_BY_REF_PG,
-            {"kinds": [r.kind.value for r in refs], "owners": [r.owner_ref for r in refs]},
-        )
-        states = [_account_state(row) for row in result]
+        params = {"kinds": [r.kind.value for r in refs], "owners": [r.owner_ref for r in refs]}
+        states = [_account_state(row) for row in await _LOCK_BY_REF_PG.rows(session, params)]
     else:
         ids = await find_account_ids(session, refs)
         states = list((await lock_accounts(session, ids.values())).values())
     return {state.ref: state for state in states}
 
 
-_WRITE_TRANSACTION_PG = text(
-    "WITH tx AS ("
-    " INSERT INTO ledger_transactions (idempotency_key, content_hash, tx_type, clearing_date,"
-    " record_ref, reverses_id, hold_id, amount, line_count, description, posted_at)"
-    " VALUES (:idempotency_key, :content_hash, :tx_type, :clearing_date, :record_ref,"
-    " :reverses_id, :hold_id, :amount, :line_count, :description, :posted_at)"
-    " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
-    "), written_lines AS ("
-    " INSERT INTO ledger_lines (transaction_id, account_id, side, amount)"
-    " SELECT tx.id, u.a, u.s, u.m FROM tx, unnest(CAST(:line_accounts AS BIGINT[]),"
-    " CAST(:line_sides AS VARCHAR[]), CAST(:line_amounts AS BIGINT[])) AS u(a, s, m)"
-    "), moved AS ("
-    " UPDATE ledger_accounts AS a SET balance = a.balance + d.db, held = a.held + d.dh"
-    " FROM unnest(CAST(:delta_ids AS BIGINT[]), CAST(:delta_balances AS BIGINT[]),"
-    " CAST(:delta_held AS BIGINT[])) AS d(id, db, dh)"
-    " WHERE a.id = d.id AND EXISTS (SELECT 1 FROM tx)"
-    ") SELECT id FROM tx"
+_WRITE_TRANSACTION_PG = Query(
+    lambda _dialect: text(
+        "WITH tx AS ("
+        " INSERT INTO ledger_transactions (idempotency_key, content_hash, tx_type, clearing_date,"
+        " record_ref, reverses_id, hold_id, amount, line_count, description, posted_at)"
+        " VALUES (:idempotency_key, :content_hash, :tx_type, :clearing_date, :record_ref,"
+        " :reverses_id, :hold_id, :amount, :line_count, :description, :posted_at)"
+        " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+        "), written_lines AS ("
+        " INSERT INTO ledger_lines (transaction_id, account_id, side, amount)"
+        " SELECT tx.id, u.a, u.s, u.m FROM tx, unnest(CAST(:line_accounts AS BIGINT[]),"
+        " CAST(:line_sides AS VARCHAR[]), CAST(:line_amounts AS BIGINT[])) AS u(a, s, m)"
+        "), moved AS ("
+        " UPDATE ledger_accounts AS a SET balance = a.balance + d.db, held = a.held + d.dh"
+        " FROM unnest(CAST(:delta_ids AS BIGINT[]), CAST(:delta_balances AS BIGINT[]),"
+        " CAST(:delta_held AS BIGINT[])) AS d(id, db, dh)"
+        " WHERE a.id = d.id AND EXISTS (SELECT 1 FROM tx)"
+        ") SELECT id FROM tx"
+    )
 )
 
 
@@ -223,8 +227,17 @@ async def write_transaction(
         "delta_balances": [d[1] for d in deltas],
         "delta_held": [d[2] for d in deltas],
     }
-    value = (await session.execute(_WRITE_TRANSACTION_PG, params)).scalar()
+    value = await _WRITE_TRANSACTION_PG.scalar(session, params)
     return None if value is None else int(value)
+
+
+_APPLY_DELTAS_PG = Query(
+    lambda _dialect: text(
+        "UPDATE ledger_accounts AS a SET balance = a.balance + d.db, held = a.held + d.dh "
+        "FROM unnest(CAST(:ids AS BIGINT[]), CAST(:db AS BIGINT[]), CAST(:dh AS BIGINT[])) "
+        "AS d(id, db, dh) WHERE a.id = d.id"
+    )
+)
 
 
 async def apply_deltas(session: AsyncSession, deltas: Sequence[tuple[int, int, int]]) -> None:
@@ -232,18 +245,12 @@ async def apply_deltas(session: AsyncSession, deltas: Sequence[tuple[int, int, i
     if not deltas:
         return
     if is_postgres(session):
-        await session.execute(
-            text(
-                "UPDATE ledger_accounts AS a SET balance = a.balance + d.db, held = a.held + d.dh "
-                "FROM unnest(CAST(:ids AS BIGINT[]), CAST(:db AS BIGINT[]), CAST(:dh AS BIGINT[])) "
-                "AS d(id, db, dh) WHERE a.id = d.id"
-            ),
-            {
-                "ids": [d[0] for d in deltas],
-                "db": [d[1] for d in deltas],
-                "dh": [d[2] for d in deltas],
-            },
-        )
+        params = {
+            "ids": [d[0] for d in deltas],
+            "db": [d[1] for d in deltas],
+            "dh": [d[2] for d in deltas],
+        }
+        await _APPLY_DELTAS_PG.rows(session, params)
         return
     stmt = text(
         "UPDATE ledger_accounts SET balance = balance + :db, held = held + :dh WHERE id = :id"
@@ -322,13 +329,13 @@ def _tx_row(row: Any) -> TransactionRow:
     return TransactionRow(*row)
 
 
-_TRANSACTION_BY_KEY = select(*_TX_COLUMNS).where(
-    LedgerTransaction.idempotency_key == bindparam("key")
+_TRANSACTION_BY_KEY = Query(
+    lambda _dialect: select(*_TX_COLUMNS).where(transactions.c.idempotency_key == bindparam("key"))
 )
 
 
 async def transaction_by_key(session: AsyncSession, key: str) -> TransactionRow | None:
-    row = (await session.execute(_TRANSACTION_BY_KEY, {"key": key})).first()
+    row = await _TRANSACTION_BY_KEY.first(session, {"key": key})
     return None if row is None else _tx_row(row)
 
 
@@ -413,9 +420,9 @@ _HOLD_COLUMNS = (
     holds.c.amount,
     holds.c.clearing_date,
     holds.c.status,
-    LedgerHold.expires_at,
-    LedgerHold.created_at,
-    LedgerHold.resolved_at,
+    holds.c.expires_at,
+    holds.c.created_at,
+    holds.c.resolved_at,
     holds.c.posted_amount,
     holds.c.transaction_id,
 )
@@ -427,11 +434,20 @@ def _hold_row(row: Any) -> HoldRow:
     return HoldRow(*values)
 
 
-_HOLD_BY_ID = select(*_HOLD_COLUMNS).where(holds.c.id == bindparam("hold_id"))
-_HOLD_BY_KEY = select(*_HOLD_COLUMNS).where(holds.c.idempotency_key == bindparam("key"))
-_insert_hold = PerDialect(
+_HOLD_BY_ID = Query(
+    lambda _dialect: select(*_HOLD_COLUMNS).where(holds.c.id == bindparam("hold_id"))
+)
+_HOLD_BY_KEY = Query(
+    lambda _dialect: select(*_HOLD_COLUMNS).where(holds.c.idempotency_key == bindparam("key"))
+)
+_HOLD_INSERTED = (
+    "idempotency_key", "content_hash", "account_id", "counterparty_id", "amount", "clearing_date",
+    "status", "expires_at", "created_at",
+)  # fmt: skip
+_INSERT_HOLD = Query(
     lambda dialect: (
         dialect_insert(dialect, holds)
+        .values({name: bindparam(name, type_=holds.c[name].type) for name in _HOLD_INSERTED})
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
         .returning(holds.c.id)
     )
@@ -439,23 +455,25 @@ _insert_hold = PerDialect(
 
 
 async def hold_by_id(session: AsyncSession, hold_id: int) -> HoldRow | None:
-    row = (await session.execute(_HOLD_BY_ID, {"hold_id": hold_id})).first()
+    row = await _HOLD_BY_ID.first(session, {"hold_id": hold_id})
     return None if row is None else _hold_row(row)
 
 
 _held_account = accounts.alias("held_account")
 _counterparty = accounts.alias("counterparty")
-_HOLD_WITH_REFS = (
-    select(
-        *_HOLD_COLUMNS,
-        _held_account.c.kind,
-        _held_account.c.owner_ref,
-        _counterparty.c.kind,
-        _counterparty.c.owner_ref,
+_HOLD_WITH_REFS = Query(
+    lambda _dialect: (
+        select(
+            *_HOLD_COLUMNS,
+            _held_account.c.kind,
+            _held_account.c.owner_ref,
+            _counterparty.c.kind,
+            _counterparty.c.owner_ref,
+        )
+        .join(_held_account, _held_account.c.id == holds.c.account_id)
+        .join(_counterparty, _counterparty.c.id == holds.c.counterparty_id)
+        .where(holds.c.id == bindparam("hold_id"))
     )
-    .join(_held_account, _held_account.c.id == holds.c.account_id)
-    .join(_counterparty, _counterparty.c.id == holds.c.counterparty_id)
-    .where(holds.c.id == bindparam("hold_id"))
 )
 
 
@@ -463,7 +481,7 @@ async def hold_with_refs(
     session: AsyncSession, hold_id: int
 ) -> tuple[HoldRow, AccountRef, AccountRef] | None:
     """The hold with its account and counterparty, in one round trip."""
-    row = (await session.execute(_HOLD_WITH_REFS, {"hold_id": hold_id})).first()
+    row = await _HOLD_WITH_REFS.first(session, {"hold_id": hold_id})
     if row is None:
         return None
     n = len(_HOLD_COLUMNS)
@@ -475,13 +493,22 @@ async def hold_with_refs(
 
 
 async def hold_by_key(session: AsyncSession, key: str) -> HoldRow | None:
-    row = (await session.execute(_HOLD_BY_KEY, {"key": key})).first()
+    row = await _HOLD_BY_KEY.first(session, {"key": key})
     return None if row is None else _hold_row(row)
 
 
 async def insert_hold(session: AsyncSession, values: dict[str, Any]) -> int | None:
-    value = (await session.execute(_insert_hold(session), values)).scalar()
+    value = await _INSERT_HOLD.scalar(session, values)
     return None if value is None else int(value)
+
+
+_RESOLVE_HOLDS_PG = Query(
+    lambda _dialect: text(
+        "UPDATE ledger_holds SET status = :status, resolved_at = :now,"
+        " posted_amount = :posted_amount, transaction_id = :transaction_id, reason = :reason"
+        " WHERE id = ANY(CAST(:ids AS BIGINT[])) AND status = 'pending'"
+    )
+)
 
 
 async def resolve_holds(
@@ -494,6 +521,17 @@ async def resolve_holds(
     transaction_id: int | None = None,
     reason: str | None = None,
 ) -> None:
+    if is_postgres(session):
+        params = {
+            "ids": list(hold_ids),
+            "status": status.value,
+            "now": now,
+            "posted_amount": posted_amount,
+            "transaction_id": transaction_id,
+            "reason": reason,
+        }
+        await _RESOLVE_HOLDS_PG.rows(session, params)
+        return
     await session.execute(
         update(LedgerHold)
         .where(LedgerHold.id.in_(hold_ids), LedgerHold.status == HoldStatus.pending)

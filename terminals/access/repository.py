@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cardsvc.pgdirect import Query
 from terminals.access.models import TerminalSession
 from terminals.registry.models import Merchant, Terminal, TerminalStatus
 
@@ -87,7 +88,7 @@ async def session_with_terminal(session: AsyncSession, session_id: str) -> Sessi
     return None if row is None else _session_row(row)
 
 
-def _build_take_seq() -> Any:
+def _build_take_seq(_dialect: str) -> Any:
     seq = bindparam("seq", type_=BigInteger)
     return (
         update(_sessions)
@@ -102,7 +103,7 @@ def _build_take_seq() -> Any:
     )
 
 
-_TAKE_SEQ = _build_take_seq()  # PostgreSQL only (see take_seq)
+_TAKE_SEQ = Query(_build_take_seq)  # PostgreSQL only (see take_seq)
 
 
 async def take_seq(session: AsyncSession, session_id: str, seq: int) -> SessionRow | None:
@@ -118,8 +119,7 @@ async def take_seq(session: AsyncSession, session_id: str, seq: int) -> SessionR
         if not await advance_seq(session, session_id, seq):
             return None
         return await session_with_terminal(session, session_id)
-    params = {"session_id": session_id, "seq": seq}
-    row = (await session.execute(_TAKE_SEQ, params)).one_or_none()
+    row = await _TAKE_SEQ.first(session, {"session_id": session_id, "seq": seq})
     return None if row is None else _session_row(row)
 
 

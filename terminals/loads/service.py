@@ -198,9 +198,8 @@ async def authorize_load(
     refusal = card_refusal(standing, local.date())
     if refusal is not None or standing is None:
         return _decline(row, refusal or Declined(ResponseCode.unknown_card, "unknown_card"))
-    card = standing.card
-    row.card_no = card.card_no
-    row.resident_id = card.resident_id
+    row.card_no = standing.card_no
+    row.resident_id = standing.resident_id
     host_datetime = local.strftime("%Y%m%d%H%M%S")
     try:
         mac2 = await hsm.load_authorize(
@@ -247,7 +246,7 @@ async def authorize_load(
                     clearing_date=clearing_date,
                     entries=[
                         Entry(source_account(row), Side.debit, request.amount),
-                        Entry(card_float(card.card_no), Side.credit, request.amount),
+                        Entry(card_float(standing.card_no), Side.credit, request.amount),
                     ],
                     record_ref=f"purse_load:{row.id}",
                     description=f"{request.source} load at {terminal.terminal_no}",

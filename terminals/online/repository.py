@@ -11,19 +11,35 @@ from sqlalchemy import BigInteger, BindParameter, Table, bindparam, exists, sele
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.blacklist.models import BlacklistEntry
-from cardsvc.cards.models import Card
+from cardsvc.cards.models import Card, CardStatus, CardType
 from cardsvc.clearing.repository import OPEN_DAY
-from cardsvc.sql import PerDialect, dialect_insert
+from cardsvc.pgdirect import Query
+from cardsvc.sql import dialect_insert
 from terminals.online.models import AuthStatus, OnlineAuthorization, OnlineDailyUsage
 
+_messages: Table = OnlineAuthorization.__table__  # type: ignore[assignment]
+# Every column but the surrogate key: a message row is written whole, first as claimed and at the
+# end as decided.
+_MESSAGE_COLUMNS = tuple(c.key for c in _messages.c if c.key != "id")
 
-def _build_insert_if_new(dialect: str) -> Any:
-    table: Table = OnlineAuthorization.__table__  # type: ignore[assignment]
-    insert = dialect_insert(dialect, table).on_conflict_do_nothing().returning(*table.c)
-    return select(OnlineAuthorization).from_statement(insert)
+
+def _message_values() -> dict[str, Any]:
+    return {name: bindparam(name, type_=_messages.c[name].type) for name in _MESSAGE_COLUMNS}
 
 
-_insert_if_new = PerDialect(_build_insert_if_new)
+_INSERT_IF_NEW = Query(
+    lambda dialect: (
+        dialect_insert(dialect, _messages)
+        .values(_message_values())
+        .on_conflict_do_nothing()
+        .returning(_messages.c.id)
+    )
+)
+_SAVE = Query(
+    lambda _dialect: (
+        update(_messages).where(_messages.c.id == bindparam("message_id")).values(_message_values())
+    )
+)
 
 
 async def insert_if_new(
@@ -32,41 +48,65 @@ async def insert_if_new(
     """Insert a message row and return it; None when (terminal_no, terminal_serial) exists.
 
     On PostgreSQL a concurrent insert of the same key waits for the other transaction and then
-    does nothing, so exactly one request processes a serial. One round trip: INSERT ... RETURNING
-    mapped onto the entity; the values go as parameters so the statement compiles once.
+    does nothing, so exactly one request processes a serial. The row returned is not attached to
+    the session: the caller decides it and writes it back with :func:`save` (one UPDATE, not the
+    ORM's flush machinery on the hot path). Columns not in ``values`` are NULL.
     """
-    return (await session.scalars(_insert_if_new(session), dict(values))).one_or_none()
+    row = {name: values.get(name) for name in _MESSAGE_COLUMNS}
+    new_id = await _INSERT_IF_NEW.scalar(session, row)
+    return None if new_id is None else OnlineAuthorization(id=new_id, **row)
+
+
+async def save(session: AsyncSession, message: OnlineAuthorization) -> None:
+    """Write back a message row returned by :func:`insert_if_new`, as it was decided."""
+    values = {name: getattr(message, name) for name in _MESSAGE_COLUMNS}
+    await _SAVE.rows(session, {**values, "message_id": message.id})
 
 
 @dataclass(frozen=True, slots=True)
 class CardStanding:
     """What an online payment or load needs to know of a card, read in one round trip."""
 
-    card: Card
+    card_no: str
+    resident_id: int
+    card_type: CardType
+    status: CardStatus
+    expires_on: date | None
     blacklisted: bool  # on the blacklist with an effective time already passed
     open_clearing_date: date | None  # None when no business day is open yet
 
 
-def _build_card_standing() -> Any:
+def _build_card_standing(_dialect: str) -> Any:
+    cards: Table = Card.__table__  # type: ignore[assignment]
     listed = (
         exists()
-        .where(BlacklistEntry.asn == Card.asn, BlacklistEntry.effective_at <= bindparam("now"))
-        .correlate(Card)
+        .where(BlacklistEntry.asn == cards.c.asn, BlacklistEntry.effective_at <= bindparam("now"))
+        .correlate(cards)
     )
-    return select(Card, listed, OPEN_DAY.scalar_subquery()).where(Card.asn == bindparam("asn"))
+    columns = (cards.c.card_no, cards.c.resident_id, cards.c.card_type, cards.c.status)
+    return select(*columns, cards.c.expires_on, listed, OPEN_DAY.scalar_subquery()).where(
+        cards.c.asn == bindparam("asn")
+    )
 
 
-_CARD_STANDING = _build_card_standing()
+_CARD_STANDING = Query(_build_card_standing)
 
 
 async def card_standing(session: AsyncSession, asn: str, now: datetime) -> CardStanding | None:
     """The card with this ASN, whether it is blacklisted, and the open clearing day; None when no
     card has this ASN."""
-    params = {"asn": asn.upper(), "now": now}
-    row = (await session.execute(_CARD_STANDING, params)).one_or_none()
+    row = await _CARD_STANDING.first(session, {"asn": asn.upper(), "now": now})
     if row is None:
         return None
-    return CardStanding(card=row[0], blacklisted=bool(row[1]), open_clearing_date=row[2])
+    return CardStanding(
+        card_no=row[0],
+        resident_id=row[1],
+        card_type=CardType(row[2]),
+        status=CardStatus(row[3]),
+        expires_on=row[4],
+        blacklisted=bool(row[5]),
+        open_clearing_date=row[6],
+    )
 
 
 async def get(session: AsyncSession, authorization_id: int) -> OnlineAuthorization:
@@ -106,7 +146,7 @@ def _build_reserve_usage(dialect: str) -> Any:
     )
 
 
-_reserve_usage = PerDialect(_build_reserve_usage)
+_RESERVE_USAGE = Query(_build_reserve_usage)
 
 
 async def reserve_usage(
@@ -121,14 +161,18 @@ async def reserve_usage(
     if amount > limit:
         return False
     params = {"card_no": card_no, "local_date": local_date, "amount": amount, "limit": limit}
-    return (await session.execute(_reserve_usage(session), params)).scalar_one_or_none() is not None
+    return await _RESERVE_USAGE.first(session, params) is not None
 
 
 _usage: Table = OnlineDailyUsage.__table__  # type: ignore[assignment]
-_RELEASE_USAGE = (
-    update(_usage)
-    .where(_usage.c.card_no == bindparam("b_card_no"), _usage.c.local_date == bindparam("b_date"))
-    .values(used=_usage.c.used - bindparam("b_amount", type_=BigInteger))
+_RELEASE_USAGE = Query(
+    lambda _dialect: (
+        update(_usage)
+        .where(
+            _usage.c.card_no == bindparam("b_card_no"), _usage.c.local_date == bindparam("b_date")
+        )
+        .values(used=_usage.c.used - bindparam("b_amount", type_=BigInteger))
+    )
 )
 
 
@@ -136,7 +180,7 @@ async def release_usage(session: AsyncSession, card_no: str, local_date: date, a
     if amount <= 0:
         return
     params = {"b_card_no": card_no, "b_date": local_date, "b_amount": amount}
-    await session.execute(_RELEASE_USAGE, params)
+    await _RELEASE_USAGE.rows(session, params)
 
 
 async def usage(session: AsyncSession, card_no: str, local_date: date) -> int:

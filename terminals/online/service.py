@@ -20,18 +20,20 @@ leaves no trace but the declined row. Services only flush; the request commits.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import secrets
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Concatenate, ParamSpec
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cardsvc.cards.models import Card, CardStatus
+from cardsvc.cards.models import CardStatus
 from cardsvc.clearing.service import open_clearing_date
 from cardsvc.errors import IdempotencyConflict
 from cardsvc.ledger import service as ledger
@@ -50,6 +52,8 @@ from terminals.online.schemas import (
     ResponseCode,
     ReversalRequest,
 )
+
+P = ParamSpec("P")
 
 MESSAGES: dict[str, str] = {
     ResponseCode.approved: "approved",
@@ -115,15 +119,14 @@ def card_refusal(standing: repo.CardStanding | None, today: date) -> Declined | 
     """Why this card may not pay or load online, as a decline; None when it may."""
     if standing is None:
         return Declined(ResponseCode.unknown_card, "unknown_card")
-    card = standing.card
-    if card.status is CardStatus.lost:
+    if standing.status is CardStatus.lost:
         return Declined(ResponseCode.lost_card, "card_lost")
-    if card.status is CardStatus.expired or (
-        card.expires_on is not None and card.expires_on < today
+    if standing.status is CardStatus.expired or (
+        standing.expires_on is not None and standing.expires_on < today
     ):
         return Declined(ResponseCode.expired_card, "card_expired")
-    if card.status is not CardStatus.active:
-        return Declined(ResponseCode.restricted_card, f"card_{card.status}")
+    if standing.status is not CardStatus.active:
+        return Declined(ResponseCode.restricted_card, f"card_{standing.status}")
     if standing.blacklisted:
         return Declined(ResponseCode.restricted_card, "card_blacklisted")
     return None
@@ -137,9 +140,9 @@ def merchant_pending(merchant_no: str) -> AccountRef:
     return AccountRef(AccountKind.merchant_pending, merchant_no)
 
 
-def daily_limit(settings: Settings, card: Card) -> int:
+def daily_limit(settings: Settings, standing: repo.CardStanding) -> int:
     return settings.online_daily_limits.get(
-        str(card.card_type), settings.online_daily_limit_default
+        str(standing.card_type), settings.online_daily_limit_default
     )
 
 
@@ -212,6 +215,24 @@ def _approve(row: OnlineAuthorization, status: AuthStatus, amount: int, now: dat
     return Outcome(row, replayed=False)
 
 
+def _recorded(
+    decide: Callable[Concatenate[AsyncSession, P], Coroutine[Any, Any, Outcome]],
+) -> Callable[Concatenate[AsyncSession, P], Coroutine[Any, Any, Outcome]]:
+    """Write the new message row back once, as decided (``repo.insert_if_new`` hands out a row the
+    session does not track); a replay or an answered serial writes nothing."""
+
+    @functools.wraps(decide)
+    async def decide_and_record(
+        session: AsyncSession, /, *args: P.args, **kwargs: P.kwargs
+    ) -> Outcome:
+        outcome = await decide(session, *args, **kwargs)
+        if not outcome.done:
+            await repo.save(session, outcome.row)
+        return outcome
+
+    return decide_and_record
+
+
 async def _approved_original(
     session: AsyncSession,
     terminal: TerminalContext,
@@ -233,6 +254,7 @@ def _key(row: OnlineAuthorization, prefix: str = "online") -> str:
 # --- purchase and pre-authorization ---------------------------------------------------------
 
 
+@_recorded
 async def authorize(
     session: AsyncSession,
     terminal: TerminalContext,
@@ -263,19 +285,18 @@ async def authorize(
     refusal = card_refusal(standing, row.local_date)
     if refusal is not None or standing is None:
         return _decline(row, refusal or Declined(ResponseCode.unknown_card, "unknown_card"), now)
-    card = standing.card
-    row.card_no = card.card_no
-    row.resident_id = card.resident_id
+    row.card_no = standing.card_no
+    row.resident_id = standing.resident_id
     clearing_date = standing.open_clearing_date or await open_clearing_date(session)
     row.clearing_date = clearing_date
-    account = resident_account(card.resident_id)
+    account = resident_account(standing.resident_id)
     merchant = merchant_pending(terminal.merchant_no)
     expires_at = now + timedelta(seconds=settings.online_hold_expiry_seconds)
     hold_id: int | None = None
     tx_id: int | None = None
     # The daily-usage row first, then the ledger accounts: the lock order of every path here.
     if not await repo.reserve_usage(
-        session, card.card_no, row.local_date, request.amount, daily_limit(settings, card)
+        session, standing.card_no, row.local_date, request.amount, daily_limit(settings, standing)
     ):
         return _decline(row, Declined(ResponseCode.exceeds_limit, "daily_limit"), now)
     try:
@@ -308,7 +329,7 @@ async def authorize(
             hold_id = hold.id
     except InsufficientFunds:
         # The ledger refuses whole and writes nothing; give the day's allowance back.
-        await repo.release_usage(session, card.card_no, row.local_date, request.amount)
+        await repo.release_usage(session, standing.card_no, row.local_date, request.amount)
         return _decline(row, Declined(ResponseCode.insufficient_funds, "insufficient_funds"), now)
     if kind is MessageKind.purchase:
         row.ledger_transaction_id = tx_id
@@ -321,6 +342,7 @@ async def authorize(
 # --- completion -----------------------------------------------------------------------------
 
 
+@_recorded
 async def complete(
     session: AsyncSession,
     terminal: TerminalContext,
@@ -391,6 +413,7 @@ def _link(row: OnlineAuthorization, original: OnlineAuthorization) -> None:
 # --- reversal -------------------------------------------------------------------------------
 
 
+@_recorded
 async def reverse(
     session: AsyncSession,
     terminal: TerminalContext,
@@ -511,6 +534,7 @@ async def reverse(
 # --- refund ---------------------------------------------------------------------------------
 
 
+@_recorded
 async def refund(
     session: AsyncSession,
     terminal: TerminalContext,

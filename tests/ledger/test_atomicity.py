@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from cardsvc.ledger import repository as repo
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import LedgerLine, LedgerTransaction
 from tests.ledger.helpers import card, load, merchant, purchase_batch
@@ -18,7 +19,9 @@ class CrashMidPosting(Exception):
 
 
 async def test_failure_between_lines_and_balances_leaves_nothing(
-    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with sessions() as session:
         await ledger.post(session, load("l1", card(1), 1000))
@@ -29,20 +32,21 @@ async def test_failure_between_lines_and_balances_leaves_nothing(
     # The real driver path, interrupted right after the statement that wrote the lines of one
     # posting (on SQLite before the balance update; on PostgreSQL the same statement moved the
     # balances too): the transaction row and its lines have reached the database by then.
-    def crash(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        normalized = " ".join(statement.split()).upper()
-        if "INSERT INTO LEDGER_LINES" in normalized:
-            seen.append("lines")
-            raise CrashMidPosting
+    on_postgres = engine.dialect.name == "postgresql"
+    name = "write_transaction" if on_postgres else "insert_lines"
+    real = getattr(repo, name)
 
-    event.listen(engine.sync_engine, "after_cursor_execute", crash)
-    try:
-        async with sessions() as session:
-            with pytest.raises(CrashMidPosting):
-                await ledger.post(session, purchase_batch("u1", [(card(1), 400)], merchant(1)))
-            await session.rollback()
-    finally:
-        event.remove(engine.sync_engine, "after_cursor_execute", crash)
+    async def then_crash(*args: Any) -> None:
+        await real(*args)
+        seen.append("lines")
+        raise CrashMidPosting
+
+    monkeypatch.setattr(repo, name, then_crash)
+    async with sessions() as session:
+        with pytest.raises(CrashMidPosting):
+            await ledger.post(session, purchase_batch("u1", [(card(1), 400)], merchant(1)))
+        await session.rollback()
+    monkeypatch.setattr(repo, name, real)
     assert seen == ["lines"]
 
     async with sessions() as session:

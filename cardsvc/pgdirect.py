@@ -1,0 +1,118 @@
+"""Hot statements run straight on the asyncpg connection of the session's transaction.
+
+On PostgreSQL, SQLAlchemy's execution of one already-prepared statement costs 0.2–0.3 ms of CPU
+on top of asyncpg's own ~0.1 ms (``bench/online_auth.py`` notes). An online authorization runs
+about ten statements, so that overhead was a third of the API's CPU per request. A :class:`Query`
+is still written with SQLAlchemy, in a repository, against the models. It is compiled once per
+dialect. On PostgreSQL its SQL and positional arguments go to asyncpg, inside the transaction the
+session already holds. On other engines (SQLite) it goes through the session as usual.
+
+Rows come back as plain positional rows on both engines, with bind parameters converted by the
+column types (UTC datetimes, enums) but results as the driver returns them: callers convert enum
+values themselves. Statements whose compilation needs per-execution work (Python-side column
+defaults, expanding ``IN``) are refused when the query is built.
+
+This is the one module that touches asyncpg and SQLAlchemy's asyncpg adapter internals (pinned by
+``uv.lock``; ``tests/test_pgdirect.py`` checks them on PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine.interfaces import Dialect
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import ClauseElement, Executable
+
+Row = Sequence[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    sql: str
+    names: tuple[str, ...]  # positional order of the bind parameters
+    constants: dict[str, Any]  # values fixed in the statement (literals SQLAlchemy bound)
+    processors: dict[str, Callable[[Any], Any]]
+
+
+def _compile(statement: ClauseElement, dialect: Dialect) -> _Compiled:
+    compiled: Any = statement.compile(dialect=dialect)
+    if compiled.insert_prefetch or compiled.update_prefetch:
+        raise ValueError("a direct query must set every column with a Python-side default itself")
+    if compiled.literal_execute_params or compiled.post_compile_params:
+        raise ValueError("a direct query cannot use expanding or literal-execute parameters")
+    names = tuple(compiled.positiontup or ())
+    constants = {
+        name: bind.effective_value
+        for bind, name in compiled.bind_names.items()
+        if not bind.required and bind.callable is None and bind.value is not None
+    }
+    return _Compiled(compiled.string, names, constants, dict(compiled._bind_processors))
+
+
+class Query:
+    """A statement built once per dialect (``build(dialect_name)``), executed with parameters."""
+
+    def __init__(self, build: Callable[[str], Executable]) -> None:
+        self._build = build
+        self._statements: dict[str, Executable] = {}
+        self._compiled: _Compiled | None = None
+
+    def statement(self, dialect: str) -> Executable:
+        built = self._statements.get(dialect)
+        if built is None:
+            built = self._statements[dialect] = self._build(dialect)
+        return built
+
+    async def rows(self, session: AsyncSession, params: Mapping[str, Any]) -> list[Row]:
+        dialect = session.get_bind().dialect
+        if dialect.name != "postgresql":
+            connection = await session.connection()
+            result = await connection.execute(self.statement(dialect.name), dict(params))
+            return list(result) if result.returns_rows else []
+        compiled = self._compiled
+        if compiled is None:
+            statement = self.statement(dialect.name)
+            assert isinstance(statement, ClauseElement)  # noqa: S101 - every Executable we build is
+            compiled = self._compiled = _compile(statement, dialect)
+        args = []
+        for name in compiled.names:
+            value = params[name] if name in params else compiled.constants[name]
+            processor = compiled.processors.get(name)
+            args.append(value if processor is None or value is None else processor(value))
+        driver = await _driver_connection(session)
+        return list(await driver.fetch(compiled.sql, *args))
+
+    async def first(self, session: AsyncSession, params: Mapping[str, Any]) -> Row | None:
+        found = await self.rows(session, params)
+        return found[0] if found else None
+
+    async def scalar(self, session: AsyncSession, params: Mapping[str, Any]) -> Any:
+        row = await self.first(session, params)
+        return None if row is None else row[0]
+
+
+async def _driver_connection(session: AsyncSession) -> Any:
+    """The asyncpg connection under the session, with the session's transaction begun on it.
+
+    SQLAlchemy's adapter begins its asyncpg transaction lazily, at the first statement it runs
+    itself; a direct statement first must begin it the same way, or it would run outside the
+    transaction (autocommitted) and the adapter would later open a nested one.
+    """
+    transaction = session.get_transaction()
+    cached = session.info.get(_INFO_KEY)
+    if cached is not None and transaction is not None and cached[0] is transaction:
+        return cached[1]
+    connection = await session.connection()
+    adapted: Any = (await connection.get_raw_connection()).dbapi_connection
+    if adapted._transaction is None:
+        await adapted._start_transaction()
+    # Valid for this session transaction only: after a commit or rollback the session may hold
+    # another connection, and the adapter begins again.
+    session.info[_INFO_KEY] = (session.get_transaction(), adapted._connection)
+    return adapted._connection
+
+
+_INFO_KEY = "pgdirect.driver"
