@@ -125,17 +125,37 @@ async def metrics() -> Response:
 
 
 def domain_routers() -> list[APIRouter]:
-    """Every domain router, mounted under /api/v1 (imports are local: the composition root)."""
-    routers: list[APIRouter] = []
-    # Issuance (issue 5): staff auth, residents, applications, cards, blacklist, audit.
+    """Every domain router, mounted under /api/v1 (imports are local: the composition root).
+
+    Terminal traffic first: routing tries the routes in order, and the terminals' requests are
+    nearly all of the load (trying the counters' routes first cost 8 % of an authorization's CPU).
+    No two routers share a path, so the order changes nothing else.
+    """
     from cardsvc.applications.endpoints import router as applications_router
     from cardsvc.audit.endpoints import router as audit_router
     from cardsvc.blacklist.endpoints import router as blacklist_router
     from cardsvc.cards.endpoints import router as cards_router
     from cardsvc.residents.endpoints import router as residents_router
     from cardsvc.staff.endpoints import router as staff_router
+    from terminals.access.endpoints import router as terminal_access_router
+    from terminals.lists.endpoints import admin_router as parameters_router
+    from terminals.lists.endpoints import terminal_router as terminal_lists_router
+    from terminals.loads.endpoints import router as loads_router
+    from terminals.online.endpoints import router as online_router
+    from terminals.registry.endpoints import router as registry_router
+    from terminals.uploads.endpoints import router as uploads_router
 
-    routers += [
+    return [
+        # Terminals: online authorization and purse loads (issue 8), sign-in, offline uploads,
+        # lists (issue 7); then the operators' registry and parameters.
+        online_router,
+        loads_router,
+        terminal_access_router,
+        uploads_router,
+        terminal_lists_router,
+        registry_router,
+        parameters_router,
+        # Issuance (issue 5): staff auth, residents, applications, cards, blacklist, audit.
         staff_router,
         residents_router,
         applications_router,
@@ -143,26 +163,6 @@ def domain_routers() -> list[APIRouter]:
         blacklist_router,
         audit_router,
     ]
-    # Terminals (issue 7): registry, sign-in, lists, offline uploads.
-    from terminals.access.endpoints import router as terminal_access_router
-    from terminals.lists.endpoints import admin_router as parameters_router
-    from terminals.lists.endpoints import terminal_router as terminal_lists_router
-    from terminals.registry.endpoints import router as registry_router
-    from terminals.uploads.endpoints import router as uploads_router
-
-    routers += [
-        registry_router,
-        parameters_router,
-        terminal_access_router,
-        terminal_lists_router,
-        uploads_router,
-    ]
-    # Online authorization and purse loads (issue 8).
-    from terminals.loads.endpoints import router as loads_router
-    from terminals.online.endpoints import router as online_router
-
-    routers += [online_router, loads_router]
-    return routers
 
 
 def create_app(settings: Settings | None = None, resources: Resources | None = None) -> FastAPI:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -15,7 +15,7 @@ from cardsvc.cards.models import Card, CardStatus, CardType
 from cardsvc.clearing.repository import OPEN_DAY
 from cardsvc.pgdirect import Query
 from cardsvc.sql import dialect_insert
-from terminals.online.models import AuthStatus, OnlineAuthorization, OnlineDailyUsage
+from terminals.online.models import AuthStatus, MessageKind, OnlineAuthorization, OnlineDailyUsage
 
 _messages: Table = OnlineAuthorization.__table__  # type: ignore[assignment]
 # Every column but the surrogate key: a message row is written whole, first as claimed and at the
@@ -48,9 +48,7 @@ async def insert_if_new(
     """Insert a message row and return it; None when (terminal_no, terminal_serial) exists.
 
     On PostgreSQL a concurrent insert of the same key waits for the other transaction and then
-    does nothing, so exactly one request processes a serial. The row returned is not attached to
-    the session: the caller decides it and writes it back with :func:`save` (one UPDATE, not the
-    ORM's flush machinery on the hot path). Columns not in ``values`` are NULL.
+    does nothing, so exactly one request processes a serial. Columns not in ``values`` are NULL.
     """
     row = {name: values.get(name) for name in _MESSAGE_COLUMNS}
     new_id = await _INSERT_IF_NEW.scalar(session, row)
@@ -58,7 +56,12 @@ async def insert_if_new(
 
 
 async def save(session: AsyncSession, message: OnlineAuthorization) -> None:
-    """Write back a message row returned by :func:`insert_if_new`, as it was decided."""
+    """Write a changed message row back, whole.
+
+    Message rows read or inserted here are not tracked by the session: the services change them
+    and write each changed one with this single UPDATE (the ORM's unit of work cost more CPU on
+    every authorization than all its statements did).
+    """
     values = {name: getattr(message, name) for name in _MESSAGE_COLUMNS}
     await _SAVE.rows(session, {**values, "message_id": message.id})
 
@@ -109,26 +112,46 @@ async def card_standing(session: AsyncSession, asn: str, now: datetime) -> CardS
     )
 
 
+_MESSAGE_ROW = (_messages.c.id, *(_messages.c[name] for name in _MESSAGE_COLUMNS))
+
+
+def _message(row: Sequence[Any]) -> OnlineAuthorization:
+    values = dict(zip(("id", *_MESSAGE_COLUMNS), row, strict=True))
+    values["kind"] = MessageKind(values["kind"])
+    values["status"] = AuthStatus(values["status"])
+    return OnlineAuthorization(**values)
+
+
+_BY_ID = Query(lambda _dialect: select(*_MESSAGE_ROW).where(_messages.c.id == bindparam("id")))
+
+
 async def get(session: AsyncSession, authorization_id: int) -> OnlineAuthorization:
-    row = await session.get(OnlineAuthorization, authorization_id)
+    """A message row, not tracked by the session (like every row here: see :func:`save`)."""
+    row = await _BY_ID.first(session, {"id": authorization_id})
     if row is None:
         raise LookupError(f"online authorization {authorization_id} vanished")
-    return row
+    return _message(row)
 
 
-_BY_SERIAL = select(OnlineAuthorization).where(
-    OnlineAuthorization.terminal_no == bindparam("terminal_no"),
-    OnlineAuthorization.terminal_serial == bindparam("terminal_serial"),
-)
-_BY_SERIAL_FOR_UPDATE = _BY_SERIAL.with_for_update()
+def _build_by_serial(_dialect: str) -> Any:
+    return select(*_MESSAGE_ROW).where(
+        _messages.c.terminal_no == bindparam("terminal_no"),
+        _messages.c.terminal_serial == bindparam("terminal_serial"),
+    )
+
+
+_BY_SERIAL = Query(_build_by_serial)
+_BY_SERIAL_FOR_UPDATE = Query(lambda dialect: _build_by_serial(dialect).with_for_update())
 
 
 async def by_serial(
     session: AsyncSession, terminal_no: str, terminal_serial: int, *, for_update: bool = False
 ) -> OnlineAuthorization | None:
-    stmt = _BY_SERIAL_FOR_UPDATE if for_update else _BY_SERIAL
+    """The terminal's message ``terminal_serial`` (row-locked with ``for_update``), untracked."""
+    query = _BY_SERIAL_FOR_UPDATE if for_update else _BY_SERIAL
     params = {"terminal_no": terminal_no, "terminal_serial": terminal_serial}
-    return (await session.execute(stmt, params)).scalar_one_or_none()
+    row = await query.first(session, params)
+    return None if row is None else _message(row)
 
 
 def _build_reserve_usage(dialect: str) -> Any:
@@ -193,15 +216,16 @@ async def usage(session: AsyncSession, card_no: str, local_date: date) -> int:
 async def due_preauths(
     session: AsyncSession, now: datetime, limit: int = 500
 ) -> list[OnlineAuthorization]:
-    """Live pre-authorizations past their expiry, locked (skipping rows another worker holds)."""
+    """Live pre-authorizations past their expiry, locked (skipping rows another worker holds),
+    untracked."""
     stmt = (
-        select(OnlineAuthorization)
-        .where(OnlineAuthorization.status == AuthStatus.held, OnlineAuthorization.expires_at <= now)
-        .order_by(OnlineAuthorization.expires_at)
+        select(*_MESSAGE_ROW)
+        .where(_messages.c.status == AuthStatus.held, _messages.c.expires_at <= now)
+        .order_by(_messages.c.expires_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    return list((await session.execute(stmt)).scalars())
+    return [_message(row) for row in await session.execute(stmt)]
 
 
 async def of_card(session: AsyncSession, card_no: str) -> list[OnlineAuthorization]:

@@ -13,9 +13,12 @@ reversal       undo the named message: reverse its posting or void its hold
 refund         post merchant_pending → resident_account (≤ what is left to refund)
 =============  =========================================================================
 
-A decline is an answer, not an error: the row keeps its response code and nothing moves. The
-ledger steps and the daily-limit reservation run inside one savepoint, so a refusal from either
-leaves no trace but the declined row. Services only flush; the request commits.
+A decline is an answer, not an error: the row keeps its response code and nothing moves (a
+refusal by the ledger writes nothing, and the day's allowance it took is given back).
+
+Message rows are not tracked by the session: the new row is written once as decided
+(``_recorded``), and an original a message changes is written where it changes
+(``repo.save``). Services never commit; the request does.
 """
 
 from __future__ import annotations
@@ -399,6 +402,7 @@ async def complete(
         return _decline(row, Declined(ResponseCode.invalid_transaction, "hold_not_pending"), now)
     original.status = AuthStatus.completed
     original.updated_at = now
+    await repo.save(session, original)
     row.ledger_transaction_id = posted.id
     return _approve(row, AuthStatus.approved, request.amount, now)
 
@@ -527,7 +531,9 @@ async def reverse(
             paid = await repo.get(session, original.original_id)
             paid.refunded_amount -= original.approved_amount
             paid.updated_at = now
+            await repo.save(session, paid)
     original.updated_at = now
+    await repo.save(session, original)
     return _approve(row, AuthStatus.approved, original.approved_amount, now)
 
 
@@ -582,6 +588,7 @@ async def refund(
     )
     original.refunded_amount += request.amount
     original.updated_at = now
+    await repo.save(session, original)
     row.ledger_transaction_id = posted.id
     return _approve(row, AuthStatus.approved, request.amount, now)
 
@@ -592,6 +599,7 @@ async def refund(
 async def _expire_preauth(session: AsyncSession, row: OnlineAuthorization, now: datetime) -> None:
     row.status = AuthStatus.expired
     row.updated_at = now
+    await repo.save(session, row)
     if row.card_no is not None:
         await repo.release_usage(session, row.card_no, row.local_date, row.approved_amount)
 
