@@ -53,6 +53,15 @@ def is_postgres(session: AsyncSession) -> bool:
 # --- accounts -------------------------------------------------------------------------------
 
 
+_FIND_BY_REF_PG = Query(
+    lambda _dialect: text(
+        "SELECT a.id, a.kind, a.owner_ref FROM ledger_accounts AS a "
+        "JOIN unnest(CAST(:kinds AS VARCHAR[]), CAST(:owners AS VARCHAR[])) "
+        "AS r(kind, owner_ref) ON a.kind = r.kind AND a.owner_ref = r.owner_ref"
+    )
+)
+
+
 async def find_account_ids(
     session: AsyncSession, refs: Iterable[AccountRef]
 ) -> dict[AccountRef, int]:
@@ -62,15 +71,8 @@ async def find_account_ids(
     if not refs:
         return found
     if is_postgres(session):
-        rows = await session.execute(
-            text(
-                "SELECT a.id, a.kind, a.owner_ref FROM ledger_accounts AS a "
-                "JOIN unnest(CAST(:kinds AS VARCHAR[]), CAST(:owners AS VARCHAR[])) "
-                "AS r(kind, owner_ref) ON a.kind = r.kind AND a.owner_ref = r.owner_ref"
-            ),
-            {"kinds": [r.kind.value for r in refs], "owners": [r.owner_ref for r in refs]},
-        )
-        for account_id, kind, owner_ref in rows:
+        params = {"kinds": [r.kind.value for r in refs], "owners": [r.owner_ref for r in refs]}
+        for account_id, kind, owner_ref in await _FIND_BY_REF_PG.rows(session, params):
             found[AccountRef(AccountKind(kind), owner_ref)] = int(account_id)
         return found
     by_kind: dict[AccountKind, list[str]] = {}

@@ -435,11 +435,13 @@ async def place_hold(
     digest = _hold_hash(account, counterparty, amount, expires_at, clearing_date)
     ids = await _resolve_accounts(session, sorted({account, counterparty}))
     states = await repo.lock_accounts(session, [ids[account]])
-    existing = await repo.hold_by_key(session, idempotency_key)
-    if existing is not None:
-        return await _hold_replay(session, existing, digest)
     state = states[ids[account]]
+    # As for postings, a retried key is looked up only when it matters: a refusal, or the insert
+    # finding the key taken.
     if not state.may_go_negative and state.balance - state.held < amount:
+        existing = await repo.hold_by_key(session, idempotency_key)
+        if existing is not None:  # the retry of a hold that already reserved the money
+            return await _hold_replay(session, existing, digest)
         raise InsufficientFunds(
             f"hold refused: {account} available {state.balance - state.held} < {amount}"
         )

@@ -135,3 +135,8 @@ async def test_hold_retry_and_conflict(session: AsyncSession) -> None:
     assert await ledger.available(session, card(1)) == 900  # reserved once
     with pytest.raises(IdempotencyConflict):
         await ledger.place_hold(session, idempotency_key="h", amount=101, **kwargs)  # type: ignore[arg-type]
+    # A retry after the first attempt reserved everything left is still the replay.
+    whole = await ledger.place_hold(session, idempotency_key="all", amount=900, **kwargs)  # type: ignore[arg-type]
+    retried = await ledger.place_hold(session, idempotency_key="all", amount=900, **kwargs)  # type: ignore[arg-type]
+    assert (retried.replayed, retried.id) == (True, whole.id)
+    assert await ledger.available(session, card(1)) == 0

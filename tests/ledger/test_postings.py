@@ -133,6 +133,21 @@ async def test_retry_returns_the_original_and_other_content_conflicts(
     assert await _count(session, LedgerTransaction) == 1
 
 
+async def test_a_retry_after_the_money_is_spent_is_still_a_replay(session: AsyncSession) -> None:
+    # The key is looked up only when a posting is refused or its write finds the key taken: a
+    # retry whose first attempt spent the whole balance must be answered, not refused.
+    await ledger.post(session, load("l", card(3), 500))
+    first = await ledger.post(session, purchase_batch("spend", [(card(3), 500)], merchant(3)))
+    again = await ledger.post(session, purchase_batch("spend", [(card(3), 500)], merchant(3)))
+    assert again.replayed
+    assert again.id == first.id
+    assert await ledger.balance(session, card(3)) == 0
+    with pytest.raises(IdempotencyConflict):  # other content under the key, funds short or not
+        await ledger.post(session, purchase_batch("spend", [(card(3), 400)], merchant(3)))
+    with pytest.raises(InsufficientFunds):  # a new key is refused as before
+        await ledger.post(session, purchase_batch("spend2", [(card(3), 1)], merchant(3)))
+
+
 async def test_reversal_restores_balances_and_happens_once(session: AsyncSession) -> None:
     await ledger.post(session, load("l1", card(1), 1000))
     sale = await ledger.post(session, purchase_batch("u1", [(card(1), 300)], merchant(1)))
