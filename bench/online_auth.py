@@ -9,7 +9,9 @@ by a terminal that is free (a terminal's sequence numbers must arrive in order, 
 request in flight). Latency is measured from the *scheduled* send time, so a stalled server cannot
 hide its queueing (no coordinated omission). Mix on random cards of a funded population: 4 in 5
 jobs are a purchase (one request), 1 in 5 a pre-authorization followed at once by its completion
-(two requests, scheduled as two, timed together as one answer: the stricter reading). Terminals sign in over httpx; the timed
+(two requests in two slots of the schedule). Every request is timed from its own slot: a
+completion that had to wait for its pre-authorization's answer counts the wait. The figures are
+printed over all requests and by kind. Terminals sign in over httpx; the timed
 requests go through ``_rawhttp.RawConnection`` (one keep-alive socket per terminal), whose CPU
 cost is a tenth of httpx's on the two cores the server needs.
 
@@ -103,7 +105,9 @@ class Slot:
     conn: RawConnection
 
 
-Job = Callable[[Slot], Awaitable[bool]]
+# A job sends one or more requests in turn and returns (kind, answer time) of each, or None when
+# a request got no proper answer.
+Job = Callable[[Slot], Awaitable[list[tuple[str, float]] | None]]
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -169,13 +173,15 @@ def cpu_snapshot(server_pid: int | None, database: str) -> dict[str, float]:
 
 async def run_schedule(
     clients: list[Slot], rate: float, seconds: float, make_job: Callable[[int], tuple[Job, int]]
-) -> tuple[list[float], int]:
-    """Open-loop at ``rate`` HTTP requests per second: a job of n requests is due n/rate after the
-    one before it. Returns (latencies in ms of the jobs due after warm-up, errors)."""
+) -> tuple[dict[str, list[float]], int]:
+    """Open-loop at ``rate`` HTTP requests per second: request k of a job is due k/rate after the
+    job's first, which is due when the requests before it are. Each request is timed from its own
+    due time, so a completion that waits for its pre-authorization counts that wait. Returns
+    (latencies in ms by kind, of the requests due after warm-up; jobs without an answer)."""
     free: asyncio.Queue[Slot] = asyncio.Queue()
     for c in clients:
         free.put_nowait(c)
-    latencies: list[float] = []
+    latencies: dict[str, list[float]] = {}
     errors = 0
     total = int(rate * (seconds + WARMUP_SECONDS))
     start = time.perf_counter() + 0.2
@@ -184,16 +190,16 @@ async def run_schedule(
         nonlocal errors
         client = await free.get()
         try:
-            ok = await job(client)
+            answers = await job(client)
         except (OSError, asyncio.IncompleteReadError, ValueError):
-            ok = False  # a dropped connection or a garbled answer: counted, not timed
+            answers = None  # a dropped connection or a garbled answer: counted, not timed
         finally:
             free.put_nowait(client)
-        done = time.perf_counter()
-        if not ok:
+        if answers is None:
             errors += 1
-        if ok and due - start >= WARMUP_SECONDS:
-            latencies.append((done - due) * 1000)
+        elif due - start >= WARMUP_SECONDS:
+            for k, (kind, done) in enumerate(answers):
+                latencies.setdefault(kind, []).append((done - due - k / rate) * 1000)
 
     tasks: list[asyncio.Task[None]] = []
     sent = 0
@@ -230,8 +236,9 @@ async def bench(
         return [Slot(h, RawConnection(host, port)) for h in hosts]
 
     # The floor: the same schedule, an endpoint that does nothing.
-    async def health(slot: Slot) -> bool:
-        return (await slot.conn.request("GET", "/healthz", {}))[0] == 200
+    async def health(slot: Slot) -> list[tuple[str, float]] | None:
+        status = (await slot.conn.request("GET", "/healthz", {}))[0]
+        return [("healthz", time.perf_counter())] if status == 200 else None
 
     floor_slots = connections([None] * len(terminals))
     floor, _ = await run_schedule(floor_slots, rate, min(seconds, 10), lambda _i: (health, 1))
@@ -261,7 +268,7 @@ async def bench(
         kind = "preauth" if i % 5 == 0 else "purchase"
         amount = rng.randrange(100, 5_000)
 
-        async def job(slot: Slot) -> bool:
+        async def job(slot: Slot) -> list[tuple[str, float]] | None:
             assert slot.host is not None  # noqa: S101
             terminal_no = slot.host.terminal_no
             serials[terminal_no] += 1
@@ -271,12 +278,13 @@ async def bench(
                 f"/api/v1/online/{kind}",
                 {"terminal_serial": serial, "asn": asn, "amount": amount},
             )
+            answers = [(kind, time.perf_counter())]
             if status != 200:
                 tally(str(status))
-                return False
+                return None
             tally(body["response_code"])
             if kind == "preauth" and body["approved"]:
-                # The pump's completion is its own request; counted in the same latency.
+                # The pump's completion: the next request of this terminal, right away.
                 serials[terminal_no] += 1
                 status, done = await post(
                     slot,
@@ -287,24 +295,34 @@ async def bench(
                         "amount": amount // 2 + 1,
                     },
                 )
+                answers.append(("completion", time.perf_counter()))
                 tally(f"completion {status if status != 200 else done['response_code']}")
-                return status == 200
-            return True  # an answer, approved or declined (the codes are tallied)
+                return answers if status == 200 else None
+            return answers  # an answer, approved or declined (the codes are tallied)
 
         return job, 2 if kind == "preauth" else 1
 
     before = cpu_snapshot(server_pid, database)
-    latencies, errors = await run_schedule(slots, rate, seconds, make_job)
+    by_kind, errors = await run_schedule(slots, rate, seconds, make_job)
     after = cpu_snapshot(server_pid, database)
     for slot in slots:
         await slot.conn.close()
+    latencies = [ms for values in by_kind.values() for ms in values]
     p50, p99 = statistics.median(latencies), percentile(latencies, 99)
-    f50, f99 = statistics.median(floor), percentile(floor, 99)
+    floor_ms = floor["healthz"]
+    f50, f99 = statistics.median(floor_ms), percentile(floor_ms, 99)
     print(
         f"online authorization at {rate:.0f} HTTP requests/s for {seconds:.0f} s ({len(latencies)} answers timed, {errors} without an answer):"
     )
     print(
         f"  latency p50 {p50:.1f} ms, p99 {p99:.1f} ms (target p99 <= 25 ms); max {max(latencies):.1f} ms"
+    )
+    print(
+        "  by kind: "
+        + "; ".join(
+            f"{kind} p50 {statistics.median(v):.1f} ms, p99 {percentile(v, 99):.1f} ms ({len(v)})"
+            for kind, v in sorted(by_kind.items())
+        )
     )
     print(
         f"  HTTP floor (/healthz, same schedule): p50 {f50:.1f} ms, p99 {f99:.1f} ms; ratio p99 {p99 / f99:.1f}x"
