@@ -1,8 +1,8 @@
 """Hot statements run straight on the asyncpg connection of the session's transaction.
 
-On PostgreSQL, SQLAlchemy's execution of one already-prepared statement costs 0.2–0.3 ms of CPU
-on top of asyncpg's own ~0.1 ms (``bench/online_auth.py`` notes). An online authorization runs
-about ten statements, so that overhead was a third of the API's CPU per request. A :class:`Query`
+On PostgreSQL, running one already-prepared statement through an ``AsyncSession`` cost 0.33 ms
+of CPU here, against 0.11 ms through asyncpg alone (and 0.15 ms through this module). An online
+authorization runs about ten statements, so that overhead was a third of the API's CPU. A :class:`Query`
 is still written with SQLAlchemy, in a repository, against the models. It is compiled once per
 dialect. On PostgreSQL its SQL and positional arguments go to asyncpg, inside the transaction the
 session already holds. On other engines (SQLite) it goes through the session as usual.
@@ -13,7 +13,7 @@ values themselves. Statements whose compilation needs per-execution work (Python
 defaults, expanding ``IN``) are refused when the query is built.
 
 This is the one module that touches asyncpg and SQLAlchemy's asyncpg adapter internals (pinned by
-``uv.lock``; ``tests/test_pgdirect.py`` checks them on PostgreSQL).
+``uv.lock``; ``tests/foundation/test_pgdirect.py`` checks them on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def _compile(statement: ClauseElement, dialect: Dialect) -> _Compiled:
     constants = {
         name: bind.effective_value
         for bind, name in compiled.bind_names.items()
-        if not bind.required and bind.callable is None and bind.value is not None
+        if not bind.required and bind.callable is None
     }
     return _Compiled(compiled.string, names, constants, dict(compiled._bind_processors))
 
@@ -75,7 +75,8 @@ class Query:
         compiled = self._compiled
         if compiled is None:
             statement = self.statement(dialect.name)
-            assert isinstance(statement, ClauseElement)  # noqa: S101 - every Executable we build is
+            # Select, Insert, Update and text() are all both Executable and ClauseElement.
+            assert isinstance(statement, ClauseElement)  # noqa: S101
             compiled = self._compiled = _compile(statement, dialect)
         args = []
         for name in compiled.names:

@@ -6,34 +6,13 @@ from each dialect's own ``insert``; these helpers pick the dialect of the sessio
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, Generic, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy import Table, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
-
-Statement = TypeVar("Statement")
-
-
-class PerDialect(Generic[Statement]):
-    """A statement built once per dialect and reused with bound parameters.
-
-    Building a SQLAlchemy statement (and its cache key) costs more CPU than executing it on a hot
-    path; a statement built once, with ``bindparam`` placeholders, skips both.
-    """
-
-    def __init__(self, build: Callable[[str], Statement]) -> None:
-        self._build = build
-        self._built: dict[str, Statement] = {}
-
-    def __call__(self, session: AsyncSession) -> Statement:
-        dialect = session.get_bind().dialect.name
-        built = self._built.get(dialect)
-        if built is None:
-            built = self._built[dialect] = self._build(dialect)
-        return built
 
 
 def dialect_insert(dialect: str, table: Table | Any) -> Any:

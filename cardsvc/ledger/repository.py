@@ -211,8 +211,8 @@ async def write_transaction(
     """Insert a transaction, its lines and its balance changes (callers hold the row locks);
     None, with nothing written, when the idempotency key was taken (e.g. concurrently).
 
-    On PostgreSQL one statement of data-modifying CTEs, so a posting is three round trips
-    (lock, key check, write) whatever its size; SQLite runs the three steps one after another.
+    On PostgreSQL one statement of data-modifying CTEs, so a first posting is two round trips
+    (lock, write) whatever its size; SQLite runs the three steps one after another.
     """
     if not is_postgres(session):
         transaction_id = await insert_transaction(session, values)

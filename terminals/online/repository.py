@@ -229,9 +229,5 @@ async def due_preauths(
 
 
 async def of_card(session: AsyncSession, card_no: str) -> list[OnlineAuthorization]:
-    stmt = (
-        select(OnlineAuthorization)
-        .where(OnlineAuthorization.card_no == card_no)
-        .order_by(OnlineAuthorization.id)
-    )
-    return list((await session.execute(stmt)).scalars())
+    stmt = select(*_MESSAGE_ROW).where(_messages.c.card_no == card_no).order_by(_messages.c.id)
+    return [_message(row) for row in await session.execute(stmt)]
