@@ -1,23 +1,31 @@
-"""What the PostgreSQL benches share: a scratch database per run, a free loopback port, and a
-population of active cards."""
+"""What the PostgreSQL benches share: a scratch database and hsm-sim per run, the API on a free
+loopback port, and a population of active cards."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import asyncpg
 import httpx
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cardsvc import migrate
 from cardsvc.cards.models import CONCESSION_CODES, Card, CardStatus, CardType
 from cardsvc.residents.models import Resident
+from hsm_sim.testing import start_hsm_process
 
 
 async def admin_sql(url: str, sql: str) -> None:
@@ -43,9 +51,39 @@ async def drop_database(url: str, name: str) -> None:
     await admin_sql(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def start_api(env: dict[str, str], workers: int) -> tuple[subprocess.Popen[bytes], str]:
+@dataclass(frozen=True)
+class Scratch:
+    database_url: str
+    database_name: str  # PostgreSQL backends name it in their process title
+    hsm_url: str
+    workdir: Path
+
+
+@contextmanager
+def scratch(name: str) -> Iterator[Scratch]:
+    """A migrated database of its own on the server of ``CARDSVC_BENCH_DATABASE_URL`` (default the
+    local ``test`` server), a work directory, and an hsm-sim process with the development keys;
+    the process is stopped and the database dropped afterwards."""
+    server_url = os.environ.get(
+        "CARDSVC_BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+    )
+    database_name = f"bench_{name}_{os.getpid()}"
+    database_url = asyncio.run(create_database(server_url, database_name))
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+    hsm_url, stop_hsm = start_hsm_process(workdir / "hsm")
+    try:
+        migrate.upgrade(database_url)
+        yield Scratch(database_url, database_name, hsm_url, workdir)
+    finally:
+        stop_hsm()
+        asyncio.run(drop_database(server_url, database_name))
+
+
+@contextmanager
+def running_api(env: dict[str, str], workers: int) -> Iterator[tuple[int, str]]:
     """The API under uvicorn on a free loopback port, served as ``cardsvc serve`` serves it (with
-    TCP_NODELAY on every worker); returns the process and its base URL once /healthz answers."""
+    TCP_NODELAY on every worker); yields its pid and base URL once /healthz answers, and stops it
+    afterwards."""
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "cardsvc.app:create_app", "--factory",
@@ -54,16 +92,23 @@ def start_api(env: dict[str, str], workers: int) -> tuple[subprocess.Popen[bytes
         env=env,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                return server, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    server.terminate()
-    raise RuntimeError("the API did not answer /healthz within 30 s")
+    try:
+        deadline = time.monotonic() + 30
+        while not _answers(base + "/healthz"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the API did not answer /healthz within 30 s")
+            time.sleep(0.1)
+        yield server.pid, base
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def free_port() -> int:

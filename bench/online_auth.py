@@ -28,8 +28,6 @@ import asyncio
 import os
 import random
 import statistics
-import subprocess
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -38,16 +36,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import add_active_cards, create_database, drop_database, start_api
+from _common import add_active_cards, running_api, scratch
 from _rawhttp import RawConnection
 
-from cardsvc import migrate
 from cardsvc.cards.numbers import make_card_no
 from cardsvc.db import create_engine, session_factory, unit_of_work
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
-from hsm_sim.testing import start_hsm_process
 from terminals.devices.host_client import HostClient, dev_tmk, encode_body
 from terminals.registry import service as registry
 from terminals.registry.models import MerchantCategory
@@ -350,33 +346,22 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--merchants", type=int, default=16, help="shops the terminals belong to")
     args = parser.parse_args()
-    base_url = os.environ.get(
-        "CARDSVC_BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-    )
     redis_url = os.environ.get("CARDSVC_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-    name = f"bench_online_{os.getpid()}"
-    db_url = asyncio.run(create_database(base_url, name))
-    tmp = Path(tempfile.mkdtemp(prefix="bench-online-"))
-    hsm_url, stop_hsm = start_hsm_process(tmp / "hsm")
-    server: subprocess.Popen[bytes] | None = None
-    try:
-        migrate.upgrade(db_url)
+    with scratch("online") as work:
         terminals = [f"3211800{i:05d}" for i in range(args.terminals)]
-        cards = asyncio.run(seed(db_url, terminals, args.cards, 100_000_000, args.merchants))
+        cards = asyncio.run(
+            seed(work.database_url, terminals, args.cards, 100_000_000, args.merchants)
+        )
         env = dict(
-            os.environ, CARDSVC_MODE="development", CARDSVC_DATABASE_URL=db_url, CARDSVC_HSM_URL=hsm_url,
-            CARDSVC_REDIS_URL=redis_url, CARDSVC_LOG_LEVEL="WARNING", CARDSVC_VAR_DIR=str(tmp / "var"),
-            CARDSVC_DATABASE_POOL_SIZE="10", CARDSVC_ONLINE_DAILY_LIMIT_DEFAULT=str(10**12),
-            CARDSVC_ONLINE_DAILY_LIMITS="{}",
+            os.environ, CARDSVC_MODE="development", CARDSVC_DATABASE_URL=work.database_url,
+            CARDSVC_HSM_URL=work.hsm_url, CARDSVC_REDIS_URL=redis_url, CARDSVC_LOG_LEVEL="WARNING",
+            CARDSVC_VAR_DIR=str(work.workdir / "var"), CARDSVC_DATABASE_POOL_SIZE="10",
+            CARDSVC_ONLINE_DAILY_LIMIT_DEFAULT=str(10**12), CARDSVC_ONLINE_DAILY_LIMITS="{}",
         )  # fmt: skip
-        server, base = start_api(env, args.workers)
-        asyncio.run(bench(base, terminals, cards, args.rate, args.seconds, server.pid, name))
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=20)
-        stop_hsm()
-        asyncio.run(drop_database(base_url, name))
+        with running_api(env, args.workers) as (pid, base):
+            asyncio.run(
+                bench(base, terminals, cards, args.rate, args.seconds, pid, work.database_name)
+            )
 
 
 if __name__ == "__main__":

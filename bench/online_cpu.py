@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import os
 import random
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -26,15 +24,13 @@ from types import ModuleType
 from typing import Any
 
 import httpx
-from _common import create_database, drop_database
+from _common import scratch
 from online_auth import seed
 
-from cardsvc import migrate
 from cardsvc.app import create_app
 from cardsvc.ledger import repository as ledger_repo
 from cardsvc.ledger import service as ledger_service
 from cardsvc.settings import Settings
-from hsm_sim.testing import start_hsm_process
 from terminals.access import auth
 from terminals.access import repository as access_repo
 from terminals.devices.host_client import HostClient, dev_tmk, encode_body
@@ -163,19 +159,8 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=1000)
     args = parser.parse_args()
-    base_url = os.environ.get(
-        "CARDSVC_BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-    )
-    name = f"bench_online_cpu_{os.getpid()}"
-    db_url = asyncio.run(create_database(base_url, name))
-    tmp = Path(tempfile.mkdtemp(prefix="bench-online-cpu-"))
-    hsm_url, stop_hsm = start_hsm_process(tmp / "hsm")
-    try:
-        migrate.upgrade(db_url)
-        asyncio.run(run(db_url, hsm_url, tmp / "var", args.requests))
-    finally:
-        stop_hsm()
-        asyncio.run(drop_database(base_url, name))
+    with scratch("online_cpu") as work:
+        asyncio.run(run(work.database_url, work.hsm_url, work.workdir / "var", args.requests))
 
 
 if __name__ == "__main__":

@@ -18,25 +18,20 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
-import tempfile
 import time
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
-from _common import add_active_cards, create_database, drop_database, start_api
+from _common import add_active_cards, running_api, scratch
 
-from cardsvc import migrate
 from cardsvc.cards.numbers import make_card_no
 from cardsvc.db import create_engine, session_factory, unit_of_work
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from hsm_sim.client import connect_hsm
-from hsm_sim.testing import start_hsm_process
 from terminals.devices.host_client import HostClient, dev_tmk, encode_body
 from terminals.devices.validator import dev_signed_record
 from terminals.registry import service as registry
@@ -225,39 +220,29 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cards", type=int, default=2000)
     args = parser.parse_args()
-    base_url = os.environ.get(
-        "CARDSVC_BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-    )
-    name = f"bench_uploads_{os.getpid()}"
-    db_url = asyncio.run(create_database(base_url, name))
-    tmp = Path(tempfile.mkdtemp(prefix="bench-uploads-"))
-    hsm_url, stop_hsm = start_hsm_process(tmp / "hsm")
-    server: subprocess.Popen[bytes] | None = None
-    try:
-        migrate.upgrade(db_url)
+    with scratch("uploads") as work:
         terminals = [f"3211900{i:05d}" for i in range(args.terminals)]
-        cards = asyncio.run(seed(db_url, terminals, args.cards, 10_000_000))
-        env = dict(os.environ, CARDSVC_MODE="development", CARDSVC_DATABASE_URL=db_url, CARDSVC_HSM_URL=hsm_url,
-                   CARDSVC_LOG_LEVEL="WARNING", CARDSVC_VAR_DIR=str(tmp / "var"), CARDSVC_DATABASE_POOL_SIZE="10")  # fmt: skip
+        cards = asyncio.run(seed(work.database_url, terminals, args.cards, 10_000_000))
+        env = dict(os.environ, CARDSVC_MODE="development", CARDSVC_DATABASE_URL=work.database_url, CARDSVC_HSM_URL=work.hsm_url,
+                   CARDSVC_LOG_LEVEL="WARNING", CARDSVC_VAR_DIR=str(work.workdir / "var"), CARDSVC_DATABASE_POOL_SIZE="10")  # fmt: skip
         if os.environ.get("CARDSVC_BENCH_REDIS_URL"):
             env["CARDSVC_REDIS_URL"] = os.environ["CARDSVC_BENCH_REDIS_URL"]
-        server, base = start_api(env, args.workers)
         per_terminal = args.records // args.terminals
         rates, raw = [], []
-        for run in range(args.runs):
-            batches = make_batches(terminals, cards, per_terminal, run + 1)
-            elapsed = asyncio.run(upload_all(base, batches, run + 1))
-            total = per_terminal * len(terminals)
-            rates.append(total / elapsed)
-            raw.append(
-                asyncio.run(raw_tac_rate(hsm_url, [r for rs in batches.values() for r in rs]))
-            )
-            print(
-                f"run {run + 1}: {total} records in {elapsed:.2f} s = {total / elapsed:,.0f} records/s"
-            )
+        with running_api(env, args.workers) as (_pid, base):
+            for run in range(args.runs):
+                batches = make_batches(terminals, cards, per_terminal, run + 1)
+                elapsed = asyncio.run(upload_all(base, batches, run + 1))
+                total = per_terminal * len(terminals)
+                rates.append(total / elapsed)
+                records = [r for rs in batches.values() for r in rs]
+                raw.append(asyncio.run(raw_tac_rate(work.hsm_url, records)))
+                print(
+                    f"run {run + 1}: {total} records in {elapsed:.2f} s = {total / elapsed:,.0f} records/s"
+                )
         median = statistics.median(rates)
         raw_median = statistics.median(raw)
-        ledger_rate = asyncio.run(raw_ledger_rate(db_url, cards, 20))
+        ledger_rate = asyncio.run(raw_ledger_rate(work.database_url, cards, 20))
         print(
             f"upload ingestion, {BATCH}-record batches, {args.terminals} terminals, {args.workers} API workers:"
         )
@@ -269,12 +254,6 @@ def main() -> None:
             f"  raw ledger posting ({BATCH} card debits + 1 credit, one at a time, in process): "
             f"{ledger_rate:,.0f} records/s; ratio {median / ledger_rate:.2f}"
         )
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=20)
-        stop_hsm()
-        asyncio.run(drop_database(base_url, name))
 
 
 if __name__ == "__main__":

@@ -53,13 +53,18 @@ def is_postgres(session: AsyncSession) -> bool:
 # --- accounts -------------------------------------------------------------------------------
 
 
-_FIND_BY_REF_PG = Query(
-    lambda _dialect: text(
-        "SELECT a.id, a.kind, a.owner_ref FROM ledger_accounts AS a "
-        "JOIN unnest(CAST(:kinds AS VARCHAR[]), CAST(:owners AS VARCHAR[])) "
-        "AS r(kind, owner_ref) ON a.kind = r.kind AND a.owner_ref = r.owner_ref"
-    )
+# PostgreSQL: the accounts named by parallel arrays of kinds and owners (see _ref_arrays), found
+# through their unique (kind, owner_ref) index.
+_FROM_REFS_PG = (
+    "FROM ledger_accounts AS a "
+    "JOIN unnest(CAST(:kinds AS VARCHAR[]), CAST(:owners AS VARCHAR[])) AS r(kind, owner_ref) "
+    "ON a.kind = r.kind AND a.owner_ref = r.owner_ref"
 )
+_FIND_BY_REF_PG = Query(lambda _dialect: text(f"SELECT a.id, a.kind, a.owner_ref {_FROM_REFS_PG}"))
+
+
+def _ref_arrays(refs: Sequence[AccountRef]) -> dict[str, list[str]]:
+    return {"kinds": [r.kind.value for r in refs], "owners": [r.owner_ref for r in refs]}
 
 
 async def find_account_ids(
@@ -71,8 +76,7 @@ async def find_account_ids(
     if not refs:
         return found
     if is_postgres(session):
-        params = {"kinds": [r.kind.value for r in refs], "owners": [r.owner_ref for r in refs]}
-        for account_id, kind, owner_ref in await _FIND_BY_REF_PG.rows(session, params):
+        for account_id, kind, owner_ref in await _FIND_BY_REF_PG.rows(session, _ref_arrays(refs)):
             found[AccountRef(AccountKind(kind), owner_ref)] = int(account_id)
         return found
     by_kind: dict[AccountKind, list[str]] = {}
@@ -159,9 +163,7 @@ def _account_state(row: Any) -> AccountState:
 _LOCK_BY_REF_PG = Query(
     lambda _dialect: text(
         "SELECT a.id, a.kind, a.owner_ref, a.normal_side, a.may_go_negative, a.balance, a.held "
-        "FROM ledger_accounts AS a "
-        "JOIN unnest(CAST(:kinds AS VARCHAR[]), CAST(:owners AS VARCHAR[])) AS r(kind, owner_ref) "
-        "ON a.kind = r.kind AND a.owner_ref = r.owner_ref ORDER BY a.id FOR UPDATE OF a"
+        f"{_FROM_REFS_PG} ORDER BY a.id FOR UPDATE OF a"
     )
 )
 
@@ -172,8 +174,8 @@ async def lock_accounts_by_ref(
     """Lock the accounts that exist among ``refs`` (ascending id order) and read their balances,
     in one statement: what :func:`find_account_ids` and :func:`lock_accounts` do in two."""
     if is_postgres(session):
-        params = {"kinds": [r.kind.value for r in refs], "owners": [r.owner_ref for r in refs]}
-        states = [_account_state(row) for row in await _LOCK_BY_REF_PG.rows(session, params)]
+        rows = await _LOCK_BY_REF_PG.rows(session, _ref_arrays(refs))
+        states = [_account_state(row) for row in rows]
     else:
         ids = await find_account_ids(session, refs)
         states = list((await lock_accounts(session, ids.values())).values())
