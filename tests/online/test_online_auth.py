@@ -32,6 +32,14 @@ def resident(card_resident_id: int) -> str:
     return str(card_resident_id)
 
 
+async def recorded(resources: Resources, host: HostClient, serial: int) -> tuple[str, int]:
+    """(status, refunded amount) of the terminal's message ``serial`` as the database holds it."""
+    async with resources.sessions() as s:
+        row = await online_repo.by_serial(s, host.terminal_no, serial)
+    assert row is not None
+    return str(row.status), row.refunded_amount
+
+
 async def test_purchase_moves_money_once_and_a_retry_gets_the_first_answer(
     resources: Resources, client: httpx.AsyncClient, shop: Site
 ) -> None:
@@ -149,6 +157,8 @@ async def test_preauth_partial_completion_releases_the_rest(
     assert (await call(host, "completion", terminal_serial=3, original_serial=1, amount=21_350))[
         "replayed"
     ]
+    assert await recorded(resources, host, 1) == ("completed", 0)
+    assert await recorded(resources, host, 3) == ("approved", 0)
     assert (await call(host, "completion", terminal_serial=5, original_serial=99, amount=100))[
         "response_code"
     ] == "25"
@@ -165,6 +175,7 @@ async def test_reversal_after_timeout_and_refund(
     assert reversed_["response_code"] == "00"
     assert reversed_["approved_amount"] == 2_500
     assert await balance(resources, AccountKind.resident_account, owner) == 10_000
+    assert await recorded(resources, host, 1) == ("reversed", 0)
     # Reversing again (a retried reversal under a new serial) moves nothing.
     assert (await call(host, "reversal", terminal_serial=3, original_serial=1))[
         "approved_amount"
@@ -197,6 +208,7 @@ async def test_reversal_after_timeout_and_refund(
     assert (await call(host, "refund", terminal_serial=9, original_serial=6, amount=2_500))[
         "response_code"
     ] == "00"
+    assert await recorded(resources, host, 6) == ("approved", 4_000)
     assert (await call(host, "refund", terminal_serial=10, original_serial=1, amount=1))[
         "response_code"
     ] == "12"
@@ -206,6 +218,12 @@ async def test_reversal_after_timeout_and_refund(
     assert (await call(host, "reversal", terminal_serial=11, original_serial=6))[
         "response_code"
     ] == "12"
+    # Undoing a refund gives the payment its refundable amount back.
+    assert (await call(host, "reversal", terminal_serial=14, original_serial=9))[
+        "response_code"
+    ] == "00"
+    assert await recorded(resources, host, 9) == ("reversed", 0)
+    assert await recorded(resources, host, 6) == ("approved", 1_500)
 
 
 async def test_preauth_reversal_voids_the_hold(
@@ -225,6 +243,7 @@ async def test_preauth_reversal_voids_the_hold(
         await available(resources, AccountKind.resident_account, resident(card.resident_id))
         == 10_000
     )
+    assert await recorded(resources, host, 1) == ("voided", 0)
     assert (await call(host, "completion", terminal_serial=3, original_serial=1, amount=100))[
         "response_code"
     ] == "12"
@@ -244,6 +263,7 @@ async def test_holds_expire_and_release(
     assert await expire_holds(resources.sessions, now=later) == 2
     assert await available(resources, AccountKind.resident_account, owner) == 10_000
     assert await expire_holds(resources.sessions, now=later) == 0
+    assert await recorded(resources, host, 1) == ("expired", 0)
     assert (await call(host, "completion", terminal_serial=3, original_serial=1, amount=100))[
         "response_code"
     ] == "12"
