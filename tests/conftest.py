@@ -27,7 +27,7 @@ from cardsvc.app import create_app
 from cardsvc.cache import Cache, MemoryCache, RedisCache
 from cardsvc.db import create_engine, import_all_models, metadata, session_factory
 from cardsvc.resources import Resources
-from cardsvc.settings import Mode, Settings
+from cardsvc.settings import Mode, Settings, get_settings
 from hsm_sim.client import HsmClient, connect_hsm
 
 # CI replays the same examples on every run so that a landing is decided by the code, not by the
@@ -191,3 +191,20 @@ async def client(resources: Resources) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
+
+
+@pytest.fixture
+def cli_env(
+    settings: Settings, resources: Resources, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """The environment of a staff shell running ``cardsvc`` commands; ``resources`` first so
+    PostgreSQL starts empty."""
+    monkeypatch.setenv("CARDSVC_MODE", "development")
+    monkeypatch.setenv("CARDSVC_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("CARDSVC_HSM_URL", "local://dev")
+    monkeypatch.setenv("CARDSVC_VAR_DIR", str(settings.var_dir))
+    monkeypatch.delenv("CARDSVC_REDIS_URL", raising=False)
+    monkeypatch.delenv("CARDSVC_STAFF_PASSWORD", raising=False)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()

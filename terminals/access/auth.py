@@ -32,7 +32,7 @@ from terminals.access.canonical import canonical_request
 from terminals.access.errors import MacInvalid, ReplayRefused, SessionExpired, TerminalUnknown
 from terminals.access.repository import SessionRow
 from terminals.access.service import parse_mac, verify_mac
-from terminals.registry.models import TerminalStatus
+from terminals.registry.models import TerminalKind, TerminalStatus
 
 _TERMINAL_NO = re.compile(r"^\d{12}$")
 _SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -44,6 +44,7 @@ class TerminalContext:
     terminal_id: int
     terminal_no: str  # 12 digits
     psam_no: str
+    kind: TerminalKind
     merchant_id: int
     merchant_no: str  # 15 digits
     merchant_category: str
@@ -104,6 +105,7 @@ async def authenticate_terminal(
             terminal_id=row.terminal_id,
             terminal_no=row.terminal_no,
             psam_no=row.psam_no,
+            kind=row.terminal_kind,
             merchant_id=row.merchant_id,
             merchant_no=row.merchant_no,
             merchant_category=row.merchant_category,

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.pgdirect import Query
 from terminals.access.models import TerminalSession
-from terminals.registry.models import Merchant, Terminal, TerminalStatus
+from terminals.registry.models import Merchant, Terminal, TerminalKind, TerminalStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +24,7 @@ class SessionRow:
     terminal_id: int
     terminal_no: str
     psam_no: str
+    terminal_kind: TerminalKind
     terminal_status: TerminalStatus
     merchant_id: int
     merchant_no: str
@@ -50,6 +51,7 @@ _ROW_COLUMNS = (
     _terminals.c.id,
     _terminals.c.terminal_no,
     _terminals.c.psam_no,
+    _terminals.c.kind,
     _terminals.c.status,
     _merchants.c.id,
     _merchants.c.merchant_no,
@@ -68,11 +70,12 @@ def _session_row(row: Any) -> SessionRow:
         terminal_id=row[5],
         terminal_no=row[6],
         psam_no=row[7],
-        terminal_status=TerminalStatus(row[8]),
-        merchant_id=row[9],
-        merchant_no=row[10],
-        merchant_category=str(row[11]),
-        merchant_active=str(row[12]) == "active",
+        terminal_kind=TerminalKind(row[8]),
+        terminal_status=TerminalStatus(row[9]),
+        merchant_id=row[10],
+        merchant_no=row[11],
+        merchant_category=str(row[12]),
+        merchant_active=str(row[13]) == "active",
     )
 
 

@@ -73,6 +73,7 @@ from terminals.online.service import (
     request_hash,
     resident_account,
 )
+from terminals.registry.models import TerminalKind
 
 log = get_logger(__name__)
 
@@ -131,6 +132,20 @@ def tac_record(row: PurseLoad, tac: str) -> dict[str, object]:
         "online_counter": row.online_counter,
         "tac": tac.upper(),
     }
+
+
+# Who may put money on a card, and from where (least privilege, TerminalKind): cash only where
+# staff take it, the online account also at self-service kiosks.
+LOAD_SOURCES: dict[TerminalKind, frozenset[LoadSource]] = {
+    TerminalKind.counter: frozenset({LoadSource.cash, LoadSource.account}),
+    TerminalKind.kiosk: frozenset({LoadSource.account}),
+}
+
+
+def load_refusal(kind: TerminalKind, source: LoadSource) -> Declined | None:
+    if source in LOAD_SOURCES.get(kind, frozenset()):
+        return None
+    return Declined(ResponseCode.not_permitted_to_terminal, f"{source}_load_at_{kind}")
 
 
 def _decline(row: PurseLoad, declined: Declined) -> LoadOutcome:
@@ -193,6 +208,9 @@ async def authorize_load(
             )
         return LoadOutcome(existing, replayed=True)
     row = await repo.get(session, new_id)
+    refusal = load_refusal(terminal.kind, request.source)
+    if refusal is not None:
+        return _decline(row, refusal)
     local = local_now(settings, now)
     standing = await online_repo.card_standing(session, asn, now)
     refusal = card_refusal(standing, local.date())

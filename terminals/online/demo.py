@@ -36,7 +36,7 @@ from terminals.devices.psam import Psam
 from terminals.devices.validator import LOCAL_TZ
 from terminals.registry import repository as registry_repository
 from terminals.registry import service as registry
-from terminals.registry.models import MerchantCategory
+from terminals.registry.models import MerchantCategory, TerminalKind
 
 COUNTER_CO = "321100000000201"
 PARKING_CO = "321100000000202"
@@ -54,11 +54,12 @@ async def _registry(resources: Resources) -> None:
     async with unit_of_work(resources.sessions) as session:
         if await registry_repository.merchant_by_no(session, COUNTER_CO) is not None:
             return
-        for merchant_no, name, category, terminal_no in (
-            (COUNTER_CO, "Citizen Card Service Centre", MerchantCategory.retail, COUNTER),
-            (PARKING_CO, "Demo Car Park", MerchantCategory.parking, GATE),
-            (FUEL_CO, "Demo Filling Station", MerchantCategory.fuel, PUMP),
-        ):
+        for merchant_no, name, category, terminal_no, kind in (
+            (COUNTER_CO, "Citizen Card Service Centre", MerchantCategory.retail, COUNTER,
+             TerminalKind.counter),
+            (PARKING_CO, "Demo Car Park", MerchantCategory.parking, GATE, TerminalKind.pos),
+            (FUEL_CO, "Demo Filling Station", MerchantCategory.fuel, PUMP, TerminalKind.pos),
+        ):  # fmt: skip
             await registry.create_merchant(
                 session, merchant_no=merchant_no, name=name, category=category,
                 settlement_account="6222021001000" + merchant_no[-3:], actor="demo",
@@ -68,6 +69,7 @@ async def _registry(resources: Resources) -> None:
                 terminal_no=terminal_no,
                 psam_no=_psam_no(terminal_no),
                 merchant_no=merchant_no,
+                kind=kind,
                 actor="demo",
             )
 

@@ -26,6 +26,7 @@ class ResponseCode(StrEnum):
     insufficient_funds = "51"
     expired_card = "54"
     wrong_pin = "55"
+    not_permitted_to_terminal = "58"  # this kind of terminal may not ask for it (TerminalKind)
     exceeds_limit = "61"  # daily online limit, or the purse ceiling for a load
     restricted_card = "62"  # frozen, cancelled, replaced, not yet issued, blacklisted
     unavailable = "91"  # the HSM (or another backing service) did not answer

@@ -55,6 +55,7 @@ from terminals.online.schemas import (
     ResponseCode,
     ReversalRequest,
 )
+from terminals.registry.models import TerminalKind
 
 P = ParamSpec("P")
 
@@ -67,6 +68,7 @@ MESSAGES: dict[str, str] = {
     ResponseCode.insufficient_funds: "insufficient funds",
     ResponseCode.expired_card: "expired card",
     ResponseCode.wrong_pin: "wrong PIN",
+    ResponseCode.not_permitted_to_terminal: "transaction not permitted to terminal",
     ResponseCode.exceeds_limit: "exceeds limit",
     ResponseCode.restricted_card: "restricted card",
     ResponseCode.unavailable: "service unavailable",
@@ -284,6 +286,11 @@ async def authorize(
     if outcome.done:
         return outcome
     row = outcome.row
+    if terminal.kind is TerminalKind.validator:
+        # Validators debit purses offline; one that asks to charge an account is misused.
+        return _decline(
+            row, Declined(ResponseCode.not_permitted_to_terminal, "validator_online"), now
+        )
     standing = await repo.card_standing(session, request.asn, now)
     refusal = card_refusal(standing, row.local_date)
     if refusal is not None or standing is None:

@@ -17,7 +17,7 @@ from cardsvc.db import create_engine, session_factory, unit_of_work
 from cardsvc.settings import get_settings
 from terminals.lists import service as lists
 from terminals.registry import repository, service
-from terminals.registry.models import MerchantCategory, TerminalStatus
+from terminals.registry.models import MerchantCategory, TerminalKind, TerminalStatus
 
 T = TypeVar("T")
 
@@ -90,8 +90,18 @@ def terminals() -> None:
 @click.argument("terminal_no")
 @click.option("--psam", "psam_no", required=True, help="PSAM serial number, 16 hex digits.")
 @click.option("--merchant", "merchant_no", required=True)
+@click.option(
+    "--kind",
+    type=click.Choice([k.value for k in TerminalKind]),
+    default=TerminalKind.pos.value,
+    show_default=True,
+    help="validator: offline only; pos: also online payments; kiosk: also loads from the "
+    "online account; counter: also cash loads.",
+)
 @click.option("--description", default="")
-def terminals_add(terminal_no: str, psam_no: str, merchant_no: str, description: str) -> None:
+def terminals_add(
+    terminal_no: str, psam_no: str, merchant_no: str, kind: str, description: str
+) -> None:
     """Register a terminal for a merchant."""
     if len(terminal_no) != 12 or not terminal_no.isdigit():
         raise click.BadParameter("a terminal number is 12 digits")
@@ -102,12 +112,26 @@ def terminals_add(terminal_no: str, psam_no: str, merchant_no: str, description:
             terminal_no=terminal_no,
             psam_no=psam_no.upper(),
             merchant_no=merchant_no,
+            kind=TerminalKind(kind),
             description=description,
             actor=_actor(),
         )
 
     _run(work)
-    click.echo(f"terminal {terminal_no} registered for merchant {merchant_no}")
+    click.echo(f"terminal {terminal_no} ({kind}) registered for merchant {merchant_no}")
+
+
+@terminals.command("kind")
+@click.argument("terminal_no")
+@click.argument("kind", type=click.Choice([k.value for k in TerminalKind]))
+def terminals_kind(terminal_no: str, kind: str) -> None:
+    """Change what a terminal may do (only counters and kiosks load purses)."""
+
+    async def work(session: AsyncSession) -> None:
+        await service.set_terminal_kind(session, terminal_no, TerminalKind(kind), actor=_actor())
+
+    _run(work)
+    click.echo(f"terminal {terminal_no} is a {kind}")
 
 
 @terminals.command("status")
@@ -132,7 +156,7 @@ def terminals_list(merchant_no: str | None) -> None:
 
     async def work(session: AsyncSession) -> list[str]:
         return [
-            f"{t.terminal_no}  {t.psam_no}  {t.merchant_no}  {t.status.value:9}  "
+            f"{t.terminal_no}  {t.psam_no}  {t.merchant_no}  {t.kind.value:9}  {t.status.value:9}  "
             f"blacklist v{t.blacklist_version}  params v{t.params_version}"
             for t in await service.list_terminals(session, merchant_no)
         ]

@@ -14,6 +14,7 @@ from terminals.registry.schemas import (
     MerchantCreate,
     MerchantOut,
     TerminalCreate,
+    TerminalKindChange,
     TerminalOut,
     TerminalStatusChange,
 )
@@ -52,6 +53,7 @@ async def create_terminal(body: TerminalCreate, admin: Admin, session: SessionDe
         terminal_no=body.terminal_no,
         psam_no=body.psam_no,
         merchant_no=body.merchant_no,
+        kind=body.kind,
         description=body.description,
         actor=admin.username,
     )
@@ -79,5 +81,15 @@ async def change_status(
 ) -> TerminalOut:
     terminal = await service.set_terminal_status(
         session, terminal_no, body.status, actor=admin.username
+    )
+    return await service.terminal_view(session, terminal)
+
+
+@router.post("/terminals/{terminal_no}/kind", response_model=TerminalOut)
+async def change_kind(
+    terminal_no: str, body: TerminalKindChange, admin: Admin, session: SessionDep
+) -> TerminalOut:
+    terminal = await service.set_terminal_kind(
+        session, terminal_no, body.kind, actor=admin.username
     )
     return await service.terminal_view(session, terminal)

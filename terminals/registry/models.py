@@ -25,6 +25,20 @@ class MerchantStatus(StrEnum):
     suspended = "suspended"
 
 
+class TerminalKind(StrEnum):
+    """What a terminal is, and so what it may ask of the host (least privilege).
+
+    Every kind uploads offline records. Online payments need a terminal that serves a payer:
+    not a ``validator``. Purse loads put money on a card, so only a ``counter`` (staffed; it may
+    take cash) or a ``kiosk`` (self-service; from the resident's online account only) may load.
+    """
+
+    validator = "validator"  # bus and taxi validators: offline debits only
+    pos = "pos"  # shop, parking and fuel terminals: offline debits and online payments
+    kiosk = "kiosk"  # self-service: online payments, loads from the online account
+    counter = "counter"  # service counter: online payments, loads from cash or the online account
+
+
 class TerminalStatus(StrEnum):
     active = "active"
     suspended = "suspended"
@@ -56,6 +70,7 @@ class Terminal(Base):
     )  # 12 digits = PSAM terminal number
     psam_no: Mapped[str] = mapped_column(String(20), unique=True)  # the PSAM's own serial number
     merchant_id: Mapped[int] = mapped_column(ForeignKey("merchants.id"), index=True)
+    kind: Mapped[TerminalKind] = mapped_column(Enum(TerminalKind, native_enum=False, length=16))
     status: Mapped[TerminalStatus] = mapped_column(
         Enum(TerminalStatus, native_enum=False, length=16)
     )

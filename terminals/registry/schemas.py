@@ -6,7 +6,12 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from terminals.registry.models import MerchantCategory, MerchantStatus, TerminalStatus
+from terminals.registry.models import (
+    MerchantCategory,
+    MerchantStatus,
+    TerminalKind,
+    TerminalStatus,
+)
 
 
 class MerchantCreate(BaseModel):
@@ -31,6 +36,8 @@ class TerminalCreate(BaseModel):
     terminal_no: str = Field(pattern=r"^\d{12}$")
     psam_no: str = Field(pattern=r"^[0-9A-F]{16}$")
     merchant_no: str = Field(pattern=r"^\d{15}$")
+    # What it may ask of the host; only counters and kiosks load purses (see TerminalKind).
+    kind: TerminalKind = TerminalKind.pos
     description: str = Field(default="", max_length=100)
 
 
@@ -38,10 +45,15 @@ class TerminalStatusChange(BaseModel):
     status: TerminalStatus
 
 
+class TerminalKindChange(BaseModel):
+    kind: TerminalKind
+
+
 class TerminalOut(BaseModel):
     terminal_no: str
     psam_no: str
     merchant_no: str
+    kind: TerminalKind
     status: TerminalStatus
     description: str
     blacklist_version: int

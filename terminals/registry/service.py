@@ -13,6 +13,7 @@ from terminals.registry.models import (
     MerchantCategory,
     MerchantStatus,
     Terminal,
+    TerminalKind,
     TerminalStatus,
 )
 from terminals.registry.schemas import TerminalOut
@@ -61,6 +62,7 @@ async def create_terminal(
     terminal_no: str,
     psam_no: str,
     merchant_no: str,
+    kind: TerminalKind = TerminalKind.pos,
     description: str = "",
     actor: str,
 ) -> Terminal:
@@ -73,6 +75,7 @@ async def create_terminal(
         terminal_no=terminal_no,
         psam_no=psam_no,
         merchant_id=merchant.id,
+        kind=kind,
         status=TerminalStatus.active,
         description=description,
         blacklist_version=0,
@@ -85,7 +88,29 @@ async def create_terminal(
         action="terminal.create",
         entity="terminal",
         entity_id=terminal_no,
-        after={"psam_no": psam_no, "merchant_no": merchant_no},
+        after={"psam_no": psam_no, "merchant_no": merchant_no, "kind": kind.value},
+    )
+    return terminal
+
+
+async def set_terminal_kind(
+    session: AsyncSession, terminal_no: str, kind: TerminalKind, *, actor: str
+) -> Terminal:
+    """Change what the terminal may do; its next request is judged by the new kind."""
+    terminal = await repository.terminal_by_no(session, terminal_no, for_update=True)
+    if terminal is None:
+        raise NotFound(f"terminal {terminal_no} not found")
+    before = terminal.kind
+    terminal.kind = kind
+    await session.flush()
+    await audit.record(
+        session,
+        actor=actor,
+        action="terminal.kind",
+        entity="terminal",
+        entity_id=terminal_no,
+        before={"kind": before.value},
+        after={"kind": kind.value},
     )
     return terminal
 
@@ -122,6 +147,7 @@ async def terminal_view(session: AsyncSession, terminal: Terminal) -> TerminalOu
         terminal_no=terminal.terminal_no,
         psam_no=terminal.psam_no,
         merchant_no=merchant.merchant_no if merchant else "",
+        kind=terminal.kind,
         status=terminal.status,
         description=terminal.description,
         blacklist_version=terminal.blacklist_version,

@@ -34,7 +34,7 @@ from terminals.devices.taxi import TaxiMeter
 from terminals.lists import service as lists
 from terminals.registry import repository as registry_repository
 from terminals.registry import service as registry
-from terminals.registry.models import MerchantCategory
+from terminals.registry.models import MerchantCategory, TerminalKind
 
 BUS_CO = "321100000000101"
 TAXI_CO = "321100000000102"
@@ -77,11 +77,13 @@ async def _registry(resources: Resources) -> None:
         )
         for t in BUSES:
             await registry.create_terminal(
-                session, terminal_no=t, psam_no=_psam_no(t), merchant_no=BUS_CO, actor="demo"
-            )
+                session, terminal_no=t, psam_no=_psam_no(t), merchant_no=BUS_CO,
+                kind=TerminalKind.validator, actor="demo",
+            )  # fmt: skip
         await registry.create_terminal(
-            session, terminal_no=TAXI, psam_no=_psam_no(TAXI), merchant_no=TAXI_CO, actor="demo"
-        )
+            session, terminal_no=TAXI, psam_no=_psam_no(TAXI), merchant_no=TAXI_CO,
+            kind=TerminalKind.validator, actor="demo",
+        )  # fmt: skip
         await lists.set_parameter(session, "fares", "bus:default", {"fare": 200}, actor="demo")
         await lists.set_parameter(
             session,

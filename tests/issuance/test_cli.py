@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner, Result
 
 from cardsvc.applications import service as applications
@@ -27,7 +25,6 @@ from cardsvc.reader.link import InProcessLink
 from cardsvc.reader.purse import read_card
 from cardsvc.residents import service as residents
 from cardsvc.resources import Resources
-from cardsvc.settings import Settings, get_settings
 from cardsvc.staff import repository as staff_repo
 from cardsvc.staff.auth import Role
 from terminals.devices.card import VirtualCard, make_blank_card
@@ -35,22 +32,6 @@ from tests.issuance.flow import personalize_card
 from tests.issuance.helpers import PASSWORD, create_staff, resident_id
 
 NAME = "诸葛亮"
-
-
-@pytest.fixture
-def cli_env(
-    settings: Settings, resources: Resources, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[None]:
-    """The environment a clerk's shell has; ``resources`` first so PostgreSQL starts empty."""
-    monkeypatch.setenv("CARDSVC_MODE", "development")
-    monkeypatch.setenv("CARDSVC_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("CARDSVC_HSM_URL", "local://dev")
-    monkeypatch.setenv("CARDSVC_VAR_DIR", str(settings.var_dir))
-    monkeypatch.delenv("CARDSVC_REDIS_URL", raising=False)
-    monkeypatch.delenv("CARDSVC_STAFF_PASSWORD", raising=False)
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
 
 
 async def cli(*args: str, password: str = PASSWORD) -> Result:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cardsvc.resources import Resources
-from terminals.registry.models import MerchantCategory
+from terminals.registry.models import MerchantCategory, TerminalKind
 from tests.conftest_pcsc import connect, pcscd
 from tests.online.helpers import Site, make_site
 
@@ -15,7 +15,7 @@ __all__ = ["connect", "pcscd"]
 @pytest.fixture
 async def counter(resources: Resources) -> Site:
     """A service counter (retail category) that loads purses."""
-    return await make_site(resources, 101, MerchantCategory.retail)
+    return await make_site(resources, 101, MerchantCategory.retail, TerminalKind.counter)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from cardsvc.resources import Resources
 from terminals.access.auth import TerminalContext
 from terminals.devices.host_client import HostClient, dev_tmk
 from terminals.registry import service as registry
-from terminals.registry.models import MerchantCategory
+from terminals.registry.models import MerchantCategory, TerminalKind
 from tests.issuance.helpers import resident_id
 
 ACTOR = "test"
@@ -32,6 +32,7 @@ class Site:
     category: MerchantCategory
     terminal_id: int
     merchant_id: int
+    kind: TerminalKind = TerminalKind.pos
 
     def context(self, seq: int = 1) -> TerminalContext:
         """What AuthenticatedTerminal gives an endpoint (for service-level tests)."""
@@ -39,6 +40,7 @@ class Site:
             terminal_id=self.terminal_id,
             terminal_no=self.terminal_no,
             psam_no="50" + self.terminal_no + "00",
+            kind=self.kind,
             merchant_id=self.merchant_id,
             merchant_no=self.merchant_no,
             merchant_category=self.category.value,
@@ -47,7 +49,12 @@ class Site:
         )
 
 
-async def make_site(resources: Resources, n: int, category: MerchantCategory) -> Site:
+async def make_site(
+    resources: Resources,
+    n: int,
+    category: MerchantCategory,
+    kind: TerminalKind = TerminalKind.pos,
+) -> Site:
     merchant_no = f"{n:015d}"
     terminal_no = f"{n:012d}"
     async with unit_of_work(resources.sessions) as s:
@@ -60,9 +67,10 @@ async def make_site(resources: Resources, n: int, category: MerchantCategory) ->
             terminal_no=terminal_no,
             psam_no="50" + terminal_no + "00",
             merchant_no=merchant_no,
+            kind=kind,
             actor=ACTOR,
         )
-        return Site(merchant_no, terminal_no, category, terminal.id, merchant.id)
+        return Site(merchant_no, terminal_no, category, terminal.id, merchant.id, kind)
 
 
 async def make_card(

@@ -20,7 +20,7 @@ from cardsvc.resources import Resources
 from terminals.devices.card import VirtualCard, make_dev_personalized_card
 from terminals.devices.counter_load import CounterLoadTerminal, LoadAuthorization, TornLoad
 from terminals.loads.models import LoadStatus, PurseLoad
-from terminals.registry.models import MerchantCategory
+from terminals.registry.models import MerchantCategory, TerminalKind
 from tests.conftest_pcsc import Connect
 from tests.online.helpers import Site, balance, make_card, make_site, signed_in
 
@@ -93,6 +93,35 @@ async def test_account_load_and_declines(
     assert card.state.balance == 4_000
     assert await balance(resources, AccountKind.resident_account, str(db_card.resident_id)) == 6_000
     await assert_books_agree(resources, card, db_card.card_no, counter, cash=0)
+
+
+async def test_only_counters_take_cash_and_kiosks_load_from_the_account(
+    resources: Resources, client: httpx.AsyncClient, connect: Connect
+) -> None:
+    shop = await make_site(resources, 402, MerchantCategory.retail)  # a pos terminal
+    kiosk = await make_site(resources, 403, MerchantCategory.retail, TerminalKind.kiosk)
+    db_card = await make_card(resources, 34, account=10_000)
+    card = make_dev_personalized_card(db_card.card_no, 0)
+    at_shop = CounterLoadTerminal(await signed_in(client, shop))
+    at_kiosk = CounterLoadTerminal(await signed_in(client, kiosk))
+    with connect(card) as link:
+        init = at_shop.initialize(link, 1_000)
+        refused = [
+            await at_shop.authorize(init, source="cash"),
+            await at_shop.authorize(init, source="account"),
+            await at_kiosk.authorize(init, source="cash"),  # cash at an unstaffed kiosk
+        ]
+        loaded = await at_kiosk.load(link, 2_000, source="account")
+    assert [(r.response_code, r.mac2) for r in refused] == [("58", None)] * 3
+    assert (loaded.response_code, loaded.status) == ("00", "confirmed")
+    assert card.state.balance == 2_000
+    assert await balance(resources, AccountKind.resident_account, str(db_card.resident_id)) == 8_000
+    for site in (shop, kiosk):
+        assert await balance(resources, AccountKind.counter_cash, site.terminal_no) == 0
+    # The refusal is an answer like any decline: a retry of its serial gets it again.
+    again = await at_shop.authorize(init, source="cash", terminal_serial=refused[0].terminal_serial)
+    assert (again.response_code, again.load_id) == ("58", refused[0].load_id)
+    await assert_books_agree(resources, card, db_card.card_no, kiosk, cash=0)
 
 
 async def test_forged_initialize_is_refused(

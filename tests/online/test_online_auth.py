@@ -18,7 +18,8 @@ from cardsvc.resources import Resources
 from terminals.devices.host_client import HostClient, encode_body
 from terminals.online import repository as online_repo
 from terminals.online.tasks import expire_holds
-from tests.online.helpers import Site, available, balance, make_card, signed_in
+from terminals.registry.models import MerchantCategory, TerminalKind
+from tests.online.helpers import Site, available, balance, make_card, make_site, signed_in
 
 
 async def call(host: HostClient, message: str, **payload: Any) -> dict[str, Any]:
@@ -98,6 +99,18 @@ async def test_declines_are_answers_with_iso_codes(
     retry = await call(host, "purchase", terminal_serial=2, asn=poor.asn, amount=501)
     assert retry["response_code"] == "51"
     assert retry["replayed"]
+
+
+async def test_a_validator_may_not_charge_an_account(
+    resources: Resources, client: httpx.AsyncClient
+) -> None:
+    bus = await make_site(resources, 502, MerchantCategory.bus, TerminalKind.validator)
+    card = await make_card(resources, 7, account=10_000)
+    host = await signed_in(client, bus)
+    answer = await call(host, "purchase", terminal_serial=1, asn=card.asn, amount=100)
+    assert (answer["response_code"], answer["approved"]) == ("58", False)
+    assert answer["message"] == "transaction not permitted to terminal"
+    assert await balance(resources, AccountKind.resident_account, str(card.resident_id)) == 10_000
 
 
 async def test_daily_limit_by_card_type(

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import date, timedelta
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
+from cardsvc.audit import repository as audit
 from cardsvc.cards.models import CardType
 from cardsvc.clearing import service as clearing
+from cardsvc.cli import main
 from cardsvc.db import unit_of_work
 from cardsvc.reader.link import InProcessLink
 from cardsvc.resources import Resources
@@ -17,6 +22,8 @@ from terminals.devices.bus import BusValidator
 from terminals.devices.psam import Psam
 from terminals.devices.taxi import TaxiMeter
 from terminals.devices.validator import TapRefused
+from terminals.registry import repository as registry_repository
+from terminals.registry.models import TerminalKind
 from tests.issuance.helpers import staff_headers
 from tests.terminals.helpers import World, host, issue_cards
 
@@ -117,13 +124,31 @@ async def test_registry_admin_api(client: httpx.AsyncClient, resources: Resource
     }
     made = await client.post("/api/v1/terminals", json=terminal, headers=admin)
     assert made.status_code == 201
-    assert made.json()["status"] == "active"
+    assert (made.json()["status"], made.json()["kind"]) == ("active", "pos")
     clash = dict(terminal, terminal_no="321100000778")
     assert (await client.post("/api/v1/terminals", json=clash, headers=admin)).status_code == 409
     changed = await client.post(
         "/api/v1/terminals/321100000777/status", json={"status": "suspended"}, headers=admin
     )
     assert changed.json()["status"] == "suspended"
+    kiosk = await client.post(
+        "/api/v1/terminals/321100000777/kind", json={"kind": "kiosk"}, headers=admin
+    )
+    assert kiosk.json()["kind"] == "kiosk"
+    for body, status in (({"kind": "atm"}, 422), ({"kind": "counter"}, 403)):
+        refused = await client.post(
+            "/api/v1/terminals/321100000777/kind",
+            json=body,
+            headers=clerk if status == 403 else admin,
+        )
+        assert refused.status_code == status
+    async with resources.sessions() as s:
+        trail = await audit.list_entries(s, entity="terminal", entity_id="321100000777")
+    assert [
+        (e.actor, json.loads(e.before or "{}"), json.loads(e.after or "{}"))
+        for e in trail
+        if e.action == "terminal.kind"
+    ] == [("admin1", {"kind": "pos"}, {"kind": "kiosk"})]
     listed = await client.get(
         "/api/v1/terminals", params={"merchant_no": "321100000000077"}, headers=admin
     )
@@ -167,3 +192,28 @@ async def test_clearing_day_opens_and_rolls(resources: Resources) -> None:
         with pytest.raises(Exception, match="already closed"):
             await clearing.close_day(session, day)
     assert isinstance(day, date)
+
+
+async def test_registry_by_cli(cli_env: None, resources: Resources) -> None:
+    async def cardsvc(*args: str) -> str:
+        result = await asyncio.to_thread(CliRunner().invoke, main, list(args))
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    await cardsvc("merchants", "add", "321100000000088", "Service Centre", "--category", "retail",
+                  "--account", "6222000099990088")  # fmt: skip
+    added = await cardsvc("terminals", "add", "321100000888", "--psam", "5032110000088800",
+                          "--merchant", "321100000000088", "--kind", "counter")  # fmt: skip
+    assert "(counter)" in added
+    await cardsvc("terminals", "kind", "321100000888", "kiosk")
+    listed = await cardsvc("terminals", "list")
+    assert "321100000888" in listed
+    assert " kiosk " in listed
+    async with resources.sessions() as s:
+        terminal = await registry_repository.terminal_by_no(s, "321100000888")
+    assert terminal is not None
+    assert terminal.kind is TerminalKind.kiosk
+    refused = await asyncio.to_thread(
+        CliRunner().invoke, main, ["terminals", "kind", "321100000888", "atm"]
+    )
+    assert refused.exit_code == 2  # not a kind: click refuses before anything runs
