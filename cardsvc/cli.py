@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import click
 
+from cardsvc.jobs import worker as jobs_worker
 from cardsvc.settings import get_settings
 
 T = TypeVar("T")
@@ -56,6 +57,40 @@ def serve(host: str | None, port: int | None, workers: int, no_upgrade: bool) ->
         http=NoDelayHttpProtocol,
         log_config=None,
     )
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Run each job once and exit (1 if any failed).")
+@click.option(
+    "--job",
+    "job_names",
+    multiple=True,
+    type=click.Choice([job.name for job in jobs_worker.JOBS]),
+    help="Run only this job (repeatable; default all).",
+)
+@click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Its bind address.")
+def worker(
+    once: bool, job_names: tuple[str, ...], metrics_port: int | None, metrics_host: str
+) -> None:
+    """Run the periodic jobs (hold expiry, balance releases, card expiry) until SIGTERM/SIGINT."""
+    from cardsvc.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    jobs = [job for job in jobs_worker.JOBS if not job_names or job.name in job_names]
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=metrics_host)
+    if not once:
+        run_async(lambda: jobs_worker.serve(settings, jobs))
+        return
+    runs = run_async(lambda: jobs_worker.run_once(settings, jobs))
+    for run in runs:
+        click.echo(f"{run.job}: {run.result.value}: {run.summary}")
+    if any(run.result is jobs_worker.Result.failed for run in runs):
+        raise SystemExit(1)
 
 
 @main.group()

@@ -1,7 +1,8 @@
 """Process resources: engine, session factory, cache and HSM client, built once and closed once.
 
 The API lifespan, CLI commands and jobs all build them through :func:`open_resources`, so a
-command and a request see the same wiring. Nothing is built at import time.
+command and a request see the same wiring; the worker, whose jobs touch no key, through
+:func:`open_storage` (it needs no HSM to start). Nothing is built at import time.
 """
 
 from __future__ import annotations
@@ -19,16 +20,24 @@ from cardsvc.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
-class Resources:
+class Storage:
+    """What every process needs: the database and the cache."""
+
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     cache: Cache
+
+
+@dataclass(frozen=True, slots=True)
+class Resources(Storage):
+    """Storage and the HSM: what the API and the commands that touch keys need."""
+
     hsm: HsmClient
 
 
 @asynccontextmanager
-async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
+async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
     async with AsyncExitStack() as stack:
         if settings.is_sqlite:
             settings.var_dir.mkdir(parents=True, exist_ok=True)
@@ -41,5 +50,10 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         stack.push_async_callback(engine.dispose)
         cache = connect_cache(settings.redis_url)
         stack.push_async_callback(cache.close)
-        hsm = await stack.enter_async_context(open_hsm(settings))
-        yield Resources(settings, engine, session_factory(engine), cache, hsm)
+        yield Storage(settings, engine, session_factory(engine), cache)
+
+
+@asynccontextmanager
+async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
+    async with open_storage(settings) as storage, open_hsm(settings) as hsm:
+        yield Resources(storage.settings, storage.engine, storage.sessions, storage.cache, hsm)

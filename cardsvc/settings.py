@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     # The purse ceiling a load may reach (the card refuses above its own max-balance file too).
     purse_max_balance: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 100_000
 
+    # `cardsvc worker`: how often each periodic job runs. An expired hold still blocks the
+    # resident's money until its job runs; the card jobs act on dates and waiting periods of days.
+    worker_hold_expiry_interval_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
+    worker_card_jobs_interval_seconds: Annotated[int, Field(ge=60, le=86400)] = 3600
+
     # Terminals (issue 7): sessions, clock skew, offline uploads.
     terminal_session_ttl_seconds: Annotated[int, Field(ge=60, le=7 * 86400)] = 86400
     # Sign-in requests and uploaded records may be this far ahead of the server clock.

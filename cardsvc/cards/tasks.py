@@ -138,10 +138,10 @@ async def release_balances(
 
 
 async def expire_due(
-    sessions: async_sessionmaker[AsyncSession], settings: Settings, today: date | None = None
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, now: datetime | None = None
 ) -> int:
     """Active cards whose expiry date has passed become ``expired``."""
-    today = today or utcnow().astimezone(ZoneInfo(settings.timezone)).date()
+    today = (now or utcnow()).astimezone(ZoneInfo(settings.timezone)).date()
     async with sessions() as session:
         ids = await repository.expired_active_ids(session, today)
     for card_id in ids:

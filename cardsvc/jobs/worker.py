@@ -1,0 +1,155 @@
+"""The worker (``cardsvc worker``): runs the periodic jobs on their own, each at its interval.
+
+Each run holds a cache lock named after its job, so two workers on two hosts never run the same
+job at once. The jobs are idempotent; the lock only saves duplicated work, so a worker that finds
+it held skips the round instead of waiting. A job that raises is logged and counted and tried
+again at its next interval; the other jobs go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from cardsvc.cache import LockTimeout
+from cardsvc.cards import tasks as card_tasks
+from cardsvc.db import utcnow
+from cardsvc.logging import get_logger, mask_text
+from cardsvc.metrics import WORKER_JOB_LAST_SUCCESS, WORKER_JOB_RUNS
+from cardsvc.resources import Storage, open_storage
+from cardsvc.settings import Settings
+
+log = get_logger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    name: str
+    interval: Callable[[Settings], float]  # seconds between runs
+    run: Callable[[Storage, datetime], Awaitable[str]]  # one run at a moment; what it did
+
+
+class Result(StrEnum):
+    ok = "ok"
+    failed = "failed"
+    skipped_locked = "skipped_locked"
+
+
+@dataclass(frozen=True, slots=True)
+class JobRun:
+    job: str
+    result: Result
+    summary: str  # what the job did, or why it did nothing
+
+
+async def _expire_holds(storage: Storage, now: datetime) -> str:
+    # Imported when the job runs: no module of cardsvc/ but app.py imports terminals/ (DESIGN §3).
+    from terminals.online.tasks import expire_holds
+
+    count = await expire_holds(storage.sessions, now=now)
+    return f"released {count} expired pre-authorization hold(s)"
+
+
+async def _release_balances(storage: Storage, now: datetime) -> str:
+    report = await card_tasks.release_balances(storage.sessions, storage.settings, now)
+    return (
+        f"moved {report.moved} balances ({report.amount} fen); {report.zero} empty; "
+        f"{report.waiting_for_card} wait for their new card"
+    )
+
+
+async def _expire_cards(storage: Storage, now: datetime) -> str:
+    count = await card_tasks.expire_due(storage.sessions, storage.settings, now)
+    return f"expired {count} cards"
+
+
+JOBS: tuple[Job, ...] = (
+    Job("expire-holds", lambda s: s.worker_hold_expiry_interval_seconds, _expire_holds),
+    Job("release-balances", lambda s: s.worker_card_jobs_interval_seconds, _release_balances),
+    Job("expire-cards", lambda s: s.worker_card_jobs_interval_seconds, _expire_cards),
+)
+
+
+def lock_name(job: Job) -> str:
+    return f"worker:{job.name}"
+
+
+async def run_job(storage: Storage, job: Job, now: datetime) -> JobRun:
+    """Run ``job`` once at ``now`` unless another worker is running it. Never raises."""
+    # The lease is one interval: a crashed holder delays the job by at most that, and a run that
+    # outlasts it may overlap another host's next run, which the idempotent jobs tolerate.
+    lease = job.interval(storage.settings)
+    started = time.monotonic()
+    locked = False
+    failure: Exception | None = None
+    try:
+        async with storage.cache.lock(lock_name(job), timeout=lease, blocking_timeout=0):
+            locked = True
+            run = JobRun(job.name, Result.ok, await job.run(storage, now))
+    except Exception as error:  # one job's failure must not stop the others
+        if isinstance(error, LockTimeout) and not locked:
+            run = JobRun(job.name, Result.skipped_locked, "running in another worker")
+        else:
+            failure = error
+            # One line, masked: the summary is also printed, where no log filter masks it.
+            detail = mask_text(str(error).partition("\n")[0])
+            run = JobRun(job.name, Result.failed, f"{type(error).__name__}: {detail}")
+    WORKER_JOB_RUNS.labels(job.name, run.result.value).inc()
+    if run.result is Result.ok:
+        WORKER_JOB_LAST_SUCCESS.labels(job.name).set_to_current_time()
+    seconds = round(time.monotonic() - started, 3)
+    fields = {"job": job.name, "result": run.result.value, "summary": run.summary}
+    if failure is None:
+        log.info("worker.job", seconds=seconds, **fields)
+    else:
+        log.error("worker.job", seconds=seconds, exc_info=failure, **fields)
+    return run
+
+
+async def run_pass(storage: Storage, jobs: Sequence[Job], *, clock: Clock = utcnow) -> list[JobRun]:
+    """Run every job once, in order (``cardsvc worker --once``)."""
+    return [await run_job(storage, job, clock()) for job in jobs]
+
+
+async def run_forever(
+    storage: Storage, jobs: Sequence[Job], stop: asyncio.Event, *, clock: Clock = utcnow
+) -> None:
+    """Run each job when due until ``stop`` is set; the job in progress finishes first."""
+    loop = asyncio.get_running_loop()
+    due = [loop.time()] * len(jobs)  # every job runs once at start
+    while not stop.is_set():
+        for index, job in enumerate(jobs):
+            if stop.is_set():
+                return
+            if due[index] <= loop.time():
+                await run_job(storage, job, clock())
+                # Counted from the end of the run, so a slow run never queues the next one.
+                due[index] = loop.time() + job.interval(storage.settings)
+        # Sleep until the next job is due; without jobs, until stopped.
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(0.0, min(due) - loop.time()) if due else None)
+
+
+async def serve(settings: Settings, jobs: Sequence[Job]) -> None:
+    """The long-running worker: runs until SIGTERM or SIGINT, then returns."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with open_storage(settings) as storage:
+        log.info("worker.started", jobs=[job.name for job in jobs])
+        await run_forever(storage, jobs, stop)
+    log.info("worker.stopped")
+
+
+async def run_once(settings: Settings, jobs: Sequence[Job]) -> list[JobRun]:
+    async with open_storage(settings) as storage:
+        return await run_pass(storage, jobs)

@@ -1,0 +1,253 @@
+"""The worker runs the periodic jobs on its own: due, locked, isolated from each other, stoppable."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+from prometheus_client import REGISTRY
+
+from cardsvc.jobs.worker import JOBS, Job, Result, lock_name, run_forever, run_pass
+from cardsvc.ledger import service as ledger
+from cardsvc.ledger.models import AccountKind
+from cardsvc.ledger.schemas import AccountRef
+from cardsvc.resources import Resources, Storage
+from terminals.online import repository as online_repo
+from terminals.online.models import AuthStatus
+from terminals.registry.models import MerchantCategory
+from tests.online.helpers import free_port, make_card, make_site, signed_in
+
+
+def hourly(_settings: object) -> float:
+    return 3600.0
+
+
+class Recorder:
+    """A job that records the moments it ran at; optionally fails or waits to be let go."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.moments: list[datetime] = []
+        self.fail = fail
+        self.started = asyncio.Event()
+        self.go_on: asyncio.Event | None = None
+
+    async def __call__(self, _storage: Storage, now: datetime) -> str:
+        self.moments.append(now)
+        self.started.set()
+        if self.go_on is not None:
+            await self.go_on.wait()
+        if self.fail:
+            raise RuntimeError("the disk is full")
+        return f"ran {len(self.moments)} time(s)"
+
+
+def runs_counted(job: str, result: Result) -> float:
+    labels = {"job": job, "result": result.value}
+    return REGISTRY.get_sample_value("cardsvc_worker_job_runs_total", labels) or 0.0
+
+
+async def eventually(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_one_pass_releases_a_due_preauthorization_hold(
+    resources: Resources, client: httpx.AsyncClient
+) -> None:
+    pump = await make_site(resources, 201, MerchantCategory.fuel)
+    card = await make_card(resources, 1, account=10_000)
+    account = AccountRef(AccountKind.resident_account, str(card.resident_id))
+    host = await signed_in(client, pump)
+    response = await host.post(
+        "/api/v1/online/preauth", {"terminal_serial": 1, "asn": card.asn, "amount": 8_000}
+    )
+    assert response.json()["response_code"] == "00", response.text
+
+    async def available() -> int:
+        async with resources.sessions() as s:
+            return await ledger.available(s, account)
+
+    assert await available() == 2_000
+    # Before the expiry the pass leaves the hold alone.
+    runs = await run_pass(resources, JOBS)
+    assert [(run.job, run.result) for run in runs] == [(job.name, Result.ok) for job in JOBS]
+    assert runs[0].summary == "released 0 expired pre-authorization hold(s)"
+    assert await available() == 2_000
+
+    later = datetime.now(UTC) + timedelta(seconds=resources.settings.online_hold_expiry_seconds + 1)
+    runs = await run_pass(resources, JOBS, clock=lambda: later)
+    assert [(run.job, run.result) for run in runs] == [(job.name, Result.ok) for job in JOBS]
+    assert runs[0].summary == "released 1 expired pre-authorization hold(s)"
+    assert await available() == 10_000
+    async with resources.sessions() as s:
+        row = await online_repo.by_serial(s, pump.terminal_no, 1)
+    assert row is not None
+    assert row.status is AuthStatus.expired
+
+
+async def test_a_failing_job_is_counted_and_the_others_go_on(resources: Resources) -> None:
+    failing, fine = Recorder(fail=True), Recorder()
+    jobs = [Job("test-failing", hourly, failing), Job("test-fine", hourly, fine)]
+    failed_before = runs_counted("test-failing", Result.failed)
+    ok_before = runs_counted("test-fine", Result.ok)
+
+    runs = await run_pass(resources, jobs)
+
+    assert [(run.job, run.result) for run in runs] == [
+        ("test-failing", Result.failed),
+        ("test-fine", Result.ok),
+    ]
+    assert runs[0].summary == "RuntimeError: the disk is full"
+    assert runs_counted("test-failing", Result.failed) == failed_before + 1
+    assert runs_counted("test-fine", Result.ok) == ok_before + 1
+    last_success = "cardsvc_worker_job_last_success_timestamp_seconds"
+    assert REGISTRY.get_sample_value(last_success, {"job": "test-fine"}) is not None
+    assert REGISTRY.get_sample_value(last_success, {"job": "test-failing"}) is None
+    # The failed run let its lock go: the next pass tries the job again.
+    assert (await run_pass(resources, jobs))[0].result is Result.failed
+    assert len(failing.moments) == 2
+
+
+async def test_the_loop_retries_a_failing_job_at_its_interval(resources: Resources) -> None:
+    failing, fine = Recorder(fail=True), Recorder()
+    often = 0.02
+    jobs = [Job("test-failing", lambda _: often, failing), Job("test-fine", lambda _: often, fine)]
+    stop = asyncio.Event()
+    loop = asyncio.create_task(run_forever(resources, jobs, stop))
+    await eventually(lambda: len(failing.moments) >= 3 and len(fine.moments) >= 3)
+    stop.set()
+    await asyncio.wait_for(loop, timeout=2)
+
+
+async def test_a_job_locked_elsewhere_is_skipped(resources: Resources) -> None:
+    job_ran = Recorder()
+    job = Job("test-locked", hourly, job_ran)
+    skipped_before = runs_counted(job.name, Result.skipped_locked)
+
+    # Another worker holds the job's lock: this one skips the round instead of waiting.
+    async with resources.cache.lock(lock_name(job), timeout=30):
+        started = time.monotonic()
+        runs = await run_pass(resources, [job])
+        assert time.monotonic() - started < 1
+    assert runs[0].result is Result.skipped_locked
+    assert job_ran.moments == []
+    assert runs_counted(job.name, Result.skipped_locked) == skipped_before + 1
+
+    assert (await run_pass(resources, [job]))[0].result is Result.ok
+    assert len(job_ran.moments) == 1
+
+
+async def test_the_loop_sleeps_until_due_and_stops_after_the_job_in_progress(
+    resources: Resources,
+) -> None:
+    job_ran = Recorder()
+    job_ran.go_on = asyncio.Event()
+    stop = asyncio.Event()
+    loop = asyncio.create_task(run_forever(resources, [Job("test-hourly", hourly, job_ran)], stop))
+    await asyncio.wait_for(job_ran.started.wait(), timeout=5)
+
+    # Asked to stop mid-run, the loop lets the job finish rather than cancelling it.
+    stop.set()
+    await asyncio.sleep(0.05)
+    assert not loop.done()
+    job_ran.go_on.set()
+    await asyncio.wait_for(loop, timeout=2)
+
+    # Between runs it sleeps until the next one is due (an hour away) and wakes when stopped.
+    stop.clear()
+    job_ran = Recorder()
+    loop = asyncio.create_task(run_forever(resources, [Job("test-hourly", hourly, job_ran)], stop))
+    await asyncio.wait_for(job_ran.started.wait(), timeout=5)
+    await asyncio.sleep(0.1)
+    assert len(job_ran.moments) == 1
+    stop.set()
+    await asyncio.wait_for(loop, timeout=1)
+
+
+# --- the command, in a process of its own ------------------------------------------------------
+
+
+def worker_env(tmp_path: Path) -> dict[str, str]:
+    """Development mode on a fresh SQLite file, and no HSM: the worker's jobs touch no key."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDSVC_")}
+    env.update(
+        CARDSVC_MODE="development",
+        CARDSVC_VAR_DIR=str(tmp_path / "var"),
+        CARDSVC_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'cardsvc.db'}",
+        CARDSVC_HSM_URL="tcp://127.0.0.1:1",  # nothing listens there
+    )
+    return env
+
+
+def cardsvc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cardsvc", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env=env,
+    )
+
+
+def test_worker_once_runs_each_job_and_exits(tmp_path: Path) -> None:
+    env = worker_env(tmp_path)
+    # Without the schema every job fails: the exit status tells cron.
+    failed = cardsvc(env, "worker", "--once", "--job", "expire-holds")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert failed.stdout.startswith("expire-holds: failed: OperationalError")
+
+    assert cardsvc(env, "db", "upgrade").returncode == 0
+    result = cardsvc(env, "worker", "--once")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        "expire-holds: ok: released 0 expired pre-authorization hold(s)",
+        "release-balances: ok: moved 0 balances (0 fen); 0 empty; 0 wait for their new card",
+        "expire-cards: ok: expired 0 cards",
+    ]
+
+
+def test_worker_serves_metrics_and_exits_0_on_sigterm(tmp_path: Path) -> None:
+    env = worker_env(tmp_path)
+    assert cardsvc(env, "db", "upgrade").returncode == 0
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cardsvc", "worker", "--metrics-port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        first_pass_done = 'cardsvc_worker_job_runs_total{job="expire-cards",result="ok"} 1.0'
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.communicate()[1]
+            try:
+                metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
+            except httpx.TransportError:
+                metrics = ""
+            if first_pass_done in metrics:
+                break
+            assert time.monotonic() < deadline, "the worker did not finish its first pass"
+            time.sleep(0.1)
+        assert 'cardsvc_worker_job_last_success_timestamp_seconds{job="expire-holds"}' in metrics
+
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+        assert process.returncode == 0, stderr
+        assert '"event": "worker.stopped"' in stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
