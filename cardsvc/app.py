@@ -6,6 +6,7 @@ their routers).
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -178,6 +179,11 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
         configure_logging(settings.log_level, settings.log_json)
         async with open_resources(settings) as opened:
             app.state.resources = opened
+            # Everything built so far (modules, models, routes, pools) lives as long as the
+            # process. Frozen, it is no longer walked by every full collection: those walks
+            # stalled a worker for 60-100 ms, the slowest 0.3 % of online authorizations.
+            gc.collect()
+            gc.freeze()
             log.info("api.started", mode=settings.mode.value)
             yield
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import ipaddress
 import json
@@ -239,6 +240,10 @@ async def serve(
                 *(loop.run_in_executor(executor, worker_ping) for _ in range(settings.workers))
             )
         server = HsmServer(service, settings)
+        # The key store, modules and workers live as long as the process: frozen, they are not
+        # walked by every full collection (a stall of every request in flight).
+        gc.collect()
+        gc.freeze()
         bound_host, bound_port = await server.start(host, port)
         log.info("hsm-sim listening on %s:%d (%s mode)", bound_host, bound_port, settings.mode)
         if ready_file is not None:
