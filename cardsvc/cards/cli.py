@@ -108,15 +108,20 @@ def show(card_no: str, user: str, password: str) -> None:
     """A card (counter operator, supervisor, auditor, finance)."""
     number = _checked(card_no)
 
-    async def work(resources: Resources, session: AsyncSession, principal: StaffPrincipal) -> Card:
-        return await service.require_card(session, number, for_update=False)
+    async def work(
+        resources: Resources, session: AsyncSession, principal: StaffPrincipal
+    ) -> tuple[Card, service.CardBalances]:
+        card = await service.require_card(session, number, for_update=False)
+        return card, await service.balances(session, card)
 
-    card = run_as_staff(user, password, READER_ROLES, work)
+    card, held = run_as_staff(user, password, READER_ROLES, work)
     click.echo(
         f"card {card.card_no} (ASN {card.asn}): {card.status.value}, {card.card_type.value}, "
         f"resident {card.resident_id}, chip {card.chip_serial or '-'}, key version {card.key_version}, "
         f"issued {card.issued_at.date() if card.issued_at else '-'}, valid until {card.expires_on or '-'}"
         + (f", replaced by card id {card.replaced_by_id}" if card.replaced_by_id else "")
+        + f"; balance {held.float_balance} fen"
+        + (f", {held.to_load} fen to load onto the chip" if held.to_load else "")
     )
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 from cardsvc.cards import service
 from cardsvc.cards.models import Card
 from cardsvc.cards.numbers import check_card_no
-from cardsvc.cards.schemas import CancelBody, CardOut, TransitionOut
+from cardsvc.cards.schemas import CancelBody, CardDetail, CardOut, TransitionOut
 from cardsvc.deps import SessionDep, SettingsDep
 from cardsvc.staff.auth import Role, StaffPrincipal, require_roles
 
@@ -44,11 +44,17 @@ def card_out(card: Card) -> CardOut:
 
 @router.get(
     "/{card_no}",
-    response_model=CardOut,
-    summary="A card (counter operator, supervisor, auditor, finance)",
+    response_model=CardDetail,
+    summary="A card and its balances (counter operator, supervisor, auditor, finance)",
 )
-async def get_card(card_no: str, principal: Reader, session: SessionDep) -> CardOut:
-    return card_out(await service.require_card(session, check_card_no(card_no), for_update=False))
+async def get_card(card_no: str, principal: Reader, session: SessionDep) -> CardDetail:
+    card = await service.require_card(session, check_card_no(card_no), for_update=False)
+    held = await service.balances(session, card)
+    return CardDetail(
+        **card_out(card).model_dump(),
+        float_balance=held.float_balance,
+        balance_to_load=held.to_load,
+    )
 
 
 @router.post(

@@ -80,7 +80,7 @@ class CardNumberSequence(Base):
 
 
 class ReleaseKind(StrEnum):
-    to_new_card = "replace"  # old card float → new card float
+    to_new_card = "replace"  # old card float → the new card's transfer, loaded onto its chip later
     refund = "cancel"  # card float → resident online account or counter cash
 
 

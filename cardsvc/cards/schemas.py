@@ -24,6 +24,13 @@ class CardOut(BaseModel):
     replaced_by_id: int | None
 
 
+class CardDetail(CardOut):
+    """A card as the counter looks it up, with its balances in the books."""
+
+    float_balance: int  # fen the chip holds, as far as the host has seen
+    balance_to_load: int  # fen moved from the card it replaced, to load onto the chip (圈存)
+
+
 class TransitionOut(BaseModel):
     card: CardOut
     blacklist_version: int | None = None

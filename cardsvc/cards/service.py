@@ -9,6 +9,7 @@ the waiting period (``settings.loss_waiting_period_days``), by ``cards.tasks.rel
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,6 +31,9 @@ from cardsvc.cards.models import (
 from cardsvc.cards.numbers import asn_of, make_card_no, mask_card_no
 from cardsvc.db import utcnow
 from cardsvc.errors import Conflict, InvalidStateTransition, NotFound, ValidationFailed
+from cardsvc.ledger import service as ledger
+from cardsvc.ledger.models import AccountKind
+from cardsvc.ledger.schemas import AccountRef
 from cardsvc.settings import Settings
 
 # Statuses in which a resident still "holds" a card: a new application is refused.
@@ -63,6 +67,19 @@ def resolve_card_type(
             f"a senior card needs the holder to be {settings.senior_age} or older"
         )
     return requested
+
+
+@dataclass(frozen=True, slots=True)
+class CardBalances:
+    float_balance: int  # what the books say the chip holds (fen)
+    to_load: int  # moved from the card it replaced, waiting to be loaded onto the chip (fen)
+
+
+async def balances(session: AsyncSession, card: Card) -> CardBalances:
+    return CardBalances(
+        await ledger.balance(session, AccountRef(AccountKind.card_float, card.card_no)),
+        await ledger.balance(session, AccountRef(AccountKind.card_transfer, card.card_no)),
+    )
 
 
 def card_view(card: Card) -> dict[str, object]:

@@ -47,7 +47,8 @@ async def _target(session: AsyncSession, release: BalanceRelease) -> AccountRef 
             return None  # the new card has no number yet; try again on the next run
         new_card = await repository.get(session, application.card_id)
         assert new_card is not None  # noqa: S101
-        return AccountRef(AccountKind.card_float, new_card.card_no)
+        # Not onto the new card's float: the chip does not hold it until a transfer load.
+        return AccountRef(AccountKind.card_transfer, new_card.card_no)
     kind = (
         AccountKind.counter_cash
         if release.refund_to == "counter_cash"

@@ -28,6 +28,10 @@ from cardsvc.db import Base, BigIntPK
 
 class AccountKind(StrEnum):
     card_float = "card_float"  # one per card, owner_ref = 16-digit card number
+    # A replaced card's balance, moved to its successor after the waiting period and waiting to
+    # be loaded onto the new chip at a counter or kiosk (a "transfer" load); owner_ref = the
+    # new card's number. Kept apart from card_float, which always matches what the chip holds.
+    card_transfer = "card_transfer"
     resident_account = "resident_account"  # resident online account, owner_ref = resident db id
     merchant_pending = (
         "merchant_pending"  # operator/merchant pending clearing, 15-digit merchant id
@@ -60,6 +64,7 @@ class KindRule:
 # reports, and suspense accounts hold breaks of either sign, so those may go negative.
 KIND_RULES: dict[AccountKind, KindRule] = {
     AccountKind.card_float: KindRule(Side.credit, may_go_negative=False),
+    AccountKind.card_transfer: KindRule(Side.credit, may_go_negative=False),
     AccountKind.resident_account: KindRule(Side.credit, may_go_negative=False),
     AccountKind.merchant_pending: KindRule(Side.credit, may_go_negative=True),
     AccountKind.merchant_payable: KindRule(Side.credit, may_go_negative=False),

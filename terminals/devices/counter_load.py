@@ -179,6 +179,11 @@ class CounterLoadTerminal:
             )
         )
 
+    async def transfer_waiting(self, asn: str) -> int:
+        """Fen of the replaced card's balance the host holds for this card."""
+        body = _json(await self.host.get(f"{LOADS_PATH}/transfer?asn={asn}"))
+        return int(body["amount"])
+
     async def send_proof(self, asn: str, online_counter_after: int, tac: bytes) -> dict[str, Any]:
         return _json(
             await self.host.post(
@@ -208,6 +213,13 @@ class CounterLoadTerminal:
             balance_after=init.balance + amount,
             tac=tac,
         )
+
+    async def load_transfer(self, link: CardLink) -> LoadResult | None:
+        """Load what the card's predecessor held onto it; None when nothing waits."""
+        select_purse(link)
+        asn = read_binary_sfi(link, 0x15)[12:20].hex().upper()
+        amount = await self.transfer_waiting(asn)
+        return await self.load(link, amount, source="transfer") if amount else None
 
     async def recover(self, link: CardLink, torn: TornLoad) -> dict[str, Any] | None:
         """On the card's next tap: prove the torn load to the host if the card has it.

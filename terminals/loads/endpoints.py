@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from cardsvc.deps import HsmDep, SessionDep, SettingsDep
 from terminals.access.auth import AuthenticatedTerminal
@@ -13,6 +13,7 @@ from terminals.loads.schemas import (
     LoadResponse,
     LoadState,
     ProveRequest,
+    TransferWaiting,
 )
 
 router = APIRouter(prefix="/loads", tags=["purse loads"])
@@ -45,3 +46,13 @@ async def prove(
 ) -> LoadState:
     """Report a GET TRANSACTION PROVE answer (type 02) read from a card after a torn load."""
     return await service.prove_load(session, body, hsm=hsm)
+
+
+@router.get("/transfer", response_model=TransferWaiting)
+async def transfer(
+    terminal: AuthenticatedTerminal,
+    session: SessionDep,
+    asn: str = Query(pattern=r"^[0-9A-Fa-f]{16}$"),
+) -> TransferWaiting:
+    """The replaced card's balance this card may still take by a ``transfer`` load."""
+    return await service.transfer_waiting(session, terminal, asn)

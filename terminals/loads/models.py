@@ -14,6 +14,9 @@ from cardsvc.db import Base, BigIntPK, utcnow
 class LoadSource(StrEnum):
     cash = "cash"  # cash paid at a counter: counter_cash → card_float
     account = "account"  # the resident's online account: resident_account → card_float
+    # The balance of the card this one replaced (cards.tasks.release_balances):
+    # card_transfer → card_float of the same card.
+    transfer = "transfer"
 
 
 class LoadStatus(StrEnum):

@@ -63,6 +63,13 @@ class ProveRequest(BaseModel):
     tac: Hex4
 
 
+class TransferWaiting(BaseModel):
+    """What a card may still take by a ``transfer`` load: its predecessor's balance."""
+
+    asn: str
+    amount: int  # fen
+
+
 class LoadState(BaseModel):
     load_id: int | None
     status: str | None

@@ -42,6 +42,7 @@ from cardsvc.clearing.service import open_clearing_date
 from cardsvc.errors import (
     Conflict,
     DependencyUnavailable,
+    Forbidden,
     IdempotencyConflict,
     NotFound,
     ValidationFailed,
@@ -62,6 +63,7 @@ from terminals.loads.schemas import (
     LoadResponse,
     LoadState,
     ProveRequest,
+    TransferWaiting,
 )
 from terminals.online import repository as online_repo
 from terminals.online.schemas import ResponseCode
@@ -82,6 +84,10 @@ TX_TYPE_EP_LOAD = 0x02  # reference/pboc.md §4: TxType 02 = EP load
 
 class LoadAlreadyRefunded(Conflict):
     """A TAC verified for a load that was refunded: card evidence contradicts the books."""
+
+
+class TerminalMayNotLoad(Forbidden):
+    """Only counters and kiosks load purses (TerminalKind); loads themselves are declined 58."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +118,10 @@ def card_float(card_no: str) -> AccountRef:
 def source_account(row: PurseLoad) -> AccountRef:
     if row.source is LoadSource.cash:
         return AccountRef(AccountKind.counter_cash, row.source_ref or row.terminal_no)
+    if row.source is LoadSource.transfer:
+        if row.card_no is None:  # pragma: no cover - set before any posting
+            raise ValueError("a transfer load needs the card")
+        return AccountRef(AccountKind.card_transfer, row.card_no)
     if row.resident_id is None:  # pragma: no cover - set before any posting
         raise ValueError("an account load needs the card holder")
     return resident_account(row.resident_id)
@@ -135,10 +145,11 @@ def tac_record(row: PurseLoad, tac: str) -> dict[str, object]:
 
 
 # Who may put money on a card, and from where (least privilege, TerminalKind): cash only where
-# staff take it, the online account also at self-service kiosks.
+# staff take it; the holder's own money (online account, a replaced card's balance) also at
+# self-service kiosks.
 LOAD_SOURCES: dict[TerminalKind, frozenset[LoadSource]] = {
-    TerminalKind.counter: frozenset({LoadSource.cash, LoadSource.account}),
-    TerminalKind.kiosk: frozenset({LoadSource.account}),
+    TerminalKind.counter: frozenset(LoadSource),
+    TerminalKind.kiosk: frozenset({LoadSource.account, LoadSource.transfer}),
 }
 
 
@@ -279,6 +290,19 @@ async def authorize_load(
     row.decline_reason = None
     row.status = LoadStatus.pending
     return LoadOutcome(row, replayed=False)
+
+
+async def transfer_waiting(
+    session: AsyncSession, terminal: TerminalContext, asn: str, *, now: datetime | None = None
+) -> TransferWaiting:
+    """How much of the replaced card's balance the card may still take by a transfer load."""
+    if LoadSource.transfer not in LOAD_SOURCES.get(terminal.kind, frozenset()):
+        raise TerminalMayNotLoad(f"a {terminal.kind} terminal does not load purses")
+    standing = await online_repo.card_standing(session, asn, now or datetime.now(UTC))
+    if standing is None:
+        raise NotFound("unknown card")
+    amount = await ledger.balance(session, AccountRef(AccountKind.card_transfer, standing.card_no))
+    return TransferWaiting(asn=asn.upper(), amount=amount)
 
 
 # --- resolution -----------------------------------------------------------------------------

@@ -92,10 +92,12 @@ async def test_loss_replacement_and_balance_move(
     assert (await release_balances(resources.sessions, resources.settings, now=later)).moved == 0
     async with resources.sessions() as session:
         assert await ledger.balance(session, AccountRef(AccountKind.card_float, old_no)) == 0
-        assert await ledger.balance(session, AccountRef(AccountKind.card_float, new_no)) == 5000
         assert (await audit.verify(session)).ok
     r = await client.get(f"/api/v1/cards/{old_no}", headers=operator)
-    assert r.json()["status"] == "replaced"
+    assert (r.json()["status"], r.json()["float_balance"]) == ("replaced", 0)
+    # The new chip holds nothing yet: the balance waits for a transfer load at a counter.
+    r = await client.get(f"/api/v1/cards/{new_no}", headers=operator)
+    assert (r.json()["float_balance"], r.json()["balance_to_load"]) == (0, 5000)
 
 
 async def test_refusals(

@@ -1,4 +1,5 @@
-"""End to end through pcscd + vpcd: issue, read back, lose, replace, move the balance."""
+"""End to end through pcscd + vpcd: issue, read back, lose, replace, move the balance and load it
+onto the new chip."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ from cardsvc.reader.pcsc import PcscLink
 from cardsvc.reader.purse import read_card
 from cardsvc.resources import Resources
 from terminals.devices.card import VirtualCard, make_blank_card
+from terminals.devices.counter_load import CounterLoadTerminal
+from terminals.registry.models import MerchantCategory, TerminalKind
 from tests.conftest_pcsc import inserted
 from tests.issuance.flow import personalize_card, register_and_apply
 from tests.issuance.helpers import resident_id
+from tests.online.helpers import balance, make_site, signed_in
 
 pytestmark = pytest.mark.pcsc
 
@@ -72,9 +76,8 @@ async def test_issue_lose_replace_through_pcscd(
     new_no = (
         await client.post(f"/api/v1/applications/{replacement}/production", headers=operator)
     ).json()["card_no"]
-    await _personalize_through_pcscd(
-        resources, pcscd, make_blank_card(bytes.fromhex("B1B2B3B4B5B6B7B8")), replacement
-    )
+    new_card = make_blank_card(bytes.fromhex("B1B2B3B4B5B6B7B8"))
+    await _personalize_through_pcscd(resources, pcscd, new_card, replacement)
     assert (
         await client.post(f"/api/v1/applications/{replacement}/handover", headers=operator)
     ).json()["status"] == "active"
@@ -85,5 +88,19 @@ async def test_issue_lose_replace_through_pcscd(
     assert (
         await release_balances(resources.sessions, resources.settings, now=later)
     ).amount == 1234
+    # The counter loads the old card's balance onto the new chip (a transfer load, 圈存).
+    counter = CounterLoadTerminal(
+        await signed_in(
+            client, await make_site(resources, 601, MerchantCategory.retail, TerminalKind.counter)
+        )
+    )
+    with inserted(new_card, pcscd), PcscLink(pcscd, wait=5.0) as link:
+        loaded = await counter.load_transfer(link)
+        assert await counter.load_transfer(link) is None  # nothing waits any more
+    assert loaded is not None
+    assert (loaded.response_code, loaded.status) == ("00", "confirmed")
+    assert new_card.state.balance == 1234
+    assert await balance(resources, AccountKind.card_float, new_no) == 1234
+    assert await balance(resources, AccountKind.card_transfer, new_no) == 0
     async with resources.sessions() as session:
-        assert await ledger.balance(session, AccountRef(AccountKind.card_float, new_no)) == 1234
+        assert (await ledger.check_invariants(session)).ok

@@ -7,22 +7,26 @@ crediting twice, including loads torn before MAC2 reached the card and after the
 from __future__ import annotations
 
 import dataclasses
+from datetime import date
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import select
 
+from cardsvc.db import unit_of_work
 from cardsvc.ledger import service as ledger
-from cardsvc.ledger.models import AccountKind
+from cardsvc.ledger.models import AccountKind, Side
+from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.reader.errors import MacInvalid
 from cardsvc.resources import Resources
 from terminals.devices.card import VirtualCard, make_dev_personalized_card
 from terminals.devices.counter_load import CounterLoadTerminal, LoadAuthorization, TornLoad
+from terminals.devices.host_client import HostError
 from terminals.loads.models import LoadStatus, PurseLoad
 from terminals.registry.models import MerchantCategory, TerminalKind
 from tests.conftest_pcsc import Connect
-from tests.online.helpers import Site, balance, make_card, make_site, signed_in
+from tests.online.helpers import BANK, Site, balance, make_card, make_site, signed_in
 
 
 async def loads_of(resources: Resources, asn: str) -> list[tuple[str, str | None, int]]:
@@ -122,6 +126,47 @@ async def test_only_counters_take_cash_and_kiosks_load_from_the_account(
     again = await at_shop.authorize(init, source="cash", terminal_serial=refused[0].terminal_serial)
     assert (again.response_code, again.load_id) == ("58", refused[0].load_id)
     await assert_books_agree(resources, card, db_card.card_no, kiosk, cash=0)
+
+
+async def test_a_replaced_cards_balance_is_loaded_by_transfer_once(
+    resources: Resources, client: httpx.AsyncClient, connect: Connect
+) -> None:
+    """The balance moved from a replaced card (cards.tasks.release_balances) waits in the new
+    card's transfer account; counters and kiosks load it, in parts if need be, never beyond."""
+    kiosk = await make_site(resources, 404, MerchantCategory.retail, TerminalKind.kiosk)
+    shop = await make_site(resources, 405, MerchantCategory.retail)
+    db_card = await make_card(resources, 35, account=0)
+    card = make_dev_personalized_card(db_card.card_no, 0)
+    waiting = AccountRef(AccountKind.card_transfer, db_card.card_no)
+    async with unit_of_work(resources.sessions) as s:
+        await ledger.post(s, PostingRequest("release:35", "transfer", date.today(), [
+            Entry(BANK, Side.debit, 3_000),  # as if cash once loaded onto the replaced card
+            Entry(waiting, Side.credit, 3_000),
+        ]))  # fmt: skip
+    at_kiosk = CounterLoadTerminal(await signed_in(client, kiosk))
+    at_shop = CounterLoadTerminal(await signed_in(client, shop))
+    assert await at_kiosk.transfer_waiting(db_card.asn) == 3_000
+    with pytest.raises(HostError) as refused:
+        await at_shop.transfer_waiting(db_card.asn)
+    assert refused.value.status == 403
+    with connect(card) as link:
+        part = await at_kiosk.load(link, 1_000, source="transfer")
+        too_much = await at_kiosk.load(link, 2_001, source="transfer")
+        at_a_shop = await at_shop.load(link, 2_000, source="transfer")
+        rest = await at_kiosk.load_transfer(link)
+        nothing = await at_kiosk.load_transfer(link)
+    assert (part.status, too_much.response_code, at_a_shop.response_code) == (
+        "confirmed",
+        "51",
+        "58",
+    )
+    assert rest is not None
+    assert (rest.status, rest.balance_after, nothing) == ("confirmed", 3_000, None)
+    assert card.state.balance == 3_000
+    assert await balance(resources, AccountKind.card_float, db_card.card_no) == 3_000
+    assert await at_kiosk.transfer_waiting(db_card.asn) == 0
+    async with resources.sessions() as s:
+        assert (await ledger.check_invariants(s)).ok
 
 
 async def test_forged_initialize_is_refused(
