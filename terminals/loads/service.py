@@ -296,7 +296,7 @@ async def transfer_waiting(
     session: AsyncSession, terminal: TerminalContext, asn: str, *, now: datetime | None = None
 ) -> TransferWaiting:
     """How much of the replaced card's balance the card may still take by a transfer load."""
-    if LoadSource.transfer not in LOAD_SOURCES.get(terminal.kind, frozenset()):
+    if load_refusal(terminal.kind, LoadSource.transfer) is not None:
         raise TerminalMayNotLoad(f"a {terminal.kind} terminal does not load purses")
     standing = await online_repo.card_standing(session, asn, now or datetime.now(UTC))
     if standing is None:

@@ -93,13 +93,18 @@ async def create_terminal(
     return terminal
 
 
+async def _locked_terminal(session: AsyncSession, terminal_no: str) -> Terminal:
+    terminal = await repository.terminal_by_no(session, terminal_no, for_update=True)
+    if terminal is None:
+        raise NotFound(f"terminal {terminal_no} not found")
+    return terminal
+
+
 async def set_terminal_kind(
     session: AsyncSession, terminal_no: str, kind: TerminalKind, *, actor: str
 ) -> Terminal:
     """Change what the terminal may do; its next request is judged by the new kind."""
-    terminal = await repository.terminal_by_no(session, terminal_no, for_update=True)
-    if terminal is None:
-        raise NotFound(f"terminal {terminal_no} not found")
+    terminal = await _locked_terminal(session, terminal_no)
     before = terminal.kind
     terminal.kind = kind
     await session.flush()
@@ -118,9 +123,7 @@ async def set_terminal_kind(
 async def set_terminal_status(
     session: AsyncSession, terminal_no: str, status: TerminalStatus, *, actor: str
 ) -> Terminal:
-    terminal = await repository.terminal_by_no(session, terminal_no, for_update=True)
-    if terminal is None:
-        raise NotFound(f"terminal {terminal_no} not found")
+    terminal = await _locked_terminal(session, terminal_no)
     before = terminal.status
     if before is TerminalStatus.retired and status is not TerminalStatus.retired:
         raise Conflict("a retired terminal cannot come back")
