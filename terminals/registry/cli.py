@@ -96,7 +96,7 @@ def terminals() -> None:
     default=TerminalKind.pos.value,
     show_default=True,
     help="validator: offline only; pos: also online payments; kiosk: also loads from the "
-    "online account; counter: also cash loads.",
+    "online account or a replaced card's balance; counter: also cash loads.",
 )
 @click.option("--description", default="")
 def terminals_add(

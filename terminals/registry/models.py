@@ -30,12 +30,13 @@ class TerminalKind(StrEnum):
 
     Every kind uploads offline records. Online payments need a terminal that serves a payer:
     not a ``validator``. Purse loads put money on a card, so only a ``counter`` (staffed; it may
-    take cash) or a ``kiosk`` (self-service; from the resident's online account only) may load.
+    take cash) or a ``kiosk`` (self-service; only the holder's own money: the online account or a
+    replaced card's balance) may load; ``terminals.loads.service.LOAD_SOURCES`` has the table.
     """
 
     validator = "validator"  # bus and taxi validators: offline debits only
     pos = "pos"  # shop, parking and fuel terminals: offline debits and online payments
-    kiosk = "kiosk"  # self-service: online payments, loads from the online account
+    kiosk = "kiosk"  # self-service: online payments, loads of the holder's own money
     counter = "counter"  # service counter: online payments, loads from cash or the online account
 
 
