@@ -12,14 +12,15 @@ from dataclasses import dataclass
 import click
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cardsvc.cards import service, tasks
+from cardsvc.cards import service
 from cardsvc.cards.endpoints import COUNTER_ROLES, READER_ROLES, SUPERVISOR_ROLES
 from cardsvc.cards.models import Card
 from cardsvc.cards.numbers import check_card_no
 from cardsvc.cards.schemas import CancelBody
 from cardsvc.cli import run_async
 from cardsvc.errors import ValidationFailed
-from cardsvc.resources import Resources, open_resources
+from cardsvc.jobs import worker
+from cardsvc.resources import Resources
 from cardsvc.settings import get_settings
 from cardsvc.staff.auth import Role, StaffPrincipal
 from cardsvc.staff.cli import fail, parse_input, run_as_staff, staff_options
@@ -34,27 +35,16 @@ def cards() -> None:
 def release_balances() -> None:
     """Move balances of replaced/cancelled cards whose waiting period is over (idempotent)."""
 
-    async def go() -> tasks.ReleaseReport:
-        settings = get_settings()
-        async with open_resources(settings) as resources:
-            return await tasks.release_balances(resources.sessions, settings)
-
-    report = run_async(go)
-    click.echo(
-        f"moved {report.moved} balances ({report.amount} fen); {report.zero} empty; {report.waiting_for_card} wait for their new card"
-    )
+    job = worker.job_named("release-balances")
+    click.echo(run_async(lambda: worker.run_by_hand(get_settings(), job)))
 
 
 @cards.command("expire-due")
 def expire_due() -> None:
     """Expire active cards past their expiry date."""
 
-    async def go() -> int:
-        settings = get_settings()
-        async with open_resources(settings) as resources:
-            return await tasks.expire_due(resources.sessions, settings)
-
-    click.echo(f"expired {run_async(go)} cards")
+    job = worker.job_named("expire-cards")
+    click.echo(run_async(lambda: worker.run_by_hand(get_settings(), job)))
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,17 @@ JOBS: tuple[Job, ...] = (
 )
 
 
+def job_named(name: str) -> Job:
+    return next(job for job in JOBS if job.name == name)
+
+
+async def run_by_hand(settings: Settings, job: Job, now: datetime | None = None) -> str:
+    """One run of ``job`` for its own CLI command (``cards release-balances`` and the like): no
+    lock and no catching, so an error reaches the operator who typed it."""
+    async with open_storage(settings) as storage:
+        return await job.run(storage, now or utcnow())
+
+
 def lock_name(job: Job) -> str:
     return f"worker:{job.name}"
 

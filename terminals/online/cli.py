@@ -11,22 +11,13 @@ from datetime import UTC, datetime
 import click
 
 from cardsvc.db import create_engine, session_factory
+from cardsvc.jobs import worker
 from cardsvc.settings import get_settings
 
 
 @click.group()
 def online() -> None:
     """Online authorization and purse loads."""
-
-
-async def _expire(url: str, now: datetime) -> int:
-    from terminals.online.tasks import expire_holds
-
-    engine = create_engine(url, pool_size=1)
-    try:
-        return await expire_holds(session_factory(engine), now=now)
-    finally:
-        await engine.dispose()
 
 
 @online.command("expire-holds")
@@ -42,8 +33,8 @@ def expire_holds_command(now_text: str | None) -> None:
     if now_text is not None:
         parsed = datetime.fromisoformat(now_text)
         now = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    count = asyncio.run(_expire(get_settings().database_url, now))
-    click.echo(f"released {count} expired pre-authorization hold(s)")
+    job = worker.job_named("expire-holds")
+    click.echo(asyncio.run(worker.run_by_hand(get_settings(), job, now)))
 
 
 async def _pending_loads(url: str) -> list[tuple[int, str, str, int, int, str]]:

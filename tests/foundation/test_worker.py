@@ -251,3 +251,24 @@ def test_worker_serves_metrics_and_exits_0_on_sigterm(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+def test_the_job_commands_run_the_workers_jobs(tmp_path: Path) -> None:
+    """``cards release-balances``, ``cards expire-due`` and ``online expire-holds`` are one run of
+    the worker's job each, by hand: the same summary, and no HSM needed."""
+    env = worker_env(tmp_path)
+    assert cardsvc(env, "db", "upgrade").returncode == 0
+    outputs = [
+        cardsvc(env, *command)
+        for command in (
+            ("cards", "release-balances"),
+            ("cards", "expire-due"),
+            ("online", "expire-holds", "--now", "2030-01-01T00:00:00"),
+        )
+    ]
+    # The summary is the last line (the task's own log line may come before it).
+    assert [(r.returncode, r.stdout.splitlines()[-1]) for r in outputs] == [
+        (0, "moved 0 balances (0 fen); 0 empty; 0 wait for their new card"),
+        (0, "expired 0 cards"),
+        (0, "released 0 expired pre-authorization hold(s)"),
+    ]
