@@ -22,11 +22,20 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ClauseElement, Executable
 
 Row = Sequence[Any]
+
+# What asyncpg raises on a direct statement when the server is gone, restarting or refusing
+# connections (SQLAlchemy wraps the same errors as OperationalError on its own path).
+DISCONNECTED: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
+    asyncpg.InterfaceError,  # the connection is closed
+)
 
 
 @dataclass(frozen=True, slots=True)

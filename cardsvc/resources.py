@@ -46,6 +46,7 @@ async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
             pool_size=settings.database_pool_size,
             echo=settings.database_echo,
             pre_ping=settings.database_pre_ping,
+            ping_idle_seconds=settings.database_ping_idle_seconds,
         )
         stack.push_async_callback(engine.dispose)
         cache = connect_cache(settings.redis_url)

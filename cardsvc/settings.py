@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     database_echo: bool = False
     # Ping every pooled connection before use (see cardsvc.db.create_engine for the trade).
     database_pre_ping: bool = False
+    # ...but ping a connection that sat idle this long (the first request after a restart).
+    database_ping_idle_seconds: Annotated[float, Field(ge=0, le=3600)] = 1.0
 
     # Cache/locks: Redis when set, otherwise the in-process implementation.
     redis_url: str | None = None

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
+from cardsvc.api.limits import GuardedRoute
 from cardsvc.audit import service as audit
 from cardsvc.deps import HsmDep, SessionDep
 from cardsvc.hsm import HsmClient
@@ -19,7 +20,7 @@ from cardsvc.residents.schemas import (
 )
 from cardsvc.staff.auth import Role, StaffPrincipal, require_roles
 
-router = APIRouter(prefix="/residents", tags=["residents"])
+router = APIRouter(prefix="/residents", tags=["residents"], route_class=GuardedRoute)
 
 # Who may do what; the counter CLI (cardsvc/residents/cli.py) admits the same roles.
 COUNTER_ROLES = (Role.counter_operator, Role.supervisor)

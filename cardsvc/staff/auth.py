@@ -131,6 +131,9 @@ async def current_principal(
     return StaffPrincipal(id=user.id, username=user.username, roles=parse_roles(user.roles))
 
 
+current_principal.__admits__ = ()  # type: ignore[attr-defined]  # any staff (cardsvc.api.openapi)
+
+
 def check_roles(principal: StaffPrincipal, roles: Iterable[Role]) -> StaffPrincipal:
     """The principal when it holds any of ``roles``; Forbidden otherwise (the API and the CLI)."""
     admitted = frozenset(roles)
@@ -149,4 +152,5 @@ def require_roles(*roles: Role) -> Callable[..., Awaitable[StaffPrincipal]]:
         return check_roles(principal, admitted)
 
     dependency.__doc__ = f"Admits roles: {', '.join(sorted(admitted))}"
+    dependency.__admits__ = tuple(sorted(admitted))  # type: ignore[attr-defined]
     return dependency
