@@ -1,4 +1,4 @@
-"""Demo step: a counter load, a parking stay and a fuel fill (``cardsvc demo``, issue 8).
+"""Demo step: a counter load, a parking stay and a fuel fill (``cardsvc demo``).
 
 Registers a service counter, a car park and a filling station (once), issues a card with money
 in the holder's online account, then: the counter loads 50 yuan cash onto the purse (圈存), the
