@@ -55,11 +55,11 @@ def age_on(birth: date, day: date) -> int:
 
 
 def resolve_card_type(
-    requested: CardType | None, birth: date, settings: Settings, today: date | None = None
+    requested: CardType | None, birth: date, settings: Settings, today: date
 ) -> CardType:
     """Senior is decided by the birth date (age ≥ settings.senior_age, default 60); student and
     disabled are declared at the counter against documents the operator checks."""
-    is_senior = age_on(birth, today or date.today()) >= settings.senior_age
+    is_senior = age_on(birth, today) >= settings.senior_age
     if requested is None:
         return CardType.senior if is_senior else CardType.standard
     if requested is CardType.senior and not is_senior:

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from cardsvc.audit import service as audit
-from cardsvc.deps import HsmDep, SessionDep
+from cardsvc.db import utcnow
+from cardsvc.deps import HsmDep, SessionDep, SettingsDep
 from cardsvc.hsm import HsmClient
 from cardsvc.residents import service
 from cardsvc.residents.models import Resident
@@ -53,7 +54,11 @@ async def resident_out(hsm: HsmClient, resident: Resident, *, reveal: bool) -> R
     summary="Register a resident (counter operator, supervisor)",
 )
 async def register(
-    body: ResidentCreate, principal: Counter, session: SessionDep, hsm: HsmDep
+    body: ResidentCreate,
+    principal: Counter,
+    session: SessionDep,
+    hsm: HsmDep,
+    settings: SettingsDep,
 ) -> ResidentOut:
     resident = await service.register(
         session,
@@ -62,6 +67,7 @@ async def register(
             body.resident_id, body.name, body.phone, body.address, body.sex, body.birth_date
         ),
         actor=principal.username,
+        today=settings.local_date(utcnow()),
     )
     return await resident_out(hsm, resident, reveal=False)
 

@@ -31,7 +31,6 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Concatenate, ParamSpec
-from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -110,7 +109,7 @@ class Outcome:
 
 def local_now(settings: Settings, now: datetime | None = None) -> datetime:
     """Wall-clock time of the city (DESIGN §5: card and terminal times are local)."""
-    return (now or datetime.now(UTC)).astimezone(ZoneInfo(settings.timezone))
+    return (now or datetime.now(UTC)).astimezone(settings.zone)
 
 
 def request_hash(kind: str, request: BaseModel) -> str:
