@@ -82,27 +82,24 @@ def import_all_models() -> None:
                 importlib.import_module(info.name)
 
 
-def create_engine(
-    url: str, *, pool_size: int = 10, echo: bool = False, pre_ping: bool = False
-) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 10, pre_ping: bool = False) -> AsyncEngine:
     """An engine for ``url``. PostgreSQL connections are pooled and recycled after 30 minutes.
 
     The pool is fixed at ``pool_size`` (no overflow). An overflow connection is opened for a burst
     and closed after it, and each new connection prepares every statement again: under load the
     server spent its CPU on connections instead of requests. A request now waits for a free one.
 
-    ``pre_ping`` (a round trip before every checkout) is off by default: it cost about 0.2 ms of
-    CPU per request, and without it a connection the server dropped fails one statement, after
+    ``pre_ping`` (a round trip before every checkout) is off by default: it costs a round trip on
+    every request, and without it a connection the server dropped fails one statement, after
     which SQLAlchemy discards the whole pool; every money movement is idempotent, so the caller's
     retry is safe.
     """
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, echo=echo, poolclass=NullPool)
+        engine = create_async_engine(url, poolclass=NullPool)
         _serialize_sqlite_writers(engine.sync_engine)
         return engine
     return create_async_engine(
         url,
-        echo=echo,
         pool_size=pool_size,
         max_overflow=0,
         pool_pre_ping=pre_ping,

@@ -1,4 +1,4 @@
-"""Online authorization rules (DESIGN §9, issue 8).
+"""Online authorization rules (DESIGN §9).
 
 Every terminal message is one row keyed by (terminal, terminal serial): a retry gets the first
 answer, the same serial with other content is an ``IdempotencyConflict``. Money moves only
