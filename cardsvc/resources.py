@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from cardsvc.cache import Cache, connect_cache
 from cardsvc.db import create_engine, session_factory
-from cardsvc.hsm import HsmClient, open_hsm
+from cardsvc.hsm import HsmClient
+from cardsvc.hsm.connect import open_hsm
 from cardsvc.settings import Settings
 
 

@@ -26,9 +26,10 @@ from cardsvc import clock, migrate
 from cardsvc.app import create_app
 from cardsvc.cache import Cache, MemoryCache, RedisCache
 from cardsvc.db import create_engine, import_all_models, metadata, session_factory
+from cardsvc.hsm import HsmClient
+from cardsvc.hsm.connect import connect_hsm
 from cardsvc.resources import Resources
 from cardsvc.settings import Mode, Settings, get_settings
-from hsm_sim.client import HsmClient, connect_hsm
 
 # CI replays the same examples on every run so that a landing is decided by the code, not by the
 # draw; local runs explore new examples (and keep failures in .hypothesis/).

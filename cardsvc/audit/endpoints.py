@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Query
 from cardsvc.audit import repository, service
 from cardsvc.audit.schemas import AuditEntryOut, AuditVerifyOut
 from cardsvc.deps import SessionDep
-from cardsvc.staff.auth import Role, StaffPrincipal, require_roles
+from cardsvc.staff.auth import Role, StaffPrincipal
+from cardsvc.staff.deps import require_roles
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Query
 from cardsvc.blacklist import service
 from cardsvc.blacklist.schemas import BlacklistChangeOut, BlacklistOut
 from cardsvc.deps import SessionDep
-from cardsvc.staff.auth import Role, StaffPrincipal, require_roles
+from cardsvc.staff.auth import Role, StaffPrincipal
+from cardsvc.staff.deps import require_roles
 
 router = APIRouter(prefix="/blacklist", tags=["blacklist"])
 

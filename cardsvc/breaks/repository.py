@@ -69,19 +69,6 @@ def _resolved(values: dict[str, Any], now: datetime) -> dict[str, Any]:
     return {"status": BreakStatus.resolved, "resolved_at": now, **values}
 
 
-async def resolve_open(
-    session: AsyncSession, break_id: int, values: dict[str, Any], now: datetime
-) -> int:
-    """Close one open break; the number of rows closed (0 when it was not open)."""
-    result: Any = await session.execute(
-        update(BreakItem)
-        .where(BreakItem.id == break_id, BreakItem.status == BreakStatus.open)
-        .values(_resolved(values, now))
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount or 0)
-
-
 async def resolve_open_key(
     session: AsyncSession, open_key: str, values: dict[str, Any], now: datetime
 ) -> int:

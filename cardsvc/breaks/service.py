@@ -107,8 +107,10 @@ async def resolve(session: AsyncSession, break_id: int, how: Resolve) -> BreakVi
         raise NotFound(f"no break item {break_id}")
     if row.status is not BreakStatus.open:
         raise InvalidStateTransition(f"break item {break_id} is already {row.status.value}")
-    await repository.resolve_open(session, break_id, _values(how), clock.now())
-    await session.refresh(row)
+    row.status = BreakStatus.resolved
+    row.resolver, row.resolution, row.note = how.resolver, how.resolution, how.note
+    row.resolved_at = clock.now()
+    await session.flush()
     return BreakView.model_validate(row)
 
 

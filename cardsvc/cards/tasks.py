@@ -21,10 +21,12 @@ from cardsvc.cards import service as cards
 from cardsvc.cards.models import BalanceRelease, ReleaseKind, ReleaseStatus
 from cardsvc.cards.numbers import mask_card_no
 from cardsvc.db import unit_of_work
+from cardsvc.jobs.worker import Job
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.logging import get_logger
+from cardsvc.resources import Storage
 from cardsvc.settings import Settings
 
 log = get_logger(__name__)
@@ -152,3 +154,22 @@ async def expire_due(
             if card is not None:
                 await cards.expire(session, card, actor="system:expire-cards")
     return len(ids)
+
+
+async def _release_balances_job(storage: Storage, now: datetime) -> str:
+    report = await release_balances(storage.sessions, storage.settings, now)
+    return (
+        f"moved {report.moved} balances ({report.amount} fen); {report.zero} empty; "
+        f"{report.waiting_for_card} wait for their new card"
+    )
+
+
+async def _expire_cards_job(storage: Storage, now: datetime) -> str:
+    count = await expire_due(storage.sessions, storage.settings, now)
+    return f"expired {count} cards"
+
+
+RELEASE_BALANCES = Job(
+    "release-balances", lambda s: s.worker_card_jobs_interval_seconds, _release_balances_job
+)
+EXPIRE_CARDS = Job("expire-cards", lambda s: s.worker_card_jobs_interval_seconds, _expire_cards_job)

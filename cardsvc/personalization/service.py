@@ -22,7 +22,7 @@ from cardsvc.applications.models import ApplicationStatus
 from cardsvc.cards.models import Card
 from cardsvc.db import unit_of_work
 from cardsvc.errors import Conflict, InvalidStateTransition
-from cardsvc.hsm import HsmClient
+from cardsvc.hsm import HsmClient, HsmError
 from cardsvc.logging import get_logger
 from cardsvc.personalization import apdus, files, repository
 from cardsvc.personalization.models import PersoJob, PersoStatus, PersoStep
@@ -31,7 +31,6 @@ from cardsvc.reader.link import CardLink
 from cardsvc.residents import repository as residents_repo
 from cardsvc.residents import service as residents
 from cardsvc.settings import Settings
-from hsm_sim.client import HsmError
 
 log = get_logger(__name__)
 

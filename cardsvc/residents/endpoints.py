@@ -17,7 +17,8 @@ from cardsvc.residents.schemas import (
     ResidentLookup,
     ResidentOut,
 )
-from cardsvc.staff.auth import Role, StaffPrincipal, require_roles
+from cardsvc.staff.auth import Role, StaffPrincipal
+from cardsvc.staff.deps import require_roles
 
 router = APIRouter(prefix="/residents", tags=["residents"])
 

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends
 from cardsvc import clock
 from cardsvc.deps import SessionDep, SettingsDep
 from cardsvc.staff import service
-from cardsvc.staff.auth import Role, StaffPrincipal, current_principal, parse_roles, require_roles
+from cardsvc.staff.auth import Role, StaffPrincipal, parse_roles
+from cardsvc.staff.deps import current_principal, require_roles
 from cardsvc.staff.models import StaffUser
 from cardsvc.staff.schemas import LoginRequest, StaffCreate, StaffOut, TokenOut
 

@@ -17,8 +17,8 @@ from cardsvc import clock
 from cardsvc.blacklist import service as blacklist
 from cardsvc.cache import Cache
 from cardsvc.errors import DependencyUnavailable, ValidationFailed
+from cardsvc.hsm import HsmClient, HsmError, HsmUnavailable, KeyRef
 from cardsvc.settings import Settings
-from hsm_sim.client import HsmClient, HsmError, HsmUnavailable, KeyRef
 from terminals.access import repository
 from terminals.access.canonical import canonical_request
 from terminals.access.errors import MacInvalid, PsamMismatch, ReplayRefused, TerminalUnknown

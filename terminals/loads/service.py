@@ -48,14 +48,14 @@ from cardsvc.errors import (
     NotFound,
     ValidationFailed,
 )
+from cardsvc.hsm import HsmClient, HsmError, HsmMacInvalid, HsmUnavailable
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.errors import InsufficientFunds
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.logging import get_logger
 from cardsvc.settings import Settings
-from hsm_sim.client import HsmClient, HsmError, HsmMacInvalid, HsmUnavailable
-from terminals.access.auth import TerminalContext
+from terminals.access.context import TerminalContext
 from terminals.loads import repository as repo
 from terminals.loads.models import LoadSource, LoadStatus, PurseLoad, Resolution
 from terminals.loads.schemas import (

@@ -1,7 +1,4 @@
-"""``cardsvc online``: release expired pre-authorization holds; list unresolved purse loads.
-
-Registered in ``cardsvc.cli.DOMAIN_COMMANDS`` as ``("terminals.online.cli", "online")``.
-"""
+"""``cardsvc online``: release expired pre-authorization holds; list unresolved purse loads."""
 
 from __future__ import annotations
 
@@ -14,6 +11,7 @@ from cardsvc import clock
 from cardsvc.db import create_engine, session_factory
 from cardsvc.jobs import worker
 from cardsvc.settings import get_settings
+from terminals.online import tasks
 
 
 @click.group()
@@ -33,8 +31,7 @@ def expire_holds_command(now_text: str | None) -> None:
     if now_text is not None:
         parsed = datetime.fromisoformat(now_text)
         clock.set_time(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
-    job = worker.job_named("expire-holds")
-    click.echo(asyncio.run(worker.run_by_hand(get_settings(), job)))
+    click.echo(asyncio.run(worker.run_by_hand(get_settings(), tasks.EXPIRE_HOLDS)))
 
 
 async def _pending_loads(url: str) -> list[tuple[int, str, str, int, int, str]]:

@@ -45,7 +45,7 @@ from cardsvc.ledger.errors import HoldExpired, InsufficientFunds, InvalidStateTr
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.settings import Settings
-from terminals.access.auth import TerminalContext
+from terminals.access.context import TerminalContext
 from terminals.online import repository as repo
 from terminals.online.models import AuthStatus, MessageKind, OnlineAuthorization
 from terminals.online.schemas import (

@@ -49,13 +49,13 @@ from cardsvc.breaks.schemas import BreakRef, NewBreak, Resolve
 from cardsvc.cards.models import CardStatus
 from cardsvc.clearing import service as clearing
 from cardsvc.errors import Conflict, DependencyUnavailable, IdempotencyConflict, ValidationFailed
+from cardsvc.hsm import HsmClient, HsmUnavailable
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.errors import InsufficientFunds
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.settings import Settings
-from hsm_sim.client import HsmClient, HsmUnavailable
-from terminals.access.auth import TerminalContext
+from terminals.access.context import TerminalContext
 from terminals.uploads import repository
 from terminals.uploads.models import ResultCode
 from terminals.uploads.schemas import RecordResult, UploadRequest, UploadResponse

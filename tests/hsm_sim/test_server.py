@@ -13,11 +13,12 @@ from urllib.parse import urlsplit
 import pytest
 from click.testing import CliRunner
 
+from cardsvc.hsm import HsmError
+from cardsvc.hsm.connect import connect_hsm
+from hsm_sim.child import start_hsm_process
 from hsm_sim.cli import main
-from hsm_sim.client import HsmError, connect_hsm
 from hsm_sim.protocol import encode_frame
 from hsm_sim.server import is_loopback
-from hsm_sim.testing import start_hsm_process
 
 
 async def _open(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

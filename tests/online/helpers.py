@@ -15,7 +15,7 @@ from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.residents import service as residents
 from cardsvc.resources import Resources
-from terminals.access.auth import TerminalContext
+from terminals.access.context import TerminalContext
 from terminals.devices.host_client import HostClient, dev_tmk
 from terminals.registry import service as registry
 from terminals.registry.models import MerchantCategory, TerminalKind

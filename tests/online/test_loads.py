@@ -338,8 +338,8 @@ async def test_hsm_unavailable_declines_with_91_and_moves_nothing(
 ) -> None:
     from cardsvc.db import unit_of_work
     from cardsvc.errors import DependencyUnavailable
+    from cardsvc.hsm.sim import TcpHsmClient
     from cardsvc.reader.link import InProcessLink
-    from hsm_sim.client import TcpHsmClient
     from terminals.loads import service as loads
     from terminals.loads.schemas import ConfirmRequest, LoadRequest
     from tests.online.helpers import free_port

@@ -11,9 +11,9 @@ from sqlalchemy import update
 
 from cardsvc import clock
 from cardsvc.db import unit_of_work
+from cardsvc.hsm import HsmClient, KeyRef
 from cardsvc.resources import Resources
 from hsm_sim import pboc
-from hsm_sim.client import HsmClient, KeyRef
 from terminals.access.canonical import canonical_request
 from terminals.access.models import TerminalSession
 from terminals.devices.host_client import HostClient, HostError, dev_tmk, encode_body

@@ -18,12 +18,10 @@ from cardsvc.resources import Resources
 from cardsvc.staff import repository as staff_repo
 from cardsvc.staff import service as staff
 from cardsvc.staff.auth import Role
+from terminals.devices.card import make_blank_card
 
 
 async def step_issue_card(resources: Resources) -> None:
-    # The simulated card is test and demo equipment (DESIGN §3); the demo wires it in like app.py.
-    from terminals.devices.card import make_blank_card
-
     settings = resources.settings
     suffix = secrets.token_hex(3)
     first17 = f"32110219{secrets.randbelow(30) + 60:02d}0512{secrets.randbelow(900) + 100:03d}"
