@@ -69,10 +69,6 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime()}
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def import_all_models() -> None:
     """Import every ``models`` module so that ``metadata`` knows every table (Alembic, checks)."""
     for package_name in MODEL_PACKAGES:

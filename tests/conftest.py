@@ -22,7 +22,7 @@ from hypothesis import settings as hypothesis_settings
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from cardsvc import migrate
+from cardsvc import clock, migrate
 from cardsvc.app import create_app
 from cardsvc.cache import Cache, MemoryCache, RedisCache
 from cardsvc.db import create_engine, import_all_models, metadata, session_factory
@@ -64,6 +64,14 @@ def pytest_configure(config: pytest.Config) -> None:
             "CARDSVC_REQUIRE_SERVICES=1 but CARDSVC_TEST_DATABASE_URL or "
             "CARDSVC_TEST_REDIS_URL is missing"
         )
+
+
+@pytest.fixture(autouse=True)
+def _system_clock() -> Iterator[None]:
+    """Every test starts and ends on the system time, whatever it set (``cardsvc.clock``)."""
+    clock.reset()
+    yield
+    clock.reset()
 
 
 @pytest.fixture(scope="session")

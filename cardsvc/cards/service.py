@@ -14,6 +14,7 @@ from datetime import date, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cardsvc import clock
 from cardsvc.applications import repository as applications_repo
 from cardsvc.applications.models import Application, ApplicationKind, ApplicationStatus
 from cardsvc.audit import service as audit
@@ -29,7 +30,6 @@ from cardsvc.cards.models import (
     ReleaseStatus,
 )
 from cardsvc.cards.numbers import asn_of, make_card_no, mask_card_no
-from cardsvc.db import utcnow
 from cardsvc.errors import Conflict, InvalidStateTransition, NotFound, ValidationFailed
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind
@@ -133,7 +133,7 @@ async def _transition(
         )
     before = card_view(card)
     card.status = to
-    card.status_changed_at = utcnow()
+    card.status_changed_at = clock.now()
     await session.flush()
     await audit.record(
         session,
@@ -152,7 +152,7 @@ async def activate(session: AsyncSession, settings: Settings, card: Card, *, act
         raise InvalidStateTransition("the card was never personalized")
     if await repository.holding_cards(session, card.resident_id, (CardStatus.active,)):
         raise Conflict("the resident already holds an active card")
-    now = utcnow()
+    now = clock.now()
     card.issued_at = now
     card.expires_on = date(now.year + settings.card_validity_years, now.month, min(now.day, 28))
     await _transition(

@@ -12,13 +12,14 @@ from datetime import date, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from cardsvc import clock
 from cardsvc.applications import repository as applications_repo
 from cardsvc.audit import service as audit
 from cardsvc.cards import repository
 from cardsvc.cards import service as cards
 from cardsvc.cards.models import BalanceRelease, ReleaseKind, ReleaseStatus
 from cardsvc.cards.numbers import mask_card_no
-from cardsvc.db import unit_of_work, utcnow
+from cardsvc.db import unit_of_work
 from cardsvc.jobs.worker import Job
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind, Side
@@ -90,7 +91,7 @@ async def release_one(
         ReleaseStatus.done,
         amount,
         tx_id,
-        utcnow(),
+        clock.now(),
     )
     await session.flush()
     await audit.record(
@@ -112,7 +113,7 @@ async def release_one(
 async def release_balances(
     sessions: async_sessionmaker[AsyncSession], settings: Settings, now: datetime | None = None
 ) -> ReleaseReport:
-    now = now or utcnow()
+    now = now or clock.now()
     clearing_date = settings.local_date(now)
     report = ReleaseReport()
     async with sessions() as session:
@@ -143,7 +144,7 @@ async def expire_due(
     sessions: async_sessionmaker[AsyncSession], settings: Settings, now: datetime | None = None
 ) -> int:
     """Active cards whose expiry date has passed become ``expired``."""
-    today = settings.local_date(now or utcnow())
+    today = settings.local_date(now or clock.now())
     async with sessions() as session:
         ids = await repository.expired_active_ids(session, today)
     for card_id in ids:

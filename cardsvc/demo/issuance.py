@@ -6,8 +6,9 @@ import secrets
 
 import click
 
+from cardsvc import clock
 from cardsvc.applications import service as applications
-from cardsvc.db import unit_of_work, utcnow
+from cardsvc.db import unit_of_work
 from cardsvc.personalization import files
 from cardsvc.personalization.service import personalize
 from cardsvc.reader.link import InProcessLink
@@ -44,7 +45,7 @@ async def step_issue_card(resources: Resources) -> None:
             resources.hsm,
             residents.ResidentIn(resident_id, "陈小春", "13800000000", "泰州市海陵区府前路1号"),
             actor="demo-operator",
-            today=settings.local_date(utcnow()),
+            today=settings.local_date(clock.now()),
         )
         application = await applications.submit(
             session, settings, resident_id=resident.id, card_type=None, actor="demo-operator"

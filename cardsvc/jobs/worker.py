@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from cardsvc import clock
 from cardsvc.cache import LockTimeout
-from cardsvc.db import utcnow
 from cardsvc.logging import get_logger, mask_text
 from cardsvc.metrics import WORKER_JOB_LAST_SUCCESS, WORKER_JOB_RUNS
 from cardsvc.resources import Storage, open_storage
@@ -56,7 +56,7 @@ async def run_by_hand(settings: Settings, job: Job, now: datetime | None = None)
     """One run of ``job`` for its own CLI command (``cards release-balances`` and the like): no
     lock and no catching, so an error reaches the operator who typed it."""
     async with open_storage(settings) as storage:
-        return await job.run(storage, now or utcnow())
+        return await job.run(storage, now or clock.now())
 
 
 def lock_name(job: Job) -> str:
@@ -95,13 +95,15 @@ async def run_job(storage: Storage, job: Job, now: datetime) -> JobRun:
     return run
 
 
-async def run_pass(storage: Storage, jobs: Sequence[Job], *, clock: Clock = utcnow) -> list[JobRun]:
+async def run_pass(
+    storage: Storage, jobs: Sequence[Job], *, clock: Clock = clock.now
+) -> list[JobRun]:
     """Run every job once, in order (``cardsvc worker --once``)."""
     return [await run_job(storage, job, clock()) for job in jobs]
 
 
 async def run_forever(
-    storage: Storage, jobs: Sequence[Job], stop: asyncio.Event, *, clock: Clock = utcnow
+    storage: Storage, jobs: Sequence[Job], stop: asyncio.Event, *, clock: Clock = clock.now
 ) -> None:
     """Run each job when due until ``stop`` is set; the job in progress finishes first."""
     loop = asyncio.get_running_loop()

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
+from cardsvc import clock
 from cardsvc.audit import service as audit
-from cardsvc.db import utcnow
 from cardsvc.deps import HsmDep, SessionDep, SettingsDep
 from cardsvc.hsm import HsmClient
 from cardsvc.residents import service
@@ -67,7 +67,7 @@ async def register(
             body.resident_id, body.name, body.phone, body.address, body.sex, body.birth_date
         ),
         actor=principal.username,
-        today=settings.local_date(utcnow()),
+        today=settings.local_date(clock.now()),
     )
     return await resident_out(hsm, resident, reveal=False)
 

@@ -12,7 +12,6 @@ import base64
 import hashlib
 import hmac
 import json
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -20,6 +19,7 @@ from enum import StrEnum
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from cardsvc import clock
 from cardsvc.errors import Forbidden, NotAuthenticated
 from cardsvc.settings import Settings
 
@@ -72,7 +72,7 @@ def _secret(settings: Settings) -> bytes:
 
 
 def issue_token(settings: Settings, principal: StaffPrincipal, now: float | None = None) -> str:
-    issued = int(now if now is not None else time.time())
+    issued = int(now if now is not None else clock.now().timestamp())
     payload = {
         "sub": principal.id,
         "usr": principal.username,
@@ -103,7 +103,7 @@ def verify_token(settings: Settings, token: str, now: float | None = None) -> St
         raise
     except (ValueError, KeyError, TypeError) as exc:
         raise NotAuthenticated("invalid token") from exc
-    if (now if now is not None else time.time()) >= expires:
+    if (now if now is not None else clock.now().timestamp()) >= expires:
         raise NotAuthenticated("token expired")
     return principal
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from cardsvc.db import utcnow
+from cardsvc import clock
 from cardsvc.deps import SessionDep, SettingsDep
 from cardsvc.staff import service
 from cardsvc.staff.auth import Role, StaffPrincipal, parse_roles
@@ -26,7 +26,7 @@ def _out(user: StaffUser) -> StaffOut:
         display_name=user.display_name,
         roles=sorted(parse_roles(user.roles)),
         active=user.active,
-        locked=user.locked_until is not None and user.locked_until > utcnow(),
+        locked=user.locked_until is not None and user.locked_until > clock.now(),
     )
 
 

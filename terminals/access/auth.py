@@ -22,7 +22,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from cardsvc.db import utcnow
+from cardsvc import clock
 from cardsvc.deps import HsmDep, SessionDep
 from cardsvc.errors import DomainError
 from cardsvc.hsm import KeyRef
@@ -51,7 +51,7 @@ def _refusal(row: SessionRow | None, terminal_no: str) -> DomainError | None:
         return SessionExpired("unknown session: sign in")
     if row.terminal_status is not TerminalStatus.active or not row.merchant_active:
         return TerminalUnknown("terminal or merchant not active")
-    if row.revoked or row.expires_at <= utcnow():
+    if row.revoked or row.expires_at <= clock.now():
         return SessionExpired("session expired: sign in")
     return None
 

@@ -12,9 +12,9 @@ from datetime import datetime, timedelta, tzinfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cardsvc import clock
 from cardsvc.blacklist import service as blacklist
 from cardsvc.cache import Cache
-from cardsvc.db import utcnow
 from cardsvc.errors import DependencyUnavailable, ValidationFailed
 from cardsvc.hsm import HsmClient, HsmError, HsmUnavailable, KeyRef
 from cardsvc.settings import Settings
@@ -90,7 +90,7 @@ async def sign_in(
         opened = await hsm.terminal_session_open(terminal_bcd)
     except HsmUnavailable as exc:
         raise DependencyUnavailable("HSM unavailable") from exc
-    now = utcnow()
+    now = clock.now()
     # One live session per terminal: a new sign-in ends the earlier ones.
     await repository.revoke_sessions(session, terminal.id)
     row = TerminalSession(

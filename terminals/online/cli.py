@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import click
 
+from cardsvc import clock
 from cardsvc.db import create_engine, session_factory
 from cardsvc.jobs import worker
 from cardsvc.settings import get_settings
@@ -27,11 +28,10 @@ def online() -> None:
 )
 def expire_holds_command(now_text: str | None) -> None:
     """Release the holds of pre-authorizations that were not completed in time."""
-    now = datetime.now(UTC)
     if now_text is not None:
         parsed = datetime.fromisoformat(now_text)
-        now = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    click.echo(asyncio.run(worker.run_by_hand(get_settings(), tasks.EXPIRE_HOLDS, now)))
+        clock.set_time(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
+    click.echo(asyncio.run(worker.run_by_hand(get_settings(), tasks.EXPIRE_HOLDS)))
 
 
 async def _pending_loads(url: str) -> list[tuple[int, str, str, int, int, str]]:

@@ -40,10 +40,13 @@ from typing import Any, Final
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cardsvc import clock
 from cardsvc.blacklist import service as blacklist
+from cardsvc.breaks import service as breaks
+from cardsvc.breaks.models import BreakKind
+from cardsvc.breaks.schemas import BreakRef, NewBreak, Resolve
 from cardsvc.cards.models import CardStatus
 from cardsvc.clearing import service as clearing
-from cardsvc.db import utcnow
 from cardsvc.errors import Conflict, DependencyUnavailable, IdempotencyConflict, ValidationFailed
 from cardsvc.hsm import HsmClient, HsmUnavailable
 from cardsvc.ledger import service as ledger
@@ -53,7 +56,7 @@ from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.settings import Settings
 from terminals.access.context import TerminalContext
 from terminals.uploads import repository
-from terminals.uploads.models import BreakKind, BreakStatus, ResultCode
+from terminals.uploads.models import ResultCode
 from terminals.uploads.schemas import RecordResult, UploadRequest, UploadResponse
 
 MAX_GAP_ITEMS: Final = 50
@@ -74,6 +77,9 @@ COMPOUND_FIELDS: Final = frozenset(
     {"line", "station", "direction", "entry_station", "entry_time", "transfer"}
 )
 ISSUED: Final = frozenset(s.value for s in CardStatus) - {CardStatus.personalizing.value}
+GAP_FILLED: Final = Resolve(
+    resolver="system:uploads", resolution="filled", note="filled by a later upload"
+)
 
 
 class RecordInvalid(ValueError):
@@ -245,7 +251,7 @@ async def ingest(
     if sum(_integer_amount(r) for r in request.records) != request.total_amount:
         raise ValidationFailed("total_amount is not the sum of the records' amounts")
 
-    now = utcnow()
+    now = clock.now()
     outcomes = _validate(request, terminal, settings, now)
     await _check_cards(session, outcomes)
     await _verify_tacs(hsm, outcomes)
@@ -553,24 +559,30 @@ async def _store(
         [_record_row(o, batch_id, terminal, clearing_date, now) for o in outcomes],
         want_ids=any(o.breaks for o in outcomes),
     )
-    breaks = [
-        {
-            "kind": kind,
-            "asn": o.parsed.asn,
-            "counter": counter,
-            "record_id": ids[o.index],
-            "status": BreakStatus.open,
-            "detail": detail[:200],
-            "created_at": now,
-            "resolved_at": None,
-        }
-        for o in outcomes
-        if o.parsed is not None
-        for kind, counter, detail in o.breaks
-    ]
-    await repository.insert_breaks(session, breaks)
+    await breaks.open_breaks(
+        session,
+        [
+            NewBreak(
+                kind=kind,
+                clearing_date=clearing_date,
+                reason=detail[:200],
+                # What a missing counter was worth is unknown until its record comes.
+                amount=None if kind is BreakKind.counter_gap else o.parsed.amount,
+                ref=BreakRef(
+                    source="offline_record",
+                    source_id=ids[o.index],
+                    asn=o.parsed.asn,
+                    counter=counter,
+                    terminal_no=o.parsed.terminal_no,
+                ),
+            )
+            for o in outcomes
+            if o.parsed is not None
+            for kind, counter, detail in o.breaks
+        ],
+    )
     if gap_fills:
-        await repository.resolve_counter_gaps(session, gap_fills, now)
+        await breaks.resolve_at(session, BreakKind.counter_gap, gap_fills, GAP_FILLED)
     transaction_id = await _post_batch(
         session, request, terminal, batch_id, accepted, clearing_date
     )
