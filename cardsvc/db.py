@@ -71,10 +71,6 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime()}
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def import_all_models() -> None:
     """Import every ``models`` module so that ``metadata`` knows every table (Alembic, checks)."""
     for package_name in MODEL_PACKAGES:
@@ -85,12 +81,7 @@ def import_all_models() -> None:
 
 
 def create_engine(
-    url: str,
-    *,
-    pool_size: int = 10,
-    echo: bool = False,
-    pre_ping: bool = False,
-    ping_idle_seconds: float = 1.0,
+    url: str, *, pool_size: int = 10, pre_ping: bool = False, ping_idle_seconds: float = 1.0
 ) -> AsyncEngine:
     """An engine for ``url``. PostgreSQL connections are pooled and recycled after 30 minutes.
 
@@ -98,8 +89,8 @@ def create_engine(
     and closed after it, and each new connection prepares every statement again: under load the
     server spent its CPU on connections instead of requests. A request now waits for a free one.
 
-    ``pre_ping`` (a round trip before every checkout) is off by default: it cost about 0.2 ms of
-    CPU per request, and without it a connection the server dropped fails one statement, after
+    ``pre_ping`` (a round trip before every checkout) is off by default: it costs a round trip on
+    every request, and without it a connection the server dropped fails one statement, after
     which SQLAlchemy discards the whole pool; every money movement is idempotent, so the caller's
     retry is safe. A connection that sat idle for ``ping_idle_seconds`` or more is pinged
     anyway: after a database restart the pool holds only dead connections, and the first request
@@ -110,12 +101,11 @@ def create_engine(
     typed into the username field must not reach the log of the statement that failed.
     """
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, echo=echo, poolclass=NullPool, hide_parameters=True)
+        engine = create_async_engine(url, poolclass=NullPool, hide_parameters=True)
         _serialize_sqlite_writers(engine.sync_engine)
         return engine
     engine = create_async_engine(
         url,
-        echo=echo,
         pool_size=pool_size,
         max_overflow=0,
         pool_pre_ping=pre_ping,

@@ -15,7 +15,8 @@ from cardsvc.cards.endpoints import card_out
 from cardsvc.cards.models import CardType
 from cardsvc.cards.schemas import CardOut
 from cardsvc.deps import SessionDep, SettingsDep
-from cardsvc.staff.auth import Role, StaffPrincipal, require_roles
+from cardsvc.staff.auth import Role, StaffPrincipal
+from cardsvc.staff.deps import require_roles
 
 router = APIRouter(prefix="/applications", tags=["applications"], route_class=GuardedRoute)
 

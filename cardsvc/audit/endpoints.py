@@ -10,7 +10,8 @@ from cardsvc.api.limits import GuardedRoute
 from cardsvc.audit import repository, service
 from cardsvc.audit.schemas import AuditEntryOut, AuditVerifyOut
 from cardsvc.deps import SessionDep
-from cardsvc.staff.auth import Role, StaffPrincipal, require_roles
+from cardsvc.staff.auth import Role, StaffPrincipal
+from cardsvc.staff.deps import require_roles
 
 router = APIRouter(prefix="/audit", tags=["audit"], route_class=GuardedRoute)
 

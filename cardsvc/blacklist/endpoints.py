@@ -10,7 +10,8 @@ from cardsvc.api.limits import GuardedRoute
 from cardsvc.blacklist import service
 from cardsvc.blacklist.schemas import BlacklistChangeOut, BlacklistOut
 from cardsvc.deps import SessionDep
-from cardsvc.staff.auth import Role, StaffPrincipal, require_roles
+from cardsvc.staff.auth import Role, StaffPrincipal
+from cardsvc.staff.deps import require_roles
 
 router = APIRouter(prefix="/blacklist", tags=["blacklist"], route_class=GuardedRoute)
 

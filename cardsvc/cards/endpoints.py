@@ -12,7 +12,8 @@ from cardsvc.cards.models import Card
 from cardsvc.cards.numbers import check_card_no
 from cardsvc.cards.schemas import CancelBody, CardDetail, CardOut, TransitionOut
 from cardsvc.deps import SessionDep, SettingsDep
-from cardsvc.staff.auth import Role, StaffPrincipal, require_roles
+from cardsvc.staff.auth import Role, StaffPrincipal
+from cardsvc.staff.deps import require_roles
 
 router = APIRouter(prefix="/cards", tags=["cards"], route_class=GuardedRoute)
 

@@ -12,16 +12,16 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cardsvc import clock
 from cardsvc.clearing import repository
 from cardsvc.clearing.models import DayStatus
-from cardsvc.db import utcnow
 from cardsvc.errors import InvalidStateTransition, NotFound
 
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 
 
 def local_today(now: datetime | None = None) -> date:
-    return (now or utcnow()).astimezone(LOCAL_TZ).date()
+    return (now or clock.now()).astimezone(LOCAL_TZ).date()
 
 
 async def open_clearing_date(session: AsyncSession, now: datetime | None = None) -> date:
@@ -29,7 +29,7 @@ async def open_clearing_date(session: AsyncSession, now: datetime | None = None)
     found = await repository.open_day(session)
     if found is not None:
         return found
-    now = now or utcnow()
+    now = now or clock.now()
     latest = await repository.latest_date(session)
     day = local_today(now)
     if latest is not None and latest >= day:
@@ -48,12 +48,12 @@ async def begin_closing(session: AsyncSession, day: date) -> None:
     if row.status is not DayStatus.open:
         raise InvalidStateTransition(f"clearing day {day} is {row.status}, not open")
     await repository.set_status(session, day, DayStatus.closing, None)
-    await repository.insert_open_if_absent(session, day + timedelta(days=1), utcnow())
+    await repository.insert_open_if_absent(session, day + timedelta(days=1), clock.now())
 
 
 async def close_day(session: AsyncSession, day: date) -> date:
     """Close ``day`` and open ``day + 1``; returns the new open day."""
-    now = utcnow()
+    now = clock.now()
     row = await repository.get(session, day, for_update=True)
     if row is None:
         raise NotFound(f"clearing day {day} does not exist")

@@ -6,11 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
+from cardsvc import clock
 from cardsvc.api.limits import BodyLimit, GuardedRoute, body_limit
-from cardsvc.db import utcnow
 from cardsvc.deps import SessionDep, SettingsDep
 from cardsvc.staff import service
-from cardsvc.staff.auth import Role, StaffPrincipal, current_principal, parse_roles, require_roles
+from cardsvc.staff.auth import Role, StaffPrincipal, parse_roles
+from cardsvc.staff.deps import current_principal, require_roles
 from cardsvc.staff.models import StaffUser
 from cardsvc.staff.schemas import LoginRequest, StaffCreate, StaffOut, TokenOut
 
@@ -29,7 +30,7 @@ def _out(user: StaffUser) -> StaffOut:
         display_name=user.display_name,
         roles=sorted(parse_roles(user.roles)),
         active=user.active,
-        locked=user.locked_until is not None and user.locked_until > utcnow(),
+        locked=user.locked_until is not None and user.locked_until > clock.now(),
     )
 
 

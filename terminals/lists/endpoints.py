@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends, Query
 
 from cardsvc.api.limits import GuardedRoute
 from cardsvc.deps import SessionDep
-from cardsvc.staff.auth import Role, StaffPrincipal, require_roles
+from cardsvc.staff.auth import Role, StaffPrincipal
+from cardsvc.staff.deps import require_roles
 from terminals.access.auth import AuthenticatedTerminal
 from terminals.lists import repository, service
 from terminals.lists.schemas import (

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, status
 from cardsvc.api.limits import GuardedRoute
 from cardsvc.deps import SessionDep
 from cardsvc.errors import NotFound
-from cardsvc.staff.auth import Role, StaffPrincipal, require_roles
+from cardsvc.staff.auth import Role, StaffPrincipal
+from cardsvc.staff.deps import require_roles
 from terminals.registry import repository, service
 from terminals.registry.schemas import (
     MerchantCreate,

@@ -1,4 +1,4 @@
-"""Offline upload batches, their records and break items (DESIGN §9 Offline uploads;
+"""Offline upload batches and their records (DESIGN §9 Offline uploads;
 reference/settlement_hsm.md §1.3-§1.5).
 
 Records are immutable and every record is stored, refused ones included (with their code), so
@@ -18,7 +18,6 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Date,
-    Enum,
     ForeignKey,
     Index,
     String,
@@ -40,17 +39,6 @@ class ResultCode(StrEnum):
     unknown_card = "06"
     unknown_terminal = "07"
     adjusted = "10"
-
-
-class BreakKind(StrEnum):
-    counter_gap = "counter_gap"
-    gray = "gray"
-    tac_failed = "tac_failed"
-
-
-class BreakStatus(StrEnum):
-    open = "open"
-    resolved = "resolved"
 
 
 # Codes whose records hold their duplicate keys (the partial unique indexes use this predicate).
@@ -132,20 +120,3 @@ class OfflineRecord(Base):
     raw: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # as uploaded, for refused records
     clearing_date: Mapped[date | None] = mapped_column(Date)  # accepted records only
     received_at: Mapped[datetime]
-
-
-class BreakItem(Base):
-    __tablename__ = "break_items"
-    __table_args__ = (Index("ix_break_items_asn_counter", "asn", "counter"),)
-
-    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
-    kind: Mapped[BreakKind] = mapped_column(Enum(BreakKind, native_enum=False, length=16))
-    asn: Mapped[str] = mapped_column(String(16))
-    counter: Mapped[int]
-    record_id: Mapped[int | None] = mapped_column(ForeignKey("offline_records.id"))
-    status: Mapped[BreakStatus] = mapped_column(
-        Enum(BreakStatus, native_enum=False, length=16), index=True
-    )
-    detail: Mapped[str] = mapped_column(String(200), default="")
-    created_at: Mapped[datetime]
-    resolved_at: Mapped[datetime | None]

@@ -15,8 +15,8 @@ from sqlalchemy import text
 from cardsvc.app import create_app
 from cardsvc.deps import SessionDep
 from cardsvc.errors import Conflict, DomainError, Forbidden, NotFound
+from cardsvc.hsm.sim import TcpHsmClient
 from cardsvc.resources import Resources
-from hsm_sim.client import TcpHsmClient
 
 
 class Payload(BaseModel):

@@ -111,3 +111,121 @@ def test_terminals_that_loaded_purses_keep_loading_after_0006(database_url: str)
         (2, "kiosk"),
         (3, "pos"),
     ]
+
+
+_BATCH = (
+    "INSERT INTO upload_batches (id, terminal_id, merchant_id, batch_no, content_hash, "
+    "record_count, total_amount, accepted_count, accepted_amount, refused_count, refused_amount, "
+    "clearing_date, blacklist_version, params_version, response, received_at) VALUES (1, 1, 1, 7, "
+    "'', 2, 350, 1, 200, 1, 150, '2026-11-02', 0, 0, '{}', :at)"
+)
+_RECORD = (
+    "INSERT INTO offline_records (id, batch_id, position, result_code, merchant_id, "
+    "uploading_terminal_id, asn, offline_counter, amount, terminal_no, gray, blacklisted, "
+    "received_at) VALUES (:id, 1, :position, :code, 1, 1, '3211000000000001', :counter, :amount, "
+    "'321100000001', :gray, false, :at)"
+)
+_BREAK = (
+    "INSERT INTO break_items (id, kind, asn, counter, record_id, status, detail, created_at) "
+    "VALUES (:id, :kind, '3211000000000001', :counter, :record, :status, :detail, :at)"
+)
+
+
+async def _breaks_at_0006(url: str) -> None:
+    """A batch of 2026-11-02 with an accepted record (after a gap at counter 3, later filled) and
+    a gray one."""
+    at = datetime(2026, 11, 2, 8, tzinfo=UTC)
+    engine: AsyncEngine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(_MERCHANT), {"at": at})
+            await conn.execute(
+                text(
+                    _TERMINAL.replace("description,", "description, kind,").replace(
+                        "'',", "'', 'pos',"
+                    )
+                ),
+                {"id": 1, "terminal_no": "321100000001", "psam_no": "50", "at": at},
+            )
+            await conn.execute(text(_BATCH), {"at": at})
+            await conn.execute(
+                text(_RECORD),
+                [
+                    {
+                        "id": 1,
+                        "position": 0,
+                        "code": "00",
+                        "counter": 4,
+                        "amount": 200,
+                        "gray": False,
+                        "at": at,
+                    },
+                    {
+                        "id": 2,
+                        "position": 1,
+                        "code": "04",
+                        "counter": 5,
+                        "amount": 150,
+                        "gray": True,
+                        "at": at,
+                    },
+                ],
+            )
+            await conn.execute(
+                text(_BREAK),
+                [
+                    {"id": 1, "kind": "counter_gap", "counter": 3, "record": 1,
+                     "status": "resolved", "detail": "filled by a later upload", "at": at},
+                    {"id": 2, "kind": "gray", "counter": 5, "record": 2, "status": "open",
+                     "detail": "gray record held", "at": at},
+                ],
+            )  # fmt: skip
+    finally:
+        await engine.dispose()
+
+
+async def _read(url: str, sql: str, clear: bool = False) -> list[tuple[object, ...]]:
+    engine: AsyncEngine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            rows = [tuple(r) for r in await conn.execute(text(sql))]
+            if clear:
+                for table in (
+                    "break_items", "offline_records", "upload_batches", "terminals", "merchants",
+                ):  # fmt: skip
+                    await conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - fixed names
+            return rows
+    finally:
+        await engine.dispose()
+
+
+def test_0007_moves_break_items_to_the_core_with_their_amounts_and_days(database_url: str) -> None:
+    migrate.downgrade(database_url, "0006")
+    asyncio.run(_breaks_at_0006(database_url))
+    migrate.upgrade(database_url)
+    rows = asyncio.run(
+        _read(
+            database_url,
+            "SELECT id, kind, status, amount, clearing_date, source, source_id, terminal_no, "
+            "reason, resolver, resolution, note FROM break_items ORDER BY id",
+        )
+    )
+    assert [(*r[:4], str(r[4]), *r[5:]) for r in rows] == [
+        (1, "counter_gap", "resolved", None, "2026-11-02", "offline_record", 1, "321100000001",
+         "counter not seen", "system:uploads", "filled", "filled by a later upload"),
+        (2, "gray", "open", 150, "2026-11-02", "offline_record", 2, "321100000001",
+         "gray record held", None, None, None),
+    ]  # fmt: skip
+    migrate.downgrade(database_url, "0006")
+    back = asyncio.run(
+        _read(
+            database_url,
+            "SELECT id, kind, counter, record_id, status, detail FROM break_items ORDER BY id",
+            clear=True,
+        )
+    )
+    assert back == [
+        (1, "counter_gap", 3, 1, "resolved", "filled by a later upload"),
+        (2, "gray", 5, 2, "open", "gray record held"),
+    ]
+    migrate.upgrade(database_url)
