@@ -172,6 +172,7 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
     )
     if resources is not None:
         app.state.resources = resources
+    app.state.pin_pads = terminals.components.pin_pads()
     app.add_middleware(MetricsMiddleware)
     handlers: dict[Any, Any] = {
         DomainError: domain_error_handler,
