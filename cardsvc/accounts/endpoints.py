@@ -20,13 +20,14 @@ from cardsvc.accounts.schemas import (
     StatementOut,
     WithdrawalIn,
 )
+from cardsvc.api.limits import GuardedRoute
 from cardsvc.deps import HsmDep, PinPadsDep, SessionDep, SettingsDep
 from cardsvc.ledger.schemas import Statement
 from cardsvc.pinpads import PinPads
 from cardsvc.staff.auth import Role, StaffPrincipal
 from cardsvc.staff.deps import require_roles
 
-router = APIRouter(prefix="/accounts", tags=["online accounts"])
+router = APIRouter(prefix="/accounts", tags=["online accounts"], route_class=GuardedRoute)
 
 COUNTER_ROLES = (Role.counter_operator, Role.supervisor)
 SUPERVISOR_ROLES = (Role.supervisor,)

@@ -21,7 +21,6 @@ import json
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -218,7 +217,7 @@ def local_day_bounds(
     """[start, end) in UTC of the local days ``from_date`` to ``to_date`` (both included)."""
     if from_date and to_date and from_date > to_date:
         raise ValidationFailed("from_date is after to_date")
-    tz = ZoneInfo(settings.timezone)
+    tz = settings.zone
     start = datetime.combine(from_date, time(), tz) if from_date else None
     end = datetime.combine(to_date + timedelta(days=1), time(), tz) if to_date else None
     return start, end

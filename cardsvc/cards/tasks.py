@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -115,7 +114,7 @@ async def release_balances(
     sessions: async_sessionmaker[AsyncSession], settings: Settings, now: datetime | None = None
 ) -> ReleaseReport:
     now = now or clock.now()
-    clearing_date = now.astimezone(ZoneInfo(settings.timezone)).date()
+    clearing_date = settings.local_date(now)
     report = ReleaseReport()
     async with sessions() as session:
         due = await repository.due_release_ids(session, now)
@@ -145,7 +144,7 @@ async def expire_due(
     sessions: async_sessionmaker[AsyncSession], settings: Settings, now: datetime | None = None
 ) -> int:
     """Active cards whose expiry date has passed become ``expired``."""
-    today = (now or clock.now()).astimezone(ZoneInfo(settings.timezone)).date()
+    today = settings.local_date(now or clock.now())
     async with sessions() as session:
         ids = await repository.expired_active_ids(session, today)
     for card_id in ids:

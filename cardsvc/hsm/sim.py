@@ -396,7 +396,7 @@ class TcpHsmClient(CommandClient):
         self._lock = asyncio.Lock()
 
     def _batch_timeout(self, n: int) -> float | None:
-        # A 10,000-record TAC batch takes about a second on a busy HSM; allow for queueing.
+        # A large TAC batch takes the HSM a while on its own; allow a millisecond per record.
         return self._timeout + n / 1000
 
     async def _open(self) -> _Connection:

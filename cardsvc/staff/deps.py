@@ -35,6 +35,9 @@ async def current_principal(
     return StaffPrincipal(id=user.id, username=user.username, roles=parse_roles(user.roles))
 
 
+current_principal.__admits__ = ()  # type: ignore[attr-defined]  # any staff (cardsvc.api.openapi)
+
+
 def require_roles(*roles: Role) -> Callable[..., Awaitable[StaffPrincipal]]:
     """FastAPI dependency admitting staff that hold any of ``roles`` (401 without token, 403 else)."""
     admitted = frozenset(roles)
@@ -45,4 +48,5 @@ def require_roles(*roles: Role) -> Callable[..., Awaitable[StaffPrincipal]]:
         return check_roles(principal, admitted)
 
     dependency.__doc__ = f"Admits roles: {', '.join(sorted(admitted))}"
+    dependency.__admits__ = tuple(sorted(admitted))  # type: ignore[attr-defined]
     return dependency

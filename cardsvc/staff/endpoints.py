@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from cardsvc import clock
+from cardsvc.api.limits import BodyLimit, GuardedRoute, body_limit
 from cardsvc.deps import SessionDep, SettingsDep
 from cardsvc.staff import service
 from cardsvc.staff.auth import Role, StaffPrincipal, parse_roles
@@ -14,7 +15,10 @@ from cardsvc.staff.deps import current_principal, require_roles
 from cardsvc.staff.models import StaffUser
 from cardsvc.staff.schemas import LoginRequest, StaffCreate, StaffOut, TokenOut
 
-router = APIRouter(prefix="/staff", tags=["staff"])
+# A username and a password (256 characters, escaped as \uXXXX at worst).
+LOGIN_LIMIT = BodyLimit(max_bytes=4096, max_values=16)
+
+router = APIRouter(prefix="/staff", tags=["staff"], route_class=GuardedRoute)
 
 Admin = Annotated[StaffPrincipal, Depends(require_roles(Role.administrator))]
 
@@ -33,6 +37,7 @@ def _out(user: StaffUser) -> StaffOut:
 @router.post(
     "/login", response_model=TokenOut, summary="Log in (any staff); returns a bearer token"
 )
+@body_limit(LOGIN_LIMIT)
 async def login(body: LoginRequest, session: SessionDep, settings: SettingsDep) -> TokenOut:
     try:
         result = await service.login(session, settings, body.username, body.password)

@@ -108,6 +108,8 @@ async def authenticate_terminal(
         raise
 
 
+authenticate_terminal.__terminal__ = True  # type: ignore[attr-defined]  # cardsvc.api.openapi
+
 # Function scope: the dependency ends with the endpoint, before the response is sent (as the
 # request's session does, which it depends on).
 AuthenticatedTerminal = Annotated[TerminalContext, Depends(authenticate_terminal, scope="function")]

@@ -8,8 +8,7 @@ the HSM's LMK) that the host stores and passes back to MAC_VERIFY.
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import datetime, timedelta, tzinfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,11 +27,9 @@ from terminals.lists import service as lists
 from terminals.registry import repository as registry
 from terminals.registry.models import MerchantStatus, TerminalStatus
 
-LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 
-
-def local_datetime14(moment: datetime) -> str:
-    return moment.astimezone(LOCAL_TZ).strftime("%Y%m%d%H%M%S")
+def local_datetime14(moment: datetime, zone: tzinfo) -> str:
+    return moment.astimezone(zone).strftime("%Y%m%d%H%M%S")
 
 
 def parse_mac(value: str | None) -> bytes:
@@ -120,7 +117,7 @@ async def sign_in(
         pin_kcv=opened.pin_kcv.hex().upper(),
         no_pin_limit=settings.online_no_pin_limits.get(merchant.category.value, 0),
         seq=0,
-        server_time=local_datetime14(now),
+        server_time=local_datetime14(now, settings.zone),
         expires_at=row.expires_at,
         merchant_no=merchant.merchant_no,
         merchant_category=merchant.category.value,

@@ -1,4 +1,4 @@
-"""Online authorization rules (DESIGN §9, issue 8).
+"""Online authorization rules (DESIGN §9).
 
 Every terminal message is one row keyed by (terminal, terminal serial): a retry gets the first
 answer, the same serial with other content is an ``IdempotencyConflict``. Money moves only
@@ -31,7 +31,6 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Concatenate, ParamSpec
-from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -111,7 +110,7 @@ class Outcome:
 
 def local_now(settings: Settings, now: datetime | None = None) -> datetime:
     """Wall-clock time of the city (DESIGN §5: card and terminal times are local)."""
-    return (now or clock.now()).astimezone(ZoneInfo(settings.timezone))
+    return (now or clock.now()).astimezone(settings.zone)
 
 
 def request_hash(kind: str, request: BaseModel) -> str:
