@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     # Issuance: staff lockout, card lifecycle.
     staff_max_failed_logins: Annotated[int, Field(ge=1, le=100)] = 5
     staff_lockout_seconds: Annotated[int, Field(ge=1, le=86400 * 30)] = 900
+    # Failed logins from one client address (any usernames) within the window; then 429 until the
+    # window ends. Counted in the cache: without it only the per-account lockout holds.
+    staff_max_failed_logins_per_address: Annotated[int, Field(ge=1, le=10_000)] = 20
+    staff_address_window_seconds: Annotated[int, Field(ge=1, le=86400)] = 900
     # Days between loss/cancellation and the balance move: offline debits made before every
     # terminal has the new blacklist may still arrive (DESIGN §8).
     loss_waiting_period_days: Annotated[int, Field(ge=0, le=365)] = 7
@@ -145,6 +149,9 @@ class Settings(BaseSettings):
     terminal_session_ttl_seconds: Annotated[int, Field(ge=60, le=7 * 86400)] = 86400
     # Sign-in requests and uploaded records may be this far ahead of the server clock.
     terminal_clock_skew_seconds: Annotated[int, Field(ge=0, le=86400)] = 600
+    # A sign-in's terminal_time must lie within this many seconds of the host's clock (either
+    # way); its nonce is kept twice as long, so a captured sign-in can never be replayed.
+    terminal_sign_in_window_seconds: Annotated[int, Field(ge=30, le=86400)] = 900
     # Records older than this are refused as expired (result 05; reference/settlement_hsm.md §1.5).
     upload_max_record_age_days: Annotated[int, Field(ge=1, le=3650)] = 30
     upload_max_records: Annotated[int, Field(ge=1, le=10000)] = 2000

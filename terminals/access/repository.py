@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Table, bindparam, select, update
+from sqlalchemy import BigInteger, Table, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.pgdirect import Query
-from terminals.access.models import TerminalSession
+from cardsvc.sql import insert_ignore_stmt
+from terminals.access.models import SignInNonce, TerminalSession
 from terminals.registry.models import (
     Merchant,
     MerchantStatus,
@@ -37,6 +38,24 @@ class SessionRow:
     merchant_no: str
     merchant_category: str
     merchant_active: bool
+
+
+async def claim_nonce(
+    session: AsyncSession, terminal_id: int, nonce: str, now: datetime, keep_since: datetime
+) -> bool:
+    """Record a sign-in nonce; False when the terminal used it before. Forgets the terminal's
+    nonces older than ``keep_since`` (a sign-in that old is refused by its time)."""
+    await session.execute(
+        delete(SignInNonce).where(
+            SignInNonce.terminal_id == terminal_id, SignInNonce.used_at < keep_since
+        )
+    )
+    result = await session.execute(
+        insert_ignore_stmt(session, SignInNonce.__table__).values(
+            terminal_id=terminal_id, nonce=nonce, used_at=now
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0) == 1
 
 
 async def add_session(session: AsyncSession, row: TerminalSession) -> None:
@@ -181,7 +200,5 @@ async def revoke_sessions(session: AsyncSession, terminal_id: int) -> int:
 
 
 async def delete_expired(session: AsyncSession, now: datetime) -> int:
-    from sqlalchemy import delete
-
     result = await session.execute(delete(TerminalSession).where(TerminalSession.expires_at < now))
     return int(getattr(result, "rowcount", 0) or 0)

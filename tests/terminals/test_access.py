@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from datetime import timedelta
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from sqlalchemy import select, update
 
 from cardsvc import clock
+from cardsvc.app import create_app
+from cardsvc.cache import MemoryCache
 from cardsvc.db import unit_of_work
 from cardsvc.hsm import HsmClient, KeyRef
 from cardsvc.resources import Resources
@@ -207,22 +211,71 @@ async def test_expired_and_superseded_sessions_are_refused(
     assert response.json()["error"] == "SessionExpired"
 
 
-async def test_sign_in_replay_is_refused(client: httpx.AsyncClient, world: World) -> None:
-    t = world.bus_terminals[0]
+def _sign_in(
+    t: str, terminal_time: str, nonce: str = "00112233445566AA"
+) -> tuple[bytes, dict[str, str]]:
     body = encode_body(
-        {"terminal_no": t, "psam_no": "50" + t + "00", "terminal_time": "20250101080000", "nonce": "00112233445566AA",
+        {"terminal_no": t, "psam_no": "50" + t + "00", "terminal_time": terminal_time, "nonce": nonce,
          "blacklist_version": 0, "params_version": 0}
     )  # fmt: skip
     mac = pboc.full_mac(
         dev_tmk(t), canonical_request("POST", "/api/v1/terminal/sign-in", t, "", 0, body)
     )
-    headers = {"X-Terminal-No": t, "X-Mac": mac.hex().upper(), "Content-Type": "application/json"}
+    return body, {
+        "X-Terminal-No": t,
+        "X-Mac": mac.hex().upper(),
+        "Content-Type": "application/json",
+    }
+
+
+def _local(moment: datetime) -> str:
+    return moment.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y%m%d%H%M%S")
+
+
+async def test_sign_in_replay_is_refused(client: httpx.AsyncClient, world: World) -> None:
+    """The nonce is in the database: a replay is refused whatever the cache remembers."""
+    body, headers = _sign_in(world.bus_terminals[0], _local(clock.now()))
     assert (
         await client.post("/api/v1/terminal/sign-in", content=body, headers=headers)
     ).status_code == 200
-    again = await client.post("/api/v1/terminal/sign-in", content=body, headers=headers)
+    # The same API with an empty cache, as after a Redis restart: the replay is still refused.
+    forgetful = dataclasses.replace(world.resources, cache=MemoryCache())
+    transport = httpx.ASGITransport(app=create_app(forgetful.settings, forgetful))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as restarted:
+        again = await restarted.post("/api/v1/terminal/sign-in", content=body, headers=headers)
     assert again.status_code == 401
     assert again.json()["error"] == "ReplayRefused"
+
+
+async def test_a_sign_in_outside_the_window_is_refused(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    window = timedelta(seconds=world.resources.settings.terminal_sign_in_window_seconds)
+    captured = clock.now() - window - timedelta(seconds=5)
+    body, headers = _sign_in(world.bus_terminals[0], _local(captured))
+    response = await client.post("/api/v1/terminal/sign-in", content=body, headers=headers)
+    assert (response.status_code, response.json()["error"]) == (401, "SignInTimeRefused")
+    assert _local(clock.now())[:10] in response.json()["detail"]  # the host's time, to set
+
+
+async def test_a_sign_in_replayed_after_the_window_is_refused_by_its_time(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    start = clock.now()
+    window = timedelta(seconds=world.resources.settings.terminal_sign_in_window_seconds)
+    body, headers = _sign_in(world.bus_terminals[0], _local(start))
+    with clock.stopped_at(start):
+        assert (
+            await client.post("/api/v1/terminal/sign-in", content=body, headers=headers)
+        ).status_code == 200
+    with clock.stopped_at(start + 3 * window):
+        # A later sign-in forgets the old nonce; the replay still fails, on its time.
+        fresh, fresh_headers = _sign_in(world.bus_terminals[0], _local(clock.now()), "AB" * 8)
+        assert (
+            await client.post("/api/v1/terminal/sign-in", content=fresh, headers=fresh_headers)
+        ).status_code == 200
+        replay = await client.post("/api/v1/terminal/sign-in", content=body, headers=headers)
+    assert (replay.status_code, replay.json()["error"]) == (401, "SignInTimeRefused")
 
 
 def test_protocol_document_examples() -> None:

@@ -4,8 +4,8 @@ at counters, and the PIN key of each terminal session.
 Accounts are opened on first use (a deposit, a PIN, a lookup), so existing residents need no row
 yet; sessions opened before have no PIN key (their terminals sign in again for one).
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008"
-down_revision: str | None = "0007"
+revision: str = "0009"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
