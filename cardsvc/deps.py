@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cardsvc.cache import Cache
 from cardsvc.db import unit_of_work
 from cardsvc.hsm import HsmClient
+from cardsvc.pinpads import PinPads
 from cardsvc.resources import Resources
 from cardsvc.settings import Settings
 
@@ -56,8 +57,15 @@ async def get_hsm(resources: ResourcesDep) -> HsmClient:
     return resources.hsm
 
 
+async def get_pin_pads(request: Request) -> PinPads:
+    """The PIN pads port's adapter, handed to the app by its composition root."""
+    pin_pads: PinPads = request.app.state.pin_pads
+    return pin_pads
+
+
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 SessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessions)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 CacheDep = Annotated[Cache, Depends(get_cache)]
 HsmDep = Annotated[HsmClient, Depends(get_hsm)]
+PinPadsDep = Annotated[PinPads, Depends(get_pin_pads)]

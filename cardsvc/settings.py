@@ -120,6 +120,26 @@ class Settings(BaseSettings):
     # The purse ceiling a load may reach (the card refuses above its own max-balance file too).
     purse_max_balance: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 100_000
 
+    # Cardholder PINs of the online account (docs/accounts.md): the length a new PIN must have,
+    # the wrong PINs in a row after which online payments are locked until a counter resets the
+    # PIN, and per merchant category the amount up to which a payment needs no PIN (JSON, e.g.
+    # CARDSVC_ONLINE_NO_PIN_LIMITS='{"parking": 3000}'; a category not named always needs one).
+    pin_length: Annotated[int, Field(ge=4, le=12)] = 6
+    pin_max_failures: Annotated[int, Field(ge=1, le=10)] = 3
+    online_no_pin_limits: dict[str, Annotated[int, Field(ge=0, le=0xFFFFFFFF)]] = Field(
+        default_factory=dict
+    )
+    # Counter withdrawals from the online account above this amount (fen) wait for a supervisor,
+    # whose approval must come within ``withdrawal_approval_seconds`` (the money is held until).
+    withdrawal_approval_above: Annotated[int, Field(ge=0, le=10**12)] = 200_000
+    withdrawal_approval_seconds: Annotated[int, Field(ge=60, le=86400 * 7)] = 3600
+    # Banks whose credit notifications and files are accepted, by code: each signs with the HSM
+    # key ``BANK_<code>`` (usage bank-mac) and books to the ledger account ``bank:<code>``.
+    # Development accepts the demo bank (DEMO) when none is named.
+    bank_codes: list[Annotated[str, Field(pattern=r"^[A-Z0-9]{2,16}$")]] = Field(
+        default_factory=list
+    )
+
     # `cardsvc worker`: how often each periodic job runs. An expired hold still blocks the
     # resident's money until its job runs; the card jobs act on dates and waiting periods of days.
     worker_hold_expiry_interval_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
@@ -178,6 +198,7 @@ class Settings(BaseSettings):
             data["hsm_url"] = data.get("hsm_url") or "spawn"
             if data.get("token_secret") is None:
                 data["token_secret"] = DEV_TOKEN_SECRET
+            data["bank_codes"] = data.get("bank_codes") or ["DEMO"]
         return data
 
     @model_validator(mode="after")

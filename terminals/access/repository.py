@@ -12,13 +12,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cardsvc.pgdirect import Query
 from cardsvc.sql import insert_ignore_stmt
 from terminals.access.models import SignInNonce, TerminalSession
-from terminals.registry.models import Merchant, Terminal, TerminalKind, TerminalStatus
+from terminals.registry.models import (
+    Merchant,
+    MerchantStatus,
+    Terminal,
+    TerminalKind,
+    TerminalStatus,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class SessionRow:
     session_id: str
     key_blob: bytes
+    pin_key_blob: bytes | None
     last_seq: int
     expires_at: datetime
     revoked: bool
@@ -64,6 +71,7 @@ _merchants: Table = Merchant.__table__  # type: ignore[assignment]
 _ROW_COLUMNS = (
     _sessions.c.id,
     _sessions.c.key_blob,
+    _sessions.c.pin_key_blob,
     _sessions.c.last_seq,
     _sessions.c.expires_at,
     _sessions.c.revoked,
@@ -83,18 +91,19 @@ def _session_row(row: Any) -> SessionRow:
     return SessionRow(
         session_id=row[0],
         key_blob=row[1],
-        last_seq=row[2],
-        expires_at=row[3],
-        revoked=row[4],
-        terminal_id=row[5],
-        terminal_no=row[6],
-        psam_no=row[7],
-        terminal_kind=TerminalKind(row[8]),
-        terminal_status=TerminalStatus(row[9]),
-        merchant_id=row[10],
-        merchant_no=row[11],
-        merchant_category=str(row[12]),
-        merchant_active=str(row[13]) == "active",
+        pin_key_blob=row[2],
+        last_seq=row[3],
+        expires_at=row[4],
+        revoked=row[5],
+        terminal_id=row[6],
+        terminal_no=row[7],
+        psam_no=row[8],
+        terminal_kind=TerminalKind(row[9]),
+        terminal_status=TerminalStatus(row[10]),
+        merchant_id=row[11],
+        merchant_no=row[12],
+        merchant_category=str(row[13]),
+        merchant_active=str(row[14]) == "active",
     )
 
 
@@ -154,6 +163,30 @@ async def advance_seq(session: AsyncSession, session_id: str, seq: int) -> bool:
         .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0) == 1
+
+
+async def live_pin_key(
+    session: AsyncSession, terminal_no: str, kind: TerminalKind, now: datetime
+) -> bytes | None:
+    """The PIN key blob of the live session of an active terminal of ``kind``, or None."""
+    stmt = (
+        select(_sessions.c.pin_key_blob)
+        .join(_terminals, _terminals.c.id == _sessions.c.terminal_id)
+        .join(_merchants, _merchants.c.id == _terminals.c.merchant_id)
+        .where(
+            _terminals.c.terminal_no == terminal_no,
+            _terminals.c.kind == kind,
+            _terminals.c.status == TerminalStatus.active,
+            _merchants.c.status == MerchantStatus.active,
+            _sessions.c.revoked.is_(False),
+            _sessions.c.expires_at > now,
+            _sessions.c.pin_key_blob.is_not(None),
+        )
+        .order_by(_sessions.c.created_at.desc())
+        .limit(1)
+    )
+    value = (await session.execute(stmt)).scalar()
+    return None if value is None else bytes(value)
 
 
 async def revoke_sessions(session: AsyncSession, terminal_id: int) -> int:

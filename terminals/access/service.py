@@ -146,6 +146,7 @@ async def claim(session: AsyncSession, signed: SignedRequest) -> TerminalContext
         merchant_category=row.merchant_category,
         session_id=signed.session_id,
         seq=signed.seq,
+        pin_key_blob=row.pin_key_blob,
     )
 
 
@@ -227,6 +228,7 @@ async def open_session(
         terminal_id=terminal.id,
         key_blob=opened.key_under_lmk,
         key_kcv=opened.kcv.hex().upper(),
+        pin_key_blob=opened.pin_key_under_lmk,
         last_seq=0,
         created_at=now,
         expires_at=now + timedelta(seconds=settings.terminal_session_ttl_seconds),
@@ -241,6 +243,9 @@ async def open_session(
         session_id=row.id,
         session_key=opened.key_under_tmk.hex().upper(),
         key_kcv=opened.kcv.hex().upper(),
+        pin_key=opened.pin_key_under_tmk.hex().upper(),
+        pin_kcv=opened.pin_kcv.hex().upper(),
+        no_pin_limit=settings.online_no_pin_limits.get(merchant.category.value, 0),
         seq=0,
         server_time=local_datetime14(now, settings.zone),
         expires_at=row.expires_at,

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from cardsvc import clock
 from cardsvc.app import create_app
@@ -18,6 +18,7 @@ from cardsvc.db import unit_of_work
 from cardsvc.hsm import HsmClient, KeyRef
 from cardsvc.resources import Resources
 from hsm_sim import pboc
+from hsm_sim.pin import format0_block, pan_field, pin_field
 from terminals.access.canonical import canonical_request
 from terminals.access.models import TerminalSession
 from terminals.devices.host_client import HostClient, HostError, dev_tmk, encode_body
@@ -309,3 +310,29 @@ def test_protocol_document_examples() -> None:
     )
     tac = pboc.purchase_tac(dtk, 200, 9, bytes.fromhex(t), 1027, "20250301081502")
     assert tac.hex().upper() == "A9A6E78D"
+    # §10: the PIN key and a PIN block.
+    pin_key = pboc.tdes_decrypt(tmk, bytes.fromhex("A42E610BEAD532FEFBCF8B09C12C5330"))
+    assert pin_key.hex().upper() == "FEDCBA98765432100123456789ABCDEF"
+    assert pboc.kcv(pin_key).hex().upper() == "7B8358"
+    assert pin_field("482915").hex().upper() == "06482915FFFFFFFF"
+    assert pan_field("3211000000000013").hex().upper() == "0000100000000001"
+    clear = format0_block("482915", "3211000000000013")
+    assert clear.hex().upper() == "06483915FFFFFFFE"
+    assert pboc.tdes_encrypt(pin_key, clear).hex().upper() == "8CEB6516FA1F49DC"
+
+
+async def test_sign_in_delivers_a_pin_key(
+    client: httpx.AsyncClient, world: World, resources: Resources
+) -> None:
+    device = host(client, world.bus_terminals[0])
+    await device.sign_in()  # checks both KCVs
+    async with resources.sessions() as s:
+        row = (
+            await s.execute(
+                select(TerminalSession.key_blob, TerminalSession.pin_key_blob).where(
+                    TerminalSession.id == device.session_id
+                )
+            )
+        ).one()
+    assert row.pin_key_blob is not None
+    assert row.pin_key_blob != row.key_blob
