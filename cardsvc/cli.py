@@ -12,7 +12,7 @@ from typing import TypeVar
 import click
 
 from cardsvc.jobs import worker as jobs_worker
-from cardsvc.settings import get_settings
+from cardsvc.settings import Settings, get_settings
 
 T = TypeVar("T")
 
@@ -40,14 +40,13 @@ def serve(host: str | None, port: int | None, workers: int, no_upgrade: bool) ->
     """Serve the HTTP API (uvicorn)."""
     import uvicorn
 
-    from cardsvc import migrate
     from cardsvc.server import NoDelayHttpProtocol
 
     settings = get_settings()
     if settings.is_sqlite:
         settings.var_dir.mkdir(parents=True, exist_ok=True)
     if not no_upgrade:
-        migrate.upgrade(settings.database_url)
+        _upgrade(settings)
     uvicorn.run(
         "cardsvc.app:create_app",
         factory=True,
@@ -102,13 +101,21 @@ def db() -> None:
 @click.argument("revision", default="head")
 def db_upgrade(revision: str) -> None:
     """Upgrade the schema to REVISION (default head)."""
-    from cardsvc import migrate
-
     settings = get_settings()
     if settings.is_sqlite:
         settings.var_dir.mkdir(parents=True, exist_ok=True)
-    migrate.upgrade(settings.database_url, revision)
+    _upgrade(settings, revision)
     click.echo(f"schema at {revision}")
+
+
+def _upgrade(settings: Settings, revision: str = "head") -> None:
+    """The migrations, then (at head) the daily partitions around today (PostgreSQL)."""
+    from cardsvc import migrate
+    from cardsvc.clearing.tasks import prepare_partitions
+
+    migrate.upgrade(settings.database_url, revision)
+    if revision == "head":
+        run_async(lambda: prepare_partitions(settings))
 
 
 @db.command("downgrade")

@@ -103,6 +103,8 @@ def create_engine(
     return create_async_engine(
         url,
         echo=echo,
+        # Named, so that an operator (and the day cut, when it waits) can tell our sessions.
+        connect_args={"server_settings": {"application_name": "cardsvc"}},
         pool_size=pool_size,
         max_overflow=0,
         pool_pre_ping=pre_ping,

@@ -19,6 +19,7 @@ from enum import StrEnum
 
 from cardsvc.cache import LockTimeout
 from cardsvc.cards import tasks as card_tasks
+from cardsvc.clearing import tasks as clearing_tasks
 from cardsvc.db import utcnow
 from cardsvc.logging import get_logger, mask_text
 from cardsvc.metrics import WORKER_JOB_LAST_SUCCESS, WORKER_JOB_RUNS
@@ -66,12 +67,17 @@ async def _release_balances(storage: Storage, now: datetime) -> str:
     )
 
 
+async def _cut_days(storage: Storage, now: datetime) -> str:
+    return await clearing_tasks.cut_days(storage.sessions, storage.settings, now)
+
+
 async def _expire_cards(storage: Storage, now: datetime) -> str:
     count = await card_tasks.expire_due(storage.sessions, storage.settings, now)
     return f"expired {count} cards"
 
 
 JOBS: tuple[Job, ...] = (
+    Job("day-cut", lambda s: s.worker_day_cut_interval_seconds, _cut_days),
     Job("expire-holds", lambda s: s.worker_hold_expiry_interval_seconds, _expire_holds),
     Job("release-balances", lambda s: s.worker_card_jobs_interval_seconds, _release_balances),
     Job("expire-cards", lambda s: s.worker_card_jobs_interval_seconds, _expire_cards),

@@ -34,18 +34,26 @@ async def authorize(
 
 @router.post("/confirm", response_model=LoadState)
 async def confirm(
-    body: ConfirmRequest, terminal: AuthenticatedTerminal, session: SessionDep, hsm: HsmDep
+    body: ConfirmRequest,
+    terminal: AuthenticatedTerminal,
+    session: SessionDep,
+    hsm: HsmDep,
+    settings: SettingsDep,
 ) -> LoadState:
     """Confirm a load with the TAC the card returned to CREDIT FOR LOAD."""
-    return await service.confirm_load(session, terminal, body, hsm=hsm)
+    return await service.confirm_load(session, terminal, body, hsm=hsm, settings=settings)
 
 
 @router.post("/prove", response_model=LoadState)
 async def prove(
-    body: ProveRequest, _terminal: AuthenticatedTerminal, session: SessionDep, hsm: HsmDep
+    body: ProveRequest,
+    _terminal: AuthenticatedTerminal,
+    session: SessionDep,
+    hsm: HsmDep,
+    settings: SettingsDep,
 ) -> LoadState:
     """Report a GET TRANSACTION PROVE answer (type 02) read from a card after a torn load."""
-    return await service.prove_load(session, body, hsm=hsm)
+    return await service.prove_load(session, body, hsm=hsm, settings=settings)
 
 
 @router.get("/transfer", response_model=TransferWaiting)
