@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cardsvc import migrate
 from cardsvc.cards.models import CONCESSION_CODES, Card, CardStatus, CardType
 from cardsvc.residents.models import Resident
-from hsm_sim.testing import start_hsm_process
+from hsm_sim.child import start_hsm_process
 
 
 async def admin_sql(url: str, sql: str) -> None:

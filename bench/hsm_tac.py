@@ -18,11 +18,11 @@ import tempfile
 import time
 from typing import Any
 
+from cardsvc.hsm.connect import connect_hsm
 from hsm_sim import pboc
-from hsm_sim.client import connect_hsm
+from hsm_sim.child import hsm_process
 from hsm_sim.keystore import DEV_KEYS
 from hsm_sim.settings import DEV_GROUP_FACTOR
-from hsm_sim.testing import hsm_process
 
 MTK = bytes.fromhex(next(v for label, _, v in DEV_KEYS if label == "MTK"))
 GROUP = bytes.fromhex(DEV_GROUP_FACTOR)

@@ -2,7 +2,7 @@
 
 Real parts: PostgreSQL (``CARDSVC_BENCH_DATABASE_URL``, default the local ``test`` server; a fresh
 database is created and dropped), Redis (``CARDSVC_BENCH_REDIS_URL``, default the local server),
-an ``hsm-sim`` process with the development keys (``hsm_sim.testing``: it checks every request's
+an ``hsm-sim`` process with the development keys (``hsm_sim.child``: it checks every request's
 MAC), and the API under uvicorn in a subprocess on loopback. Many terminals sign in; requests are
 sent open-loop on a fixed schedule (``--rate`` HTTP requests per second for ``--seconds``), each
 by a terminal that is free (a terminal's sequence numbers must arrive in order, so it has one

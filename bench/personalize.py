@@ -16,10 +16,11 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from cardsvc import migrate
+from cardsvc import clock, migrate
 from cardsvc.applications import service as applications
 from cardsvc.cache import MemoryCache
 from cardsvc.db import create_engine, session_factory, unit_of_work
+from cardsvc.hsm.connect import connect_hsm
 from cardsvc.personalization.service import PersoResult, personalize
 from cardsvc.reader.link import InProcessLink
 from cardsvc.reader.pcsc import PcscLink, list_readers, wait_for_card, wait_for_removal
@@ -27,7 +28,6 @@ from cardsvc.residents import service as residents
 from cardsvc.residents.idnumber import check_char
 from cardsvc.resources import Resources
 from cardsvc.settings import Mode, Settings
-from hsm_sim.client import connect_hsm
 from terminals.devices.card import make_blank_card
 from terminals.devices.vpcd import VpcdCard
 
@@ -42,6 +42,7 @@ async def _applications(resources: Resources, n: int, offset: int) -> list[int]:
                 resources.hsm,
                 residents.ResidentIn(first17 + check_char(first17), "测试", "13800000000", "x"),
                 actor="bench-op",
+                today=resources.settings.local_date(clock.now()),
             )
             application = await applications.submit(
                 session,

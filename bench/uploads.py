@@ -2,7 +2,7 @@
 
 Real parts: PostgreSQL (``CARDSVC_BENCH_DATABASE_URL``, default the local ``test`` server; a
 fresh database is created and dropped), Redis when ``CARDSVC_BENCH_REDIS_URL`` is set, an
-``hsm-sim`` process with the development keys (``hsm_sim.testing``), and the API under uvicorn
+``hsm-sim`` process with the development keys (``hsm_sim.child``), and the API under uvicorn
 in a subprocess on loopback. Several terminals sign in and upload concurrently over HTTP; each
 record is verified by TAC_VERIFY, stored and posted. Prints the median of the runs, and the raw
 TAC_VERIFY rate over the wire measured in the same run (the HSM's share of the limit), and the
@@ -28,10 +28,10 @@ from _common import add_active_cards, running_api, scratch
 
 from cardsvc.cards.numbers import make_card_no
 from cardsvc.db import create_engine, session_factory, unit_of_work
+from cardsvc.hsm.connect import connect_hsm
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
-from hsm_sim.client import connect_hsm
 from terminals.devices.host_client import HostClient, dev_tmk, encode_body
 from terminals.devices.validator import dev_signed_record
 from terminals.registry import service as registry

@@ -154,8 +154,13 @@ class RedisCache:
         self._prefix = prefix
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "cardsvc:") -> RedisCache:
-        return cls(aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5), prefix)
+    def from_url(
+        cls, url: str, prefix: str = "cardsvc:", *, password: str | None = None
+    ) -> RedisCache:
+        client = aioredis.Redis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=5, password=password
+        )
+        return cls(client, prefix)
 
     def _k(self, key: str) -> str:
         return self._prefix + key
@@ -226,7 +231,9 @@ class RedisCache:
         await self._redis.aclose()
 
 
-def connect_cache(redis_url: str | None, prefix: str = "cardsvc:") -> Cache:
+def connect_cache(
+    redis_url: str | None, prefix: str = "cardsvc:", *, password: str | None = None
+) -> Cache:
     if redis_url:
-        return RedisCache.from_url(redis_url, prefix)
+        return RedisCache.from_url(redis_url, prefix, password=password)
     return MemoryCache()

@@ -1,40 +1,47 @@
-"""The ``cardsvc`` command line: the service, the schema, the demo and the domain commands.
-
-Domain command groups live beside their domains and are registered here.
+"""Composition root of the ``cardsvc`` command line: the service, the worker, the schema and the
+demo, then every package's command groups (each package lists them in its ``components.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from pathlib import Path
 
 import click
 
+import settlement.components
+import terminals.components
+from cardsvc import components
+from cardsvc.clitools import run_async
 from cardsvc.jobs import worker as jobs_worker
+from cardsvc.jobs.table import all_jobs
+from cardsvc.reader.link import CardLink, VirtualCards
 from cardsvc.settings import Settings, get_settings
 
-T = TypeVar("T")
 
+def _open_virtual_card(state_file: Path) -> CardLink:
+    from terminals.devices.cli import open_virtual_card
 
-def run_async(make: Callable[[], Awaitable[T]]) -> T:
-    """Run one coroutine for a CLI command."""
-
-    async def runner() -> T:
-        return await make()
-
-    return asyncio.run(runner())
+    return open_virtual_card(state_file)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Citizen card (市民卡) backend: issuance, terminals, payments and settlement."""
+    # The simulated chip (test and demo equipment) reaches the cardsvc commands only from here.
+    ctx.obj = VirtualCards(open=_open_virtual_card)
 
 
 @main.command()
 @click.option("--host", default=None, help="Bind address (default CARDSVC_HOST).")
 @click.option("--port", type=int, default=None, help="Port (default CARDSVC_PORT).")
-@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes; /metrics reports all of them (their values live in VAR_DIR/metrics).",
+)
 @click.option("--no-upgrade", is_flag=True, help="Do not upgrade the schema first.")
 def serve(host: str | None, port: int | None, workers: int, no_upgrade: bool) -> None:
     """Serve the HTTP API (uvicorn)."""
@@ -47,6 +54,11 @@ def serve(host: str | None, port: int | None, workers: int, no_upgrade: bool) ->
         settings.var_dir.mkdir(parents=True, exist_ok=True)
     if not no_upgrade:
         _upgrade(settings)
+    if workers > 1:
+        from cardsvc.metrics import prepare_multiprocess
+
+        # /metrics, answered by any one worker, reports the numbers of all of them.
+        prepare_multiprocess(settings.var_dir / "metrics")
     uvicorn.run(
         "cardsvc.app:create_app",
         factory=True,
@@ -64,7 +76,7 @@ def serve(host: str | None, port: int | None, workers: int, no_upgrade: bool) ->
     "--job",
     "job_names",
     multiple=True,
-    type=click.Choice([job.name for job in jobs_worker.JOBS]),
+    type=click.Choice([job.name for job in all_jobs()]),
     help="Run only this job (repeatable; default all).",
 )
 @click.option("--metrics-port", type=int, default=None, help="Serve /metrics on this port.")
@@ -77,7 +89,7 @@ def worker(
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
-    jobs = [job for job in jobs_worker.JOBS if not job_names or job.name in job_names]
+    jobs = [job for job in all_jobs() if not job_names or job.name in job_names]
     if metrics_port is not None:
         from prometheus_client import start_http_server
 
@@ -157,27 +169,9 @@ def demo(var_dir: str) -> None:
     run_demo(var_dir)
 
 
-# (module, click group) of every domain command group.
-DOMAIN_COMMANDS: tuple[tuple[str, str], ...] = (
-    ("cardsvc.card_cli", "card"),  # issue 4: virtual card, reading a card
-    ("cardsvc.ledger.cli", "ledger"),  # issue 6: invariant check, balances
-    ("terminals.online.cli", "online"),  # issue 8: hold expiry, pending loads
-    ("cardsvc.staff.cli", "staff"),  # issue 5: accounts
-    ("cardsvc.audit.cli", "audit"),  # issue 5: audit chain
-    ("cardsvc.residents.cli", "residents"),  # issue 5: register, find (counter CLI)
-    ("cardsvc.applications.cli", "applications"),  # issue 5: submit, decide, produce, hand over
-    ("cardsvc.cards.cli", "cards"),  # issue 5: balance release, expiry, card lifecycle
-    ("cardsvc.personalization.cli", "counter"),  # issue 4/5: counter personalization, read
-    ("terminals.registry.cli", "merchants"),  # issue 7: operators and merchants
-    ("terminals.registry.cli", "terminals"),  # issue 7: terminals and parameter tables
-)
-
-
-def _register_domain_commands() -> None:
-    import importlib
-
-    for module_name, group_name in DOMAIN_COMMANDS:
-        main.add_command(getattr(importlib.import_module(module_name), group_name))
-
-
-_register_domain_commands()
+for group in (
+    *components.cli_groups(),
+    *terminals.components.cli_groups(),
+    *settlement.components.cli_groups(),
+):
+    main.add_command(group)

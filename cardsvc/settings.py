@@ -2,16 +2,22 @@
 
 Development mode is explicit (``CARDSVC_MODE=development``). Outside it, every secret must be
 given and placeholders are refused, so a production process cannot start on demo secrets.
+
+The object is frozen: what a process reads at start is what every part of it uses. A setting is
+here only if every path it concerns honours it; secrets are never part of a URL.
 """
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Self
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,25 +46,34 @@ PLACEHOLDER_SECRETS = frozenset(
 # Development-only values, used when CARDSVC_MODE=development and nothing else is configured.
 DEV_TOKEN_SECRET = "development-only-token-secret-not-for-production"  # noqa: S105
 
+# The zone of card and terminal wall-clock times and of local dates (docs/architecture.md §6).
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CARDSVC_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="CARDSVC_", env_file=None, extra="ignore", frozen=True
+    )
 
     mode: Mode = Mode.production
     var_dir: Path = Path("var")
 
-    # Storage. SQLite is the embedded default; PostgreSQL in production.
+    # Storage. SQLite is the embedded default; PostgreSQL in production. The URL names no
+    # password: the driver reads PGPASSWORD or ~/.pgpass, as every PostgreSQL client does.
     database_url: str = ""
     database_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
-    database_echo: bool = False
     # Ping every pooled connection before use (see cardsvc.db.create_engine for the trade).
     database_pre_ping: bool = False
+    # ...but ping a connection that sat idle this long (the first request after a restart).
+    database_ping_idle_seconds: Annotated[float, Field(ge=0, le=3600)] = 1.0
 
-    # Cache/locks: Redis when set, otherwise the in-process implementation.
+    # Cache/locks: Redis when set, otherwise the in-process implementation; its password apart.
     redis_url: str | None = None
+    redis_password: SecretStr | None = None
 
-    # HSM: "spawn" starts an hsm-sim child process with the development key set (development only);
-    # otherwise tcp://host:port of a running hsm-sim (or a real HSM behind the same client).
+    # HSM: "spawn" starts an hsm-sim child process with the development key set and "local://dev"
+    # runs it in this process (development only); otherwise tcp://host:port of a running hsm-sim
+    # (or a real HSM behind the same protocol). Its secret is ``hsm_secret``, never in the URL.
     hsm_url: str = ""
     hsm_secret: SecretStr | None = None
     hsm_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
@@ -70,7 +85,7 @@ class Settings(BaseSettings):
     # Domain parameters.
     city_code: Annotated[str, Field(pattern=r"^\d{4}$")] = "3211"
 
-    # Issuance (issue 5): staff lockout, card lifecycle.
+    # Issuance: staff lockout, card lifecycle.
     staff_max_failed_logins: Annotated[int, Field(ge=1, le=100)] = 5
     staff_lockout_seconds: Annotated[int, Field(ge=1, le=86400 * 30)] = 900
     # Days between loss/cancellation and the balance move: offline debits made before every
@@ -81,9 +96,10 @@ class Settings(BaseSettings):
     senior_age: Annotated[int, Field(ge=50, le=80)] = 60
     # Terminal number (12 digits) the counter uses in INITIALIZE FOR LOAD when proving new card keys.
     counter_terminal_no: Annotated[str, Field(pattern=r"^\d{12}$")] = "321100000001"
-    timezone: str = "Asia/Shanghai"
+    # An IANA zone name; checked at start, and read everywhere through ``zone``.
+    timezone: str = DEFAULT_TIMEZONE
 
-    # Online authorization and purse loads (issue 8). Daily online spending per card type, fen
+    # Online authorization and purse loads. Daily online spending per card type, fen
     # (JSON in the environment, e.g. CARDSVC_ONLINE_DAILY_LIMITS='{"student": 30000}'); a type
     # missing from the map uses ``online_daily_limit_default``.
     online_daily_limits: dict[str, Annotated[int, Field(ge=0)]] = Field(
@@ -105,19 +121,15 @@ class Settings(BaseSettings):
     worker_hold_expiry_interval_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
     worker_card_jobs_interval_seconds: Annotated[int, Field(ge=60, le=86400)] = 3600
 
-    # Terminals (issue 7): sessions, clock skew, offline uploads.
+    # Terminals: sessions, clock skew, offline uploads.
     terminal_session_ttl_seconds: Annotated[int, Field(ge=60, le=7 * 86400)] = 86400
     # Sign-in requests and uploaded records may be this far ahead of the server clock.
     terminal_clock_skew_seconds: Annotated[int, Field(ge=0, le=86400)] = 600
     # Records older than this are refused as expired (result 05; reference/settlement_hsm.md §1.5).
     upload_max_record_age_days: Annotated[int, Field(ge=1, le=3650)] = 30
     upload_max_records: Annotated[int, Field(ge=1, le=10000)] = 2000
-    # Where everything that moves money takes its clearing date (cardsvc.clearing.service): the
-    # open business day, closed by the day cut at ``day_cutoff``; or the local calendar date
-    # (never a closed day), for a deployment whose worker does not cut the day on time.
-    clearing_date_source: Literal["clearing_days", "local_date"] = "clearing_days"
-    # Local time of the day cut (日切): before noon it ends day D the next morning, from noon on
-    # the same evening. ``local_date`` cuts at midnight.
+    # Local time of the day cut (日切, cardsvc.clearing.service): before noon it ends day D the
+    # next morning, from noon on the same evening.
     day_cutoff: Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")] = "00:00"
     # How long the day cut waits for transactions that were open when it moved the open day.
     day_cut_wait_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
@@ -136,17 +148,58 @@ class Settings(BaseSettings):
     def development(self) -> bool:
         return self.mode is Mode.development
 
+    @property
+    def zone(self) -> ZoneInfo:
+        """The local time zone (``ZoneInfo`` caches one object per name)."""
+        return ZoneInfo(self.timezone)
+
+    def local_date(self, moment: datetime) -> date:
+        """The calendar date in the local zone at ``moment`` (an aware datetime)."""
+        return moment.astimezone(self.zone).date()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"CARDSVC_TIMEZONE {value!r} is not an IANA time zone") from None
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_defaults(cls, data: Any) -> Any:
+        """The values that depend on others, filled before the object is frozen."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if not data.get("database_url"):
+            var_dir = Path(data.get("var_dir") or cls.model_fields["var_dir"].default)
+            data["database_url"] = f"sqlite+aiosqlite:///{var_dir / 'cardsvc.db'}"
+        if str(data.get("mode") or Mode.production) == Mode.development:
+            data["hsm_url"] = data.get("hsm_url") or "spawn"
+            if data.get("token_secret") is None:
+                data["token_secret"] = DEV_TOKEN_SECRET
+        return data
+
     @model_validator(mode="after")
-    def _fill_and_check(self) -> Self:
-        if not self.database_url:
-            self.database_url = f"sqlite+aiosqlite:///{self.var_dir / 'cardsvc.db'}"
-        if self.development:
-            if not self.hsm_url:
-                self.hsm_url = "spawn"
-            if self.token_secret is None:
-                self.token_secret = SecretStr(DEV_TOKEN_SECRET)
-            return self
+    def _check(self) -> Self:
         problems: list[str] = []
+        if urlsplit(self.hsm_url).query or urlsplit(self.hsm_url).password:
+            problems.append(
+                "CARDSVC_HSM_URL carries no secret or options (tcp://host:port); "
+                "the secret is CARDSVC_HSM_SECRET"
+            )
+        if urlsplit(self.database_url).password:
+            problems.append(
+                "CARDSVC_DATABASE_URL carries no password; give it in PGPASSWORD or ~/.pgpass"
+            )
+        if self.redis_url and urlsplit(self.redis_url).password:
+            problems.append("CARDSVC_REDIS_URL carries no password; it is CARDSVC_REDIS_PASSWORD")
+        if self.development:
+            if problems:
+                raise ValueError("; ".join(problems))
+            return self
         if not self.hsm_url or self.hsm_url == "spawn" or self.hsm_url.startswith("local:"):
             problems.append(
                 "CARDSVC_HSM_URL must name a running HSM (tcp://host:port) outside development"

@@ -1,7 +1,7 @@
-"""Error codes of the HSM wire protocol (docs/hsm-protocol.md) and the exceptions that carry them.
+"""Error codes of the HSM wire protocol (docs/hsm-protocol.md) and the exceptions that carry them
+inside the simulator, which renders them as ``{"ok": false, "error": {...}}``.
 
-Shared by the server (which renders them as ``{"ok": false, "error": {...}}``) and the client
-(which raises them again), so both sides agree on one list.
+The service's adapter (``cardsvc.hsm.sim``) raises the port's own exceptions for these codes.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ KEY_EXISTS: Final = "KEY_EXISTS"
 MAC_INVALID: Final = "MAC_INVALID"
 DECRYPT_FAILED: Final = "DECRYPT_FAILED"
 BLOB_INVALID: Final = "BLOB_INVALID"
-# Transport (client side only) and the rest.
+# Transport (reported by clients, never sent) and the rest.
 UNAVAILABLE: Final = "UNAVAILABLE"
 INTERNAL: Final = "INTERNAL"
 
@@ -57,14 +57,3 @@ class HsmUnavailable(HsmError):
 
 class HsmKeyError(HsmError):
     """KEY_NOT_FOUND, KEY_USAGE (a key used outside its usage), KEY_STATE or KEY_EXISTS."""
-
-
-def error_for(code: str, message: str) -> HsmError:
-    """The most specific exception for an error code received on the wire."""
-    if code == MAC_INVALID:
-        return HsmMacInvalid(message)
-    if code == UNAVAILABLE:
-        return HsmUnavailable(message)
-    if code in KEY_ERROR_CODES:
-        return HsmKeyError(code, message)
-    return HsmError(code, message)

@@ -22,13 +22,14 @@ from hypothesis import settings as hypothesis_settings
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from cardsvc import migrate
+from cardsvc import clock, migrate
 from cardsvc.app import create_app
 from cardsvc.cache import Cache, MemoryCache, RedisCache
 from cardsvc.db import create_engine, import_all_models, metadata, session_factory
+from cardsvc.hsm import HsmClient
+from cardsvc.hsm.connect import connect_hsm
 from cardsvc.resources import Resources
 from cardsvc.settings import Mode, Settings, get_settings
-from hsm_sim.client import HsmClient, connect_hsm
 
 # CI replays the same examples on every run so that a landing is decided by the code, not by the
 # draw; local runs explore new examples (and keep failures in .hypothesis/).
@@ -63,6 +64,14 @@ def pytest_configure(config: pytest.Config) -> None:
             "CARDSVC_REQUIRE_SERVICES=1 but CARDSVC_TEST_DATABASE_URL or "
             "CARDSVC_TEST_REDIS_URL is missing"
         )
+
+
+@pytest.fixture(autouse=True)
+def _system_clock() -> Iterator[None]:
+    """Every test starts and ends on the system time, whatever it set (``cardsvc.clock``)."""
+    clock.reset()
+    yield
+    clock.reset()
 
 
 @pytest.fixture(scope="session")
@@ -165,12 +174,16 @@ async def hsm() -> AsyncIterator[HsmClient]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
+def settings(request: pytest.FixtureRequest, tmp_path: Path, database_url: str) -> Settings:
+    """Development settings; ``@pytest.mark.settings(name=value, ...)`` overrides some (the
+    object is frozen, as in a running process)."""
+    marker = request.node.get_closest_marker("settings")
     return Settings(
         mode=Mode.development,
         var_dir=tmp_path / "var",
         database_url=database_url,
         hsm_url="local://dev",
+        **(marker.kwargs if marker else {}),
     )
 
 

@@ -9,7 +9,8 @@ from enum import StrEnum
 from sqlalchemy import Enum, ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cardsvc.db import Base, BigIntPK, utcnow
+from cardsvc import clock
+from cardsvc.db import Base, BigIntPK
 
 
 class ApplicationStatus(StrEnum):
@@ -58,7 +59,7 @@ class Application(Base):
         Enum(ApplicationStatus, native_enum=False, length=16)
     )
     submitted_by: Mapped[str] = mapped_column(String(64))
-    submitted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    submitted_at: Mapped[datetime] = mapped_column(default=clock.now)
     decided_by: Mapped[str | None] = mapped_column(String(64))
     decided_at: Mapped[datetime | None]
     reject_reason: Mapped[str | None] = mapped_column(String(255))

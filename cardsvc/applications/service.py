@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cardsvc import clock
 from cardsvc.applications import repository
 from cardsvc.applications.models import Application, ApplicationKind, ApplicationStatus
 from cardsvc.audit import service as audit
@@ -12,7 +13,6 @@ from cardsvc.cards import repository as cards_repo
 from cardsvc.cards import service as cards
 from cardsvc.cards.models import Card, CardStatus, CardType
 from cardsvc.cards.numbers import mask_card_no
-from cardsvc.db import utcnow
 from cardsvc.errors import Conflict, Forbidden, InvalidStateTransition, NotFound
 from cardsvc.residents import repository as residents_repo
 from cardsvc.settings import Settings
@@ -87,7 +87,9 @@ async def submit(
         raise Conflict(
             f"the resident already holds a card ({held[0].status.value}); report loss and replace it instead"
         )
-    resolved = cards.resolve_card_type(card_type, resident.birth_date, settings)
+    resolved = cards.resolve_card_type(
+        card_type, resident.birth_date, settings, settings.local_date(clock.now())
+    )
     application = await repository.add(
         session,
         Application(
@@ -123,7 +125,7 @@ async def approve(session: AsyncSession, application_id: int, *, actor: str) -> 
         action="application.approve",
         actor=actor,
     )
-    application.decided_by, application.decided_at = actor, utcnow()
+    application.decided_by, application.decided_at = actor, clock.now()
     await session.flush()
     return application
 
@@ -146,7 +148,7 @@ async def reject(
     )
     application.decided_by, application.decided_at, application.reject_reason = (
         actor,
-        utcnow(),
+        clock.now(),
         reason,
     )
     await session.flush()
@@ -232,7 +234,7 @@ async def handover(
         action="application.handover",
         actor=actor,
     )
-    application.issued_by, application.issued_at = actor, utcnow()
+    application.issued_by, application.issued_at = actor, clock.now()
     if application.replaces_card_id is not None:
         old = await cards_repo.get(session, application.replaces_card_id, for_update=True)
         if old is not None:

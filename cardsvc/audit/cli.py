@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cardsvc.audit import service
-from cardsvc.cli import run_async
+from cardsvc.clitools import run_async
 from cardsvc.resources import open_resources
 from cardsvc.settings import get_settings
 

@@ -17,9 +17,9 @@ from enum import Enum
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cardsvc import clock
 from cardsvc.audit import repository
 from cardsvc.audit.models import AuditEntry
-from cardsvc.db import utcnow
 from cardsvc.logging import mask_text
 
 
@@ -79,7 +79,7 @@ async def record(
     head = await repository.lock_head(session)
     entry = AuditEntry(
         seq=head.seq + 1,
-        at=utcnow(),
+        at=clock.now(),
         actor=actor,
         action=action,
         entity=entity,

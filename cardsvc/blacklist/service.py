@@ -13,10 +13,10 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cardsvc import clock
 from cardsvc.audit import service as audit
 from cardsvc.blacklist import repository
 from cardsvc.blacklist.models import BlacklistChangeRow, BlacklistEntry
-from cardsvc.db import utcnow
 from cardsvc.errors import Conflict, ValidationFailed
 
 _ASN = re.compile(r"^[0-9A-F]{16}$")
@@ -54,7 +54,7 @@ async def add(
     asn = _check_asn(asn)
     if await repository.get_entry(session, asn) is not None:
         raise Conflict("card is already on the blacklist")
-    effective = effective_at or utcnow()
+    effective = effective_at or clock.now()
     version = await repository.bump_version(session)
     await repository.add_change(
         session,
@@ -87,7 +87,7 @@ async def remove(session: AsyncSession, *, asn: str, reason: str, actor: str) ->
     if entry is None:
         raise Conflict("card is not on the blacklist")
     version = await repository.bump_version(session)
-    now = utcnow()
+    now = clock.now()
     await repository.add_change(
         session,
         BlacklistChangeRow(
@@ -125,8 +125,8 @@ async def full_list(session: AsyncSession) -> tuple[int, list[BlacklistChange]]:
 
 async def is_blacklisted(session: AsyncSession, asn: str, at: datetime | None = None) -> bool:
     entry = await repository.get_entry(session, asn.upper())
-    return entry is not None and entry.effective_at <= (at or utcnow())
+    return entry is not None and entry.effective_at <= (at or clock.now())
 
 
 async def blacklisted_among(session: AsyncSession, asns: Collection[str]) -> set[str]:
-    return await repository.entries_among(session, [a.upper() for a in asns], utcnow())
+    return await repository.entries_among(session, [a.upper() for a in asns], clock.now())

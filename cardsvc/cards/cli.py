@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import click
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cardsvc.cards import service
+from cardsvc.cards import service, tasks
 from cardsvc.cards.endpoints import COUNTER_ROLES, READER_ROLES, SUPERVISOR_ROLES
 from cardsvc.cards.models import Card
 from cardsvc.cards.numbers import check_card_no
 from cardsvc.cards.schemas import CancelBody
-from cardsvc.cli import run_async
+from cardsvc.clitools import run_async
 from cardsvc.errors import ValidationFailed
 from cardsvc.jobs import worker
 from cardsvc.resources import Resources
@@ -34,17 +34,13 @@ def cards() -> None:
 @cards.command("release-balances")
 def release_balances() -> None:
     """Move balances of replaced/cancelled cards whose waiting period is over (idempotent)."""
-
-    job = worker.job_named("release-balances")
-    click.echo(run_async(lambda: worker.run_by_hand(get_settings(), job)))
+    click.echo(run_async(lambda: worker.run_by_hand(get_settings(), tasks.RELEASE_BALANCES)))
 
 
 @cards.command("expire-due")
 def expire_due() -> None:
     """Expire active cards past their expiry date."""
-
-    job = worker.job_named("expire-cards")
-    click.echo(run_async(lambda: worker.run_by_hand(get_settings(), job)))
+    click.echo(run_async(lambda: worker.run_by_hand(get_settings(), tasks.EXPIRE_CARDS)))
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
+from cardsvc.api.limits import GuardedRoute
 from cardsvc.cards import service
 from cardsvc.cards.models import Card
 from cardsvc.cards.numbers import check_card_no
 from cardsvc.cards.schemas import CancelBody, CardDetail, CardOut, TransitionOut
 from cardsvc.deps import SessionDep, SettingsDep
-from cardsvc.staff.auth import Role, StaffPrincipal, require_roles
+from cardsvc.staff.auth import Role, StaffPrincipal
+from cardsvc.staff.deps import require_roles
 
-router = APIRouter(prefix="/cards", tags=["cards"])
+router = APIRouter(prefix="/cards", tags=["cards"], route_class=GuardedRoute)
 
 # Who may do what; the counter CLI (cardsvc/cards/cli.py) admits the same roles.
 COUNTER_ROLES = (Role.counter_operator, Role.supervisor)

@@ -8,7 +8,8 @@ from enum import StrEnum
 from sqlalchemy import BigInteger, Enum, ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cardsvc.db import Base, BigIntPK, utcnow
+from cardsvc import clock
+from cardsvc.db import Base, BigIntPK
 
 
 class CardStatus(StrEnum):
@@ -65,8 +66,8 @@ class Card(Base):
     issued_at: Mapped[datetime | None]
     expires_on: Mapped[date | None]
     replaced_by_id: Mapped[int | None] = mapped_column(ForeignKey("cards.id"))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    status_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
+    status_changed_at: Mapped[datetime] = mapped_column(default=clock.now)
 
 
 class CardNumberSequence(Base):
@@ -109,5 +110,5 @@ class BalanceRelease(Base):
     amount: Mapped[int | None] = mapped_column(BigInteger)
     ledger_transaction_id: Mapped[int | None] = mapped_column(BigInteger)
     created_by: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
     done_at: Mapped[datetime | None]

@@ -14,6 +14,7 @@ from datetime import date, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cardsvc import clock
 from cardsvc.applications import repository as applications_repo
 from cardsvc.applications.models import Application, ApplicationKind, ApplicationStatus
 from cardsvc.audit import service as audit
@@ -29,7 +30,6 @@ from cardsvc.cards.models import (
     ReleaseStatus,
 )
 from cardsvc.cards.numbers import asn_of, make_card_no, mask_card_no
-from cardsvc.db import utcnow
 from cardsvc.errors import Conflict, InvalidStateTransition, NotFound, ValidationFailed
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind
@@ -55,11 +55,11 @@ def age_on(birth: date, day: date) -> int:
 
 
 def resolve_card_type(
-    requested: CardType | None, birth: date, settings: Settings, today: date | None = None
+    requested: CardType | None, birth: date, settings: Settings, today: date
 ) -> CardType:
     """Senior is decided by the birth date (age ≥ settings.senior_age, default 60); student and
     disabled are declared at the counter against documents the operator checks."""
-    is_senior = age_on(birth, today or date.today()) >= settings.senior_age
+    is_senior = age_on(birth, today) >= settings.senior_age
     if requested is None:
         return CardType.senior if is_senior else CardType.standard
     if requested is CardType.senior and not is_senior:
@@ -133,7 +133,7 @@ async def _transition(
         )
     before = card_view(card)
     card.status = to
-    card.status_changed_at = utcnow()
+    card.status_changed_at = clock.now()
     await session.flush()
     await audit.record(
         session,
@@ -152,7 +152,7 @@ async def activate(session: AsyncSession, settings: Settings, card: Card, *, act
         raise InvalidStateTransition("the card was never personalized")
     if await repository.holding_cards(session, card.resident_id, (CardStatus.active,)):
         raise Conflict("the resident already holds an active card")
-    now = utcnow()
+    now = clock.now()
     card.issued_at = now
     card.expires_on = date(now.year + settings.card_validity_years, now.month, min(now.day, 28))
     await _transition(

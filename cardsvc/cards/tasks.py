@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from cardsvc import clock
 from cardsvc.applications import repository as applications_repo
 from cardsvc.audit import service as audit
 from cardsvc.cards import repository
@@ -20,11 +20,13 @@ from cardsvc.cards import service as cards
 from cardsvc.cards.models import BalanceRelease, ReleaseKind, ReleaseStatus
 from cardsvc.cards.numbers import mask_card_no
 from cardsvc.clearing import service as clearing
-from cardsvc.db import unit_of_work, utcnow
+from cardsvc.db import unit_of_work
+from cardsvc.jobs.worker import Job
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.logging import get_logger
+from cardsvc.resources import Storage
 from cardsvc.settings import Settings
 
 log = get_logger(__name__)
@@ -90,7 +92,7 @@ async def release_one(
         ReleaseStatus.done,
         amount,
         tx_id,
-        utcnow(),
+        clock.now(),
     )
     await session.flush()
     await audit.record(
@@ -112,7 +114,7 @@ async def release_one(
 async def release_balances(
     sessions: async_sessionmaker[AsyncSession], settings: Settings, now: datetime | None = None
 ) -> ReleaseReport:
-    now = now or utcnow()
+    now = now or clock.now()
     report = ReleaseReport()
     async with sessions() as session:
         due = await repository.due_release_ids(session, now)
@@ -142,7 +144,7 @@ async def expire_due(
     sessions: async_sessionmaker[AsyncSession], settings: Settings, now: datetime | None = None
 ) -> int:
     """Active cards whose expiry date has passed become ``expired``."""
-    today = (now or utcnow()).astimezone(ZoneInfo(settings.timezone)).date()
+    today = settings.local_date(now or clock.now())
     async with sessions() as session:
         ids = await repository.expired_active_ids(session, today)
     for card_id in ids:
@@ -151,3 +153,22 @@ async def expire_due(
             if card is not None:
                 await cards.expire(session, card, actor="system:expire-cards")
     return len(ids)
+
+
+async def _release_balances_job(storage: Storage, now: datetime) -> str:
+    report = await release_balances(storage.sessions, storage.settings, now)
+    return (
+        f"moved {report.moved} balances ({report.amount} fen); {report.zero} empty; "
+        f"{report.waiting_for_card} wait for their new card"
+    )
+
+
+async def _expire_cards_job(storage: Storage, now: datetime) -> str:
+    count = await expire_due(storage.sessions, storage.settings, now)
+    return f"expired {count} cards"
+
+
+RELEASE_BALANCES = Job(
+    "release-balances", lambda s: s.worker_card_jobs_interval_seconds, _release_balances_job
+)
+EXPIRE_CARDS = Job("expire-cards", lambda s: s.worker_card_jobs_interval_seconds, _expire_cards_job)

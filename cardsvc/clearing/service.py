@@ -4,10 +4,8 @@
 load, a balance release, a settlement posting) takes its clearing date from
 :func:`clearing_date`, inside the database transaction that writes it, once per transaction:
 the first answer is kept for the rest of that transaction, so a writer in flight at the cut lands
-wholly on one day. The date is the earliest *open* business day. With
-``clearing_date_source=local_date`` it is the local calendar date instead, opened on first use,
-but never a day that is already closed (the open day wins when the calendar is behind it): for a
-deployment whose worker does not run at night, the date still follows the calendar.
+wholly on one day. The date is the earliest *open* business day; when no day was ever opened, the
+business day of the moment (below) is opened.
 
 **The cut.** :func:`cut_due` closes every open day whose cutoff has passed, oldest first, so days
 missed while nothing ran are caught up in order. Closing day D is three steps, each resumable:
@@ -37,13 +35,13 @@ import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from cardsvc import clock
 from cardsvc.clearing import repository
 from cardsvc.clearing.models import DayStatus
-from cardsvc.db import unit_of_work, utcnow
+from cardsvc.db import unit_of_work
 from cardsvc.errors import Conflict, InvalidStateTransition, NotFound
 from cardsvc.logging import get_logger
 from cardsvc.settings import Settings
@@ -57,14 +55,6 @@ class DayCutBlocked(Conflict):
     """A database transaction stayed open through the day cut's wait; the day stays closing."""
 
 
-def local_zone(settings: Settings) -> ZoneInfo:
-    return ZoneInfo(settings.timezone)
-
-
-def local_today(settings: Settings, now: datetime | None = None) -> date:
-    return (now or utcnow()).astimezone(local_zone(settings)).date()
-
-
 def cutoff_offset(settings: Settings) -> timedelta:
     """How far the business day lags the calendar (negative: it runs ahead of it)."""
     hours, minutes = (int(part) for part in settings.day_cutoff.split(":"))
@@ -74,19 +64,13 @@ def cutoff_offset(settings: Settings) -> timedelta:
 
 def business_date(settings: Settings, now: datetime | None = None) -> date:
     """The business day a moment belongs to, by the calendar and the cutoff."""
-    local = (now or utcnow()).astimezone(local_zone(settings))
-    if settings.clearing_date_source == "local_date":
-        return local.date()
+    local = (now or clock.now()).astimezone(settings.zone)
     return (local - cutoff_offset(settings)).date()
 
 
 def cut_moment(settings: Settings, day: date) -> datetime:
     """When day ``day`` is due to be closed (an aware datetime)."""
-    start_of_next = datetime(day.year, day.month, day.day, tzinfo=local_zone(settings)) + timedelta(
-        days=1
-    )
-    if settings.clearing_date_source == "local_date":
-        return start_of_next
+    start_of_next = datetime(day.year, day.month, day.day, tzinfo=settings.zone) + timedelta(days=1)
     return start_of_next + cutoff_offset(settings)
 
 
@@ -111,27 +95,14 @@ async def clearing_date(
     if cached is not None and transaction is not None and cached[0] is transaction:
         day: date = cached[1]
         return day
-    if seen is not None and settings.clearing_date_source == "clearing_days":
-        day = seen
-    else:
-        day = await _read(session, settings, now or utcnow())
+    day = seen if seen is not None else await _read(session, settings, now or clock.now())
     session.info[_INFO_KEY] = (session.get_transaction(), day)
     return day
 
 
 async def _read(session: AsyncSession, settings: Settings, now: datetime) -> date:
     found = await repository.open_day(session)
-    if settings.clearing_date_source == "local_date":
-        today = local_today(settings, now)
-        if found is not None and found >= today:
-            return found
-        latest = await repository.latest_date(session)
-        if latest is None or latest < today:
-            await repository.insert_open_if_absent(session, today, now)
-            return today
-        if found is not None:
-            return found
-    elif found is not None:
+    if found is not None:
         return found
     # No day is open: the first one ever (a cut always opens the next day with the closing).
     latest = await repository.latest_date(session)
@@ -158,7 +129,7 @@ async def cut_due(
     sessions: async_sessionmaker[AsyncSession], settings: Settings, now: datetime | None = None
 ) -> CutResult:
     """Close every day whose cutoff has passed, oldest first (missed days caught up in order)."""
-    now = now or utcnow()
+    now = now or clock.now()
     closed: list[date] = []
     resumed = await _closing_days(sessions)
     for day in resumed:
@@ -222,12 +193,12 @@ async def close_day(
         if status is DayStatus.closed:
             return nxt
         if status is DayStatus.open:
-            now = utcnow()
+            now = clock.now()
             await repository.set_status(session, day, DayStatus.closing, now)
             await repository.insert_open_if_absent(session, nxt, now)
     await wait_for_older_transactions(sessions, settings)
     async with unit_of_work(sessions) as session:
-        await repository.set_status(session, day, DayStatus.closed, utcnow())
+        await repository.set_status(session, day, DayStatus.closed, clock.now())
     log.info("clearing.day_closed", clearing_date=day.isoformat(), open_day=nxt.isoformat())
     await partitions.ensure_days(
         sessions, nxt, nxt + timedelta(days=settings.partitions_ahead_days)

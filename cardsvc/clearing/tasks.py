@@ -7,8 +7,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from cardsvc import clock
 from cardsvc.clearing import partitions, service
-from cardsvc.db import create_engine, session_factory, utcnow
+from cardsvc.db import create_engine, session_factory
+from cardsvc.jobs.worker import Job
+from cardsvc.resources import Storage
 from cardsvc.settings import Settings
 
 
@@ -30,7 +33,7 @@ async def prepare_partitions(settings: Settings) -> list[str]:
     run it after the migrations, so that the first day ever opened has its partition)."""
     engine = create_engine(settings.database_url, pool_size=1)
     try:
-        today = service.business_date(settings, utcnow())
+        today = service.business_date(settings, clock.now())
         return await partitions.ensure_days(
             session_factory(engine),
             today - timedelta(days=1),
@@ -38,3 +41,10 @@ async def prepare_partitions(settings: Settings) -> list[str]:
         )
     finally:
         await engine.dispose()
+
+
+async def _day_cut_job(storage: Storage, now: datetime) -> str:
+    return await cut_days(storage.sessions, storage.settings, now)
+
+
+DAY_CUT = Job("day-cut", lambda s: s.worker_day_cut_interval_seconds, _day_cut_job)

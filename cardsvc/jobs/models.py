@@ -9,7 +9,8 @@ from enum import StrEnum
 from sqlalchemy import Enum, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cardsvc.db import Base, BigIntPK, utcnow
+from cardsvc import clock
+from cardsvc.db import Base, BigIntPK
 
 
 class JobStatus(StrEnum):
@@ -28,6 +29,6 @@ class JobRun(Base):
     step: Mapped[str] = mapped_column(String(64))
     status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False, length=16))
     attempts: Mapped[int] = mapped_column(default=1)
-    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime] = mapped_column(default=clock.now)
     finished_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(Text)

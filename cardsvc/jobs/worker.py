@@ -1,5 +1,8 @@
 """The worker (``cardsvc worker``): runs the periodic jobs on their own, each at its interval.
 
+Each domain defines its jobs (a :class:`Job` in its ``tasks.py``) and its package lists them in
+``components.py``; the job table is assembled in :mod:`cardsvc.jobs.table`.
+
 Each run holds a cache lock named after its job, so two workers on two hosts never run the same
 job at once. The jobs are idempotent; the lock only saves duplicated work, so a worker that finds
 it held skips the round instead of waiting. A job that raises is logged and counted and tried
@@ -17,10 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from cardsvc import clock
 from cardsvc.cache import LockTimeout
-from cardsvc.cards import tasks as card_tasks
-from cardsvc.clearing import tasks as clearing_tasks
-from cardsvc.db import utcnow
 from cardsvc.logging import get_logger, mask_text
 from cardsvc.metrics import WORKER_JOB_LAST_SUCCESS, WORKER_JOB_RUNS
 from cardsvc.resources import Storage, open_storage
@@ -51,48 +52,11 @@ class JobRun:
     summary: str  # what the job did, or why it did nothing
 
 
-async def _expire_holds(storage: Storage, now: datetime) -> str:
-    # Imported when the job runs: no module of cardsvc/ but app.py imports terminals/ (DESIGN §3).
-    from terminals.online.tasks import expire_holds
-
-    count = await expire_holds(storage.sessions, now=now)
-    return f"released {count} expired pre-authorization hold(s)"
-
-
-async def _release_balances(storage: Storage, now: datetime) -> str:
-    report = await card_tasks.release_balances(storage.sessions, storage.settings, now)
-    return (
-        f"moved {report.moved} balances ({report.amount} fen); {report.zero} empty; "
-        f"{report.waiting_for_card} wait for their new card"
-    )
-
-
-async def _cut_days(storage: Storage, now: datetime) -> str:
-    return await clearing_tasks.cut_days(storage.sessions, storage.settings, now)
-
-
-async def _expire_cards(storage: Storage, now: datetime) -> str:
-    count = await card_tasks.expire_due(storage.sessions, storage.settings, now)
-    return f"expired {count} cards"
-
-
-JOBS: tuple[Job, ...] = (
-    Job("day-cut", lambda s: s.worker_day_cut_interval_seconds, _cut_days),
-    Job("expire-holds", lambda s: s.worker_hold_expiry_interval_seconds, _expire_holds),
-    Job("release-balances", lambda s: s.worker_card_jobs_interval_seconds, _release_balances),
-    Job("expire-cards", lambda s: s.worker_card_jobs_interval_seconds, _expire_cards),
-)
-
-
-def job_named(name: str) -> Job:
-    return next(job for job in JOBS if job.name == name)
-
-
 async def run_by_hand(settings: Settings, job: Job, now: datetime | None = None) -> str:
     """One run of ``job`` for its own CLI command (``cards release-balances`` and the like): no
     lock and no catching, so an error reaches the operator who typed it."""
     async with open_storage(settings) as storage:
-        return await job.run(storage, now or utcnow())
+        return await job.run(storage, now or clock.now())
 
 
 def lock_name(job: Job) -> str:
@@ -131,13 +95,15 @@ async def run_job(storage: Storage, job: Job, now: datetime) -> JobRun:
     return run
 
 
-async def run_pass(storage: Storage, jobs: Sequence[Job], *, clock: Clock = utcnow) -> list[JobRun]:
+async def run_pass(
+    storage: Storage, jobs: Sequence[Job], *, clock: Clock = clock.now
+) -> list[JobRun]:
     """Run every job once, in order (``cardsvc worker --once``)."""
     return [await run_job(storage, job, clock()) for job in jobs]
 
 
 async def run_forever(
-    storage: Storage, jobs: Sequence[Job], stop: asyncio.Event, *, clock: Clock = utcnow
+    storage: Storage, jobs: Sequence[Job], stop: asyncio.Event, *, clock: Clock = clock.now
 ) -> None:
     """Run each job when due until ``stop`` is set; the job in progress finishes first."""
     loop = asyncio.get_running_loop()

@@ -1,7 +1,4 @@
-"""``cardsvc ledger``: invariant check and balances (DESIGN §10).
-
-Registered in ``cardsvc.cli.DOMAIN_COMMANDS`` as ``("cardsvc.ledger.cli", "ledger")``.
-"""
+"""``cardsvc ledger``: invariant check and balances (DESIGN §10)."""
 
 from __future__ import annotations
 

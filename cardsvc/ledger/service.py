@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cardsvc.db import utcnow
+from cardsvc import clock
 from cardsvc.ledger import repository as repo
 from cardsvc.ledger.errors import (
     AlreadyReversed,
@@ -156,7 +156,7 @@ async def _resolve_accounts(
     found = await repo.find_account_ids(session, refs)
     missing = [ref for ref in refs if ref not in found]
     if missing:
-        await repo.insert_accounts(session, missing, utcnow())
+        await repo.insert_accounts(session, missing, clock.now())
         found.update(await repo.find_account_ids(session, missing))
     return found
 
@@ -192,7 +192,7 @@ async def _post(
     by_ref = await repo.lock_accounts_by_ref(session, refs)
     if len(by_ref) < len(refs):
         # New accounts: created (a concurrent creator wins quietly), then all locked in id order.
-        await repo.insert_accounts(session, [r for r in refs if r not in by_ref], utcnow())
+        await repo.insert_accounts(session, [r for r in refs if r not in by_ref], clock.now())
         by_ref = await repo.lock_accounts_by_ref(session, refs)
 
     # A retried key is answered with its first transaction. For a plain posting the check waits
@@ -211,7 +211,7 @@ async def _post(
                 reversal_id=reversal,
             )
 
-    now = utcnow()
+    now = clock.now()
     released: dict[int, int] = {}
     hold: repo.HoldRow | None = None
     if hold_id is not None:
@@ -448,7 +448,7 @@ async def place_hold(
         raise InsufficientFunds(
             f"hold refused: {account} available {state.balance - state.held} < {amount}"
         )
-    now = utcnow()
+    now = clock.now()
     hold_id = await repo.insert_hold(
         session,
         {
@@ -543,7 +543,9 @@ async def void_hold(session: AsyncSession, hold_id: int, *, reason: str) -> None
         raise InvalidStateTransition(f"hold {hold_id} is already posted")
     if row.status is not HoldStatus.pending:
         return
-    await repo.resolve_holds(session, [hold_id], HoldStatus.voided, utcnow(), reason=reason[:255])
+    await repo.resolve_holds(
+        session, [hold_id], HoldStatus.voided, clock.now(), reason=reason[:255]
+    )
     await repo.apply_deltas(session, [(row.account_id, 0, -row.amount)])
 
 

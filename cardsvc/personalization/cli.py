@@ -10,7 +10,7 @@ from cardsvc.cards.numbers import mask_card_no
 from cardsvc.errors import DomainError
 from cardsvc.personalization import files
 from cardsvc.personalization.service import PersoResult, personalize
-from cardsvc.reader.link import CardLink, InProcessLink
+from cardsvc.reader.link import CardLink, VirtualCards
 from cardsvc.resources import open_resources
 from cardsvc.settings import get_settings
 from cardsvc.staff.auth import Role
@@ -49,15 +49,16 @@ def personalize_cmd(
     """Personalize the blank card in the reader for an application in production (resumable)."""
     if reader_name and virtual_card:
         raise click.UsageError("choose one of --reader and --virtual-card")
+    virtual_cards = click.get_current_context().find_object(VirtualCards)
+    if virtual_card is not None and virtual_cards is None:
+        raise click.UsageError(
+            "--virtual-card needs the cardsvc command line (cardsvc counter ...)"
+        )
 
     def open_link() -> CardLink:
-        if virtual_card is not None:
-            # The simulated chip lives in terminals/devices (DESIGN §3: test and demo equipment);
-            # imported here only, so the rest of cardsvc never depends on terminals. The card
-            # writes its state file on every commit, so a pulled virtual card resumes too.
-            from terminals.devices.card import VirtualCard
-
-            return InProcessLink(VirtualCard.load(virtual_card))
+        if virtual_card is not None and virtual_cards is not None:  # both or neither, see above
+            # The card writes its state file on every commit, so a pulled virtual card resumes.
+            return virtual_cards.open(virtual_card)
         from cardsvc.reader.pcsc import PcscLink
 
         return PcscLink(reader_name, wait=10.0)

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import date, datetime
-from zoneinfo import ZoneInfo
+from datetime import date
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from cardsvc import clock
 from cardsvc.applications import service as applications
 from cardsvc.applications.models import ApplicationStatus
 from cardsvc.cards.models import Card
-from cardsvc.db import unit_of_work, utcnow
+from cardsvc.db import unit_of_work
 from cardsvc.errors import Conflict, InvalidStateTransition
-from cardsvc.hsm import HsmClient
+from cardsvc.hsm import HsmClient, HsmError
 from cardsvc.logging import get_logger
 from cardsvc.personalization import apdus, files, repository
 from cardsvc.personalization.models import PersoJob, PersoStatus, PersoStep
@@ -30,7 +30,6 @@ from cardsvc.reader.link import CardLink
 from cardsvc.residents import repository as residents_repo
 from cardsvc.residents import service as residents
 from cardsvc.settings import Settings
-from hsm_sim.client import HsmError
 
 log = get_logger(__name__)
 
@@ -108,7 +107,7 @@ async def _prepare(
             job.chip_serial, job.step = serial_hex, PersoStep.started
         # Before END every step is repeatable: restart at the session open; after END only the proof.
         start = PersoStep.ended if _after(job.step, PersoStep.ended) else PersoStep.started
-        job.updated_at = utcnow()
+        job.updated_at = clock.now()
         await session.flush()
     return _Plan(
         job.id, card, start, resumed, pii.resident_id, pii.name, resident.sex, resident.birth_date
@@ -132,14 +131,14 @@ async def _record(
         if status is not None:
             job.status = status
             if status is PersoStatus.done:
-                job.finished_at = utcnow()
+                job.finished_at = clock.now()
         job.error = error
         job.apdu_count += apdus_sent
-        job.updated_at = utcnow()
+        job.updated_at = clock.now()
 
 
 def _host_datetime(settings: Settings) -> str:
-    return datetime.now(ZoneInfo(settings.timezone)).strftime("%Y%m%d%H%M%S")
+    return clock.now().astimezone(settings.zone).strftime("%Y%m%d%H%M%S")
 
 
 async def personalize(
@@ -160,7 +159,7 @@ async def personalize(
         plan = await _prepare(session, hsm, application_id, serial.hex().upper(), reader)
     card = plan.card
     asn = bytes.fromhex(card.asn)
-    today = datetime.now(ZoneInfo(settings.timezone)).date()
+    today = clock.now().astimezone(settings.zone).date()
     expiry = date(today.year + settings.card_validity_years, today.month, min(today.day, 28))
     step = plan.start
     try:
@@ -240,7 +239,7 @@ async def personalize(
         assert job is not None  # noqa: S101
         job.step, job.status, job.error = PersoStep.proved, PersoStatus.done, None
         job.apdu_count += counted.count
-        job.finished_at = job.updated_at = utcnow()
+        job.finished_at = job.updated_at = clock.now()
     return PersoResult(
         application_id,
         card.card_no,

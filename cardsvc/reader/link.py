@@ -8,6 +8,8 @@ Le = xx (reference/pboc.md §8). :func:`command` turns a status word into a type
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
@@ -119,3 +121,14 @@ class InProcessLink:
 
     def transmit(self, apdu: bytes) -> tuple[bytes, int]:
         return transmit_t0(self._raw, apdu)
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualCards:
+    """Opens a virtual card's state file as a link, for the commands that take ``--virtual-card``.
+
+    The simulated chip is test and demo equipment outside ``cardsvc``: the CLI root passes this
+    in as the click context object, so no ``cardsvc`` command imports the chip itself.
+    """
+
+    open: Callable[[Path], CardLink]

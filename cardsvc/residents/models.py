@@ -8,7 +8,8 @@ from datetime import date, datetime
 from sqlalchemy import CheckConstraint, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cardsvc.db import Base, BigIntPK, utcnow
+from cardsvc import clock
+from cardsvc.db import Base, BigIntPK
 
 
 class Resident(Base):
@@ -25,5 +26,5 @@ class Resident(Base):
     birth_date: Mapped[date]
     phone: Mapped[str] = mapped_column(String(20))
     address: Mapped[str] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
     created_by: Mapped[str] = mapped_column(String(64))

@@ -2,7 +2,8 @@
 
 Tokens are ``base64url(payload JSON) . base64url(HMAC-SHA256(token_secret, payload))``; the payload
 carries the staff id, username, roles and expiry. Every request re-reads the staff row, so a
-disabled or locked account loses access at once even with a valid token.
+disabled or locked account loses access at once even with a valid token (the web dependency that
+does so is :mod:`cardsvc.staff.deps`).
 """
 
 from __future__ import annotations
@@ -11,18 +12,14 @@ import base64
 import hashlib
 import hmac
 import json
-import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from fastapi import Depends
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from cardsvc.deps import SessionDep, SettingsDep
+from cardsvc import clock
 from cardsvc.errors import Forbidden, NotAuthenticated
 from cardsvc.settings import Settings
 
@@ -75,7 +72,7 @@ def _secret(settings: Settings) -> bytes:
 
 
 def issue_token(settings: Settings, principal: StaffPrincipal, now: float | None = None) -> str:
-    issued = int(now if now is not None else time.time())
+    issued = int(now if now is not None else clock.now().timestamp())
     payload = {
         "sub": principal.id,
         "usr": principal.username,
@@ -106,29 +103,9 @@ def verify_token(settings: Settings, token: str, now: float | None = None) -> St
         raise
     except (ValueError, KeyError, TypeError) as exc:
         raise NotAuthenticated("invalid token") from exc
-    if (now if now is not None else time.time()) >= expires:
+    if (now if now is not None else clock.now().timestamp()) >= expires:
         raise NotAuthenticated("token expired")
     return principal
-
-
-_bearer = HTTPBearer(auto_error=False)
-
-
-async def current_principal(
-    session: SessionDep,
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> StaffPrincipal:
-    from cardsvc.staff import repository
-
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise NotAuthenticated("bearer token required")
-    claimed = verify_token(settings, credentials.credentials)
-    user = await repository.get(session, claimed.id)
-    if user is None or not user.active or user.username != claimed.username:
-        raise NotAuthenticated("account no longer valid")
-    # Roles come from the row, not the token: a revoked role takes effect at once.
-    return StaffPrincipal(id=user.id, username=user.username, roles=parse_roles(user.roles))
 
 
 def check_roles(principal: StaffPrincipal, roles: Iterable[Role]) -> StaffPrincipal:
@@ -137,16 +114,3 @@ def check_roles(principal: StaffPrincipal, roles: Iterable[Role]) -> StaffPrinci
     if not principal.roles & admitted:
         raise Forbidden(f"requires one of the roles: {', '.join(sorted(admitted))}")
     return principal
-
-
-def require_roles(*roles: Role) -> Callable[..., Awaitable[StaffPrincipal]]:
-    """FastAPI dependency admitting staff that hold any of ``roles`` (401 without token, 403 else)."""
-    admitted = frozenset(roles)
-
-    async def dependency(
-        principal: Annotated[StaffPrincipal, Depends(current_principal)],
-    ) -> StaffPrincipal:
-        return check_roles(principal, admitted)
-
-    dependency.__doc__ = f"Admits roles: {', '.join(sorted(admitted))}"
-    return dependency

@@ -17,7 +17,7 @@ import click
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cardsvc.cli import run_async
+from cardsvc.clitools import run_async
 from cardsvc.db import unit_of_work
 from cardsvc.errors import DomainError, ValidationFailed
 from cardsvc.resources import Resources, open_resources

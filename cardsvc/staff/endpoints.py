@@ -6,14 +6,19 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from cardsvc.db import utcnow
+from cardsvc import clock
+from cardsvc.api.limits import BodyLimit, GuardedRoute, body_limit
 from cardsvc.deps import SessionDep, SettingsDep
 from cardsvc.staff import service
-from cardsvc.staff.auth import Role, StaffPrincipal, current_principal, parse_roles, require_roles
+from cardsvc.staff.auth import Role, StaffPrincipal, parse_roles
+from cardsvc.staff.deps import current_principal, require_roles
 from cardsvc.staff.models import StaffUser
 from cardsvc.staff.schemas import LoginRequest, StaffCreate, StaffOut, TokenOut
 
-router = APIRouter(prefix="/staff", tags=["staff"])
+# A username and a password (256 characters, escaped as \uXXXX at worst).
+LOGIN_LIMIT = BodyLimit(max_bytes=4096, max_values=16)
+
+router = APIRouter(prefix="/staff", tags=["staff"], route_class=GuardedRoute)
 
 Admin = Annotated[StaffPrincipal, Depends(require_roles(Role.administrator))]
 
@@ -25,13 +30,14 @@ def _out(user: StaffUser) -> StaffOut:
         display_name=user.display_name,
         roles=sorted(parse_roles(user.roles)),
         active=user.active,
-        locked=user.locked_until is not None and user.locked_until > utcnow(),
+        locked=user.locked_until is not None and user.locked_until > clock.now(),
     )
 
 
 @router.post(
     "/login", response_model=TokenOut, summary="Log in (any staff); returns a bearer token"
 )
+@body_limit(LOGIN_LIMIT)
 async def login(body: LoginRequest, session: SessionDep, settings: SettingsDep) -> TokenOut:
     try:
         result = await service.login(session, settings, body.username, body.password)

@@ -8,8 +8,8 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cardsvc import clock
 from cardsvc.audit import service as audit
-from cardsvc.db import utcnow
 from cardsvc.errors import Conflict, NotAuthenticated, NotFound, ValidationFailed
 from cardsvc.settings import Settings
 from cardsvc.staff import repository
@@ -87,7 +87,7 @@ async def authenticate(
     The failure count is flushed before LoginFailed is raised: the caller must commit it anyway.
     """
     user = await repository.by_username(session, username, for_update=True)
-    now = utcnow()
+    now = clock.now()
     if user is None or not user.active:
         raise LoginFailed("invalid username or password")
     if user.locked_until is not None and user.locked_until > now:

@@ -18,38 +18,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from cardsvc.db import utcnow
+from cardsvc import clock
 from cardsvc.deps import HsmDep, SessionDep
 from cardsvc.errors import DomainError
-from hsm_sim.client import KeyRef
+from cardsvc.hsm import KeyRef
 from terminals.access import repository
 from terminals.access.canonical import canonical_request
+from terminals.access.context import TerminalContext
 from terminals.access.errors import MacInvalid, ReplayRefused, SessionExpired, TerminalUnknown
 from terminals.access.repository import SessionRow
 from terminals.access.service import parse_mac, verify_mac
-from terminals.registry.models import TerminalKind, TerminalStatus
+from terminals.registry.models import TerminalStatus
 
 _TERMINAL_NO = re.compile(r"^\d{12}$")
 _SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
 MAX_SEQ = 2**62
-
-
-@dataclass(frozen=True)
-class TerminalContext:
-    terminal_id: int
-    terminal_no: str  # 12 digits
-    psam_no: str
-    kind: TerminalKind
-    merchant_id: int
-    merchant_no: str  # 15 digits
-    merchant_category: str
-    session_id: str
-    seq: int
 
 
 def request_target(request: Request) -> str:
@@ -64,7 +51,7 @@ def _refusal(row: SessionRow | None, terminal_no: str) -> DomainError | None:
         return SessionExpired("unknown session: sign in")
     if row.terminal_status is not TerminalStatus.active or not row.merchant_active:
         return TerminalUnknown("terminal or merchant not active")
-    if row.revoked or row.expires_at <= utcnow():
+    if row.revoked or row.expires_at <= clock.now():
         return SessionExpired("session expired: sign in")
     return None
 
@@ -119,6 +106,8 @@ async def authenticate_terminal(
         await session.commit()
         raise
 
+
+authenticate_terminal.__terminal__ = True  # type: ignore[attr-defined]  # cardsvc.api.openapi
 
 # Function scope: the dependency ends with the endpoint, before the response is sent (as the
 # request's session does, which it depends on).

@@ -8,7 +8,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, ForeignKey, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cardsvc.db import Base, utcnow
+from cardsvc import clock
+from cardsvc.db import Base
 
 
 class TerminalSession(Base):
@@ -19,6 +20,6 @@ class TerminalSession(Base):
     key_blob: Mapped[bytes] = mapped_column(LargeBinary)  # key_under_lmk from TERMINAL_SESSION_OPEN
     key_kcv: Mapped[str] = mapped_column(String(6))
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
     expires_at: Mapped[datetime] = mapped_column(index=True)
     revoked: Mapped[bool] = mapped_column(default=False)

@@ -8,17 +8,16 @@ the HSM's LMK) that the host stores and passes back to MAC_VERIFY.
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import datetime, timedelta, tzinfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cardsvc import clock
 from cardsvc.blacklist import service as blacklist
 from cardsvc.cache import Cache
-from cardsvc.db import utcnow
 from cardsvc.errors import DependencyUnavailable, ValidationFailed
+from cardsvc.hsm import HsmClient, HsmError, HsmUnavailable, KeyRef
 from cardsvc.settings import Settings
-from hsm_sim.client import HsmClient, HsmError, HsmUnavailable, KeyRef
 from terminals.access import repository
 from terminals.access.canonical import canonical_request
 from terminals.access.errors import MacInvalid, PsamMismatch, ReplayRefused, TerminalUnknown
@@ -28,11 +27,9 @@ from terminals.lists import service as lists
 from terminals.registry import repository as registry
 from terminals.registry.models import MerchantStatus, TerminalStatus
 
-LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 
-
-def local_datetime14(moment: datetime) -> str:
-    return moment.astimezone(LOCAL_TZ).strftime("%Y%m%d%H%M%S")
+def local_datetime14(moment: datetime, zone: tzinfo) -> str:
+    return moment.astimezone(zone).strftime("%Y%m%d%H%M%S")
 
 
 def parse_mac(value: str | None) -> bytes:
@@ -93,7 +90,7 @@ async def sign_in(
         opened = await hsm.terminal_session_open(terminal_bcd)
     except HsmUnavailable as exc:
         raise DependencyUnavailable("HSM unavailable") from exc
-    now = utcnow()
+    now = clock.now()
     # One live session per terminal: a new sign-in ends the earlier ones.
     await repository.revoke_sessions(session, terminal.id)
     row = TerminalSession(
@@ -116,7 +113,7 @@ async def sign_in(
         session_key=opened.key_under_tmk.hex().upper(),
         key_kcv=opened.kcv.hex().upper(),
         seq=0,
-        server_time=local_datetime14(now),
+        server_time=local_datetime14(now, settings.zone),
         expires_at=row.expires_at,
         merchant_no=merchant.merchant_no,
         merchant_category=merchant.category.value,

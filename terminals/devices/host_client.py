@@ -17,12 +17,14 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
+from cardsvc.settings import DEFAULT_TIMEZONE
 from hsm_sim import pboc
 from terminals.access.canonical import canonical_request
 from terminals.devices import dev_keys
 
 SIGN_IN_PATH = "/api/v1/terminal/sign-in"
-LOCAL_TZ = ZoneInfo("Asia/Shanghai")
+# The simulated terminals keep the wall clock of the default zone (docs/architecture.md §6).
+LOCAL_TZ = ZoneInfo(DEFAULT_TIMEZONE)
 
 
 class HostError(Exception):

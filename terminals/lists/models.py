@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, CheckConstraint, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cardsvc.db import Base, utcnow
+from cardsvc import clock
+from cardsvc.db import Base
 
 
 class ParameterTable(StrEnum):
@@ -42,4 +43,4 @@ class ParameterChange(Base):
     action: Mapped[str] = mapped_column(String(8))
     value: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     actor: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)

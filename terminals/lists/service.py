@@ -13,8 +13,8 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cardsvc import clock
 from cardsvc.blacklist import service as blacklist
-from cardsvc.db import utcnow
 from cardsvc.errors import NotFound, ValidationFailed
 from terminals.lists import repository
 from terminals.lists.models import ParameterChange, ParameterEntry, ParameterTable
@@ -148,5 +148,5 @@ async def report_versions(
     now: datetime | None = None,
 ) -> None:
     await registry.record_versions(
-        session, terminal_id, blacklist_version, params_version, now or utcnow()
+        session, terminal_id, blacklist_version, params_version, now or clock.now()
     )

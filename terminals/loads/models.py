@@ -8,7 +8,8 @@ from enum import StrEnum
 from sqlalchemy import BigInteger, Date, Enum, ForeignKey, Index, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cardsvc.db import Base, BigIntPK, utcnow
+from cardsvc import clock
+from cardsvc.db import Base, BigIntPK
 
 
 class LoadSource(StrEnum):
@@ -85,5 +86,5 @@ class PurseLoad(Base):
     ledger_transaction_id: Mapped[int | None] = mapped_column(BigInteger)
     refund_transaction_id: Mapped[int | None] = mapped_column(BigInteger)
     clearing_date: Mapped[date | None] = mapped_column(Date)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
     resolved_at: Mapped[datetime | None]

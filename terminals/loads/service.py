@@ -34,10 +34,11 @@ the same counter, and once *it* is proven, the old one is refunded.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cardsvc import clock
 from cardsvc.clearing.service import clearing_date
 from cardsvc.errors import (
     Conflict,
@@ -47,14 +48,14 @@ from cardsvc.errors import (
     NotFound,
     ValidationFailed,
 )
+from cardsvc.hsm import HsmClient, HsmError, HsmMacInvalid, HsmUnavailable
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.errors import InsufficientFunds
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.logging import get_logger
 from cardsvc.settings import Settings
-from hsm_sim.client import HsmClient, HsmError, HsmMacInvalid, HsmUnavailable
-from terminals.access.auth import TerminalContext
+from terminals.access.context import TerminalContext
 from terminals.loads import repository as repo
 from terminals.loads.models import LoadSource, LoadStatus, PurseLoad, Resolution
 from terminals.loads.schemas import (
@@ -177,9 +178,8 @@ async def authorize_load(
     *,
     hsm: HsmClient,
     settings: Settings,
-    now: datetime | None = None,
 ) -> LoadOutcome:
-    now = now or datetime.now(UTC)
+    now = clock.now()
     if request.terminal_no != terminal.terminal_no:
         raise ValidationFailed(
             "terminal_no must be the signed-in terminal's number (it is in MAC1)"
@@ -293,12 +293,12 @@ async def authorize_load(
 
 
 async def transfer_waiting(
-    session: AsyncSession, terminal: TerminalContext, asn: str, *, now: datetime | None = None
+    session: AsyncSession, terminal: TerminalContext, asn: str
 ) -> TransferWaiting:
     """How much of the replaced card's balance the card may still take by a transfer load."""
     if load_refusal(terminal.kind, LoadSource.transfer) is not None:
         raise TerminalMayNotLoad(f"a {terminal.kind} terminal does not load purses")
-    standing = await online_repo.card_standing(session, asn, now or datetime.now(UTC))
+    standing = await online_repo.card_standing(session, asn, clock.now())
     if standing is None:
         raise NotFound("unknown card")
     amount = await ledger.balance(session, AccountRef(AccountKind.card_transfer, standing.card_no))
@@ -439,10 +439,9 @@ async def confirm_load(
     *,
     hsm: HsmClient,
     settings: Settings,
-    now: datetime | None = None,
 ) -> LoadState:
     """The terminal's confirmation with the card's TAC from CREDIT FOR LOAD (idempotent)."""
-    now = now or datetime.now(UTC)
+    now = clock.now()
     row = await repo.by_serial(
         session, terminal.terminal_no, request.terminal_serial, for_update=True
     )
@@ -469,10 +468,9 @@ async def prove_load(
     *,
     hsm: HsmClient,
     settings: Settings,
-    now: datetime | None = None,
 ) -> LoadState:
     """A GET TRANSACTION PROVE answer (type 02, counter = load counter + 1) from a later tap."""
-    now = now or datetime.now(UTC)
+    now = clock.now()
     asn = request.asn.upper()
     counter = request.online_counter - 1
     candidates = [

@@ -1,7 +1,4 @@
-"""``cardsvc online``: release expired pre-authorization holds; list unresolved purse loads.
-
-Registered in ``cardsvc.cli.DOMAIN_COMMANDS`` as ``("terminals.online.cli", "online")``.
-"""
+"""``cardsvc online``: release expired pre-authorization holds; list unresolved purse loads."""
 
 from __future__ import annotations
 
@@ -10,9 +7,11 @@ from datetime import UTC, datetime
 
 import click
 
+from cardsvc import clock
 from cardsvc.db import create_engine, session_factory
 from cardsvc.jobs import worker
 from cardsvc.settings import get_settings
+from terminals.online import tasks
 
 
 @click.group()
@@ -29,12 +28,10 @@ def online() -> None:
 )
 def expire_holds_command(now_text: str | None) -> None:
     """Release the holds of pre-authorizations that were not completed in time."""
-    now = datetime.now(UTC)
     if now_text is not None:
         parsed = datetime.fromisoformat(now_text)
-        now = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    job = worker.job_named("expire-holds")
-    click.echo(asyncio.run(worker.run_by_hand(get_settings(), job, now)))
+        clock.set_time(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
+    click.echo(asyncio.run(worker.run_by_hand(get_settings(), tasks.EXPIRE_HOLDS)))
 
 
 async def _pending_loads(url: str) -> list[tuple[int, str, str, int, int, str]]:

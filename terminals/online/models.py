@@ -8,7 +8,8 @@ from enum import StrEnum
 from sqlalchemy import BigInteger, Date, Enum, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cardsvc.db import Base, BigIntPK, utcnow
+from cardsvc import clock
+from cardsvc.db import Base, BigIntPK
 
 
 class MessageKind(StrEnum):
@@ -70,8 +71,8 @@ class OnlineAuthorization(Base):
     local_date: Mapped[date] = mapped_column(Date)  # Asia/Shanghai business day of the message
     clearing_date: Mapped[date | None] = mapped_column(Date)
     expires_at: Mapped[datetime | None]
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
+    updated_at: Mapped[datetime] = mapped_column(default=clock.now)
 
 
 class OnlineDailyUsage(Base):

@@ -1,4 +1,4 @@
-"""Online authorization rules (DESIGN §9, issue 8).
+"""Online authorization rules (DESIGN §9).
 
 Every terminal message is one row keyed by (terminal, terminal serial): a retry gets the first
 answer, the same serial with other content is an ``IdempotencyConflict``. Money moves only
@@ -29,13 +29,13 @@ import json
 import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Concatenate, ParamSpec
-from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cardsvc import clock
 from cardsvc.cards.models import CardStatus
 from cardsvc.clearing.service import clearing_date as clearing_date_of
 from cardsvc.errors import IdempotencyConflict
@@ -44,7 +44,7 @@ from cardsvc.ledger.errors import HoldExpired, InsufficientFunds, InvalidStateTr
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.settings import Settings
-from terminals.access.auth import TerminalContext
+from terminals.access.context import TerminalContext
 from terminals.online import repository as repo
 from terminals.online.models import AuthStatus, MessageKind, OnlineAuthorization
 from terminals.online.schemas import (
@@ -110,7 +110,7 @@ class Outcome:
 
 def local_now(settings: Settings, now: datetime | None = None) -> datetime:
     """Wall-clock time of the city (DESIGN §5: card and terminal times are local)."""
-    return (now or datetime.now(UTC)).astimezone(ZoneInfo(settings.timezone))
+    return (now or clock.now()).astimezone(settings.zone)
 
 
 def request_hash(kind: str, request: BaseModel) -> str:
@@ -267,12 +267,11 @@ async def authorize(
     *,
     kind: MessageKind,
     settings: Settings,
-    now: datetime | None = None,
 ) -> Outcome:
     """A purchase (posted at once) or a pre-authorization (a hold until completed or expired)."""
     if kind not in (MessageKind.purchase, MessageKind.preauth):
         raise ValueError(f"authorize handles purchases and pre-authorizations, not {kind}")
-    now = now or datetime.now(UTC)
+    now = clock.now()
     outcome = await _begin(
         session,
         terminal,
@@ -361,10 +360,9 @@ async def complete(
     request: CompletionRequest,
     *,
     settings: Settings,
-    now: datetime | None = None,
 ) -> Outcome:
     """Post the pre-authorization's hold for ``amount`` (≤ held); the rest is released."""
-    now = now or datetime.now(UTC)
+    now = clock.now()
     outcome = await _begin(
         session, terminal, MessageKind.completion, request, now, settings,
         amount=request.amount, original_serial=request.original_serial,
@@ -433,14 +431,13 @@ async def reverse(
     request: ReversalRequest,
     *,
     settings: Settings,
-    now: datetime | None = None,
 ) -> Outcome:
     """Undo the message the terminal got no answer for.
 
     A reversal is always answered 00 when nothing remains moved: the original never arrived
     (then it is refused if it arrives later), was declined, or is already undone.
     """
-    now = now or datetime.now(UTC)
+    now = clock.now()
     outcome = await _begin(
         session,
         terminal,
@@ -556,10 +553,9 @@ async def refund(
     request: RefundRequest,
     *,
     settings: Settings,
-    now: datetime | None = None,
 ) -> Outcome:
     """Give back (part of) an approved purchase or completion to the online account."""
-    now = now or datetime.now(UTC)
+    now = clock.now()
     outcome = await _begin(
         session, terminal, MessageKind.refund, request, now, settings,
         amount=request.amount, original_serial=request.original_serial,
@@ -615,7 +611,7 @@ async def _expire_preauth(session: AsyncSession, row: OnlineAuthorization, now: 
 
 async def expire_preauths(session: AsyncSession, *, now: datetime | None = None) -> int:
     """Release the holds of pre-authorizations not completed in time; return how many."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     rows = await repo.due_preauths(session, now)
     for row in rows:
         await _expire_preauth(session, row, now)

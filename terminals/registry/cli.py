@@ -1,6 +1,6 @@
 """``cardsvc merchants ...`` and ``cardsvc terminals ...``: the registry from the command line.
 
-Registered in ``cardsvc.cli.DOMAIN_COMMANDS``. Changes are audited with the actor ``cli:<user>``.
+Changes are audited with the actor ``cli:<user>``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ from enum import StrEnum
 from sqlalchemy import BigInteger, Enum, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cardsvc.db import Base, BigIntPK, utcnow
+from cardsvc import clock
+from cardsvc.db import Base, BigIntPK
 
 
 class MerchantCategory(StrEnum):
@@ -59,7 +60,7 @@ class Merchant(Base):
     status: Mapped[MerchantStatus] = mapped_column(
         Enum(MerchantStatus, native_enum=False, length=16)
     )
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
 
 
 class Terminal(Base):
@@ -81,4 +82,4 @@ class Terminal(Base):
     params_version: Mapped[int] = mapped_column(BigInteger, default=0)
     versions_reported_at: Mapped[datetime | None]
     last_sign_in_at: Mapped[datetime | None]
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)

@@ -1,4 +1,4 @@
-"""Offline upload batches, their records and break items (DESIGN §9 Offline uploads;
+"""Offline upload batches and their records (DESIGN §9 Offline uploads;
 reference/settlement_hsm.md §1.3-§1.5).
 
 Records are immutable and every record is stored, refused ones included (with their code), so
@@ -25,7 +25,6 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Date,
-    Enum,
     ForeignKey,
     Index,
     String,
@@ -46,17 +45,6 @@ class ResultCode(StrEnum):
     unknown_card = "06"
     unknown_terminal = "07"
     adjusted = "10"
-
-
-class BreakKind(StrEnum):
-    counter_gap = "counter_gap"
-    gray = "gray"
-    tac_failed = "tac_failed"
-
-
-class BreakStatus(StrEnum):
-    open = "open"
-    resolved = "resolved"
 
 
 # Codes whose records hold their duplicate keys.
@@ -133,8 +121,9 @@ class OfflineCardKey(Base):
     offline_counter: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     record_id: Mapped[int] = mapped_column(BigInteger)
     clearing_date: Mapped[date] = mapped_column(Date)
-    balance_before: Mapped[int] = mapped_column(BigInteger)
-    amount: Mapped[int] = mapped_column(BigInteger)
+    # What the card's chain needs (None only for records accepted before these were kept).
+    balance_before: Mapped[int | None] = mapped_column(BigInteger)
+    amount: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class OfflineSerialKey(Base):
@@ -146,21 +135,3 @@ class OfflineSerialKey(Base):
     terminal_serial: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     record_id: Mapped[int] = mapped_column(BigInteger)
     clearing_date: Mapped[date] = mapped_column(Date)
-
-
-class BreakItem(Base):
-    __tablename__ = "break_items"
-    __table_args__ = (Index("ix_break_items_asn_counter", "asn", "counter"),)
-
-    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
-    kind: Mapped[BreakKind] = mapped_column(Enum(BreakKind, native_enum=False, length=16))
-    asn: Mapped[str] = mapped_column(String(16))
-    counter: Mapped[int]
-    # The record's id (no foreign key: records are partitioned by clearing date).
-    record_id: Mapped[int | None] = mapped_column(BigIntPK)
-    status: Mapped[BreakStatus] = mapped_column(
-        Enum(BreakStatus, native_enum=False, length=16), index=True
-    )
-    detail: Mapped[str] = mapped_column(String(200), default="")
-    created_at: Mapped[datetime]
-    resolved_at: Mapped[datetime | None]

@@ -19,19 +19,15 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, String, and_, func, insert, select, text, tuple_, update
+from sqlalchemy import JSON, String, func, insert, select, text, tuple_, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.cards.models import Card
 from terminals.uploads.models import (
     CLAIMING_CODES,
-    BreakItem,
-    BreakKind,
-    BreakStatus,
     OfflineCardKey,
     OfflineRecord,
     OfflineSerialKey,
@@ -295,56 +291,6 @@ async def insert_records(
     return ids if want_ids else {}
 
 
-async def insert_breaks(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        await session.execute(insert(BreakItem), list(rows))
-
-
-async def resolve_counter_gaps(
-    session: AsyncSession, keys: Collection[tuple[str, int]], now: datetime
-) -> int:
-    """Close the open counter-gap items that the newly accepted records fill."""
-    if not keys:
-        return 0
-    if _is_postgres(session):
-        # One probe of the (asn, counter) index per key: OFFSET 0 keeps the lateral subquery
-        # from being flattened into a join that the planner may run as a scan of every break
-        # item per key (seen in the upload benchmark as the statement PostgreSQL spent most of
-        # its time on, while break_items grows with every counter gap).
-        result: Any = await session.execute(
-            text(
-                "UPDATE break_items AS u SET status = :resolved, resolved_at = :now, "
-                "detail = 'filled by a later upload' "
-                "FROM unnest(CAST(:asns AS VARCHAR[]), CAST(:counters AS INTEGER[])) AS k(a, c) "
-                "JOIN LATERAL (SELECT b.id FROM break_items AS b WHERE b.asn = k.a "
-                "AND b.counter = k.c AND b.kind = :kind AND b.status = :open OFFSET 0) AS hit "
-                "ON true WHERE u.id = hit.id"
-            ),
-            {
-                "resolved": BreakStatus.resolved.value,
-                "open": BreakStatus.open.value,
-                "kind": BreakKind.counter_gap.value,
-                "now": now,
-                "asns": [k[0] for k in keys],
-                "counters": [k[1] for k in keys],
-            },
-        )
-        return int(getattr(result, "rowcount", 0) or 0)
-    result = await session.execute(
-        update(BreakItem)
-        .where(
-            and_(
-                BreakItem.kind == BreakKind.counter_gap,
-                BreakItem.status == BreakStatus.open,
-                tuple_(BreakItem.asn, BreakItem.counter).in_(list(keys)),
-            )
-        )
-        .values(status=BreakStatus.resolved, resolved_at=now, detail="filled by a later upload")
-        .execution_options(synchronize_session=False)
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
-
-
 async def records_of_batch(session: AsyncSession, batch: UploadBatch) -> list[OfflineRecord]:
     """The records of an upload, in their order, from the upload's day."""
     stmt = (
@@ -355,15 +301,4 @@ async def records_of_batch(session: AsyncSession, batch: UploadBatch) -> list[Of
         )
         .order_by(OfflineRecord.position)
     )
-    return list((await session.execute(stmt)).scalars())
-
-
-async def break_items(
-    session: AsyncSession, *, status: BreakStatus | None = None, asn: str | None = None
-) -> list[BreakItem]:
-    stmt = select(BreakItem).order_by(BreakItem.id)
-    if status is not None:
-        stmt = stmt.where(BreakItem.status == status)
-    if asn is not None:
-        stmt = stmt.where(BreakItem.asn == asn)
     return list((await session.execute(stmt)).scalars())

@@ -34,30 +34,31 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any, Final
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cardsvc import clock
 from cardsvc.blacklist import service as blacklist
+from cardsvc.breaks import service as breaks
+from cardsvc.breaks.models import BreakKind
+from cardsvc.breaks.schemas import BreakRef, NewBreak, Resolve
 from cardsvc.cards.models import CardStatus
 from cardsvc.clearing import service as clearing
-from cardsvc.db import utcnow
 from cardsvc.errors import Conflict, DependencyUnavailable, IdempotencyConflict, ValidationFailed
+from cardsvc.hsm import HsmClient, HsmUnavailable
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.errors import InsufficientFunds
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.settings import Settings
-from hsm_sim.client import HsmClient, HsmUnavailable
-from terminals.access.auth import TerminalContext
+from terminals.access.context import TerminalContext
 from terminals.uploads import repository
-from terminals.uploads.models import BreakKind, BreakStatus, ResultCode
+from terminals.uploads.models import ResultCode
 from terminals.uploads.schemas import RecordResult, UploadRequest, UploadResponse
 
-LOCAL_TZ: Final = ZoneInfo("Asia/Shanghai")
 MAX_GAP_ITEMS: Final = 50
 U16: Final = 0xFFFF
 U32: Final = 0xFFFFFFFF
@@ -76,6 +77,9 @@ COMPOUND_FIELDS: Final = frozenset(
     {"line", "station", "direction", "entry_station", "entry_time", "transfer"}
 )
 ISSUED: Final = frozenset(s.value for s in CardStatus) - {CardStatus.personalizing.value}
+GAP_FILLED: Final = Resolve(
+    resolver="system:uploads", resolution="filled", note="filled by a later upload"
+)
 
 
 class RecordInvalid(ValueError):
@@ -132,18 +136,18 @@ def _str(raw: Mapping[str, Any], name: str, pattern: re.Pattern[str]) -> str:
     return value
 
 
-def parse_local(dt14: str) -> datetime:
-    """Card/terminal time (local Asia/Shanghai, DESIGN §5) as an aware UTC datetime."""
+def parse_local(dt14: str, zone: tzinfo) -> datetime:
+    """Card/terminal time (local wall clock in ``zone``, the settings' zone) as aware UTC."""
     try:
         if len(dt14) == 14 and dt14.isascii() and dt14.isdigit():
             # Fixed-width fields: what strptime("%Y%m%d%H%M%S") accepts for 14 ASCII digits
             # (every field must then take two digits), at a fraction of its cost per record.
             local = datetime(
                 int(dt14[0:4]), int(dt14[4:6]), int(dt14[6:8]),
-                int(dt14[8:10]), int(dt14[10:12]), int(dt14[12:14]), tzinfo=LOCAL_TZ,
+                int(dt14[8:10]), int(dt14[10:12]), int(dt14[12:14]), tzinfo=zone,
             )  # fmt: skip
         else:
-            local = datetime.strptime(dt14, "%Y%m%d%H%M%S").replace(tzinfo=LOCAL_TZ)
+            local = datetime.strptime(dt14, "%Y%m%d%H%M%S").replace(tzinfo=zone)
         # Year 0001 local time lies before datetime.min in UTC: not a time a card can hold.
         return local.astimezone(UTC)
     except (ValueError, OverflowError):
@@ -166,7 +170,7 @@ def _compound(value: Any) -> dict[str, Any] | None:
     return dict(value)
 
 
-def parse_record(raw: Any) -> Parsed:
+def parse_record(raw: Any, zone: tzinfo) -> Parsed:
     if not isinstance(raw, dict):
         raise RecordInvalid("a record is a JSON object")
     unknown = set(raw) - FIELDS
@@ -199,7 +203,7 @@ def parse_record(raw: Any) -> Parsed:
         terminal_no=_str(raw, "terminal_no", _DIGITS12),
         terminal_serial=_int(raw, "terminal_serial", 0, U32),
         tx_datetime=dt14,
-        tx_time=parse_local(dt14),
+        tx_time=parse_local(dt14, zone),
         key_version=_int(raw, "key_version", 1, 255),
         tac=tac,
         gray=gray,
@@ -247,7 +251,7 @@ async def ingest(
     if sum(_integer_amount(r) for r in request.records) != request.total_amount:
         raise ValidationFailed("total_amount is not the sum of the records' amounts")
 
-    now = utcnow()
+    now = clock.now()
     outcomes = _validate(request, terminal, settings, now)
     await _check_cards(session, outcomes)
     await _verify_tacs(hsm, outcomes)
@@ -277,12 +281,13 @@ def _validate(
     future_limit = now + timedelta(seconds=settings.terminal_clock_skew_seconds)
     oldest = now - timedelta(days=settings.upload_max_record_age_days)
     psam_ok = request.psam_no == terminal.psam_no
+    zone = settings.zone
     outcomes: list[Outcome] = []
     for index, raw in enumerate(request.records):
         outcome = Outcome(index=index, raw=raw)
         outcomes.append(outcome)
         try:
-            parsed = parse_record(raw)
+            parsed = parse_record(raw, zone)
         except RecordInvalid as exc:
             outcome.code, outcome.detail = ResultCode.invalid_data, str(exc)
             continue
@@ -554,24 +559,30 @@ async def _store(
         [_record_row(o, batch_id, terminal, clearing_date, now) for o in outcomes],
         want_ids=any(o.breaks for o in outcomes),
     )
-    breaks = [
-        {
-            "kind": kind,
-            "asn": o.parsed.asn,
-            "counter": counter,
-            "record_id": ids[o.index],
-            "status": BreakStatus.open,
-            "detail": detail[:200],
-            "created_at": now,
-            "resolved_at": None,
-        }
-        for o in outcomes
-        if o.parsed is not None
-        for kind, counter, detail in o.breaks
-    ]
-    await repository.insert_breaks(session, breaks)
+    await breaks.open_breaks(
+        session,
+        [
+            NewBreak(
+                kind=kind,
+                clearing_date=clearing_date,
+                reason=detail[:200],
+                # What a missing counter was worth is unknown until its record comes.
+                amount=None if kind is BreakKind.counter_gap else o.parsed.amount,
+                ref=BreakRef(
+                    source="offline_record",
+                    source_id=ids[o.index],
+                    asn=o.parsed.asn,
+                    counter=counter,
+                    terminal_no=o.parsed.terminal_no,
+                ),
+            )
+            for o in outcomes
+            if o.parsed is not None
+            for kind, counter, detail in o.breaks
+        ],
+    )
     if gap_fills:
-        await repository.resolve_counter_gaps(session, gap_fills, now)
+        await breaks.resolve_at(session, BreakKind.counter_gap, gap_fills, GAP_FILLED)
     transaction_id = await _post_batch(
         session, request, terminal, batch_id, accepted, clearing_date
     )

@@ -47,10 +47,6 @@ def test_business_date_follows_the_cutoff(settings: Settings) -> None:
     assert clearing.business_date(late, at_local(2026, 3, 2, 23, 30)) == date(2026, 3, 3)
     assert clearing.business_date(late, at_local(2026, 3, 2, 22, 59)) == date(2026, 3, 2)
     assert clearing.cut_moment(late, date(2026, 3, 2)) == at_local(2026, 3, 2, 23)
-    calendar = settings.model_copy(
-        update={"clearing_date_source": "local_date", "day_cutoff": "02:00"}
-    )
-    assert clearing.business_date(calendar, at_local(2026, 3, 2, 1, 30)) == date(2026, 3, 2)
 
 
 def test_a_cutoff_must_be_a_time_of_day() -> None:
@@ -124,28 +120,6 @@ async def test_a_manual_cut_and_a_closing_day_resumed(resources: Resources) -> N
     assert await status_of(resources, date(2026, 3, 3)) is DayStatus.closed
     assert await open_day(resources) == date(2026, 3, 4)
     assert await clearing.close_through(resources.sessions, settings, date(2026, 3, 3)) == []
-
-
-async def test_local_date_follows_the_calendar_but_never_a_closed_day(
-    resources: Resources,
-) -> None:
-    settings = resources.settings.model_copy(update={"clearing_date_source": "local_date"})
-    async with unit_of_work(resources.sessions) as session:
-        assert await clearing.clearing_date(session, settings, now=at_local(2026, 3, 2, 9)) == date(
-            2026, 3, 2
-        )
-    # The worker did not cut: the calendar moved on all the same.
-    async with unit_of_work(resources.sessions) as session:
-        assert await clearing.clearing_date(session, settings, now=at_local(2026, 3, 3, 9)) == date(
-            2026, 3, 3
-        )
-    assert await status_of(resources, date(2026, 3, 2)) is DayStatus.open
-    await clearing.close_through(resources.sessions, settings, date(2026, 3, 3))
-    # The calendar is behind the open day (closed early): the open day wins.
-    async with unit_of_work(resources.sessions) as session:
-        assert await clearing.clearing_date(
-            session, settings, now=at_local(2026, 3, 3, 10)
-        ) == date(2026, 3, 4)
 
 
 async def test_balance_releases_post_on_the_open_day(resources: Resources) -> None:

@@ -117,27 +117,145 @@ _BATCH = (
     "INSERT INTO upload_batches (id, terminal_id, merchant_id, batch_no, content_hash, "
     "record_count, total_amount, accepted_count, accepted_amount, refused_count, refused_amount, "
     "clearing_date, blacklist_version, params_version, response, received_at) VALUES (1, 1, 1, 7, "
-    "'', 2, 300, 1, 100, 1, 200, '2026-10-30', 0, 0, '{}', :at)"
+    "'', 2, 350, 1, 200, 1, 150, '2026-11-02', 0, 0, '{}', :at)"
 )
 _RECORD = (
+    "INSERT INTO offline_records (id, batch_id, position, result_code, merchant_id, "
+    "uploading_terminal_id, asn, offline_counter, amount, terminal_no, gray, blacklisted, "
+    "received_at) VALUES (:id, 1, :position, :code, 1, 1, '3211000000000001', :counter, :amount, "
+    "'321100000001', :gray, false, :at)"
+)
+_BREAK = (
+    "INSERT INTO break_items (id, kind, asn, counter, record_id, status, detail, created_at) "
+    "VALUES (:id, :kind, '3211000000000001', :counter, :record, :status, :detail, :at)"
+)
+
+
+async def _breaks_at_0006(url: str) -> None:
+    """A batch of 2026-11-02 with an accepted record (after a gap at counter 3, later filled) and
+    a gray one."""
+    at = datetime(2026, 11, 2, 8, tzinfo=UTC)
+    engine: AsyncEngine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(_MERCHANT), {"at": at})
+            await conn.execute(
+                text(
+                    _TERMINAL.replace("description,", "description, kind,").replace(
+                        "'',", "'', 'pos',"
+                    )
+                ),
+                {"id": 1, "terminal_no": "321100000001", "psam_no": "50", "at": at},
+            )
+            await conn.execute(text(_BATCH), {"at": at})
+            await conn.execute(
+                text(_RECORD),
+                [
+                    {
+                        "id": 1,
+                        "position": 0,
+                        "code": "00",
+                        "counter": 4,
+                        "amount": 200,
+                        "gray": False,
+                        "at": at,
+                    },
+                    {
+                        "id": 2,
+                        "position": 1,
+                        "code": "04",
+                        "counter": 5,
+                        "amount": 150,
+                        "gray": True,
+                        "at": at,
+                    },
+                ],
+            )
+            await conn.execute(
+                text(_BREAK),
+                [
+                    {"id": 1, "kind": "counter_gap", "counter": 3, "record": 1,
+                     "status": "resolved", "detail": "filled by a later upload", "at": at},
+                    {"id": 2, "kind": "gray", "counter": 5, "record": 2, "status": "open",
+                     "detail": "gray record held", "at": at},
+                ],
+            )  # fmt: skip
+    finally:
+        await engine.dispose()
+
+
+async def _read(url: str, sql: str, clear: bool = False) -> list[tuple[object, ...]]:
+    engine: AsyncEngine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            rows = [tuple(r) for r in await conn.execute(text(sql))]
+            if clear:
+                for table in (
+                    "break_items", "offline_records", "upload_batches", "terminals", "merchants",
+                ):  # fmt: skip
+                    await conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - fixed names
+            return rows
+    finally:
+        await engine.dispose()
+
+
+def test_0007_moves_break_items_to_the_core_with_their_amounts_and_days(database_url: str) -> None:
+    migrate.downgrade(database_url, "0006")
+    asyncio.run(_breaks_at_0006(database_url))
+    migrate.upgrade(database_url)
+    rows = asyncio.run(
+        _read(
+            database_url,
+            "SELECT id, kind, status, amount, clearing_date, source, source_id, terminal_no, "
+            "reason, resolver, resolution, note FROM break_items ORDER BY id",
+        )
+    )
+    assert [(*r[:4], str(r[4]), *r[5:]) for r in rows] == [
+        (1, "counter_gap", "resolved", None, "2026-11-02", "offline_record", 1, "321100000001",
+         "counter not seen", "system:uploads", "filled", "filled by a later upload"),
+        (2, "gray", "open", 150, "2026-11-02", "offline_record", 2, "321100000001",
+         "gray record held", None, None, None),
+    ]  # fmt: skip
+    migrate.downgrade(database_url, "0006")
+    back = asyncio.run(
+        _read(
+            database_url,
+            "SELECT id, kind, counter, record_id, status, detail FROM break_items ORDER BY id",
+            clear=True,
+        )
+    )
+    assert back == [
+        (1, "counter_gap", 3, 1, "resolved", "filled by a later upload"),
+        (2, "gray", 5, 2, "open", "gray record held"),
+    ]
+    migrate.upgrade(database_url)
+
+
+_P_BATCH = (
+    "INSERT INTO upload_batches (id, terminal_id, merchant_id, batch_no, content_hash, "
+    "record_count, total_amount, accepted_count, accepted_amount, refused_count, refused_amount, "
+    "clearing_date, blacklist_version, params_version, response, received_at) VALUES (1, 1, 1, 7, "
+    "'', 2, 300, 1, 100, 1, 200, '2026-10-30', 0, 0, '{}', :at)"
+)
+_P_RECORD = (
     "INSERT INTO offline_records (id, batch_id, position, result_code, merchant_id, "
     "uploading_terminal_id, asn, offline_counter, balance_before, amount, terminal_no, "
     "terminal_serial, gray, blacklisted, clearing_date, received_at) VALUES (:id, 1, :position, "
     ":code, 1, 1, '3211000000000001', :counter, 1000, :amount, '321100000001', :serial, false, "
     "false, :day, :at)"
 )
-_TRANSACTION = (
+_P_TRANSACTION = (
     "INSERT INTO ledger_transactions (id, idempotency_key, content_hash, tx_type, clearing_date, "
     "reverses_id, amount, line_count, description, posted_at) VALUES (:id, :key, 'h', 'load', "
     ":day, :reverses, 100, 2, '', :at)"
 )
-_LINE = (
+_P_LINE = (
     "INSERT INTO ledger_lines (id, transaction_id, account_id, side, amount) "
     "VALUES (:id, :tx, :account, :side, 100)"
 )
 
 
-async def _rows_at_0006(url: str) -> None:
+async def _journal_at_0007(url: str) -> None:
     """An upload of one accepted and one refused record; a load and its reversal."""
     at = datetime(2026, 10, 30, 8, tzinfo=UTC)
     engine: AsyncEngine = create_engine(url)
@@ -152,9 +270,9 @@ async def _rows_at_0006(url: str) -> None:
                 ),
                 {"id": 1, "terminal_no": "321100000001", "psam_no": "5", "at": at},
             )
-            await conn.execute(text(_BATCH), {"at": at})
+            await conn.execute(text(_P_BATCH), {"at": at})
             await conn.execute(
-                text(_RECORD),
+                text(_P_RECORD),
                 [
                     {"id": 1, "position": 0, "code": "00", "counter": 4, "amount": 100,
                      "serial": 9, "day": date(2026, 10, 30), "at": at},
@@ -172,14 +290,14 @@ async def _rows_at_0006(url: str) -> None:
                     {"id": account, "kind": kind, "side": side, "at": at},
                 )
             await conn.execute(
-                text(_TRANSACTION),
+                text(_P_TRANSACTION),
                 [
                     {"id": 1, "key": "load:1", "day": date(2026, 10, 30), "reverses": None, "at": at},
                     {"id": 2, "key": "undo:1", "day": date(2026, 10, 31), "reverses": 1, "at": at},
                 ],
             )  # fmt: skip
             await conn.execute(
-                text(_LINE),
+                text(_P_LINE),
                 [
                     {"id": 1, "tx": 1, "account": 1, "side": "debit"},
                     {"id": 2, "tx": 1, "account": 2, "side": "credit"},
@@ -191,7 +309,7 @@ async def _rows_at_0006(url: str) -> None:
         await engine.dispose()
 
 
-async def _after_0007(url: str) -> dict[str, list[tuple[object, ...]]]:
+async def _after_0008(url: str) -> dict[str, list[tuple[object, ...]]]:
     engine: AsyncEngine = create_engine(url)
     queries = {
         "records": "SELECT id, result_code, clearing_date FROM offline_records ORDER BY id",
@@ -223,13 +341,13 @@ def _day(value: object) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
-def test_records_and_journal_keep_their_keys_through_0007(database_url: str) -> None:
-    """0007 moves the unique keys out of the partitioned tables: every accepted record's keys,
+def test_records_and_journal_keep_their_keys_through_0008(database_url: str) -> None:
+    """0008 moves the unique keys out of the partitioned tables: every accepted record's keys,
     every transaction's idempotency key and reversal, and each line's clearing date."""
-    migrate.downgrade(database_url, "0006")
-    asyncio.run(_rows_at_0006(database_url))
+    migrate.downgrade(database_url, "0007")
+    asyncio.run(_journal_at_0007(database_url))
     migrate.upgrade(database_url)
-    found = asyncio.run(_after_0007(database_url))
+    found = asyncio.run(_after_0008(database_url))
     assert [(i, c, _day(d)) for i, c, d in found["records"]] == [
         (1, "00", date(2026, 10, 30)),
         (2, "04", date(2026, 10, 30)),  # a refused record takes its upload's day

@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 from prometheus_client import REGISTRY
 
-from cardsvc.jobs.worker import JOBS, Job, Result, lock_name, run_forever, run_pass
+from cardsvc.jobs.table import all_jobs
+from cardsvc.jobs.worker import Job, Result, lock_name, run_forever, run_pass
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind
 from cardsvc.ledger.schemas import AccountRef
@@ -24,6 +25,8 @@ from terminals.online import repository as online_repo
 from terminals.online.models import AuthStatus
 from terminals.registry.models import MerchantCategory
 from tests.online.helpers import free_port, make_card, make_site, signed_in
+
+JOBS = all_jobs()
 
 
 def hourly(_settings: object) -> float:
@@ -216,8 +219,8 @@ def test_worker_once_runs_each_job_and_exits(tmp_path: Path) -> None:
     result = cardsvc(env, "worker", "--once")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines() == [
-        "day-cut: ok: closed none; open day none yet; 0 partition(s) made",
         "expire-holds: ok: released 0 expired pre-authorization hold(s)",
+        "day-cut: ok: closed none; open day none yet; 0 partition(s) made",
         "release-balances: ok: moved 0 balances (0 fen); 0 empty; 0 wait for their new card",
         "expire-cards: ok: expired 0 cards",
     ]

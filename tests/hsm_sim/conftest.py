@@ -1,7 +1,7 @@
 """Fixtures of the HSM tests: a real ``hsm-sim serve`` child process, and the contract clients.
 
 ``hsm_process_url`` (session scope) is one development-mode hsm-sim on a free port, started via
-``hsm_sim.testing.start_hsm_process``; ``fresh_hsm_url`` starts a private one for tests that
+``hsm_sim.child.start_hsm_process``; ``fresh_hsm_url`` starts a private one for tests that
 change keys. ``hsm_client`` runs each contract test over both backends: in-process and TCP.
 """
 
@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from hsm_sim.client import HsmClient, LocalHsmClient, connect_hsm
-from hsm_sim.testing import start_hsm_process
+from cardsvc.hsm import HsmClient
+from cardsvc.hsm.connect import connect_hsm
+from cardsvc.hsm.development import LocalHsmClient
+from hsm_sim.child import start_hsm_process
 
 
 @pytest.fixture(scope="session")

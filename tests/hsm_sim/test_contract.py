@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from cardsvc.hsm import HsmClient, HsmError, HsmKeyError, HsmMacInvalid, KeyRef
 from hsm_sim import pboc
-from hsm_sim.client import HsmClient, HsmError, HsmKeyError, HsmMacInvalid, KeyRef
 
 from .cards import GROUP, MASTERS, card_key, load_record, purchase_record, random_asn
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from cardsvc.hsm.connect import connect_hsm
 from hsm_sim.audit import AuditLog, mask_asn, verify_file
 from hsm_sim.cli import main
-from hsm_sim.client import connect_hsm
 from hsm_sim.keystore import DEV_KEYS, KeyStore, KeyStoreError, Lmk
 from hsm_sim.settings import development_lmk_components
 from hsm_sim.tacverify import TtlLru
@@ -152,7 +152,7 @@ async def test_server_audit_log_masks_asn_and_matches_head(
     hsm_process_url: str, hsm_process_dir: Path
 ) -> None:
     client = await connect_hsm(hsm_process_url)
-    from hsm_sim.client import HsmMacInvalid
+    from cardsvc.hsm import HsmMacInvalid
 
     with pytest.raises(HsmMacInvalid):
         await client.load_authorize(

@@ -13,11 +13,12 @@ from urllib.parse import urlsplit
 import pytest
 from click.testing import CliRunner
 
+from cardsvc.hsm import HsmError
+from cardsvc.hsm.connect import connect_hsm
+from hsm_sim.child import start_hsm_process
 from hsm_sim.cli import main
-from hsm_sim.client import HsmError, connect_hsm
 from hsm_sim.protocol import encode_frame
 from hsm_sim.server import is_loopback
-from hsm_sim.testing import start_hsm_process
 
 
 async def _open(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -161,7 +162,9 @@ async def test_production_requires_authentication(tmp_path: Path) -> None:
         with pytest.raises(HsmError) as wrong:
             await connect_hsm(url, secret="not-the-secret-at-all")
         assert wrong.value.code == "AUTH_FAILED"
-        client = await connect_hsm(f"{url}?secret={secret}")
+        with pytest.raises(ValueError, match="no secret in it"):
+            await connect_hsm(f"{url}?secret={secret}")
+        client = await connect_hsm(url, secret=secret)
         await client.ping()
         # Production: no clear key import.
         with pytest.raises(HsmError) as forbidden:

@@ -9,11 +9,12 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from cardsvc import clock
 from cardsvc.audit import service as audit
 from cardsvc.blacklist import service as blacklist
 from cardsvc.cards.numbers import make_card_no
 from cardsvc.cards.tasks import release_balances
-from cardsvc.db import unit_of_work, utcnow
+from cardsvc.db import unit_of_work
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
@@ -86,7 +87,7 @@ async def test_loss_replacement_and_balance_move(
     assert r.json()["status"] == "active"
     # before the waiting period nothing moves; after it, exactly once
     assert (await release_balances(resources.sessions, resources.settings)).moved == 0
-    later = utcnow() + timedelta(days=resources.settings.loss_waiting_period_days, minutes=1)
+    later = clock.now() + timedelta(days=resources.settings.loss_waiting_period_days, minutes=1)
     report = await release_balances(resources.sessions, resources.settings, now=later)
     assert (report.moved, report.amount) == (1, 5000)
     assert (await release_balances(resources.sessions, resources.settings, now=later)).moved == 0

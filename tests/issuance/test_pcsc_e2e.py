@@ -8,9 +8,10 @@ from datetime import date, timedelta
 import httpx
 import pytest
 
+from cardsvc import clock
 from cardsvc.blacklist import service as blacklist
 from cardsvc.cards.tasks import release_balances
-from cardsvc.db import unit_of_work, utcnow
+from cardsvc.db import unit_of_work
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
@@ -84,7 +85,7 @@ async def test_issue_lose_replace_through_pcscd(
     assert (await client.get(f"/api/v1/cards/{old_no}", headers=operator)).json()[
         "status"
     ] == "replaced"
-    later = utcnow() + timedelta(days=resources.settings.loss_waiting_period_days, seconds=1)
+    later = clock.now() + timedelta(days=resources.settings.loss_waiting_period_days, seconds=1)
     assert (
         await release_balances(resources.sessions, resources.settings, now=later)
     ).amount == 1234

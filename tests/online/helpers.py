@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 
 import httpx
 
+from cardsvc import clock
 from cardsvc.cards import service as cards
 from cardsvc.cards.models import Card, CardStatus, CardType
 from cardsvc.db import unit_of_work
@@ -15,7 +16,7 @@ from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.residents import service as residents
 from cardsvc.resources import Resources
-from terminals.access.auth import TerminalContext
+from terminals.access.context import TerminalContext
 from terminals.devices.host_client import HostClient, dev_tmk
 from terminals.registry import service as registry
 from terminals.registry.models import MerchantCategory, TerminalKind
@@ -91,6 +92,7 @@ async def make_card(
                 resident_id(order=f"{order:03d}"), "测试", "13800000000", "测试路1号"
             ),
             actor=ACTOR,
+            today=resources.settings.local_date(clock.now()),
         )
         card = await cards.allocate(
             s, resources.settings, resident_id=resident.id, card_type=card_type, actor=ACTOR

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cardsvc.card_cli import card as card_group
 from cardsvc.errors import DomainError
 from cardsvc.reader.errors import (
     CardError,
@@ -26,6 +25,7 @@ from cardsvc.reader.errors import (
 from cardsvc.reader.link import CardLink, command
 from cardsvc.reader.purse import read_card
 from terminals.devices.card import VirtualCard, make_dev_personalized_card
+from terminals.devices.cli import card as card_group
 from tests.conftest_pcsc import Connect, inserted
 
 H = bytes.fromhex
@@ -110,7 +110,7 @@ def test_cli_emulate_and_read_through_pcscd(pcscd: str, tmp_path: Path) -> None:
     from cardsvc.reader.pcsc import PcscLink, wait_for_card, wait_for_removal
 
     state = tmp_path / "emulated.json"
-    code = "from cardsvc.card_cli import card; card()"
+    code = "from terminals.devices.cli import card; card()"
     args = [
         "emulate",
         "--state",

@@ -9,10 +9,11 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from cardsvc.db import unit_of_work, utcnow
+from cardsvc import clock
+from cardsvc.db import unit_of_work
+from cardsvc.hsm import HsmClient, KeyRef
 from cardsvc.resources import Resources
 from hsm_sim import pboc
-from hsm_sim.client import HsmClient, KeyRef
 from terminals.access.canonical import canonical_request
 from terminals.access.models import TerminalSession
 from terminals.devices.host_client import HostClient, HostError, dev_tmk, encode_body
@@ -190,7 +191,7 @@ async def test_expired_and_superseded_sessions_are_refused(
         await session.execute(
             update(TerminalSession)
             .where(TerminalSession.id == terminal.session_id)
-            .values(expires_at=utcnow() - timedelta(seconds=1))
+            .values(expires_at=clock.now() - timedelta(seconds=1))
         )
     expired = await terminal.get(BLACKLIST)
     assert expired.status_code == 401

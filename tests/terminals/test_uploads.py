@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from cardsvc.blacklist import service as blacklist
+from cardsvc.breaks.models import BreakItem, BreakKind, BreakStatus
 from cardsvc.cards.models import CardType
 from cardsvc.db import unit_of_work
 from cardsvc.ledger import service as ledger
@@ -23,7 +24,7 @@ from terminals.devices.card import VirtualCard
 from terminals.devices.psam import Psam
 from terminals.devices.taxi import TaxiMeter
 from terminals.devices.validator import TapRefused
-from terminals.uploads.models import BreakItem, BreakKind, BreakStatus, OfflineRecord
+from terminals.uploads.models import OfflineRecord
 from tests.terminals.helpers import (
     BUS_MERCHANT,
     TAXI_MERCHANT,

@@ -1,4 +1,4 @@
-"""Demo step: a counter load, a parking stay and a fuel fill (``cardsvc demo``, issue 8).
+"""Demo step: a counter load, a parking stay and a fuel fill (``cardsvc demo``).
 
 Registers a service counter, a car park and a filling station (once), issues a card with money
 in the holder's online account, then: the counter loads 50 yuan cash onto the purse (圈存), the
@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import secrets
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
 import click
 import httpx
 
+from cardsvc import clock
 from cardsvc.cards import repository as cards_repository
 from cardsvc.cards.models import CONCESSION_CODES, Card, CardStatus, CardType
 from cardsvc.cards.numbers import make_card_no
@@ -92,7 +93,7 @@ async def _card(resources: Resources, account: int) -> tuple[str, int]:
             Card(
                 card_no=card_no, asn=card_no, resident_id=resident.id, card_type=CardType.standard,
                 concession_code=CONCESSION_CODES[CardType.standard], status=CardStatus.active, key_version=1,
-                issued_at=datetime.now(UTC), expires_on=date(2035, 12, 31),
+                issued_at=clock.now(), expires_on=date(2035, 12, 31),
             )
         )  # fmt: skip
         await ledger.post(
@@ -129,7 +130,7 @@ async def step_online_day(resources: Resources) -> None:
     psam_path.parent.mkdir(parents=True, exist_ok=True)
     psam = Psam.load(psam_path) if psam_path.exists() else Psam.dev(GATE, state_path=psam_path)
     run = int(time.time())  # serials and batch numbers continue across demo runs
-    now = datetime.now(LOCAL_TZ).replace(microsecond=0)
+    now = clock.now().astimezone(LOCAL_TZ).replace(microsecond=0)
     wall = {"now": now - timedelta(hours=1, minutes=40)}
     app = create_app(resources.settings, resources)
     async with httpx.AsyncClient(

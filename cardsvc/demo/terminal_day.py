@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import secrets
 import time
-from datetime import UTC, date, datetime
+from datetime import date
 
 import click
 import httpx
 
+from cardsvc import clock
 from cardsvc.cards import repository as cards_repository
 from cardsvc.cards.models import CONCESSION_CODES, Card, CardStatus, CardType
 from cardsvc.cards.numbers import make_card_no
@@ -130,7 +131,7 @@ async def _cards(resources: Resources, count: int, balance: int) -> list[Virtual
                     concession_code=CONCESSION_CODES[CardType.standard],
                     status=CardStatus.active,
                     key_version=1,
-                    issued_at=datetime.now(UTC),
+                    issued_at=clock.now(),
                     expires_on=date(2035, 12, 31),
                 )
             )

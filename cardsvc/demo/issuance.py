@@ -6,6 +6,7 @@ import secrets
 
 import click
 
+from cardsvc import clock
 from cardsvc.applications import service as applications
 from cardsvc.db import unit_of_work
 from cardsvc.personalization import files
@@ -18,12 +19,10 @@ from cardsvc.resources import Resources
 from cardsvc.staff import repository as staff_repo
 from cardsvc.staff import service as staff
 from cardsvc.staff.auth import Role
+from terminals.devices.card import make_blank_card
 
 
 async def step_issue_card(resources: Resources) -> None:
-    # The simulated card is test and demo equipment (DESIGN §3); the demo wires it in like app.py.
-    from terminals.devices.card import make_blank_card
-
     settings = resources.settings
     suffix = secrets.token_hex(3)
     first17 = f"32110219{secrets.randbelow(30) + 60:02d}0512{secrets.randbelow(900) + 100:03d}"
@@ -46,6 +45,7 @@ async def step_issue_card(resources: Resources) -> None:
             resources.hsm,
             residents.ResidentIn(resident_id, "陈小春", "13800000000", "泰州市海陵区府前路1号"),
             actor="demo-operator",
+            today=settings.local_date(clock.now()),
         )
         application = await applications.submit(
             session, settings, resident_id=resident.id, card_type=None, actor="demo-operator"

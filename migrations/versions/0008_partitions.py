@@ -11,8 +11,8 @@ upload's. SQLite gets the same columns and key tables, unpartitioned.
 
 Each table is rebuilt (renamed aside, created anew, copied, dropped), in one transaction.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from alembic import op
 
 from cardsvc.clearing.partitions import create_default_sql, create_partition_sql
 
-revision: str = "0007"
-down_revision: str | None = "0006"
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -141,10 +141,6 @@ def _records_table(clearing_nullable: bool) -> None:
 def upgrade() -> None:
     with op.batch_alter_table("clearing_days") as batch:
         batch.add_column(sa.Column("cut_at", sa.DateTime(timezone=True), nullable=True))
-    # Break items keep a record's id without a foreign key: records are partitioned.
-    with op.batch_alter_table("break_items") as batch:
-        batch.drop_constraint("fk_break_items_record_id_offline_records", type_="foreignkey")
-
     # --- offline records and their keys ---
     op.execute(
         "UPDATE offline_records SET clearing_date = (SELECT b.clearing_date FROM upload_batches "
@@ -170,8 +166,8 @@ def upgrade() -> None:
         sa.Column("offline_counter", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("record_id", sa.BigInteger(), nullable=False),
         sa.Column("clearing_date", sa.Date(), nullable=False),
-        sa.Column("balance_before", sa.BigInteger(), nullable=False),
-        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("balance_before", sa.BigInteger(), nullable=True),
+        sa.Column("amount", sa.BigInteger(), nullable=True),
         sa.PrimaryKeyConstraint("asn", "offline_counter", name=op.f("pk_offline_card_keys")),
     )
     op.create_table(
@@ -187,11 +183,13 @@ def upgrade() -> None:
     op.execute(
         "INSERT INTO offline_card_keys (asn, offline_counter, record_id, clearing_date, "
         "balance_before, amount) SELECT asn, offline_counter, id, clearing_date, balance_before, "
-        f"amount FROM {legacy} WHERE {_CLAIMING}"
+        f"amount FROM {legacy} WHERE {_CLAIMING} AND asn IS NOT NULL "
+        "AND offline_counter IS NOT NULL"
     )
     op.execute(
         "INSERT INTO offline_serial_keys (terminal_no, terminal_serial, record_id, clearing_date) "
-        f"SELECT terminal_no, terminal_serial, id, clearing_date FROM {legacy} WHERE {_CLAIMING}"
+        f"SELECT terminal_no, terminal_serial, id, clearing_date FROM {legacy} WHERE {_CLAIMING} "
+        "AND terminal_no IS NOT NULL AND terminal_serial IS NOT NULL"
     )
     op.drop_table(legacy)
 
@@ -429,13 +427,6 @@ def downgrade() -> None:
             unique=True,
             postgresql_where=sa.text(_CLAIMING),
             sqlite_where=sa.text(_CLAIMING),
-        )
-    with op.batch_alter_table("break_items") as batch:
-        batch.create_foreign_key(
-            op.f("fk_break_items_record_id_offline_records"),
-            "offline_records",
-            ["record_id"],
-            ["id"],
         )
     with op.batch_alter_table("clearing_days") as batch:
         batch.drop_column("cut_at")

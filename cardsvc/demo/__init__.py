@@ -1,8 +1,11 @@
 """``cardsvc demo``: the main job end to end on the embedded defaults.
 
 SQLite under the demo's var directory, the in-process cache and an hsm-sim child process with the
-development key set. Each domain adds its step to ``DEMO_STEPS``; the demo prints what happens in
-words a counter operator or finance clerk would recognise, and exits 0 when every step succeeded.
+development key set. This package is the one tree of demo scenarios (docs/architecture.md): each
+scenario is a module here and a step of :func:`demo_steps`; it may use every package and the
+simulated terminals of ``terminals/devices``, and no domain imports it. The demo prints what
+happens in words a counter operator or finance clerk would recognise, and exits 0 when every step
+succeeded.
 """
 
 from __future__ import annotations
@@ -35,9 +38,9 @@ async def step_infrastructure(resources: Resources) -> None:
 
 
 def demo_steps() -> list[tuple[str, DemoStep]]:
-    from cardsvc.personalization.demo import step_issue_card
-    from terminals.online.demo import step_online_day
-    from terminals.uploads.demo import step_terminal_day
+    from cardsvc.demo.issuance import step_issue_card
+    from cardsvc.demo.online_day import step_online_day
+    from cardsvc.demo.terminal_day import step_terminal_day
 
     return [
         ("Infrastructure", step_infrastructure),

@@ -1,7 +1,7 @@
 """``cardsvc card``: put a virtual card into the vpcd reader, and read what a card holds.
 
-``emulate`` needs the simulated chip from ``terminals.devices`` (test and demo equipment); it is
-imported inside the command so the rest of ``cardsvc`` never depends on ``terminals``.
+The simulated chip is test and demo equipment, so this group lives beside it; the chip is
+imported inside the commands, so reading a real card never loads it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,13 @@ import click
 
 from cardsvc.reader.link import CardLink, InProcessLink
 from cardsvc.reader.purse import CardSnapshot, read_card
+
+
+def open_virtual_card(state_file: Path) -> CardLink:
+    """A virtual card's state file as a link (``--virtual-card`` of the cardsvc commands)."""
+    from terminals.devices.card import VirtualCard
+
+    return InProcessLink(VirtualCard.load(state_file))
 
 
 @click.group()
@@ -151,9 +158,7 @@ def read(reader: str | None, state_file: Path | None, wait: float) -> None:
 
     link: CardLink
     if state_file is not None:
-        from terminals.devices.card import VirtualCard
-
-        link = InProcessLink(VirtualCard.load(state_file))
+        link = open_virtual_card(state_file)
     else:
         from cardsvc.reader.pcsc import PcscLink
 

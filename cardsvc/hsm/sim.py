@@ -1,16 +1,10 @@
-"""The HSM client (DESIGN §7, hsm_contract.md): what the rest of the system calls.
+"""The adapter of the HSM port for ``hsm-sim`` (docs/hsm-protocol.md): every port command as one
+JSON request, and :class:`TcpHsmClient`, a pool of TCP connections to ``hsm-sim serve`` (or a
+real HSM behind the same protocol).
 
-It never sees a key.
-
-Two implementations of one :class:`HsmClient` interface:
-
-- :class:`TcpHsmClient`: a pool of TCP connections to ``hsm-sim serve`` (or a real HSM behind the
-  same protocol), many requests in flight per connection, per-request timeouts, and retries for
-  idempotent commands only;
-- :class:`LocalHsmClient`: the same command handlers in-process, with the development key set, for
-  unit tests.
-
-Both send the very same JSON requests, so one contract suite covers both
+The pool keeps many requests in flight per connection, times each request out, and retries only
+the idempotent commands. One contract suite covers this adapter and the in-process one of
+:mod:`cardsvc.hsm.development`, which send the very same requests
 (``tests/hsm_sim/test_contract.py``).
 """
 
@@ -20,18 +14,21 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
 
-from hsm_sim.errors import (
-    BAD_FRAME,
+from cardsvc.hsm import (
+    INTERNAL,
+    AuditHead,
+    CardKeyBlock,
     HsmError,
-    HsmKeyError,
-    HsmMacInvalid,
     HsmUnavailable,
+    KeyInfo,
+    KeyRef,
+    TacVerifyResult,
+    TerminalSession,
     error_for,
 )
+from hsm_sim.errors import BAD_FRAME
 from hsm_sim.protocol import (
     DEFAULT_MAX_MESSAGE,
     HEADER,
@@ -40,162 +37,7 @@ from hsm_sim.protocol import (
     encode_frame,
 )
 
-if TYPE_CHECKING:
-    from hsm_sim.service import HsmService
-
-__all__ = [
-    "AuditHead",
-    "CardKeyBlock",
-    "HsmClient",
-    "HsmError",
-    "HsmKeyError",
-    "HsmMacInvalid",
-    "HsmUnavailable",
-    "KeyInfo",
-    "KeyRef",
-    "LocalHsmClient",
-    "TacVerifyResult",
-    "TcpHsmClient",
-    "TerminalSession",
-    "connect_hsm",
-]
-
-
-# --- values ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class KeyInfo:
-    label: str
-    version: int
-    usage: str
-    algorithm: str
-    state: str  # active | verify-only | retired
-    kcv: str  # hex, upper case
-
-    @classmethod
-    def from_wire(cls, data: Mapping[str, Any]) -> KeyInfo:
-        return cls(
-            label=str(data["label"]),
-            version=int(data["version"]),
-            usage=str(data["usage"]),
-            algorithm=str(data["algorithm"]),
-            state=str(data["state"]),
-            kcv=str(data["kcv"]).upper(),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class CardKeyBlock:
-    """One WRITE KEY body for personalization (DESIGN §6.2), encrypted under the card's KT."""
-
-    key_id: int
-    version: int
-    algorithm: int
-    block: bytes  # 24 bytes: 3DES-ECB(KT, pad(id ‖ version ‖ algorithm ‖ key16))
-    kcv: bytes  # 3 bytes, of the clear card key
-
-
-@dataclass(frozen=True, slots=True)
-class TacVerifyResult:
-    results: list[bool]
-    errors: dict[int, str]
-
-
-@dataclass(frozen=True, slots=True)
-class TerminalSession:
-    key_under_tmk: bytes  # 16 bytes, 3DES-ECB under the terminal's TMK
-    key_under_lmk: bytes  # opaque blob for the host; pass it back in KeyRef.session(...)
-    kcv: bytes  # 3 bytes
-
-
-@dataclass(frozen=True, slots=True)
-class AuditHead:
-    seq: int
-    hash: str
-
-
-@dataclass(frozen=True, slots=True)
-class KeyRef:
-    """Which key a MAC command uses; built with one of the three constructors below."""
-
-    kind: str  # terminal_master | session | label
-    terminal_no: bytes | None = None
-    blob: bytes | None = None
-    name: str | None = None
-
-    @classmethod
-    def terminal_master(cls, terminal_no: bytes) -> KeyRef:
-        return cls(kind="terminal_master", terminal_no=terminal_no)
-
-    @classmethod
-    def session(cls, key_under_lmk: bytes) -> KeyRef:
-        return cls(kind="session", blob=key_under_lmk)
-
-    @classmethod
-    def label(cls, label: str) -> KeyRef:
-        return cls(kind="label", name=label)
-
-    def to_wire(self) -> dict[str, str]:
-        if self.kind == "terminal_master" and self.terminal_no is not None:
-            return {"kind": self.kind, "terminal_no": self.terminal_no.hex().upper()}
-        if self.kind == "session" and self.blob is not None:
-            return {"kind": self.kind, "blob": self.blob.hex().upper()}
-        if self.kind == "label" and self.name is not None:
-            return {"kind": self.kind, "label": self.name}
-        raise ValueError(f"incomplete key reference {self!r}")
-
-
-# --- the interface ---------------------------------------------------------------------------
-
-
-class HsmClient(Protocol):
-    async def ping(self) -> None: ...
-    async def key_info(self, label: str, version: int | None = None) -> KeyInfo: ...
-    async def key_generate(self, label: str, usage: str, algorithm: str = "3DES") -> KeyInfo: ...
-    async def key_rotate(self, label: str) -> KeyInfo: ...
-    async def card_keys_export(
-        self, asn: bytes, chip_serial: bytes, key_version: int = 1
-    ) -> list[CardKeyBlock]: ...
-    async def perso_auth(self, chip_serial: bytes, challenge: bytes) -> bytes: ...
-    async def perso_mac(self, chip_serial: bytes, challenge4: bytes, data: bytes) -> bytes: ...
-    async def tac_verify(self, records: Sequence[Mapping[str, object]]) -> TacVerifyResult: ...
-    async def load_authorize(
-        self,
-        *,
-        asn: bytes,
-        key_version: int,
-        random: bytes,
-        online_counter: int,
-        balance_before: int,
-        amount: int,
-        tx_type: int,
-        terminal_no: bytes,
-        mac1: bytes,
-        host_datetime: str,
-    ) -> bytes: ...
-    async def purchase_mac1(
-        self,
-        *,
-        asn: bytes,
-        key_version: int,
-        random: bytes,
-        offline_counter: int,
-        terminal_serial: int,
-        amount: int,
-        tx_type: int,
-        terminal_no: bytes,
-        datetime14: str,
-        auth_code: bytes = b"",
-    ) -> bytes: ...
-    async def terminal_session_open(self, terminal_no: bytes) -> TerminalSession: ...
-    async def mac_generate(self, key: KeyRef, data: bytes) -> bytes: ...
-    async def mac_verify(self, key: KeyRef, data: bytes, mac: bytes) -> bool: ...
-    async def data_encrypt(self, label: str, plaintext: bytes) -> bytes: ...
-    async def data_decrypt(self, label: str, ciphertext: bytes) -> bytes: ...
-    async def data_index(self, label: str, value: bytes) -> bytes: ...
-    async def audit_head(self) -> AuditHead: ...
-    async def close(self) -> None: ...
+__all__ = ["CommandClient", "TcpHsmClient", "raise_for"]
 
 
 def _hex(value: bytes) -> str:
@@ -204,7 +46,7 @@ def _hex(value: bytes) -> str:
 
 def _unhex(value: object, what: str) -> bytes:
     if not isinstance(value, str):
-        raise HsmError("INTERNAL", f"HSM answer lacks {what}")
+        raise HsmError(INTERNAL, f"HSM answer lacks {what}")
     return bytes.fromhex(value)
 
 
@@ -215,7 +57,7 @@ def _wire_record(record: Mapping[str, object]) -> dict[str, object]:
     }
 
 
-class _CommandClient:
+class CommandClient:
     """Every contract method, written once on top of :meth:`_call` (one request, one answer)."""
 
     async def _call(
@@ -392,38 +234,11 @@ class _CommandClient:
         return None
 
 
-def _raise_for(answer: dict[str, Any]) -> dict[str, Any]:
+def raise_for(answer: dict[str, Any]) -> dict[str, Any]:
     if answer.get("ok") is True:
         return answer
     error = answer.get("error") or {}
     raise error_for(str(error.get("code", "INTERNAL")), str(error.get("message", "")))
-
-
-# --- in-process ------------------------------------------------------------------------------
-
-
-class LocalHsmClient(_CommandClient):
-    """The HSM command handlers in this process (unit tests); same requests, same answers."""
-
-    def __init__(self, service: HsmService) -> None:
-        self._service = service
-        self._next_id = 0
-
-    @classmethod
-    def development(cls) -> LocalHsmClient:
-        """A fresh in-memory HSM with the development key set (DESIGN §6.1)."""
-        from hsm_sim.service import HsmService
-
-        return cls(HsmService.in_memory_development())
-
-    async def _call(
-        self, cmd: str, fields: dict[str, Any], wait: float | None = None
-    ) -> dict[str, Any]:
-        self._next_id += 1
-        # A JSON round trip keeps the in-process path honest about what the wire can carry.
-        request = json.loads(json.dumps({"id": self._next_id, "cmd": cmd, **fields}))
-        answer = await self._service.handle(request, peer="local")
-        return _raise_for(answer)
 
 
 # --- over TCP --------------------------------------------------------------------------------
@@ -506,7 +321,7 @@ class _Connection:
             await self._writer.wait_closed()
 
 
-class TcpHsmClient(_CommandClient):
+class TcpHsmClient(CommandClient):
     """A pooled client of ``hsm-sim serve``; connections open lazily and reopen after a failure."""
 
     def __init__(
@@ -531,7 +346,7 @@ class TcpHsmClient(_CommandClient):
         self._lock = asyncio.Lock()
 
     def _batch_timeout(self, n: int) -> float | None:
-        # A 10,000-record TAC batch takes about a second on a busy HSM; allow for queueing.
+        # A large TAC batch takes the HSM a while on its own; allow a millisecond per record.
         return self._timeout + n / 1000
 
     async def _open(self) -> _Connection:
@@ -549,9 +364,9 @@ class TcpHsmClient(_CommandClient):
         connection = _Connection(reader, writer, self._max_message)
         if self._secret is not None:
             try:
-                hello = _raise_for(await connection.request("HELLO", {}, self._timeout))
+                hello = raise_for(await connection.request("HELLO", {}, self._timeout))
                 response = auth_response(self._secret, bytes.fromhex(str(hello["challenge"])))
-                _raise_for(
+                raise_for(
                     await connection.request("AUTH", {"response": response.hex()}, self._timeout)
                 )
             except BaseException:
@@ -585,42 +400,10 @@ class TcpHsmClient(_CommandClient):
                     raise
                 await asyncio.sleep(0.05 * (attempt + 1))
                 continue
-            return _raise_for(answer)
+            return raise_for(answer)
         raise HsmUnavailable("unreachable")  # pragma: no cover - the loop returns or raises
 
     async def close(self) -> None:
         connections, self._connections = self._connections, []
         for connection in connections:
             await connection.close()
-
-
-async def connect_hsm(
-    url: str,
-    *,
-    secret: str | None = None,
-    timeout: float = 5.0,  # noqa: ASYNC109 - per-request timeout of the client, part of the contract
-    pool_size: int = 2,
-) -> HsmClient:
-    """``tcp://host:port[?secret=...]`` (a running hsm-sim) or ``local://dev`` (in-process).
-
-    The TCP client checks the connection (and the credentials) with a PING before returning.
-    """
-    parts = urlsplit(url)
-    if parts.scheme == "local":
-        return LocalHsmClient.development()
-    if parts.scheme != "tcp" or not parts.hostname or parts.port is None:
-        raise ValueError(f"HSM url must be tcp://host:port or local://dev, got {url!r}")
-    query_secret = parse_qs(parts.query).get("secret")
-    client = TcpHsmClient(
-        parts.hostname,
-        parts.port,
-        secret=secret if secret is not None else (query_secret[0] if query_secret else None),
-        timeout=timeout,
-        pool_size=pool_size,
-    )
-    try:
-        await client.ping()
-    except BaseException:
-        await client.close()
-        raise
-    return client

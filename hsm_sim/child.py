@@ -1,6 +1,6 @@
-"""Spawn a real ``hsm-sim serve`` child process with the development key set on a free port.
+"""Run ``hsm-sim serve`` as a child process with the development key set on a free port.
 
-For tests of every team and for ``cardsvc demo``::
+For development (``cardsvc`` with ``CARDSVC_HSM_URL=spawn``, the demo), tests and benchmarks::
 
     url, stop = start_hsm_process(tmp_path)          # synchronous
     ...

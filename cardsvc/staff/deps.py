@@ -1,0 +1,52 @@
+"""The staff's web dependencies: the bearer token of a request, and the roles an endpoint admits.
+
+Every request re-reads the staff row, so a disabled or locked account loses access at once even
+with a valid token, and a revoked role takes effect at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from cardsvc.deps import SessionDep, SettingsDep
+from cardsvc.errors import NotAuthenticated
+from cardsvc.staff import repository
+from cardsvc.staff.auth import Role, StaffPrincipal, check_roles, parse_roles, verify_token
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+async def current_principal(
+    session: SessionDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> StaffPrincipal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise NotAuthenticated("bearer token required")
+    claimed = verify_token(settings, credentials.credentials)
+    user = await repository.get(session, claimed.id)
+    if user is None or not user.active or user.username != claimed.username:
+        raise NotAuthenticated("account no longer valid")
+    # Roles come from the row, not the token: a revoked role takes effect at once.
+    return StaffPrincipal(id=user.id, username=user.username, roles=parse_roles(user.roles))
+
+
+current_principal.__admits__ = ()  # type: ignore[attr-defined]  # any staff (cardsvc.api.openapi)
+
+
+def require_roles(*roles: Role) -> Callable[..., Awaitable[StaffPrincipal]]:
+    """FastAPI dependency admitting staff that hold any of ``roles`` (401 without token, 403 else)."""
+    admitted = frozenset(roles)
+
+    async def dependency(
+        principal: Annotated[StaffPrincipal, Depends(current_principal)],
+    ) -> StaffPrincipal:
+        return check_roles(principal, admitted)
+
+    dependency.__doc__ = f"Admits roles: {', '.join(sorted(admitted))}"
+    dependency.__admits__ = tuple(sorted(admitted))  # type: ignore[attr-defined]
+    return dependency

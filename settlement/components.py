@@ -1,0 +1,25 @@
+"""What the ``settlement`` package brings to the composition roots: its routers, command groups
+and jobs (docs/architecture.md, "Where things are assembled"). The roots only assemble these lists.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import click
+    from fastapi import APIRouter
+
+    from cardsvc.jobs.worker import Job
+
+
+def routers() -> list[APIRouter]:
+    return []
+
+
+def cli_groups() -> list[click.Command]:
+    return []
+
+
+def jobs() -> list[Job]:
+    return []
