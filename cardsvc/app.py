@@ -149,6 +149,7 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
     )
     if resources is not None:
         app.state.resources = resources
+    app.state.pin_pads = terminals.components.pin_pads()
     for exc_class, handler in HANDLERS.items():
         app.add_exception_handler(exc_class, handler)
     mounted = [("", health), *(("/api/v1", router) for router in domain_routers())]

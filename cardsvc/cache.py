@@ -15,6 +15,14 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
 import redis.asyncio as aioredis
+import redis.exceptions
+
+# What a cache call raises when Redis is unreachable (the in-process cache never does): the
+# callers that may go on without the cache catch these and say so (docs/architecture.md §11).
+CACHE_DOWN: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
 
 
 class LockTimeout(Exception):

@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     # Issuance: staff lockout, card lifecycle.
     staff_max_failed_logins: Annotated[int, Field(ge=1, le=100)] = 5
     staff_lockout_seconds: Annotated[int, Field(ge=1, le=86400 * 30)] = 900
+    # Failed logins from one client address (any usernames) within the window; then 429 until the
+    # window ends. Counted in the cache: without it only the per-account lockout holds.
+    staff_max_failed_logins_per_address: Annotated[int, Field(ge=1, le=10_000)] = 20
+    staff_address_window_seconds: Annotated[int, Field(ge=1, le=86400)] = 900
     # Days between loss/cancellation and the balance move: offline debits made before every
     # terminal has the new blacklist may still arrive (DESIGN §8).
     loss_waiting_period_days: Annotated[int, Field(ge=0, le=365)] = 7
@@ -116,6 +120,26 @@ class Settings(BaseSettings):
     # The purse ceiling a load may reach (the card refuses above its own max-balance file too).
     purse_max_balance: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 100_000
 
+    # Cardholder PINs of the online account (docs/accounts.md): the length a new PIN must have,
+    # the wrong PINs in a row after which online payments are locked until a counter resets the
+    # PIN, and per merchant category the amount up to which a payment needs no PIN (JSON, e.g.
+    # CARDSVC_ONLINE_NO_PIN_LIMITS='{"parking": 3000}'; a category not named always needs one).
+    pin_length: Annotated[int, Field(ge=4, le=12)] = 6
+    pin_max_failures: Annotated[int, Field(ge=1, le=10)] = 3
+    online_no_pin_limits: dict[str, Annotated[int, Field(ge=0, le=0xFFFFFFFF)]] = Field(
+        default_factory=dict
+    )
+    # Counter withdrawals from the online account above this amount (fen) wait for a supervisor,
+    # whose approval must come within ``withdrawal_approval_seconds`` (the money is held until).
+    withdrawal_approval_above: Annotated[int, Field(ge=0, le=10**12)] = 200_000
+    withdrawal_approval_seconds: Annotated[int, Field(ge=60, le=86400 * 7)] = 3600
+    # Banks whose credit notifications and files are accepted, by code: each signs with the HSM
+    # key ``BANK_<code>`` (usage bank-mac) and books to the ledger account ``bank:<code>``.
+    # Development accepts the demo bank (DEMO) when none is named.
+    bank_codes: list[Annotated[str, Field(pattern=r"^[A-Z0-9]{2,16}$")]] = Field(
+        default_factory=list
+    )
+
     # `cardsvc worker`: how often each periodic job runs. An expired hold still blocks the
     # resident's money until its job runs; the card jobs act on dates and waiting periods of days.
     worker_hold_expiry_interval_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
@@ -125,6 +149,9 @@ class Settings(BaseSettings):
     terminal_session_ttl_seconds: Annotated[int, Field(ge=60, le=7 * 86400)] = 86400
     # Sign-in requests and uploaded records may be this far ahead of the server clock.
     terminal_clock_skew_seconds: Annotated[int, Field(ge=0, le=86400)] = 600
+    # A sign-in's terminal_time must lie within this many seconds of the host's clock (either
+    # way); its nonce is kept twice as long, so a captured sign-in can never be replayed.
+    terminal_sign_in_window_seconds: Annotated[int, Field(ge=30, le=86400)] = 900
     # Records older than this are refused as expired (result 05; reference/settlement_hsm.md §1.5).
     upload_max_record_age_days: Annotated[int, Field(ge=1, le=3650)] = 30
     upload_max_records: Annotated[int, Field(ge=1, le=10000)] = 2000
@@ -180,6 +207,7 @@ class Settings(BaseSettings):
             data["hsm_url"] = data.get("hsm_url") or "spawn"
             if data.get("token_secret") is None:
                 data["token_secret"] = DEV_TOKEN_SECRET
+            data["bank_codes"] = data.get("bank_codes") or ["DEMO"]
         return data
 
     @model_validator(mode="after")

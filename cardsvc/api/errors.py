@@ -14,7 +14,6 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import redis.exceptions
 import sqlalchemy.exc
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -22,7 +21,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException
 
-from cardsvc.errors import DependencyUnavailable, DomainError
+from cardsvc.cache import CACHE_DOWN
+from cardsvc.errors import DependencyUnavailable, DomainError, RateLimited
 from cardsvc.hsm import HsmUnavailable
 from cardsvc.logging import get_logger
 from cardsvc.metrics import DOMAIN_ERRORS
@@ -127,7 +127,7 @@ async def domain_error_handler(_request: Request, exc: Exception) -> JSONRespons
     DOMAIN_ERRORS.labels(type(exc).__name__).inc()
     headers = (
         {"Retry-After": str(RETRY_AFTER_SECONDS)}
-        if isinstance(exc, DependencyUnavailable)
+        if isinstance(exc, DependencyUnavailable | RateLimited)
         else None
     )
     return error_response(exc.status_code, type(exc).__name__, exc.detail, headers=headers)
@@ -173,7 +173,7 @@ def outage(exc: BaseException) -> str | None:
     """Which backing service an exception says is down, or None when it is not an outage."""
     if isinstance(exc, HsmUnavailable):
         return "HSM"
-    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+    if isinstance(exc, CACHE_DOWN):
         return "cache"
     if isinstance(exc, sqlalchemy.exc.OperationalError) and isinstance(exc.orig, sqlite3.Error):
         # SQLite raises OperationalError for a missing table too: only these are outages.

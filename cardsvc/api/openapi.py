@@ -41,6 +41,7 @@ DESCRIPTIONS = {
     "transition, a duplicate)",
     413: "The body is larger than this route's limit (``limit``, in bytes)",
     422: "The input is refused; ``fields`` names each refused input",
+    429: "Too many attempts: retry after ``Retry-After`` seconds",
     503: "The database, the cache or the HSM is unavailable: retry after ``Retry-After`` seconds",
 }
 

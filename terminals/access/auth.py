@@ -98,6 +98,7 @@ async def authenticate_terminal(
             merchant_category=row.merchant_category,
             session_id=session_id,
             seq=seq,
+            pin_key_blob=row.pin_key_blob,
         )
     except Exception:
         # The request failed after authentication: its transaction is undone, the number stays used.

@@ -19,6 +19,7 @@ import httpx
 
 from cardsvc.settings import DEFAULT_TIMEZONE
 from hsm_sim import pboc
+from hsm_sim.pin import format0_block
 from terminals.access.canonical import canonical_request
 from terminals.devices import dev_keys
 
@@ -55,6 +56,7 @@ class SignInResult:
     merchant_no: str
     merchant_category: str
     expires_at: str
+    no_pin_limit: int  # fen; payments up to it need no PIN (0: every one does)
 
 
 class HostClient:
@@ -77,6 +79,7 @@ class HostClient:
         self.psam_no = psam_no or ("50" + terminal_no + "00")
         self._tmk = tmk
         self._session_key: bytes | None = None
+        self._pin_key: bytes | None = None
         self.session_id = ""
         self.seq = 0
         self.blacklist_version = blacklist_version
@@ -115,7 +118,10 @@ class HostClient:
         key = pboc.tdes_decrypt(self._tmk, bytes.fromhex(answer["session_key"]))
         if pboc.kcv(key).hex().upper() != answer["key_kcv"].upper():
             raise HostError(response.status_code, "session key check value does not match")
-        self._session_key = key
+        pin_key = pboc.tdes_decrypt(self._tmk, bytes.fromhex(answer["pin_key"]))
+        if pboc.kcv(pin_key).hex().upper() != answer["pin_kcv"].upper():
+            raise HostError(response.status_code, "PIN key check value does not match")
+        self._session_key, self._pin_key = key, pin_key
         self.session_id = answer["session_id"]
         self.seq = int(answer["seq"])
         return SignInResult(
@@ -126,7 +132,15 @@ class HostClient:
             merchant_no=answer["merchant_no"],
             merchant_category=answer["merchant_category"],
             expires_at=answer["expires_at"],
+            no_pin_limit=int(answer["no_pin_limit"]),
         )
+
+    def pin_block(self, pin: str, card_no: str) -> str:
+        """What the PIN pad sends for ``pin`` typed for card ``card_no``: the ISO 9564 format 0
+        block encrypted under the session's PIN key (3DES-ECB), 16 hex digits."""
+        if self._pin_key is None:
+            raise RuntimeError("sign in first")
+        return pboc.tdes_encrypt(self._pin_key, format0_block(pin, card_no)).hex().upper()
 
     def signed_headers(
         self, method: str, target: str, body: bytes, seq: int | None = None

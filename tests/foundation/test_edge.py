@@ -11,7 +11,10 @@ import pytest
 from cardsvc.api.limits import DEFAULT_LIMIT, MAX_DEPTH
 from cardsvc.resources import Resources
 from cardsvc.staff.auth import Role
+from hsm_sim import pboc
+from terminals.access.canonical import canonical_request
 from terminals.access.endpoints import SIGN_IN_LIMIT
+from terminals.devices.host_client import dev_tmk
 from terminals.uploads.endpoints import upload_limit
 from tests.issuance.helpers import staff_headers
 from tests.terminals.helpers import build_registry, host
@@ -73,12 +76,10 @@ async def test_too_many_json_values_are_refused_before_objects_are_built(
     client: httpx.AsyncClient,
 ) -> None:
     body = b"[" + b",".join(b"{}" for _ in range(600)) + b"]"  # 1.8 KB, 600 objects
-    response = await client.post(
-        SIGN_IN, content=body, headers={"Content-Type": "application/json"}
-    )
+    response = await client.post(LOGIN, content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 422
     assert response.json()["fields"] == [
-        {"loc": ["body"], "msg": "more than 32 JSON values", "type": "json_too_many_values"}
+        {"loc": ["body"], "msg": "more than 16 JSON values", "type": "json_too_many_values"}
     ]
 
 
@@ -129,9 +130,12 @@ async def test_bad_bytes_in_a_terminal_field_name_the_field(
     body = (
         '{"terminal_no": "%s", "psam_no": "AB", "terminal_time": "20260101000000",'  # noqa: UP031
         ' "nonce": "00", "blacklist_version": %s, "params_version": 0}' % (terminal, value)
+    ).encode()
+    mac = pboc.full_mac(
+        dev_tmk(terminal), canonical_request("POST", SIGN_IN, terminal, "", 0, body)
     )
     response = await client.post(
-        SIGN_IN, content=body.encode(), headers={"X-Terminal-No": terminal, "X-Mac": "00" * 8}
+        SIGN_IN, content=body, headers={"X-Terminal-No": terminal, "X-Mac": mac.hex()}
     )
     assert response.status_code == 422, response.text
     assert response.json()["fields"][0] == {
@@ -139,6 +143,17 @@ async def test_bad_bytes_in_a_terminal_field_name_the_field(
         "msg": response.json()["fields"][0]["msg"],
         "type": kind,
     }
+
+
+async def test_the_sign_in_mac_is_checked_before_the_body_is_parsed(
+    client: httpx.AsyncClient, resources: Resources
+) -> None:
+    world = await build_registry(resources, buses=1, taxis=0)
+    body = b'{"terminal_no": NaN}'
+    response = await client.post(
+        SIGN_IN, content=body, headers={"X-Terminal-No": world.bus_terminals[0], "X-Mac": "00" * 8}
+    )
+    assert (response.status_code, response.json()["error"]) == (401, "MacInvalid")
 
 
 async def test_a_signed_upload_with_bad_bytes_is_refused(
