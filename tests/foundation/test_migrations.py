@@ -255,7 +255,7 @@ _P_LINE = (
 )
 
 
-async def _journal_at_0007(url: str) -> None:
+async def _journal_at_0009(url: str) -> None:
     """An upload of one accepted and one refused record; a load and its reversal."""
     at = datetime(2026, 10, 30, 8, tzinfo=UTC)
     engine: AsyncEngine = create_engine(url)
@@ -309,7 +309,7 @@ async def _journal_at_0007(url: str) -> None:
         await engine.dispose()
 
 
-async def _after_0008(url: str) -> dict[str, list[tuple[object, ...]]]:
+async def _after_0010(url: str) -> dict[str, list[tuple[object, ...]]]:
     engine: AsyncEngine = create_engine(url)
     queries = {
         "records": "SELECT id, result_code, clearing_date FROM offline_records ORDER BY id",
@@ -341,13 +341,13 @@ def _day(value: object) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
-def test_records_and_journal_keep_their_keys_through_0008(database_url: str) -> None:
-    """0008 moves the unique keys out of the partitioned tables: every accepted record's keys,
+def test_records_and_journal_keep_their_keys_through_0010(database_url: str) -> None:
+    """0010 moves the unique keys out of the partitioned tables: every accepted record's keys,
     every transaction's idempotency key and reversal, and each line's clearing date."""
-    migrate.downgrade(database_url, "0007")
-    asyncio.run(_journal_at_0007(database_url))
+    migrate.downgrade(database_url, "0009")
+    asyncio.run(_journal_at_0009(database_url))
     migrate.upgrade(database_url)
-    found = asyncio.run(_after_0008(database_url))
+    found = asyncio.run(_after_0010(database_url))
     assert [(i, c, _day(d)) for i, c, d in found["records"]] == [
         (1, "00", date(2026, 10, 30)),
         (2, "04", date(2026, 10, 30)),  # a refused record takes its upload's day

@@ -11,8 +11,8 @@ upload's. SQLite gets the same columns and key tables, unpartitioned.
 
 Each table is rebuilt (renamed aside, created anew, copied, dropped), in one transaction.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0010
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from alembic import op
 
 from cardsvc.clearing.partitions import create_default_sql, create_partition_sql
 
-revision: str = "0008"
-down_revision: str | None = "0007"
+revision: str = "0010"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
