@@ -36,7 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cardsvc import clock
 from cardsvc.clearing.service import clearing_date
@@ -55,7 +55,9 @@ from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.logging import get_logger
 from cardsvc.settings import Settings
+from terminals.access import service as access
 from terminals.access.context import TerminalContext
+from terminals.access.service import SignedRequest
 from terminals.loads import repository as repo
 from terminals.loads.models import LoadSource, LoadStatus, PurseLoad, Resolution
 from terminals.loads.schemas import (
@@ -171,19 +173,50 @@ def _decline(row: PurseLoad, declined: Declined) -> LoadOutcome:
 # --- authorization --------------------------------------------------------------------------
 
 
+async def _mac2(hsm: HsmClient, request: LoadRequest, host_datetime: str) -> bytes | Declined:
+    """The HSM verifies MAC1 and makes MAC2 (before any write: docs/architecture.md §11)."""
+    try:
+        return await hsm.load_authorize(
+            asn=bytes.fromhex(request.asn),
+            key_version=request.key_version,
+            random=bytes.fromhex(request.random),
+            online_counter=request.online_counter,
+            balance_before=request.balance,
+            amount=request.amount,
+            tx_type=TX_TYPE_EP_LOAD,
+            terminal_no=bytes.fromhex(request.terminal_no),
+            mac1=bytes.fromhex(request.mac1),
+            host_datetime=host_datetime,
+        )
+    except HsmMacInvalid:
+        return Declined(ResponseCode.system_error, "mac1_invalid")
+    except HsmUnavailable:
+        return Declined(ResponseCode.unavailable, "hsm_unavailable")
+    except HsmError as e:
+        log.warning("load.hsm_error", code=e.code)
+        return Declined(ResponseCode.system_error, f"hsm_{e.code}".lower())
+
+
 async def authorize_load(
     session: AsyncSession,
-    terminal: TerminalContext,
+    signed: SignedRequest,
     request: LoadRequest,
     *,
     hsm: HsmClient,
     settings: Settings,
 ) -> LoadOutcome:
+    """The HSM's verdict on MAC1 first, with nothing held; then, in the write transaction that
+    taking the sequence number opens, the checks and the posting (a repeated serial answers the
+    first load, whatever the HSM said this time)."""
     now = clock.now()
-    if request.terminal_no != terminal.terminal_no:
+    if request.terminal_no != signed.terminal_no:
         raise ValidationFailed(
             "terminal_no must be the signed-in terminal's number (it is in MAC1)"
         )
+    local = local_now(settings, now)
+    host_datetime = local.strftime("%Y%m%d%H%M%S")
+    verdict = await _mac2(hsm, request, host_datetime)
+    terminal = await access.claim(session, signed)
     asn = request.asn.upper()
     digest = request_hash("load", request)
     new_id = await repo.insert_if_new(
@@ -222,34 +255,15 @@ async def authorize_load(
     refusal = load_refusal(terminal.kind, request.source)
     if refusal is not None:
         return _decline(row, refusal)
-    local = local_now(settings, now)
     standing = await online_repo.card_standing(session, asn, now)
     refusal = card_refusal(standing, local.date())
     if refusal is not None or standing is None:
         return _decline(row, refusal or Declined(ResponseCode.unknown_card, "unknown_card"))
     row.card_no = standing.card_no
     row.resident_id = standing.resident_id
-    host_datetime = local.strftime("%Y%m%d%H%M%S")
-    try:
-        mac2 = await hsm.load_authorize(
-            asn=bytes.fromhex(asn),
-            key_version=request.key_version,
-            random=bytes.fromhex(request.random),
-            online_counter=request.online_counter,
-            balance_before=request.balance,
-            amount=request.amount,
-            tx_type=TX_TYPE_EP_LOAD,
-            terminal_no=bytes.fromhex(request.terminal_no),
-            mac1=bytes.fromhex(request.mac1),
-            host_datetime=host_datetime,
-        )
-    except HsmMacInvalid:
-        return _decline(row, Declined(ResponseCode.system_error, "mac1_invalid"))
-    except HsmUnavailable:
-        return _decline(row, Declined(ResponseCode.unavailable, "hsm_unavailable"))
-    except HsmError as e:
-        log.warning("load.hsm_error", code=e.code, load_id=row.id)
-        return _decline(row, Declined(ResponseCode.system_error, f"hsm_{e.code}".lower()))
+    if isinstance(verdict, Declined):
+        return _decline(row, verdict)
+    mac2 = verdict
 
     # MAC1 verified: the balance and online counter are the card's own. Use them.
     loads = await repo.of_card(session, asn, for_update=True)
@@ -433,24 +447,34 @@ def _state(row: PurseLoad | None, tac_valid: bool) -> LoadState:
 
 
 async def confirm_load(
+    reads: async_sessionmaker[AsyncSession],
     session: AsyncSession,
-    terminal: TerminalContext,
+    signed: SignedRequest,
     request: ConfirmRequest,
     *,
     hsm: HsmClient,
     settings: Settings,
 ) -> LoadState:
-    """The terminal's confirmation with the card's TAC from CREDIT FOR LOAD (idempotent)."""
+    """The terminal's confirmation with the card's TAC from CREDIT FOR LOAD (idempotent). The
+    load is read and its TAC verified with nothing held; the write transaction opens after."""
     now = clock.now()
+    tac = request.tac.upper()
+    async with reads() as reading:
+        seen = await repo.by_serial(reading, signed.terminal_no, request.terminal_serial)
+    valid: bool | None = None
+    if seen is not None and seen.status is not LoadStatus.declined and seen.tac != tac:
+        valid = (await _tac_verify(hsm, [tac_record(seen, tac)]))[0]
+    terminal = await access.claim(session, signed)
     row = await repo.by_serial(
         session, terminal.terminal_no, request.terminal_serial, for_update=True
     )
     if row is None or row.status is LoadStatus.declined:
         raise NotFound(f"no authorized load with terminal serial {request.terminal_serial}")
-    tac = request.tac.upper()
     if row.status is LoadStatus.confirmed and row.tac == tac:
         return _state(row, tac_valid=True)
-    valid = (await _tac_verify(hsm, [tac_record(row, tac)]))[0]
+    if valid is None or seen is None or seen.id != row.id:
+        # Authorized or confirmed meanwhile: the verdict was not asked for this state.
+        raise Conflict("the load changed while its TAC was checked; send the confirmation again")
     if not valid:
         log.warning("load.tac_invalid", load_id=row.id)
         return _state(row, tac_valid=False)
@@ -463,27 +487,31 @@ async def confirm_load(
 
 
 async def prove_load(
+    reads: async_sessionmaker[AsyncSession],
     session: AsyncSession,
+    signed: SignedRequest,
     request: ProveRequest,
     *,
     hsm: HsmClient,
     settings: Settings,
 ) -> LoadState:
-    """A GET TRANSACTION PROVE answer (type 02, counter = load counter + 1) from a later tap."""
+    """A GET TRANSACTION PROVE answer (type 02, counter = load counter + 1) from a later tap; the
+    candidates are read and their TACs verified with nothing held, then the write transaction."""
     now = clock.now()
     asn = request.asn.upper()
     counter = request.online_counter - 1
-    candidates = [
-        x for x in await repo.of_card(session, asn, for_update=True)
-        if x.online_counter == counter and x.host_datetime is not None
-    ]  # fmt: skip
-    if not candidates:
-        return _state(None, tac_valid=False)
     tac = request.tac.upper()
-    results = await _tac_verify(hsm, [tac_record(x, tac) for x in candidates])
-    match = next((x for x, ok in zip(candidates, results, strict=True) if ok), None)
-    if match is None:
+    async with reads() as reading:
+        candidates = [
+            x for x in await repo.of_card(reading, asn)
+            if x.online_counter == counter and x.host_datetime is not None
+        ]  # fmt: skip
+    results = await _tac_verify(hsm, [tac_record(x, tac) for x in candidates]) if candidates else []
+    proven = next((x.id for x, ok in zip(candidates, results, strict=True) if ok), None)
+    await access.claim(session, signed)
+    if proven is None:
         return _state(None, tac_valid=False)
+    match = next(x for x in await repo.of_card(session, asn, for_update=True) if x.id == proven)
     if match.status is LoadStatus.refunded:
         log.error("load.prove_after_refund", load_id=match.id)
         raise LoadAlreadyRefunded(f"load {match.id} was refunded but its proof verifies")
