@@ -374,6 +374,7 @@ async def test_hsm_unavailable_declines_with_91_and_moves_nothing(
                     await counter.signed(resources),
                     ConfirmRequest(terminal_serial=1, tac="00000000"),
                     hsm=dead,
+                    settings=resources.settings,
                 )
     finally:
         await dead.close()
