@@ -22,6 +22,8 @@ from cardsvc import components
 from cardsvc.api import openapi
 from cardsvc.api.errors import HANDLERS
 from cardsvc.api.limits import BodyLimitMiddleware, GuardedRoute, LimitTable, declared_limit
+from cardsvc.audit import sealer
+from cardsvc.db import read_sessions
 from cardsvc.logging import configure_logging, get_logger
 from cardsvc.metrics import HTTP_LATENCY, HTTP_REQUESTS, exposition
 from cardsvc.resources import Resources, open_resources
@@ -120,14 +122,25 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
     settings = settings or get_settings()
 
     @asynccontextmanager
+    async def sealing(opened: Resources) -> AsyncIterator[None]:
+        app.state.resources = opened
+        async with sealer.running(
+            opened.sessions,
+            read_sessions(opened.engine),
+            opened.hsm,
+            settings.audit_seal_interval_seconds,
+        ) as running:
+            app.state.audit_sealer = running
+            yield
+
+    @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if resources is not None:
-            app.state.resources = resources
-            yield
+            async with sealing(resources):
+                yield
             return
         configure_logging(settings.log_level, settings.log_json)
-        async with open_resources(settings) as opened:
-            app.state.resources = opened
+        async with open_resources(settings) as opened, sealing(opened):
             # Everything built so far (modules, models, routes, pools) lives as long as the
             # process. Frozen, it is no longer walked by every full collection, whose walks
             # stalled a worker and made the slowest online authorizations (bench p99.9).

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from cardsvc.audit import service as audit
 from cardsvc.cache import Cache
 from cardsvc.db import read_sessions, unit_of_work
 from cardsvc.hsm import HsmClient
@@ -30,13 +31,18 @@ async def _resources_dep(request: Request) -> Resources:
 ResourcesDep = Annotated[Resources, Depends(_resources_dep)]
 
 
-async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
+async def get_session(request: Request, resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
     """One session per request, committed when the endpoint returns and rolled back if it raises.
 
     Function scope (below): the commit happens before the response is sent, so a terminal never
-    holds an answer the database does not (a request-scoped dependency would end after it)."""
+    holds an answer the database does not (a request-scoped dependency would end after it). A
+    request that wrote an audit entry wakes the sealer once it has committed."""
     async with unit_of_work(resources.sessions) as session:
         yield session
+    if session.info.get(audit.RECORDED):
+        audit_sealer = getattr(request.app.state, "audit_sealer", None)
+        if audit_sealer is not None:
+            audit_sealer.notify()
 
 
 async def get_sessions(resources: ResourcesDep) -> async_sessionmaker[AsyncSession]:

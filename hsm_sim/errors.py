@@ -30,6 +30,8 @@ DECRYPT_FAILED: Final = "DECRYPT_FAILED"
 BLOB_INVALID: Final = "BLOB_INVALID"
 PIN_BLOCK_INVALID: Final = "PIN_BLOCK_INVALID"
 PIN_POLICY: Final = "PIN_POLICY"
+# A client audit chain that does not continue from the anchored head (AUDIT_CHECKPOINT).
+AUDIT_CONFLICT: Final = "AUDIT_CONFLICT"
 # Transport (reported by clients, never sent) and the rest.
 UNAVAILABLE: Final = "UNAVAILABLE"
 INTERNAL: Final = "INTERNAL"

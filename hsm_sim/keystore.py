@@ -49,6 +49,7 @@ USAGES: Final = {
     "bank-mac": HMAC_SHA256,
     "pii": AES256,
     "pii-index": HMAC_SHA256,
+    "audit-mac": HMAC_SHA256,
 }
 
 
@@ -59,7 +60,8 @@ def _dev_value(name: str, length: int) -> str:
 
 
 # DESIGN §6.1 (masters), FILE_MAC, PVK (the PIN verification key), BANK_DEMO (the demo bank's
-# credit-notification key), PII and PII_INDEX: (label, usage, hex value).
+# credit-notification key), PII, PII_INDEX and AUDIT_MAC (the key of the service's audit trail):
+# (label, usage, hex value).
 DEV_KEYS: Final[tuple[tuple[str, str, str], ...]] = (
     ("MPK", "purchase-master", "80A1CC06DFB20A9193B343196DA97098"),
     ("MLK", "load-master", "073CD5EC365EBE9396B3E2F44FCCCEF4"),
@@ -73,6 +75,7 @@ DEV_KEYS: Final[tuple[tuple[str, str, str], ...]] = (
     ("BANK_DEMO", "bank-mac", _dev_value("BANK_DEMO", 32)),
     ("PII", "pii", _dev_value("PII", 32)),
     ("PII_INDEX", "pii-index", _dev_value("PII_INDEX", 32)),
+    ("AUDIT_MAC", "audit-mac", _dev_value("AUDIT_MAC", 32)),
 )
 
 

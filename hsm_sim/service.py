@@ -24,7 +24,7 @@ from Crypto.Cipher import AES
 from hsm_sim import errors as E
 from hsm_sim import pboc
 from hsm_sim import pin as pins
-from hsm_sim.audit import AuditLog, mask_asn
+from hsm_sim.audit import CHAIN_GENESIS, Anchor, AuditLog, chain_mac, mask_asn
 from hsm_sim.errors import HsmError, HsmKeyError
 from hsm_sim.keystore import (
     ACTIVE,
@@ -70,6 +70,9 @@ PVK: Final = "PVK"
 PVK_USAGE: Final = "pin-verification"
 BANK_MAC_USAGE: Final = "bank-mac"
 FILE_MAC_USAGE: Final = "file-mac"
+AUDIT_MAC_USAGE: Final = "audit-mac"
+MAX_AUDIT_ENTRIES: Final = 10_000  # per AUDIT_CHECKPOINT or AUDIT_VERIFY
+MAX_SEQ: Final = 2**63 - 1
 PARALLEL_THRESHOLD: Final = 1_000  # records; smaller batches are verified in the server process
 LABEL_RE: Final = re.compile(r"^[A-Za-z0-9_.\-]{1,40}$")
 
@@ -201,6 +204,8 @@ class HsmService:
             "DATA_DECRYPT": self._data_decrypt,
             "DATA_INDEX": self._data_index,
             "AUDIT_HEAD": self._audit_head,
+            "AUDIT_CHECKPOINT": self._audit_checkpoint,
+            "AUDIT_VERIFY": self._audit_verify,
         }
 
     @property
@@ -388,6 +393,107 @@ class HsmService:
     def _audit_head(self, ctx: Context) -> dict[str, Any]:
         # The head before this command's own entry is appended.
         return {"seq": self.audit.seq, "hash": self.audit.head}
+
+    # --- client audit chains (docs/hsm-protocol.md, "Client audit chains") -----------------
+
+    def _chain_fields(self, ctx: Context) -> tuple[str, int, bytes]:
+        """The chain's key label, and the entry the request continues from (number and MAC)."""
+        label = ctx.label()
+        prev_seq = ctx.int_field("prev_seq", MAX_SEQ)
+        prev_mac = ctx.hex_field("prev_mac", 32)
+        ctx.audit["label"] = label
+        ctx.audit["prev_seq"] = prev_seq
+        return label, prev_seq, prev_mac
+
+    @staticmethod
+    def _chain_list(ctx: Context, name: str) -> list[Any]:
+        items = ctx._get(name)
+        if not isinstance(items, list) or len(items) > MAX_AUDIT_ENTRIES:
+            raise HsmError(E.BAD_REQUEST, f"field {name!r} must be a list of at most 10,000")
+        ctx.audit["count"] = len(items)
+        return items
+
+    @staticmethod
+    def _digest(value: Any, name: str) -> bytes:
+        return Context({name: value}, "").hex_field(name, 32)
+
+    def _anchored(self, label: str) -> tuple[int, bytes]:
+        anchor = self.audit.anchors.get(label)
+        return (anchor.seq, anchor.mac) if anchor is not None else (0, CHAIN_GENESIS)
+
+    @staticmethod
+    def _chain(key: bytes, prev_seq: int, prev_mac: bytes, digests: list[bytes]) -> list[bytes]:
+        macs: list[bytes] = []
+        mac = prev_mac
+        for offset, digest in enumerate(digests, start=1):
+            mac = chain_mac(key, prev_seq + offset, mac, digest)
+            macs.append(mac)
+        return macs
+
+    def _audit_checkpoint(self, ctx: Context) -> dict[str, Any]:
+        """Seal entries prev_seq+1.. onto the anchored head and anchor the last one in this log.
+        The one exception to "onto the head" is a repeat of the last checkpoint (a client that
+        crashed, or retried, before storing the answer), which gets the same MACs again; so this
+        HSM never makes a MAC that continues a chain anywhere but from its head."""
+        label, prev_seq, prev_mac = self._chain_fields(ctx)
+        digests = [self._digest(value, "digests[]") for value in self._chain_list(ctx, "digests")]
+        head_seq, head_mac = self._anchored(label)
+        if prev_seq > MAX_SEQ - len(digests):
+            raise HsmError(E.BAD_REQUEST, "the chain would pass entry 2^63-1")
+        if (prev_seq, prev_mac) == (head_seq, head_mac):
+            stored = self._key(ctx, label, AUDIT_MAC_USAGE, GENERATE)
+            macs = self._chain(self.store.material(stored), prev_seq, prev_mac, digests)
+            if macs:
+                anchor = Anchor(label, prev_seq + 1, head_seq + len(macs), prev_mac, macs[-1],
+                                stored.version)  # fmt: skip
+                ctx.audit["anchor"] = anchor.to_json()
+            return {"macs": [m.hex().upper() for m in macs], "replayed": False}
+        last = self.audit.anchors.get(label)
+        if (
+            last is not None
+            and (prev_seq, prev_mac) == (last.first - 1, last.prev)
+            and prev_seq + len(digests) == last.seq
+        ):
+            stored = self._key(ctx, label, AUDIT_MAC_USAGE, VERIFY, last.version)
+            macs = self._chain(self.store.material(stored), prev_seq, prev_mac, digests)
+            if pboc.mac_equal(macs[-1], last.mac):
+                ctx.audit["replayed"] = True
+                return {"macs": [m.hex().upper() for m in macs], "replayed": True}
+        raise HsmError(
+            E.AUDIT_CONFLICT,
+            f"the chain under {label} is anchored at entry {head_seq}; "
+            f"this request continues from entry {prev_seq}",
+        )
+
+    def _audit_verify(self, ctx: Context) -> dict[str, Any]:
+        """How many of the entries, chained onto prev, prove out; and the anchored head."""
+        label, prev_seq, mac = self._chain_fields(ctx)
+        entries = self._chain_list(ctx, "entries")
+        keys = [
+            self.store.material(self._key(ctx, label, AUDIT_MAC_USAGE, VERIFY, stored.version))
+            for stored in self.store.versions(label)
+            if stored.state != RETIRED
+        ]
+        if not keys:
+            raise HsmKeyError(E.KEY_STATE, f"key {label} has no usable version")
+        if prev_seq > MAX_SEQ - len(entries):
+            raise HsmError(E.BAD_REQUEST, "the chain would pass entry 2^63-1")
+        valid = 0
+        for offset, item in enumerate(entries, start=1):
+            if not isinstance(item, dict):
+                raise HsmError(E.BAD_REQUEST, "each of 'entries' is {digest, mac}")
+            digest = self._digest(item.get("digest"), "entries[].digest")
+            claimed = self._digest(item.get("mac"), "entries[].mac")
+            if not any(
+                pboc.mac_equal(chain_mac(key, prev_seq + offset, mac, digest), claimed)
+                for key in keys
+            ):
+                break
+            mac = claimed
+            valid += 1
+        ctx.audit["valid"] = valid
+        head_seq, head_mac = self._anchored(label)
+        return {"valid": valid, "anchor": {"seq": head_seq, "mac": head_mac.hex().upper()}}
 
     # --- personalization (DESIGN §6.2) ------------------------------------------------------
 

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Query
 from cardsvc.api.limits import GuardedRoute
 from cardsvc.audit import repository, service
 from cardsvc.audit.schemas import AuditEntryOut, AuditVerifyOut
-from cardsvc.deps import SessionDep
+from cardsvc.db import read_sessions
+from cardsvc.deps import ResourcesDep, SessionDep
 from cardsvc.staff.auth import Role, StaffPrincipal
 from cardsvc.staff.deps import require_roles
 
@@ -39,7 +40,7 @@ async def list_entries(
             entity_id=r.entity_id,
             before=r.before,
             after=r.after,
-            hash=r.hash,
+            mac=r.mac,
         )
         for r in rows
     ]
@@ -48,14 +49,16 @@ async def list_entries(
 @router.get(
     "/verify",
     response_model=AuditVerifyOut,
-    summary="Recompute the hash chain (auditor, administrator)",
+    summary="Seal what is pending, then prove the chain with the HSM (auditor, administrator)",
 )
-async def verify(principal: Auditor, session: SessionDep) -> AuditVerifyOut:
-    r = await service.verify(session)
+async def verify(principal: Auditor, resources: ResourcesDep) -> AuditVerifyOut:
+    r = await service.verify(resources.sessions, read_sessions(resources.engine), resources.hsm)
     return AuditVerifyOut(
         ok=r.ok,
         entries=r.entries,
-        head_hash=r.head_hash,
+        head_mac=r.head_mac,
+        anchored_seq=r.anchored_seq,
+        pending=r.pending,
         first_bad_seq=r.first_bad_seq,
         problem=r.problem,
     )

@@ -19,8 +19,12 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 __all__ = [
+    "AuditAnchor",
     "AuditHead",
+    "AuditProof",
+    "AuditSeal",
     "CardKeyBlock",
+    "HsmAuditConflict",
     "HsmClient",
     "HsmError",
     "HsmKeyError",
@@ -43,6 +47,7 @@ __all__ = [
 MAC_INVALID: Final = "MAC_INVALID"
 PIN_BLOCK_INVALID: Final = "PIN_BLOCK_INVALID"
 PIN_POLICY: Final = "PIN_POLICY"
+AUDIT_CONFLICT: Final = "AUDIT_CONFLICT"
 UNAVAILABLE: Final = "UNAVAILABLE"
 INTERNAL: Final = "INTERNAL"
 KEY_ERROR_CODES: Final = frozenset({"KEY_NOT_FOUND", "KEY_USAGE", "KEY_STATE", "KEY_EXISTS"})
@@ -88,6 +93,14 @@ class HsmPinPolicy(HsmError):
         super().__init__(PIN_POLICY, message)
 
 
+class HsmAuditConflict(HsmError):
+    """AUDIT_CONFLICT: the entries do not continue the audit chain from the head the HSM
+    anchored (another writer sealed first, or the database lost what the HSM anchored)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(AUDIT_CONFLICT, message)
+
+
 def error_for(code: str, message: str) -> HsmError:
     """The most specific exception for an error code."""
     if code == MAC_INVALID:
@@ -98,6 +111,8 @@ def error_for(code: str, message: str) -> HsmError:
         return HsmPinPolicy(message)
     if code == UNAVAILABLE:
         return HsmUnavailable(message)
+    if code == AUDIT_CONFLICT:
+        return HsmAuditConflict(message)
     if code in KEY_ERROR_CODES:
         return HsmKeyError(code, message)
     return HsmError(code, message)
@@ -177,8 +192,40 @@ class PinOffset:
 
 @dataclass(frozen=True, slots=True)
 class AuditHead:
+    """The head of the HSM's own log of commands."""
+
     seq: int
     hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditAnchor:
+    """An entry of a keyed audit chain: its number and its MAC (32 bytes; entry 0, the start of
+    every chain, has 32 zero bytes)."""
+
+    seq: int
+    mac: bytes
+
+    @classmethod
+    def genesis(cls) -> AuditAnchor:
+        return cls(0, bytes(32))
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSeal:
+    """What AUDIT_CHECKPOINT answered: one MAC per entry, and whether it was a repeat of the
+    checkpoint the HSM already anchored."""
+
+    macs: list[bytes]
+    replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AuditProof:
+    """What AUDIT_VERIFY answered: how many entries proved out, and the head the HSM anchored."""
+
+    valid: int
+    anchor: AuditAnchor
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,4 +327,10 @@ class HsmClient(Protocol):
     async def data_decrypt(self, label: str, ciphertext: bytes) -> bytes: ...
     async def data_index(self, label: str, value: bytes) -> bytes: ...
     async def audit_head(self) -> AuditHead: ...
+    async def audit_checkpoint(
+        self, label: str, prev: AuditAnchor, digests: Sequence[bytes]
+    ) -> AuditSeal: ...
+    async def audit_verify(
+        self, label: str, prev: AuditAnchor, entries: Sequence[tuple[bytes, bytes]]
+    ) -> AuditProof: ...
     async def close(self) -> None: ...

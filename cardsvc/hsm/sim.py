@@ -18,7 +18,10 @@ from typing import Any
 
 from cardsvc.hsm import (
     INTERNAL,
+    AuditAnchor,
     AuditHead,
+    AuditProof,
+    AuditSeal,
     CardKeyBlock,
     HsmError,
     HsmUnavailable,
@@ -280,8 +283,42 @@ class CommandClient:
         answer = await self._call("AUDIT_HEAD", {})
         return AuditHead(seq=int(answer["seq"]), hash=str(answer["hash"]))
 
+    async def audit_checkpoint(
+        self, label: str, prev: AuditAnchor, digests: Sequence[bytes]
+    ) -> AuditSeal:
+        answer = await self._call(
+            "AUDIT_CHECKPOINT",
+            {**_chain_start(label, prev), "digests": [_hex(d) for d in digests]},
+            wait=self._batch_timeout(len(digests)),
+        )
+        macs = answer.get("macs")
+        if not isinstance(macs, list) or len(macs) != len(digests):
+            raise HsmError(INTERNAL, "HSM answer lacks one MAC per entry")
+        return AuditSeal([_unhex(m, "mac") for m in macs], bool(answer.get("replayed")))
+
+    async def audit_verify(
+        self, label: str, prev: AuditAnchor, entries: Sequence[tuple[bytes, bytes]]
+    ) -> AuditProof:
+        answer = await self._call(
+            "AUDIT_VERIFY",
+            {
+                **_chain_start(label, prev),
+                "entries": [{"digest": _hex(d), "mac": _hex(m)} for d, m in entries],
+            },
+            wait=self._batch_timeout(len(entries)),
+        )
+        anchor = answer.get("anchor") or {}
+        return AuditProof(
+            valid=int(answer["valid"]),
+            anchor=AuditAnchor(int(anchor.get("seq", 0)), _unhex(anchor.get("mac"), "anchor")),
+        )
+
     async def close(self) -> None:
         return None
+
+
+def _chain_start(label: str, prev: AuditAnchor) -> dict[str, Any]:
+    return {"label": label, "prev_seq": prev.seq, "prev_mac": _hex(prev.mac)}
 
 
 def raise_for(answer: dict[str, Any]) -> dict[str, Any]:

@@ -414,3 +414,89 @@ def test_records_and_journal_keep_their_keys_through_0010(database_url: str) -> 
         (3, 2, date(2026, 10, 31)),
         (4, 2, date(2026, 10, 31)),
     ]
+
+
+_OLD_ENTRY = (
+    "INSERT INTO audit_entries (id, seq, at, actor, action, entity, entity_id, before, after, "
+    "prev_hash, hash) VALUES (:id, :id, :at, :actor, 'test.step', 'test', :entity_id, NULL, "
+    ":after, :prev, :hash)"
+)
+
+
+def _unkeyed_chain(rows: list[dict[str, object]]) -> list[tuple[str, str]]:
+    """The SHA-256 chain of the trail before 0012: (prev_hash, hash) per entry."""
+    import hashlib
+    import json
+
+    links, prev = [], "0" * 64
+    for row in rows:
+        at = row["at"]
+        assert isinstance(at, datetime)
+        body = json.dumps(
+            [row["id"], at.isoformat(timespec="microseconds"), row["actor"], "test.step", "test",
+             row["entity_id"], None, row["after"]],
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )  # fmt: skip
+        digest = hashlib.sha256(f"{prev}|{body}".encode()).hexdigest()
+        links.append((prev, digest))
+        prev = digest
+    return links
+
+
+def test_audit_entries_are_sealed_again_after_0012(database_url: str) -> None:
+    """0012 keeps the trail and makes every entry unsealed (numbered again by the first sealer,
+    in the order written); going back rebuilds the unkeyed chain of the earlier code."""
+    at = datetime(2026, 11, 2, 8, 30, 1, 250000, tzinfo=UTC)
+    rows: list[dict[str, object]] = [
+        {"id": n, "at": at, "actor": f"op{n}", "entity_id": str(n), "after": '{"n":1}'}
+        for n in (1, 2, 3)
+    ]
+    links = _unkeyed_chain(rows)
+    migrate.downgrade(database_url, "0011")
+
+    async def old_trail() -> None:
+        engine: AsyncEngine = create_engine(database_url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    text(_OLD_ENTRY),
+                    [
+                        {**row, "prev": p, "hash": h}
+                        for row, (p, h) in zip(rows, links, strict=True)
+                    ],
+                )
+                await conn.execute(
+                    text("INSERT INTO audit_head (id, seq, hash) VALUES (1, 3, :h)"),
+                    {"h": links[-1][1]},
+                )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(old_trail())
+    migrate.upgrade(database_url)
+    assert asyncio.run(
+        _read(database_url, "SELECT id, seq, mac FROM audit_entries ORDER BY id")
+    ) == [
+        (1, None, None),
+        (2, None, None),
+        (3, None, None),
+    ]
+    assert asyncio.run(_read(database_url, "SELECT seq, mac FROM audit_head")) == [(0, "0" * 64)]
+    migrate.downgrade(database_url, "0011")
+    back = asyncio.run(
+        _read(database_url, "SELECT id, seq, prev_hash, hash FROM audit_entries ORDER BY id")
+    )
+    assert back == [(n, n, p, h) for n, (p, h) in zip((1, 2, 3), links, strict=True)]
+    migrate.upgrade(database_url)
+
+    async def clear() -> None:
+        engine: AsyncEngine = create_engine(database_url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text("DELETE FROM audit_entries"))
+                await conn.execute(text("DELETE FROM audit_head"))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(clear())
