@@ -23,7 +23,7 @@ async def sign_in(
     try:
         parsed = SignInRequest.model_validate_json(body)
     except ValidationError as exc:
-        raise ValidationFailed(f"sign-in request invalid: {exc.error_count()} error(s)") from None
+        raise ValidationFailed.naming_fields("sign-in request", exc.errors()) from None
     return await service.sign_in(
         session,
         hsm,

@@ -27,7 +27,7 @@ async def upload(
     try:
         parsed = UploadRequest.model_validate_json(await request.body())
     except ValidationError as exc:
-        raise ValidationFailed(f"upload header invalid: {exc.error_count()} error(s)") from None
+        raise ValidationFailed.naming_fields("upload header", exc.errors()) from None
     # Same transaction either way; recorded first so that nothing runs between the ledger
     # posting (which locks the merchant's pending account) and the commit but the batch's
     # final update.
