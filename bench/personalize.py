@@ -16,7 +16,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from cardsvc import migrate
+from cardsvc import clock, migrate
 from cardsvc.applications import service as applications
 from cardsvc.cache import MemoryCache
 from cardsvc.db import create_engine, session_factory, unit_of_work
@@ -42,6 +42,7 @@ async def _applications(resources: Resources, n: int, offset: int) -> list[int]:
                 resources.hsm,
                 residents.ResidentIn(first17 + check_char(first17), "测试", "13800000000", "x"),
                 actor="bench-op",
+                today=resources.settings.local_date(clock.now()),
             )
             application = await applications.submit(
                 session,

@@ -15,6 +15,14 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
 import redis.asyncio as aioredis
+import redis.exceptions
+
+# What a cache call raises when Redis is unreachable (the in-process cache never does): the
+# callers that may go on without the cache catch these and say so (docs/architecture.md §11).
+CACHE_DOWN: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
 
 
 class LockTimeout(Exception):
@@ -154,8 +162,13 @@ class RedisCache:
         self._prefix = prefix
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "cardsvc:") -> RedisCache:
-        return cls(aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5), prefix)
+    def from_url(
+        cls, url: str, prefix: str = "cardsvc:", *, password: str | None = None
+    ) -> RedisCache:
+        client = aioredis.Redis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=5, password=password
+        )
+        return cls(client, prefix)
 
     def _k(self, key: str) -> str:
         return self._prefix + key
@@ -226,7 +239,9 @@ class RedisCache:
         await self._redis.aclose()
 
 
-def connect_cache(redis_url: str | None, prefix: str = "cardsvc:") -> Cache:
+def connect_cache(
+    redis_url: str | None, prefix: str = "cardsvc:", *, password: str | None = None
+) -> Cache:
     if redis_url:
-        return RedisCache.from_url(redis_url, prefix)
+        return RedisCache.from_url(redis_url, prefix, password=password)
     return MemoryCache()

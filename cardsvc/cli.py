@@ -35,7 +35,13 @@ def main(ctx: click.Context) -> None:
 @main.command()
 @click.option("--host", default=None, help="Bind address (default CARDSVC_HOST).")
 @click.option("--port", type=int, default=None, help="Port (default CARDSVC_PORT).")
-@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes; /metrics reports all of them (their values live in VAR_DIR/metrics).",
+)
 @click.option("--no-upgrade", is_flag=True, help="Do not upgrade the schema first.")
 def serve(host: str | None, port: int | None, workers: int, no_upgrade: bool) -> None:
     """Serve the HTTP API (uvicorn)."""
@@ -49,6 +55,11 @@ def serve(host: str | None, port: int | None, workers: int, no_upgrade: bool) ->
         settings.var_dir.mkdir(parents=True, exist_ok=True)
     if not no_upgrade:
         migrate.upgrade(settings.database_url)
+    if workers > 1:
+        from cardsvc.metrics import prepare_multiprocess
+
+        # /metrics, answered by any one worker, reports the numbers of all of them.
+        prepare_multiprocess(settings.var_dir / "metrics")
     uvicorn.run(
         "cardsvc.app:create_app",
         factory=True,

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 
 def routers() -> list[APIRouter]:
-    """Issuance: staff auth, residents, applications, cards, blacklist, audit."""
+    """Issuance: staff auth, residents, applications, cards, blacklist, audit; online accounts."""
+    from cardsvc.accounts.endpoints import router as accounts_router
     from cardsvc.applications.endpoints import router as applications_router
     from cardsvc.audit.endpoints import router as audit_router
     from cardsvc.blacklist.endpoints import router as blacklist_router
@@ -32,6 +33,7 @@ def routers() -> list[APIRouter]:
         cards_router,
         blacklist_router,
         audit_router,
+        accounts_router,
     ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import BigInteger, DateTime, Integer, MetaData, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -79,7 +81,7 @@ def import_all_models() -> None:
 
 
 def create_engine(
-    url: str, *, pool_size: int = 10, echo: bool = False, pre_ping: bool = False
+    url: str, *, pool_size: int = 10, pre_ping: bool = False, ping_idle_seconds: float = 1.0
 ) -> AsyncEngine:
     """An engine for ``url``. PostgreSQL connections are pooled and recycled after 30 minutes.
 
@@ -87,23 +89,49 @@ def create_engine(
     and closed after it, and each new connection prepares every statement again: under load the
     server spent its CPU on connections instead of requests. A request now waits for a free one.
 
-    ``pre_ping`` (a round trip before every checkout) is off by default: it cost about 0.2 ms of
-    CPU per request, and without it a connection the server dropped fails one statement, after
+    ``pre_ping`` (a round trip before every checkout) is off by default: it costs a round trip on
+    every request, and without it a connection the server dropped fails one statement, after
     which SQLAlchemy discards the whole pool; every money movement is idempotent, so the caller's
-    retry is safe.
+    retry is safe. A connection that sat idle for ``ping_idle_seconds`` or more is pinged
+    anyway: after a database restart the pool holds only dead connections, and the first request
+    must not be the one that finds out (a busy pool is never idle that long, so this costs
+    nothing under load).
+
+    Bound parameter values never appear in errors or logs (``hide_parameters``): a password
+    typed into the username field must not reach the log of the statement that failed.
     """
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, echo=echo, poolclass=NullPool)
+        engine = create_async_engine(url, poolclass=NullPool, hide_parameters=True)
         _serialize_sqlite_writers(engine.sync_engine)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         url,
-        echo=echo,
         pool_size=pool_size,
         max_overflow=0,
         pool_pre_ping=pre_ping,
         pool_recycle=1800,
+        hide_parameters=True,
     )
+    if not pre_ping:
+        _ping_when_idle(engine.sync_engine, ping_idle_seconds)
+    return engine
+
+
+def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
+    @event.listens_for(engine.pool, "checkin")
+    def _stamp(_dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine.pool, "checkout")
+    def _ping(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        checked_in = record.info.get("checked_in_at")
+        if checked_in is None or time.monotonic() - checked_in < idle_seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool discards this connection and checks out (or opens) another.
+            raise DisconnectionError("pooled connection is dead") from exc
 
 
 def _serialize_sqlite_writers(engine: Engine) -> None:

@@ -6,11 +6,12 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cardsvc.cache import Cache
 from cardsvc.db import unit_of_work
 from cardsvc.hsm import HsmClient
+from cardsvc.pinpads import PinPads
 from cardsvc.resources import Resources
 from cardsvc.settings import Settings
 
@@ -38,6 +39,12 @@ async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def get_sessions(resources: ResourcesDep) -> async_sessionmaker[AsyncSession]:
+    """For a short read of its own, closed before the request calls the HSM or hashes a password
+    (no connection or row lock is held across such a wait: docs/architecture.md §11)."""
+    return resources.sessions
+
+
 async def get_settings_dep(resources: ResourcesDep) -> Settings:
     return resources.settings
 
@@ -50,7 +57,15 @@ async def get_hsm(resources: ResourcesDep) -> HsmClient:
     return resources.hsm
 
 
+async def get_pin_pads(request: Request) -> PinPads:
+    """The PIN pads port's adapter, handed to the app by its composition root."""
+    pin_pads: PinPads = request.app.state.pin_pads
+    return pin_pads
+
+
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+SessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessions)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 CacheDep = Annotated[Cache, Depends(get_cache)]
 HsmDep = Annotated[HsmClient, Depends(get_hsm)]
+PinPadsDep = Annotated[PinPads, Depends(get_pin_pads)]

@@ -25,16 +25,6 @@ class ValidationFailed(DomainError):
 
     status_code = 422
 
-    @classmethod
-    def naming_fields(cls, what: str, errors: list[Any]) -> ValidationFailed:
-        """``what`` is invalid, naming each field at fault (pydantic ``errors()``, at most ten);
-        never the values, which are the client's data."""
-        faults = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}"
-            for error in errors[:10]
-        )
-        return cls(f"{what} invalid: {faults}")
-
 
 class NotAuthenticated(DomainError):
     status_code = 401

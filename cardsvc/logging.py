@@ -91,6 +91,9 @@ def configure_logging(level: str = "INFO", json: bool = True, stream: Any = None
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # aiosqlite's DEBUG lines carry every statement's bound values; SQLAlchemy's own statement
+    # log hides them (hide_parameters), so nothing below INFO is taken from the driver.
+    logging.getLogger("aiosqlite").setLevel(max(logging.INFO, root.level))
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -1,12 +1,32 @@
-"""Every Prometheus metric of the service, in one place.
+"""Every Prometheus metric of the service, in one place, and their exposition.
 
 Labels are low-cardinality (route templates, methods, status codes, result codes, job names);
 never a card number, terminal number, account or key id.
+
+With several API worker processes (``cardsvc serve --workers N``) each process writes its values
+to files in one directory (prometheus_client's multiprocess mode, switched on by
+``PROMETHEUS_MULTIPROC_DIR`` before this module is imported), and whichever worker answers
+``/metrics`` reports the sum over all of them.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+import shutil
+from pathlib import Path
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 HTTP_REQUESTS = Counter(
     "cardsvc_http_requests_total",
@@ -33,4 +53,22 @@ WORKER_JOB_LAST_SUCCESS = Gauge(
     "cardsvc_worker_job_last_success_timestamp_seconds",
     "Unix time of the last successful run of each periodic job.",
     ["job"],
+    multiprocess_mode="max",
 )
+
+
+def prepare_multiprocess(directory: Path) -> None:
+    """Before worker processes start: an empty directory for their values, named to them by the
+    environment they inherit. Files of an earlier run would be added in, so they are removed."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ[MULTIPROC_ENV] = str(directory)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text exposition (body, content type) of this process, or of every worker process."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

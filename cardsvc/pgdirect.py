@@ -1,8 +1,8 @@
 """Hot statements run straight on the asyncpg connection of the session's transaction.
 
-On PostgreSQL, running one already-prepared statement through an ``AsyncSession`` cost 0.33 ms
-of CPU here, against 0.11 ms through asyncpg alone (and 0.15 ms through this module). An online
-authorization runs about ten statements, so that overhead was a third of the API's CPU. A :class:`Query`
+On PostgreSQL, running an already-prepared statement through an ``AsyncSession`` costs several
+times the CPU of running it through asyncpg alone, and an online authorization runs about ten
+statements (``bench/online_cpu.py`` shows the split per step). A :class:`Query`
 is still written with SQLAlchemy, in a repository, against the models. It is compiled once per
 dialect. On PostgreSQL its SQL and positional arguments go to asyncpg, inside the transaction the
 session already holds. On other engines (SQLite) it goes through the session as usual.
@@ -22,11 +22,20 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ClauseElement, Executable
 
 Row = Sequence[Any]
+
+# What asyncpg raises on a direct statement when the server is gone, restarting or refusing
+# connections (SQLAlchemy wraps the same errors as OperationalError on its own path).
+DISCONNECTED: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
+    asyncpg.InterfaceError,  # the connection is closed
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,11 +45,15 @@ async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
         engine = create_engine(
             settings.database_url,
             pool_size=settings.database_pool_size,
-            echo=settings.database_echo,
             pre_ping=settings.database_pre_ping,
+            ping_idle_seconds=settings.database_ping_idle_seconds,
         )
         stack.push_async_callback(engine.dispose)
-        cache = connect_cache(settings.redis_url)
+        redis_password = settings.redis_password
+        cache = connect_cache(
+            settings.redis_url,
+            password=redis_password.get_secret_value() if redis_password else None,
+        )
         stack.push_async_callback(cache.close)
         yield Storage(settings, engine, session_factory(engine), cache)
 

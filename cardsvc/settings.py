@@ -2,16 +2,22 @@
 
 Development mode is explicit (``CARDSVC_MODE=development``). Outside it, every secret must be
 given and placeholders are refused, so a production process cannot start on demo secrets.
+
+The object is frozen: what a process reads at start is what every part of it uses. A setting is
+here only if every path it concerns honours it; secrets are never part of a URL.
 """
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Self
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,25 +46,34 @@ PLACEHOLDER_SECRETS = frozenset(
 # Development-only values, used when CARDSVC_MODE=development and nothing else is configured.
 DEV_TOKEN_SECRET = "development-only-token-secret-not-for-production"  # noqa: S105
 
+# The zone of card and terminal wall-clock times and of local dates (docs/architecture.md §6).
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CARDSVC_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="CARDSVC_", env_file=None, extra="ignore", frozen=True
+    )
 
     mode: Mode = Mode.production
     var_dir: Path = Path("var")
 
-    # Storage. SQLite is the embedded default; PostgreSQL in production.
+    # Storage. SQLite is the embedded default; PostgreSQL in production. The URL names no
+    # password: the driver reads PGPASSWORD or ~/.pgpass, as every PostgreSQL client does.
     database_url: str = ""
     database_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
-    database_echo: bool = False
     # Ping every pooled connection before use (see cardsvc.db.create_engine for the trade).
     database_pre_ping: bool = False
+    # ...but ping a connection that sat idle this long (the first request after a restart).
+    database_ping_idle_seconds: Annotated[float, Field(ge=0, le=3600)] = 1.0
 
-    # Cache/locks: Redis when set, otherwise the in-process implementation.
+    # Cache/locks: Redis when set, otherwise the in-process implementation; its password apart.
     redis_url: str | None = None
+    redis_password: SecretStr | None = None
 
-    # HSM: "spawn" starts an hsm-sim child process with the development key set (development only);
-    # otherwise tcp://host:port of a running hsm-sim (or a real HSM behind the same client).
+    # HSM: "spawn" starts an hsm-sim child process with the development key set and "local://dev"
+    # runs it in this process (development only); otherwise tcp://host:port of a running hsm-sim
+    # (or a real HSM behind the same protocol). Its secret is ``hsm_secret``, never in the URL.
     hsm_url: str = ""
     hsm_secret: SecretStr | None = None
     hsm_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
@@ -70,9 +85,13 @@ class Settings(BaseSettings):
     # Domain parameters.
     city_code: Annotated[str, Field(pattern=r"^\d{4}$")] = "3211"
 
-    # Issuance (issue 5): staff lockout, card lifecycle.
+    # Issuance: staff lockout, card lifecycle.
     staff_max_failed_logins: Annotated[int, Field(ge=1, le=100)] = 5
     staff_lockout_seconds: Annotated[int, Field(ge=1, le=86400 * 30)] = 900
+    # Failed logins from one client address (any usernames) within the window; then 429 until the
+    # window ends. Counted in the cache: without it only the per-account lockout holds.
+    staff_max_failed_logins_per_address: Annotated[int, Field(ge=1, le=10_000)] = 20
+    staff_address_window_seconds: Annotated[int, Field(ge=1, le=86400)] = 900
     # Days between loss/cancellation and the balance move: offline debits made before every
     # terminal has the new blacklist may still arrive (DESIGN §8).
     loss_waiting_period_days: Annotated[int, Field(ge=0, le=365)] = 7
@@ -81,9 +100,10 @@ class Settings(BaseSettings):
     senior_age: Annotated[int, Field(ge=50, le=80)] = 60
     # Terminal number (12 digits) the counter uses in INITIALIZE FOR LOAD when proving new card keys.
     counter_terminal_no: Annotated[str, Field(pattern=r"^\d{12}$")] = "321100000001"
-    timezone: str = "Asia/Shanghai"
+    # An IANA zone name; checked at start, and read everywhere through ``zone``.
+    timezone: str = DEFAULT_TIMEZONE
 
-    # Online authorization and purse loads (issue 8). Daily online spending per card type, fen
+    # Online authorization and purse loads. Daily online spending per card type, fen
     # (JSON in the environment, e.g. CARDSVC_ONLINE_DAILY_LIMITS='{"student": 30000}'); a type
     # missing from the map uses ``online_daily_limit_default``.
     online_daily_limits: dict[str, Annotated[int, Field(ge=0)]] = Field(
@@ -103,22 +123,42 @@ class Settings(BaseSettings):
     # aged_load break for finance; it is never refunded without card evidence.
     load_evidence_break_after_seconds: Annotated[int, Field(ge=60, le=86400 * 365)] = 3 * 86400
 
+    # Cardholder PINs of the online account (docs/accounts.md): the length a new PIN must have,
+    # the wrong PINs in a row after which online payments are locked until a counter resets the
+    # PIN, and per merchant category the amount up to which a payment needs no PIN (JSON, e.g.
+    # CARDSVC_ONLINE_NO_PIN_LIMITS='{"parking": 3000}'; a category not named always needs one).
+    pin_length: Annotated[int, Field(ge=4, le=12)] = 6
+    pin_max_failures: Annotated[int, Field(ge=1, le=10)] = 3
+    online_no_pin_limits: dict[str, Annotated[int, Field(ge=0, le=0xFFFFFFFF)]] = Field(
+        default_factory=dict
+    )
+    # Counter withdrawals from the online account above this amount (fen) wait for a supervisor,
+    # whose approval must come within ``withdrawal_approval_seconds`` (the money is held until).
+    withdrawal_approval_above: Annotated[int, Field(ge=0, le=10**12)] = 200_000
+    withdrawal_approval_seconds: Annotated[int, Field(ge=60, le=86400 * 7)] = 3600
+    # Banks whose credit notifications and files are accepted, by code: each signs with the HSM
+    # key ``BANK_<code>`` (usage bank-mac) and books to the ledger account ``bank:<code>``.
+    # Development accepts the demo bank (DEMO) when none is named.
+    bank_codes: list[Annotated[str, Field(pattern=r"^[A-Z0-9]{2,16}$")]] = Field(
+        default_factory=list
+    )
+
     # `cardsvc worker`: how often each periodic job runs. An expired hold still blocks the
     # resident's money until its job runs; the card jobs act on dates and waiting periods of days.
     worker_hold_expiry_interval_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
     worker_card_jobs_interval_seconds: Annotated[int, Field(ge=60, le=86400)] = 3600
     worker_load_ageing_interval_seconds: Annotated[int, Field(ge=60, le=86400)] = 3600
 
-    # Terminals (issue 7): sessions, clock skew, offline uploads.
+    # Terminals: sessions, clock skew, offline uploads.
     terminal_session_ttl_seconds: Annotated[int, Field(ge=60, le=7 * 86400)] = 86400
     # Sign-in requests and uploaded records may be this far ahead of the server clock.
     terminal_clock_skew_seconds: Annotated[int, Field(ge=0, le=86400)] = 600
+    # A sign-in's terminal_time must lie within this many seconds of the host's clock (either
+    # way); its nonce is kept twice as long, so a captured sign-in can never be replayed.
+    terminal_sign_in_window_seconds: Annotated[int, Field(ge=30, le=86400)] = 900
     # Records older than this are refused as expired (result 05; reference/settlement_hsm.md §1.5).
     upload_max_record_age_days: Annotated[int, Field(ge=1, le=3650)] = 30
     upload_max_records: Annotated[int, Field(ge=1, le=10000)] = 2000
-    # Where an acceptance takes its clearing date: the open day of ``clearing_days`` (settlement
-    # closes days), or simply the local calendar date (a deployment without nightly settlement).
-    clearing_date_source: Literal["clearing_days", "local_date"] = "clearing_days"
 
     # Web and logs.
     host: str = "127.0.0.1"
@@ -130,17 +170,59 @@ class Settings(BaseSettings):
     def development(self) -> bool:
         return self.mode is Mode.development
 
+    @property
+    def zone(self) -> ZoneInfo:
+        """The local time zone (``ZoneInfo`` caches one object per name)."""
+        return ZoneInfo(self.timezone)
+
+    def local_date(self, moment: datetime) -> date:
+        """The calendar date in the local zone at ``moment`` (an aware datetime)."""
+        return moment.astimezone(self.zone).date()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"CARDSVC_TIMEZONE {value!r} is not an IANA time zone") from None
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_defaults(cls, data: Any) -> Any:
+        """The values that depend on others, filled before the object is frozen."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if not data.get("database_url"):
+            var_dir = Path(data.get("var_dir") or cls.model_fields["var_dir"].default)
+            data["database_url"] = f"sqlite+aiosqlite:///{var_dir / 'cardsvc.db'}"
+        if str(data.get("mode") or Mode.production) == Mode.development:
+            data["hsm_url"] = data.get("hsm_url") or "spawn"
+            if data.get("token_secret") is None:
+                data["token_secret"] = DEV_TOKEN_SECRET
+            data["bank_codes"] = data.get("bank_codes") or ["DEMO"]
+        return data
+
     @model_validator(mode="after")
-    def _fill_and_check(self) -> Self:
-        if not self.database_url:
-            self.database_url = f"sqlite+aiosqlite:///{self.var_dir / 'cardsvc.db'}"
-        if self.development:
-            if not self.hsm_url:
-                self.hsm_url = "spawn"
-            if self.token_secret is None:
-                self.token_secret = SecretStr(DEV_TOKEN_SECRET)
-            return self
+    def _check(self) -> Self:
         problems: list[str] = []
+        if urlsplit(self.hsm_url).query or urlsplit(self.hsm_url).password:
+            problems.append(
+                "CARDSVC_HSM_URL carries no secret or options (tcp://host:port); "
+                "the secret is CARDSVC_HSM_SECRET"
+            )
+        if urlsplit(self.database_url).password:
+            problems.append(
+                "CARDSVC_DATABASE_URL carries no password; give it in PGPASSWORD or ~/.pgpass"
+            )
+        if self.redis_url and urlsplit(self.redis_url).password:
+            problems.append("CARDSVC_REDIS_URL carries no password; it is CARDSVC_REDIS_PASSWORD")
+        if self.development:
+            if problems:
+                raise ValueError("; ".join(problems))
+            return self
         if not self.hsm_url or self.hsm_url == "spawn" or self.hsm_url.startswith("local:"):
             problems.append(
                 "CARDSVC_HSM_URL must name a running HSM (tcp://host:port) outside development"

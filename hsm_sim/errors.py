@@ -27,6 +27,8 @@ KEY_EXISTS: Final = "KEY_EXISTS"
 MAC_INVALID: Final = "MAC_INVALID"
 DECRYPT_FAILED: Final = "DECRYPT_FAILED"
 BLOB_INVALID: Final = "BLOB_INVALID"
+PIN_BLOCK_INVALID: Final = "PIN_BLOCK_INVALID"
+PIN_POLICY: Final = "PIN_POLICY"
 # Transport (reported by clients, never sent) and the rest.
 UNAVAILABLE: Final = "UNAVAILABLE"
 INTERNAL: Final = "INTERNAL"

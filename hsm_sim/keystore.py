@@ -45,6 +45,8 @@ USAGES: Final = {
     "terminal-master": TDES,
     "ss-master": TDES,
     "file-mac": TDES,
+    "pin-verification": TDES,
+    "bank-mac": HMAC_SHA256,
     "pii": AES256,
     "pii-index": HMAC_SHA256,
 }
@@ -56,7 +58,8 @@ def _dev_value(name: str, length: int) -> str:
     )
 
 
-# DESIGN §6.1 (masters) and hsm_contract.md (FILE_MAC, PII, PII_INDEX): (label, usage, hex value).
+# DESIGN §6.1 (masters), FILE_MAC, PVK (the PIN verification key), BANK_DEMO (the demo bank's
+# credit-notification key), PII and PII_INDEX: (label, usage, hex value).
 DEV_KEYS: Final[tuple[tuple[str, str, str], ...]] = (
     ("MPK", "purchase-master", "80A1CC06DFB20A9193B343196DA97098"),
     ("MLK", "load-master", "073CD5EC365EBE9396B3E2F44FCCCEF4"),
@@ -66,6 +69,8 @@ DEV_KEYS: Final[tuple[tuple[str, str, str], ...]] = (
     ("MTMK", "terminal-master", "7DEBF72ABCE791A8C22495E64A6A93C8"),
     ("MSSK", "ss-master", "BFE0AE9AAF5516B3D72734EFFE949952"),
     ("FILE_MAC", "file-mac", _dev_value("FILE_MAC", 16)),
+    ("PVK", "pin-verification", _dev_value("PVK", 16)),
+    ("BANK_DEMO", "bank-mac", _dev_value("BANK_DEMO", 32)),
     ("PII", "pii", _dev_value("PII", 32)),
     ("PII_INDEX", "pii-index", _dev_value("PII_INDEX", 32)),
 )

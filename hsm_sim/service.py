@@ -23,6 +23,7 @@ from Crypto.Cipher import AES
 
 from hsm_sim import errors as E
 from hsm_sim import pboc
+from hsm_sim import pin as pins
 from hsm_sim.audit import AuditLog, mask_asn
 from hsm_sim.errors import HsmError, HsmKeyError
 from hsm_sim.keystore import (
@@ -61,6 +62,14 @@ PIN_KEY_IDS: Final = (0x05, 0x06)
 
 SESSION_BLOB_VERSION: Final = b"\x01"
 SESSION_AAD: Final = b"hsm-sim terminal session key v1"
+# A terminal's PIN key rests under its own LMK subkey and associated data: a PIN key blob never
+# opens as a MAC key, nor a MAC key blob as a PIN key (a key has one usage).
+PIN_BLOB_VERSION: Final = b"\x02"
+PIN_AAD: Final = b"hsm-sim terminal PIN key v1"
+PVK: Final = "PVK"
+PVK_USAGE: Final = "pin-verification"
+BANK_MAC_USAGE: Final = "bank-mac"
+FILE_MAC_USAGE: Final = "file-mac"
 PARALLEL_THRESHOLD: Final = 1_000  # records; smaller batches are verified in the server process
 LABEL_RE: Final = re.compile(r"^[A-Za-z0-9_.\-]{1,40}$")
 
@@ -164,6 +173,7 @@ class HsmService:
         self.development = development
         self._group = group_factor
         self._session_key = lmk.subkey("terminal session keys")
+        self._pin_blob_key = lmk.subkey("terminal PIN keys")
         self._executor = executor
         self._workers = max(1, workers)
         self._card_keys = TtlLru(cache_size, cache_ttl)
@@ -185,6 +195,8 @@ class HsmService:
             "TERMINAL_SESSION_OPEN": self._terminal_session_open,
             "MAC_GENERATE": self._mac_generate,
             "MAC_VERIFY": self._mac_verify,
+            "PIN_VERIFY": self._pin_verify,
+            "PIN_OFFSET_GENERATE": self._pin_offset_generate,
             "DATA_ENCRYPT": self._data_encrypt,
             "DATA_DECRYPT": self._data_decrypt,
             "DATA_INDEX": self._data_index,
@@ -504,70 +516,159 @@ class HsmService:
         terminal_no = ctx.hex_field("terminal_no", 6)
         tmk = self._terminal_key(ctx, terminal_no, GENERATE)
         session_key = pboc.random_bytes(16)
+        pin_key = pboc.random_bytes(16)
         blob = SESSION_BLOB_VERSION + seal(
             self._session_key, terminal_no + session_key, SESSION_AAD
         )
+        pin_blob = PIN_BLOB_VERSION + seal(self._pin_blob_key, terminal_no + pin_key, PIN_AAD)
         return {
             "key_under_tmk": pboc.tdes_encrypt(tmk, session_key).hex().upper(),
             "key_under_lmk": blob.hex().upper(),
             "kcv": pboc.kcv(session_key).hex().upper(),
+            "pin_key_under_tmk": pboc.tdes_encrypt(tmk, pin_key).hex().upper(),
+            "pin_key_under_lmk": pin_blob.hex().upper(),
+            "pin_kcv": pboc.kcv(pin_key).hex().upper(),
         }
 
-    def _mac_keys(self, ctx: Context, purpose: str) -> list[bytes]:
-        """The candidate keys of a MAC_GENERATE/MAC_VERIFY key reference (newest first)."""
+    def _mac_keys(self, ctx: Context, purpose: str) -> list[tuple[str, bytes]]:
+        """The candidate keys of a MAC_GENERATE/MAC_VERIFY key reference, newest first, each
+        with its algorithm: ``retail`` (ISO 9797-1 algorithm 3) or ``hmac`` (HMAC-SHA256)."""
         ref = ctx._get("key")
         if not isinstance(ref, dict):
             raise HsmError(E.BAD_REQUEST, "field 'key' must be an object with 'kind'")
         sub = Context(ref, ctx.peer, ctx.audit)
         kind = sub.str_field("kind")
         if kind == "terminal_master":
-            return [self._terminal_key(ctx, sub.hex_field("terminal_no", 6), purpose)]
+            return [("retail", self._terminal_key(ctx, sub.hex_field("terminal_no", 6), purpose))]
         if kind == "session":
             blob = sub.hex_field("blob", max_length=256)
-            try:
-                if blob[:1] != SESSION_BLOB_VERSION:
-                    raise ValueError("unknown blob version")
-                plain = unseal(self._session_key, blob[1:], SESSION_AAD)
-            except ValueError:
-                raise HsmError(
-                    E.BLOB_INVALID, "session key blob fails its integrity check"
-                ) from None
+            plain = self._unseal_blob(blob, SESSION_BLOB_VERSION, self._session_key, SESSION_AAD)
             ctx.audit["terminal"] = plain[:6].hex().upper()
-            return [plain[6:]]
+            return [("retail", plain[6:])]
         if kind == "label":
-            label = sub.label()
-            if purpose == GENERATE:
-                return [self.store.material(self._key(ctx, label, "file-mac", GENERATE))]
-            found = []
-            for stored in self.store.versions(label):
-                if stored.state != RETIRED:
-                    found.append(
-                        self.store.material(
-                            self._key(ctx, label, "file-mac", VERIFY, stored.version)
-                        )
-                    )
-            if not found:
-                raise HsmKeyError(E.KEY_STATE, f"key {label} has no usable version")
-            return found
+            return self._label_mac_keys(ctx, sub.label(), purpose)
         raise HsmError(E.BAD_REQUEST, "key kind must be terminal_master, session or label")
+
+    def _label_mac_keys(self, ctx: Context, label: str, purpose: str) -> list[tuple[str, bytes]]:
+        """A stored MAC key: ``file-mac`` (our files; generate and verify) or ``bank-mac`` (a
+        bank's notifications; verify only, so the host can never sign as the bank)."""
+        usage = self.store.versions(label)[0].usage
+        if usage == BANK_MAC_USAGE and purpose == GENERATE:
+            raise HsmKeyError(E.KEY_USAGE, f"key {label} is a bank's key: it only verifies")
+        if usage not in (FILE_MAC_USAGE, BANK_MAC_USAGE):
+            raise HsmKeyError(E.KEY_USAGE, f"key {label} has usage {usage}, not a MAC usage")
+        algorithm = "hmac" if usage == BANK_MAC_USAGE else "retail"
+        if purpose == GENERATE:
+            return [(algorithm, self.store.material(self._key(ctx, label, usage, GENERATE)))]
+        found = [
+            (algorithm, self.store.material(self._key(ctx, label, usage, VERIFY, stored.version)))
+            for stored in self.store.versions(label)
+            if stored.state != RETIRED
+        ]
+        if not found:
+            raise HsmKeyError(E.KEY_STATE, f"key {label} has no usable version")
+        return found
+
+    @staticmethod
+    def _unseal_blob(blob: bytes, version: bytes, key: bytes, aad: bytes) -> bytes:
+        try:
+            if blob[:1] != version:
+                raise ValueError("unknown blob version")
+            return unseal(key, blob[1:], aad)
+        except ValueError:
+            raise HsmError(E.BLOB_INVALID, "key blob fails its integrity check") from None
+
+    @staticmethod
+    def _mac(algorithm: str, key: bytes, data: bytes) -> bytes:
+        if algorithm == "hmac":
+            return hmac.new(key, data, hashlib.sha256).digest()
+        # ISO 9797-1 algorithm 3 (retail MAC), padding method 2, all 8 bytes.
+        return pboc.full_mac(key, data)
 
     def _mac_generate(self, ctx: Context) -> dict[str, Any]:
         data = ctx.hex_field("data", max_length=4 * 1024 * 1024)
-        key = self._mac_keys(ctx, GENERATE)[0]
-        # ISO 9797-1 algorithm 3 (retail MAC), padding method 2, all 8 bytes.
-        return {"mac": pboc.full_mac(key, data).hex().upper()}
+        algorithm, key = self._mac_keys(ctx, GENERATE)[0]
+        return {"mac": self._mac(algorithm, key, data).hex().upper()}
 
     def _mac_verify(self, ctx: Context) -> dict[str, Any]:
         data = ctx.hex_field("data", max_length=4 * 1024 * 1024)
-        mac = ctx.hex_field("mac", max_length=8)
-        if len(mac) < 4:
-            raise HsmError(E.BAD_REQUEST, "field 'mac' must be 4 to 8 bytes")
+        mac = ctx.hex_field("mac", max_length=32)
+        keys = self._mac_keys(ctx, VERIFY)
+        if len(mac) < 4 or (keys[0][0] == "retail" and len(mac) > 8):
+            raise HsmError(E.BAD_REQUEST, "field 'mac' must be 4 to 8 bytes (32 for a bank key)")
+        if keys[0][0] == "hmac" and len(mac) != 32:
+            raise HsmError(E.BAD_REQUEST, "a bank key's MAC is 32 bytes (HMAC-SHA256)")
         valid = any(
-            pboc.mac_equal(pboc.full_mac(k, data)[: len(mac)], mac)
-            for k in self._mac_keys(ctx, VERIFY)
+            pboc.mac_equal(self._mac(algorithm, k, data)[: len(mac)], mac) for algorithm, k in keys
         )
         ctx.audit["valid"] = valid
         return {"valid": valid}
+
+    # --- cardholder PINs (ISO 9564-1 format 0, IBM 3624 offset; hsm_sim/pin.py) -------------
+
+    def _terminal_pin_key(self, ctx: Context) -> bytes:
+        ref = ctx._get("pin_key")
+        if not isinstance(ref, dict):
+            raise HsmError(E.BAD_REQUEST, "field 'pin_key' must be an object with 'kind'")
+        sub = Context(ref, ctx.peer, ctx.audit)
+        if sub.str_field("kind") != "terminal_pin":
+            raise HsmError(E.BAD_REQUEST, "pin_key kind must be terminal_pin")
+        blob = sub.hex_field("blob", max_length=256)
+        plain = self._unseal_blob(blob, PIN_BLOB_VERSION, self._pin_blob_key, PIN_AAD)
+        ctx.audit["terminal"] = plain[:6].hex().upper()
+        return plain[6:]
+
+    def _pin_fields(self, ctx: Context) -> tuple[str, str, str]:
+        """The clear PIN of the request's block, its PAN and its validation data."""
+        pin_key = self._terminal_pin_key(ctx)
+        encrypted = ctx.hex_field("pin_block", 8)
+        pan = ctx.str_field("pan") or ""
+        if not pan.isascii() or not pan.isdigit() or not 13 <= len(pan) <= 19:
+            raise HsmError(E.BAD_REQUEST, "field 'pan' must be 13 to 19 digits")
+        ctx.audit["pan"] = mask_asn(pan)
+        validation = ctx.str_field("validation_data") or ""
+        try:
+            bytes.fromhex(validation.ljust(16, "F"))
+        except ValueError:
+            validation = ""
+        if not 1 <= len(validation) <= 16:
+            raise HsmError(E.BAD_REQUEST, "field 'validation_data' must be 1 to 16 hex digits")
+        try:
+            pin = pins.decrypt_format0(pin_key, encrypted, pan)
+        except pins.PinBlockError as exc:
+            raise HsmError(E.PIN_BLOCK_INVALID, str(exc)) from None
+        return pin, pan, validation
+
+    def _pvk(self, ctx: Context, purpose: str, version: int | None = None) -> StoredKey:
+        return self._key(ctx, PVK, PVK_USAGE, purpose, version)
+
+    def _pin_verify(self, ctx: Context) -> dict[str, Any]:
+        offset = ctx.str_field("offset") or ""
+        if not offset.isascii() or not offset.isdigit():
+            raise HsmError(E.BAD_REQUEST, "field 'offset' must be decimal digits")
+        if not pins.MIN_PIN_LENGTH <= len(offset) <= pins.MAX_PIN_LENGTH:
+            raise HsmError(E.BAD_REQUEST, "field 'offset' must have 4 to 12 digits")
+        version = ctx.int_field("pvk_version", 0xFFFF, optional=True, default=-1)
+        stored = self._pvk(ctx, VERIFY, None if version < 0 else version)
+        pin, _pan, validation = self._pin_fields(ctx)
+        valid = pins.verify_offset(self.store.material(stored), validation, pin, offset)
+        ctx.audit["valid"] = valid
+        return {"valid": valid}
+
+    def _pin_offset_generate(self, ctx: Context) -> dict[str, Any]:
+        low = ctx.int_field("min_length", pins.MAX_PIN_LENGTH, optional=True, default=4)
+        high = ctx.int_field("max_length", pins.MAX_PIN_LENGTH, optional=True, default=12)
+        if not pins.MIN_PIN_LENGTH <= low <= high:
+            raise HsmError(E.BAD_REQUEST, "need 4 <= min_length <= max_length <= 12")
+        stored = self._pvk(ctx, GENERATE)
+        pin, _pan, validation = self._pin_fields(ctx)
+        refusal = pins.policy_refusal(pin, low, high)
+        if refusal is not None:
+            raise HsmError(E.PIN_POLICY, refusal)
+        return {
+            "offset": pins.ibm3624_offset(self.store.material(stored), validation, pin),
+            "pvk_version": stored.version,
+        }
 
     # --- resident data (DESIGN §5: resident IDs encrypted, searched by keyed hash) ----------
 

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from fastapi import APIRouter
 
     from cardsvc.jobs.worker import Job
+    from cardsvc.pinpads import PinPads
 
 
 def routers() -> list[APIRouter]:
@@ -48,3 +49,10 @@ def jobs() -> list[Job]:
     from terminals.online.tasks import EXPIRE_HOLDS
 
     return [EXPIRE_HOLDS, AGE_LOADS]
+
+
+def pin_pads() -> PinPads:
+    """The adapter of the core's PIN pads port: counters' PIN pads are signed-in terminals."""
+    from terminals.access.pinpads import SessionPinPads
+
+    return SessionPinPads()

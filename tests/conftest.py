@@ -174,12 +174,16 @@ async def hsm() -> AsyncIterator[HsmClient]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
+def settings(request: pytest.FixtureRequest, tmp_path: Path, database_url: str) -> Settings:
+    """Development settings; ``@pytest.mark.settings(name=value, ...)`` overrides some (the
+    object is frozen, as in a running process)."""
+    marker = request.node.get_closest_marker("settings")
     return Settings(
         mode=Mode.development,
         var_dir=tmp_path / "var",
         database_url=database_url,
         hsm_url="local://dev",
+        **(marker.kwargs if marker else {}),
     )
 
 

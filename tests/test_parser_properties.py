@@ -6,15 +6,20 @@ from __future__ import annotations
 import contextlib
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cardsvc.residents.idnumber import InvalidResidentId, check_char, parse_resident_id
+from cardsvc.settings import DEFAULT_TIMEZONE
 from terminals.devices.apdu import Apdu, StatusError
 from terminals.devices.card import make_dev_personalized_card
-from terminals.uploads.service import FIELDS, LOCAL_TZ, RecordInvalid, parse_local, parse_record
+from terminals.uploads.service import FIELDS, RecordInvalid, parse_local, parse_record
+
+LOCAL_TZ = ZoneInfo(DEFAULT_TIMEZONE)
+TODAY = date.today()
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -63,7 +68,7 @@ class TestUploadRecordParser:
     @FAST
     @given(valid_records())
     def test_valid_records_parse_to_the_same_values(self, raw: dict[str, Any]) -> None:
-        parsed = parse_record(raw)
+        parsed = parse_record(raw, LOCAL_TZ)
         assert parsed.asn == raw["asn"]
         assert parsed.amount == raw["amount"]
         assert parsed.offline_counter == raw["offline_counter"]
@@ -77,13 +82,13 @@ class TestUploadRecordParser:
     ) -> None:
         raw[field] = value
         with contextlib.suppress(RecordInvalid):
-            parse_record(raw)
+            parse_record(raw, LOCAL_TZ)
 
     @FAST
     @given(json_values)
     def test_arbitrary_json_is_refused_clearly(self, raw: Any) -> None:
         with pytest.raises(RecordInvalid):
-            parse_record(raw)
+            parse_record(raw, LOCAL_TZ)
 
     @FAST
     @given(valid_records(), st.sampled_from(["amount", "fare", "balance_before"]))
@@ -91,7 +96,7 @@ class TestUploadRecordParser:
         for bad in (float(raw[field]), True, str(raw[field])):
             raw[field] = bad
             with pytest.raises(RecordInvalid):
-                parse_record(raw)
+                parse_record(raw, LOCAL_TZ)
 
 
 class TestLocalTime:
@@ -99,7 +104,7 @@ class TestLocalTime:
     @given(st.text(alphabet="0123456789", min_size=14, max_size=14))
     def test_fourteen_digits_are_a_time_or_refused(self, dt14: str) -> None:
         try:
-            moment = parse_local(dt14)
+            moment = parse_local(dt14, LOCAL_TZ)
         except RecordInvalid:
             return
         assert moment.tzinfo is UTC
@@ -110,10 +115,10 @@ class TestLocalTime:
     @given(st.text(max_size=20))
     def test_any_text_is_a_time_or_refused(self, text: str) -> None:
         with contextlib.suppress(RecordInvalid):
-            parse_local(text)
+            parse_local(text, LOCAL_TZ)
 
     def test_shanghai_is_eight_hours_ahead(self) -> None:
-        assert parse_local("20261123080000") == datetime(2026, 11, 23, tzinfo=UTC)
+        assert parse_local("20261123080000", LOCAL_TZ) == datetime(2026, 11, 23, tzinfo=UTC)
 
 
 class TestApduParser:
@@ -165,7 +170,7 @@ class TestVirtualCardAnswersEverything:
 def resident_ids(draw: st.DrawFn) -> str:
     province = draw(st.sampled_from(["11", "31", "32", "44", "65"]))
     rest = draw(st.from_regex(r"\A\d{2}\Z")) + draw(st.sampled_from(["01", "02", "11"]))
-    birth = draw(st.dates(min_value=date(1900, 1, 1), max_value=date.today() - timedelta(days=1)))
+    birth = draw(st.dates(min_value=date(1900, 1, 1), max_value=TODAY - timedelta(days=1)))
     first17 = province + rest + birth.strftime("%Y%m%d") + draw(st.from_regex(r"\A\d{3}\Z"))
     return first17 + check_char(first17)
 
@@ -174,7 +179,7 @@ class TestResidentIds:
     @FAST
     @given(resident_ids())
     def test_valid_ids_parse(self, number: str) -> None:
-        info = parse_resident_id(number)
+        info = parse_resident_id(number, today=TODAY)
         assert info.number == number
         assert info.sex == ("M" if int(number[16]) % 2 else "F")
 
@@ -185,10 +190,10 @@ class TestResidentIds:
             number[:position] + str((int(number[position]) + delta) % 10) + number[position + 1 :]
         )
         with pytest.raises(InvalidResidentId):
-            parse_resident_id(changed)
+            parse_resident_id(changed, today=TODAY)
 
     @FAST
     @given(st.text(max_size=25))
     def test_any_text_is_an_id_or_refused(self, text: str) -> None:
         with contextlib.suppress(InvalidResidentId):
-            parse_resident_id(text)
+            parse_resident_id(text, today=TODAY)

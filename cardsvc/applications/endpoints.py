@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
+from cardsvc.api.limits import GuardedRoute
 from cardsvc.applications import service
 from cardsvc.applications.models import Application, ApplicationStatus
 from cardsvc.applications.schemas import ApplicationCreate, ApplicationOut, RejectBody
@@ -17,7 +18,7 @@ from cardsvc.deps import SessionDep, SettingsDep
 from cardsvc.staff.auth import Role, StaffPrincipal
 from cardsvc.staff.deps import require_roles
 
-router = APIRouter(prefix="/applications", tags=["applications"])
+router = APIRouter(prefix="/applications", tags=["applications"], route_class=GuardedRoute)
 
 # Who may do what; the counter CLI (cardsvc/applications/cli.py) admits the same roles.
 OPERATOR_ROLES = (Role.counter_operator,)

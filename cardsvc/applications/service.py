@@ -87,7 +87,9 @@ async def submit(
         raise Conflict(
             f"the resident already holds a card ({held[0].status.value}); report loss and replace it instead"
         )
-    resolved = cards.resolve_card_type(card_type, resident.birth_date, settings)
+    resolved = cards.resolve_card_type(
+        card_type, resident.birth_date, settings, settings.local_date(clock.now())
+    )
     application = await repository.add(
         session,
         Application(

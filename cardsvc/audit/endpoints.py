@@ -6,13 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
+from cardsvc.api.limits import GuardedRoute
 from cardsvc.audit import repository, service
 from cardsvc.audit.schemas import AuditEntryOut, AuditVerifyOut
 from cardsvc.deps import SessionDep
 from cardsvc.staff.auth import Role, StaffPrincipal
 from cardsvc.staff.deps import require_roles
 
-router = APIRouter(prefix="/audit", tags=["audit"])
+router = APIRouter(prefix="/audit", tags=["audit"], route_class=GuardedRoute)
 
 Auditor = Annotated[StaffPrincipal, Depends(require_roles(Role.auditor, Role.administrator))]
 

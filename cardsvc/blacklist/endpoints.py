@@ -6,13 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
+from cardsvc.api.limits import GuardedRoute
 from cardsvc.blacklist import service
 from cardsvc.blacklist.schemas import BlacklistChangeOut, BlacklistOut
 from cardsvc.deps import SessionDep
 from cardsvc.staff.auth import Role, StaffPrincipal
 from cardsvc.staff.deps import require_roles
 
-router = APIRouter(prefix="/blacklist", tags=["blacklist"])
+router = APIRouter(prefix="/blacklist", tags=["blacklist"], route_class=GuardedRoute)
 
 Reader = Annotated[
     StaffPrincipal,

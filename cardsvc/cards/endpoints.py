@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
+from cardsvc.api.limits import GuardedRoute
 from cardsvc.cards import service
 from cardsvc.cards.models import Card
 from cardsvc.cards.numbers import check_card_no
@@ -21,7 +22,7 @@ from cardsvc.deps import SessionDep, SettingsDep
 from cardsvc.staff.auth import Role, StaffPrincipal
 from cardsvc.staff.deps import require_roles
 
-router = APIRouter(prefix="/cards", tags=["cards"])
+router = APIRouter(prefix="/cards", tags=["cards"], route_class=GuardedRoute)
 
 # Who may do what; the counter CLI (cardsvc/cards/cli.py) admits the same roles.
 COUNTER_ROLES = (Role.counter_operator, Role.supervisor)

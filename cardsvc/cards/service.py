@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -57,14 +56,11 @@ def age_on(birth: date, day: date) -> int:
 
 
 def resolve_card_type(
-    requested: CardType | None, birth: date, settings: Settings, today: date | None = None
+    requested: CardType | None, birth: date, settings: Settings, today: date
 ) -> CardType:
     """Senior is decided by the birth date (age ≥ settings.senior_age, default 60); student and
     disabled are declared at the counter against documents the operator checks."""
-    is_senior = (
-        age_on(birth, today or clock.now().astimezone(ZoneInfo(settings.timezone)).date())
-        >= settings.senior_age
-    )
+    is_senior = age_on(birth, today) >= settings.senior_age
     if requested is None:
         return CardType.senior if is_senior else CardType.standard
     if requested is CardType.senior and not is_senior:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -201,7 +200,7 @@ async def expire_due(
     sessions: async_sessionmaker[AsyncSession], settings: Settings, now: datetime | None = None
 ) -> int:
     """Active cards whose expiry date has passed become ``expired``."""
-    today = (now or clock.now()).astimezone(ZoneInfo(settings.timezone)).date()
+    today = settings.local_date(now or clock.now())
     async with sessions() as session:
         ids = await repository.expired_active_ids(session, today)
     for card_id in ids:

@@ -6,6 +6,7 @@ import secrets
 
 import click
 
+from cardsvc import clock
 from cardsvc.applications import service as applications
 from cardsvc.db import unit_of_work
 from cardsvc.personalization import files
@@ -44,6 +45,7 @@ async def step_issue_card(resources: Resources) -> None:
             resources.hsm,
             residents.ResidentIn(resident_id, "陈小春", "13800000000", "泰州市海陵区府前路1号"),
             actor="demo-operator",
+            today=settings.local_date(clock.now()),
         )
         application = await applications.submit(
             session, settings, resident_id=resident.id, card_type=None, actor="demo-operator"

@@ -25,9 +25,13 @@ __all__ = [
     "HsmError",
     "HsmKeyError",
     "HsmMacInvalid",
+    "HsmPinBlockInvalid",
+    "HsmPinPolicy",
     "HsmUnavailable",
     "KeyInfo",
     "KeyRef",
+    "PinKeyRef",
+    "PinOffset",
     "TacVerifyResult",
     "TerminalSession",
 ]
@@ -37,6 +41,8 @@ __all__ = [
 # The codes an adapter reports (the list of docs/hsm-protocol.md); an adapter of another HSM maps
 # its own failures onto them.
 MAC_INVALID: Final = "MAC_INVALID"
+PIN_BLOCK_INVALID: Final = "PIN_BLOCK_INVALID"
+PIN_POLICY: Final = "PIN_POLICY"
 UNAVAILABLE: Final = "UNAVAILABLE"
 INTERNAL: Final = "INTERNAL"
 KEY_ERROR_CODES: Final = frozenset({"KEY_NOT_FOUND", "KEY_USAGE", "KEY_STATE", "KEY_EXISTS"})
@@ -67,10 +73,29 @@ class HsmKeyError(HsmError):
     """KEY_NOT_FOUND, KEY_USAGE (a key used outside its usage), KEY_STATE or KEY_EXISTS."""
 
 
+class HsmPinBlockInvalid(HsmError):
+    """The PIN block does not decrypt to a format 0 block for this PAN (PIN_BLOCK_INVALID): the
+    terminal used another key or another card number. Not a wrong PIN."""
+
+    def __init__(self, message: str = "not a format 0 PIN block for this PAN") -> None:
+        super().__init__(PIN_BLOCK_INVALID, message)
+
+
+class HsmPinPolicy(HsmError):
+    """The issuer refuses the new PIN (PIN_POLICY): its length, or too easy to guess."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(PIN_POLICY, message)
+
+
 def error_for(code: str, message: str) -> HsmError:
     """The most specific exception for an error code."""
     if code == MAC_INVALID:
         return HsmMacInvalid(message)
+    if code == PIN_BLOCK_INVALID:
+        return HsmPinBlockInvalid(message)
+    if code == PIN_POLICY:
+        return HsmPinPolicy(message)
     if code == UNAVAILABLE:
         return HsmUnavailable(message)
     if code in KEY_ERROR_CODES:
@@ -124,6 +149,30 @@ class TerminalSession:
     key_under_tmk: bytes  # 16 bytes, 3DES-ECB under the terminal's TMK
     key_under_lmk: bytes  # opaque blob for the host; pass it back in KeyRef.session(...)
     kcv: bytes  # 3 bytes
+    # The session's PIN key (its own usage: PIN blocks only), the same three ways.
+    pin_key_under_tmk: bytes
+    pin_key_under_lmk: bytes  # opaque blob; pass it back in PinKeyRef(...)
+    pin_kcv: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PinKeyRef:
+    """The key a PIN block is encrypted under: a terminal session's PIN key (its blob)."""
+
+    blob: bytes
+
+    def to_wire(self) -> dict[str, str]:
+        return {"kind": "terminal_pin", "blob": self.blob.hex().upper()}
+
+
+@dataclass(frozen=True, slots=True)
+class PinOffset:
+    """What the host stores to verify a PIN later: the IBM 3624 offset (as many digits as the
+    PIN) and the version of the PIN verification key it was made with. Neither reveals the PIN
+    without that key, which never leaves the HSM."""
+
+    offset: str
+    pvk_version: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +257,25 @@ class HsmClient(Protocol):
     async def terminal_session_open(self, terminal_no: bytes) -> TerminalSession: ...
     async def mac_generate(self, key: KeyRef, data: bytes) -> bytes: ...
     async def mac_verify(self, key: KeyRef, data: bytes, mac: bytes) -> bool: ...
+    async def pin_verify(
+        self,
+        key: PinKeyRef,
+        pin_block: bytes,
+        *,
+        pan: str,
+        validation_data: str,
+        stored: PinOffset,
+    ) -> bool: ...
+    async def pin_offset_generate(
+        self,
+        key: PinKeyRef,
+        pin_block: bytes,
+        *,
+        pan: str,
+        validation_data: str,
+        min_length: int,
+        max_length: int,
+    ) -> PinOffset: ...
     async def data_encrypt(self, label: str, plaintext: bytes) -> bytes: ...
     async def data_decrypt(self, label: str, ciphertext: bytes) -> bytes: ...
     async def data_index(self, label: str, value: bytes) -> bytes: ...

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from cardsvc.hsm import HsmClient
 from cardsvc.hsm.sim import TcpHsmClient
@@ -43,9 +43,10 @@ async def connect_hsm(
     timeout: float = 5.0,  # noqa: ASYNC109 - per-request timeout of the client, part of the contract
     pool_size: int = 2,
 ) -> HsmClient:
-    """``tcp://host:port[?secret=...]`` (a running hsm-sim) or ``local://dev`` (in-process).
+    """``tcp://host:port`` (a running hsm-sim) or ``local://dev`` (in-process, development).
 
-    The TCP client checks the connection (and the credentials) with a PING before returning.
+    The secret is an argument, never part of the URL. The TCP client checks the connection (and
+    the credentials) with a PING before returning.
     """
     parts = urlsplit(url)
     if parts.scheme == "local":
@@ -54,13 +55,19 @@ async def connect_hsm(
         from cardsvc.hsm.development import LocalHsmClient
 
         return LocalHsmClient.development()
-    if parts.scheme != "tcp" or not parts.hostname or parts.port is None:
-        raise ValueError(f"HSM url must be tcp://host:port or local://dev, got {url!r}")
-    query_secret = parse_qs(parts.query).get("secret")
+    if (
+        parts.scheme != "tcp"
+        or not parts.hostname
+        or parts.port is None
+        or parts.query
+        or parts.password
+    ):
+        # The URL is not echoed: a secret wrongly put into it must not reach a log.
+        raise ValueError("HSM url must be tcp://host:port or local://dev, with no secret in it")
     client = TcpHsmClient(
         parts.hostname,
         parts.port,
-        secret=secret if secret is not None else (query_secret[0] if query_secret else None),
+        secret=secret,
         timeout=timeout,
         pool_size=pool_size,
     )

@@ -395,6 +395,70 @@ async def transaction_lines(
     return [(AccountRef(AccountKind(k), o), Side(s), int(a)) for k, o, s, a in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class StatementRow:
+    line_id: int
+    side: Side
+    amount: int
+    transaction_id: int
+    tx_type: str
+    posted_at: datetime
+    clearing_date: date
+    description: str
+    record_ref: str | None
+
+
+async def account_lines(
+    session: AsyncSession,
+    account_id: int,
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    after_line_id: int,
+    limit: int,
+) -> list[StatementRow]:
+    """The account's lines posted in [start, end), after ``after_line_id``, oldest first."""
+    stmt = (
+        select(
+            lines.c.id,
+            lines.c.side,
+            lines.c.amount,
+            transactions.c.id,
+            transactions.c.tx_type,
+            transactions.c.posted_at,
+            transactions.c.clearing_date,
+            transactions.c.description,
+            transactions.c.record_ref,
+        )
+        .select_from(lines.join(transactions, transactions.c.id == lines.c.transaction_id))
+        .where(lines.c.account_id == account_id, lines.c.id > after_line_id)
+        .order_by(lines.c.id)
+        .limit(limit)
+    )
+    if start is not None:
+        stmt = stmt.where(LedgerTransaction.posted_at >= start)
+    if end is not None:
+        stmt = stmt.where(LedgerTransaction.posted_at < end)
+    rows = await session.execute(stmt)
+    return [
+        StatementRow(int(r[0]), Side(r[1]), int(r[2]), int(r[3]), r[4], r[5], r[6], r[7], r[8])
+        for r in rows
+    ]
+
+
+async def balance_before_line(
+    session: AsyncSession, account_id: int, normal_side: Side, line_id: int
+) -> int:
+    """The account's balance (normal sense) from its lines before ``line_id``."""
+    signed = case((lines.c.side == normal_side.value, lines.c.amount), else_=-lines.c.amount)
+    value = await session.scalar(
+        select(func.coalesce(func.sum(signed), 0)).where(
+            lines.c.account_id == account_id, lines.c.id < line_id
+        )
+    )
+    return int(value or 0)
+
+
 # --- holds ----------------------------------------------------------------------------------
 
 

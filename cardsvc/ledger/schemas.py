@@ -69,6 +69,27 @@ class Hold:
 
 
 @dataclass(frozen=True, slots=True)
+class StatementLine:
+    line_id: int  # the cursor of the statement's pages
+    transaction_id: int
+    tx_type: str
+    posted_at: datetime
+    clearing_date: date
+    amount: int  # fen, signed in the account's normal sense: + raises its balance
+    balance_after: int
+    description: str
+    record_ref: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    account: AccountRef
+    opening_balance: int | None  # the balance before the first line of this page (None: no line)
+    lines: tuple[StatementLine, ...]
+    next_after: int | None  # pass as ``after_line_id`` for the next page; None on the last
+
+
+@dataclass(frozen=True, slots=True)
 class Violation:
     check: str  # "transaction_unbalanced", "balances_not_zero", "balance_differs_from_lines", ...
     subject: str  # "tx:12", "account:card_float:3211...", "ledger"

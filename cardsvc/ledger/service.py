@@ -44,6 +44,8 @@ from cardsvc.ledger.schemas import (
     InvariantReport,
     PostedTransaction,
     PostingRequest,
+    Statement,
+    StatementLine,
     Violation,
 )
 
@@ -374,6 +376,63 @@ async def available(session: AsyncSession, ref: AccountRef) -> int:
     return state[2] - state[3]
 
 
+async def balance_and_held(session: AsyncSession, ref: AccountRef) -> tuple[int, int]:
+    """(balance in the account's normal sense, sum of its pending holds), in one read."""
+    state = await repo.account_state(session, ref)
+    return (0, 0) if state is None else (state[2], state[3])
+
+
+MAX_STATEMENT_PAGE = 500
+
+
+async def statement(
+    session: AsyncSession,
+    ref: AccountRef,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    after_line_id: int = 0,
+    limit: int = 100,
+) -> Statement:
+    """The account's lines posted in [start, end) after ``after_line_id``, oldest first, each with
+    the balance after it (normal sense); page on with ``next_after`` (None on the last page)."""
+    for moment in (start, end):
+        if moment is not None and moment.tzinfo is None:
+            raise ValueError("statement bounds must be timezone-aware")
+    limit = max(1, min(limit, MAX_STATEMENT_PAGE))
+    state = await repo.account_state(session, ref)
+    if state is None:
+        return Statement(ref, opening_balance=None, lines=(), next_after=None)
+    account_id, normal_side = state[0], state[1]
+    rows = await repo.account_lines(
+        session, account_id, start=start, end=end, after_line_id=after_line_id, limit=limit + 1
+    )
+    more, rows = len(rows) > limit, rows[:limit]
+    if not rows:
+        return Statement(ref, opening_balance=None, lines=(), next_after=None)
+    running = opening = await repo.balance_before_line(
+        session, account_id, normal_side, rows[0].line_id
+    )
+    out: list[StatementLine] = []
+    for row in rows:
+        change = row.amount if row.side is normal_side else -row.amount
+        running += change
+        out.append(
+            StatementLine(
+                line_id=row.line_id,
+                transaction_id=row.transaction_id,
+                tx_type=row.tx_type,
+                posted_at=row.posted_at,
+                clearing_date=row.clearing_date,
+                amount=change,
+                balance_after=running,
+                description=row.description,
+                record_ref=row.record_ref,
+            )
+        )
+    return Statement(ref, opening, tuple(out), out[-1].line_id if more else None)
+
+
 # --- holds (two-phase: pending -> posted (full or partial) | voided | expired) -----------------
 
 
@@ -517,8 +576,13 @@ async def post_hold(
     *,
     idempotency_key: str,
     clearing_date: date,
+    tx_type: str = "hold_post",
+    record_ref: str | None = None,
 ) -> PostedTransaction:
-    """Post ``amount`` (≤ the hold) from the held account to the counterparty; release the rest."""
+    """Post ``amount`` (≤ the hold) from the held account to the counterparty; release the rest.
+
+    ``tx_type`` and ``record_ref`` name what the posting books (default: a plain hold posting of
+    ``hold:<id>``), so that a day's totals can tell a fuel completion from a counter withdrawal."""
     _check_key(idempotency_key)
     _check_amount(amount, "posted amount")
     found = await repo.hold_with_refs(session, hold_id)
@@ -529,10 +593,10 @@ async def post_hold(
         raise InvalidStateTransition(f"cannot post {amount} from a hold of {row.amount}")
     request = PostingRequest(
         idempotency_key=idempotency_key,
-        tx_type="hold_post",
+        tx_type=tx_type,
         clearing_date=clearing_date,
         entries=[Entry(account, Side.debit, amount), Entry(counterparty, Side.credit, amount)],
-        record_ref=f"hold:{hold_id}",
+        record_ref=record_ref or f"hold:{hold_id}",
     )
     return await _post(session, request, content_hash(request, hold_id=hold_id), hold_id=hold_id)
 

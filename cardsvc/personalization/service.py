@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import date
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -142,7 +141,7 @@ async def _record(
 
 
 def _host_datetime(settings: Settings) -> str:
-    return clock.now().astimezone(ZoneInfo(settings.timezone)).strftime("%Y%m%d%H%M%S")
+    return clock.now().astimezone(settings.zone).strftime("%Y%m%d%H%M%S")
 
 
 async def personalize(
@@ -163,7 +162,7 @@ async def personalize(
         plan = await _prepare(session, hsm, application_id, serial.hex().upper(), reader)
     card = plan.card
     asn = bytes.fromhex(card.asn)
-    today = clock.now().astimezone(ZoneInfo(settings.timezone)).date()
+    today = clock.now().astimezone(settings.zone).date()
     expiry = date(today.year + settings.card_validity_years, today.month, min(today.day, 28))
     step = plan.start
     try:

@@ -8,6 +8,7 @@ from datetime import datetime
 import click
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cardsvc import clock
 from cardsvc.residents import service
 from cardsvc.residents.endpoints import COUNTER_ROLES, resident_out
 from cardsvc.residents.schemas import ResidentCreate, ResidentLookup, ResidentOut
@@ -73,6 +74,7 @@ def register(
                 body.resident_id, body.name, body.phone, body.address, body.sex, body.birth_date
             ),
             actor=principal.username,
+            today=resources.settings.local_date(clock.now()),
         )
         return await resident_out(resources.hsm, resident, reveal=False)
 

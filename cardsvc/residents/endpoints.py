@@ -6,8 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
+from cardsvc import clock
+from cardsvc.api.limits import GuardedRoute
 from cardsvc.audit import service as audit
-from cardsvc.deps import HsmDep, SessionDep
+from cardsvc.deps import HsmDep, SessionDep, SettingsDep
 from cardsvc.hsm import HsmClient
 from cardsvc.residents import service
 from cardsvc.residents.models import Resident
@@ -20,7 +22,7 @@ from cardsvc.residents.schemas import (
 from cardsvc.staff.auth import Role, StaffPrincipal
 from cardsvc.staff.deps import require_roles
 
-router = APIRouter(prefix="/residents", tags=["residents"])
+router = APIRouter(prefix="/residents", tags=["residents"], route_class=GuardedRoute)
 
 # Who may do what; the counter CLI (cardsvc/residents/cli.py) admits the same roles.
 COUNTER_ROLES = (Role.counter_operator, Role.supervisor)
@@ -53,7 +55,11 @@ async def resident_out(hsm: HsmClient, resident: Resident, *, reveal: bool) -> R
     summary="Register a resident (counter operator, supervisor)",
 )
 async def register(
-    body: ResidentCreate, principal: Counter, session: SessionDep, hsm: HsmDep
+    body: ResidentCreate,
+    principal: Counter,
+    session: SessionDep,
+    hsm: HsmDep,
+    settings: SettingsDep,
 ) -> ResidentOut:
     resident = await service.register(
         session,
@@ -62,6 +68,7 @@ async def register(
             body.resident_id, body.name, body.phone, body.address, body.sex, body.birth_date
         ),
         actor=principal.username,
+        today=settings.local_date(clock.now()),
     )
     return await resident_out(hsm, resident, reveal=False)
 

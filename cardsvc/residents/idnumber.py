@@ -11,7 +11,6 @@ import re
 from dataclasses import dataclass
 from datetime import date
 
-from cardsvc.clearing.service import local_today
 from cardsvc.errors import ValidationFailed
 
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -43,8 +42,10 @@ def check_char(first17: str) -> str:
     return _CHECK_CHARS[total % 11]
 
 
-def parse_resident_id(value: str, *, today: date | None = None) -> ResidentIdInfo:
-    """Validate and decode an ID number; raises InvalidResidentId with the reason (never the ID)."""
+def parse_resident_id(value: str, *, today: date) -> ResidentIdInfo:
+    """Validate and decode an ID number; raises InvalidResidentId with the reason (never the ID).
+
+    ``today`` is the local date: a birth date after it is refused."""
     number = value.strip().upper()
     if not _SHAPE.match(number):
         raise InvalidResidentId("a resident ID is 17 digits followed by a digit or X")
@@ -56,7 +57,7 @@ def parse_resident_id(value: str, *, today: date | None = None) -> ResidentIdInf
         birth = date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
     except ValueError as exc:
         raise InvalidResidentId("the birth date in the resident ID is not a real date") from exc
-    if birth.year < 1900 or birth > (today or local_today()):
+    if birth.year < 1900 or birth > today:
         raise InvalidResidentId("the birth date in the resident ID is out of range")
     if check_char(number[:17]) != number[17]:
         raise InvalidResidentId("the resident ID check digit is wrong")

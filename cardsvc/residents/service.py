@@ -39,9 +39,10 @@ async def id_index(hsm: HsmClient, resident_id: str) -> str:
 
 
 async def register(
-    session: AsyncSession, hsm: HsmClient, data: ResidentIn, *, actor: str
+    session: AsyncSession, hsm: HsmClient, data: ResidentIn, *, actor: str, today: date
 ) -> Resident:
-    info = parse_resident_id(data.resident_id)
+    """``today``: the local date, the latest birth date an ID may hold."""
+    info = parse_resident_id(data.resident_id, today=today)
     name = data.name.strip()
     if not name:
         raise ValidationFailed("name is required")
@@ -88,7 +89,8 @@ async def get(session: AsyncSession, resident_id: int) -> Resident:
 async def find_by_resident_id(
     session: AsyncSession, hsm: HsmClient, resident_id: str
 ) -> Resident | None:
-    info = parse_resident_id(resident_id)
+    # Any well-formed number may be looked up; one with a future birth date is simply not found.
+    info = parse_resident_id(resident_id, today=date.max)
     return await repository.by_index(session, await id_index(hsm, info.number))
 
 

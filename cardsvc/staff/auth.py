@@ -1,13 +1,18 @@
 """Staff authentication: roles, argon2 password hashes, HMAC-signed bearer tokens (DESIGN §12).
 
 Tokens are ``base64url(payload JSON) . base64url(HMAC-SHA256(token_secret, payload))``; the payload
-carries the staff id, username, roles and expiry. Every request re-reads the staff row, so a
-disabled or locked account loses access at once even with a valid token (the web dependency that
-does so is :mod:`cardsvc.staff.deps`).
+carries the staff id, username, roles, the account's session version and expiry. Every request
+re-reads the staff row (:mod:`cardsvc.staff.deps`): a token whose session version is not the
+row's (the account was locked, disabled or its roles changed since) is refused at once.
+
+Password hashes are argon2; hashing and verifying run in a worker thread (each takes a couple of
+hundred milliseconds of CPU, which would stall every request of the event loop), and a login for
+an unknown username verifies against a dummy hash, so it costs the same as a known one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -37,20 +42,33 @@ class StaffPrincipal:
     id: int
     username: str
     roles: frozenset[Role]
+    session_version: int = 0
 
 
 _hasher = PasswordHasher()
+_dummy_hash: list[str] = []  # made once, on first use (an argon2 hash costs as much as a login)
 
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+async def hash_password(password: str) -> str:
+    return await asyncio.to_thread(_hasher.hash, password)
 
 
-def verify_password(password_hash: str, password: str) -> bool:
+def _verify(password_hash: str, password: str) -> bool:
     try:
         return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+async def verify_password(password_hash: str | None, password: str) -> bool:
+    """Whether ``password`` matches; ``None`` (no such account) verifies against a dummy hash at
+    the same cost and is never true."""
+    if password_hash is None:
+        if not _dummy_hash:
+            _dummy_hash.append(await asyncio.to_thread(_hasher.hash, "no such staff account"))
+        await asyncio.to_thread(_verify, _dummy_hash[0], password)
+        return False
+    return await asyncio.to_thread(_verify, password_hash, password)
 
 
 def parse_roles(value: str) -> frozenset[Role]:
@@ -77,6 +95,7 @@ def issue_token(settings: Settings, principal: StaffPrincipal, now: float | None
         "sub": principal.id,
         "usr": principal.username,
         "roles": sorted(r.value for r in principal.roles),
+        "ver": principal.session_version,
         "iat": issued,
         "exp": issued + settings.token_ttl_seconds,
     }
@@ -98,6 +117,7 @@ def verify_token(settings: Settings, token: str, now: float | None = None) -> St
             id=int(payload["sub"]),
             username=str(payload["usr"]),
             roles=frozenset(Role(r) for r in payload["roles"]),
+            session_version=int(payload["ver"]),
         )
     except NotAuthenticated:
         raise

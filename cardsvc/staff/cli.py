@@ -51,7 +51,9 @@ async def signed_in(
     """One unit of work that starts by checking the password and the roles (as the API does)."""
     async with unit_of_work(resources.sessions) as session:
         try:
-            principal = await service.authenticate(session, resources.settings, username, password)
+            principal = await service.authenticate(
+                resources.sessions, session, resources.settings, resources.cache, username, password
+            )
         except service.LoginFailed:
             # The failure count must survive the refusal, or the lockout could be bypassed by
             # guessing passwords here instead of at POST /staff/login (which does the same).

@@ -1,7 +1,7 @@
 """The staff's web dependencies: the bearer token of a request, and the roles an endpoint admits.
 
-Every request re-reads the staff row, so a disabled or locked account loses access at once even
-with a valid token, and a revoked role takes effect at once.
+Every request re-reads the staff row: a token of an account locked, disabled or given other roles
+since it was issued (its session version is older than the row's) is refused at once.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from cardsvc import clock
 from cardsvc.deps import SessionDep, SettingsDep
 from cardsvc.errors import NotAuthenticated
 from cardsvc.staff import repository
@@ -29,10 +30,24 @@ async def current_principal(
         raise NotAuthenticated("bearer token required")
     claimed = verify_token(settings, credentials.credentials)
     user = await repository.get(session, claimed.id)
-    if user is None or not user.active or user.username != claimed.username:
-        raise NotAuthenticated("account no longer valid")
-    # Roles come from the row, not the token: a revoked role takes effect at once.
-    return StaffPrincipal(id=user.id, username=user.username, roles=parse_roles(user.roles))
+    if (
+        user is None
+        or not user.active
+        or user.username != claimed.username
+        or user.session_version != claimed.session_version
+        or (user.locked_until is not None and user.locked_until > clock.now())
+    ):
+        raise NotAuthenticated("session ended: log in again")
+    # Roles come from the row, not the token.
+    return StaffPrincipal(
+        id=user.id,
+        username=user.username,
+        roles=parse_roles(user.roles),
+        session_version=user.session_version,
+    )
+
+
+current_principal.__admits__ = ()  # type: ignore[attr-defined]  # any staff (cardsvc.api.openapi)
 
 
 def require_roles(*roles: Role) -> Callable[..., Awaitable[StaffPrincipal]]:
@@ -45,4 +60,5 @@ def require_roles(*roles: Role) -> Callable[..., Awaitable[StaffPrincipal]]:
         return check_roles(principal, admitted)
 
     dependency.__doc__ = f"Admits roles: {', '.join(sorted(admitted))}"
+    dependency.__admits__ = tuple(sorted(admitted))  # type: ignore[attr-defined]
     return dependency

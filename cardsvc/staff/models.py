@@ -25,3 +25,6 @@ class StaffUser(Base):
     locked_until: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
     last_login_at: Mapped[datetime | None]
+    # Carried by every token; raised when the account is locked, disabled or its roles change,
+    # which ends every token issued before at once.
+    session_version: Mapped[int] = mapped_column(default=0)

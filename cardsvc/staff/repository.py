@@ -2,14 +2,57 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import datetime
+
+from sqlalchemy import case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.staff.models import StaffUser
 
 
-async def get(session: AsyncSession, staff_id: int) -> StaffUser | None:
-    return await session.get(StaffUser, staff_id)
+async def get(
+    session: AsyncSession, staff_id: int, *, for_update: bool = False
+) -> StaffUser | None:
+    return await session.get(StaffUser, staff_id, with_for_update=for_update)
+
+
+async def record_failure(
+    session: AsyncSession, staff_id: int, *, max_failures: int, locked_until: datetime
+) -> None:
+    """One more failed login, atomically; the one that reaches ``max_failures`` locks the account
+    and ends its sessions."""
+    failures = StaffUser.failed_logins + 1
+    reached = failures >= max_failures
+    await session.execute(
+        update(StaffUser)
+        .where(StaffUser.id == staff_id)
+        .values(
+            failed_logins=case((reached, 0), else_=failures),
+            locked_until=case((reached, locked_until), else_=StaffUser.locked_until),
+            session_version=case(
+                (reached, StaffUser.session_version + 1), else_=StaffUser.session_version
+            ),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def record_success(session: AsyncSession, staff_id: int, now: datetime) -> int | None:
+    """Clear the failures of a login that passed; the session version, or None when the account
+    was locked or disabled meanwhile."""
+    result = await session.execute(
+        update(StaffUser)
+        .where(
+            StaffUser.id == staff_id,
+            StaffUser.active.is_(True),
+            or_(StaffUser.locked_until.is_(None), StaffUser.locked_until <= now),
+        )
+        .values(failed_logins=0, locked_until=None, last_login_at=now)
+        .returning(StaffUser.session_version)
+        .execution_options(synchronize_session=False)
+    )
+    version: int | None = result.scalar_one_or_none()
+    return version
 
 
 async def by_username(

@@ -33,3 +33,7 @@ class StaffOut(BaseModel):
     roles: list[Role]
     active: bool
     locked: bool
+
+
+class RolesChange(BaseModel):
+    roles: list[Role] = Field(min_length=1, max_length=len(Role))

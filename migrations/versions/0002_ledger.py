@@ -1,4 +1,4 @@
-"""Ledger: accounts, transactions, lines, holds (issue 6).
+"""Ledger: accounts, transactions, lines, holds.
 
 Revision ID: 0002
 Revises: 0001

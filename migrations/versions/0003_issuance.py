@@ -1,4 +1,4 @@
-"""Issuance: staff, residents, applications, cards, blacklist, audit, personalization jobs (issue 5).
+"""Issuance: staff, residents, applications, cards, blacklist, audit, personalization jobs.
 
 Revision ID: 0003
 Revises: 0002

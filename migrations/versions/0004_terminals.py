@@ -1,4 +1,4 @@
-"""Terminals: registry, sessions, parameter lists, uploads, records, breaks; clearing days (issue 7).
+"""Terminals: registry, sessions, parameter lists, uploads, records, breaks; clearing days.
 
 Revision ID: 0004
 Revises: 0003

@@ -1,4 +1,4 @@
-"""Online authorization and purse loads (issue 8).
+"""Online authorization and purse loads.
 
 Revision ID: 0005
 Revises: 0004

@@ -98,6 +98,7 @@ async def authenticate_terminal(
             merchant_category=row.merchant_category,
             session_id=session_id,
             seq=seq,
+            pin_key_blob=row.pin_key_blob,
         )
     except Exception:
         # The request failed after authentication: its transaction is undone, the number stays used.
@@ -106,6 +107,8 @@ async def authenticate_terminal(
         await session.commit()
         raise
 
+
+authenticate_terminal.__terminal__ = True  # type: ignore[attr-defined]  # cardsvc.api.openapi
 
 # Function scope: the dependency ends with the endpoint, before the response is sent (as the
 # request's session does, which it depends on).

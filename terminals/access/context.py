@@ -22,3 +22,5 @@ class TerminalContext:
     merchant_category: str
     session_id: str
     seq: int
+    # The session's PIN key (an HSM blob): what the terminal's PIN blocks are encrypted under.
+    pin_key_blob: bytes | None = None

@@ -3,35 +3,36 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from pydantic import ValidationError
 
-from cardsvc.deps import CacheDep, HsmDep, SessionDep, SettingsDep
-from cardsvc.errors import ValidationFailed
+from cardsvc.api.limits import BodyLimit, GuardedRoute, body_limit, parse_json
+from cardsvc.deps import HsmDep, SessionDep, SessionsDep, SettingsDep
 from terminals.access import service
 from terminals.access.auth import request_target
 from terminals.access.schemas import SignInRequest, SignInResponse
 
-router = APIRouter(prefix="/terminal", tags=["terminal access"])
+# A sign-in is six short fields (docs/terminal-protocol.md §4).
+SIGN_IN_LIMIT = BodyLimit(max_bytes=2048, max_values=32)
+
+router = APIRouter(prefix="/terminal", tags=["terminal access"], route_class=GuardedRoute)
 
 
 @router.post("/sign-in", response_model=SignInResponse)
+@body_limit(SIGN_IN_LIMIT)
 async def sign_in(
-    request: Request, session: SessionDep, hsm: HsmDep, cache: CacheDep, settings: SettingsDep
+    request: Request, session: SessionDep, sessions: SessionsDep, hsm: HsmDep, settings: SettingsDep
 ) -> SignInResponse:
-    """Prove the TMK (X-Mac over the canonical request, session id empty, seq 0); get a session key."""
-    body = await request.body()
-    try:
-        parsed = SignInRequest.model_validate_json(body)
-    except ValidationError as exc:
-        raise ValidationFailed.naming_fields("sign-in request", exc.errors()) from None
-    return await service.sign_in(
-        session,
+    """Prove the TMK (X-Mac over the canonical request, session id empty, seq 0); get a session key.
+
+    The MAC is verified over the raw bytes before the body is parsed; ``terminal_time`` must lie
+    within ``CARDSVC_TERMINAL_SIGN_IN_WINDOW_SECONDS`` of the host's clock, and a nonce is never
+    accepted twice (docs/terminal-protocol.md §4)."""
+    signer = await service.verify_sign_in(
+        sessions,
         hsm,
-        cache,
-        settings,
         path=request_target(request),
-        header_terminal_no=request.headers.get("x-terminal-no", ""),
+        terminal_no=request.headers.get("x-terminal-no", ""),
         mac_hex=request.headers.get("x-mac"),
-        body=body,
-        request=parsed,
+        body=await request.body(),
     )
+    parsed = await parse_json(request, SignInRequest)
+    return await service.open_session(session, hsm, settings, signer, parsed)

@@ -13,6 +13,10 @@ class ReplayRefused(NotAuthenticated):
     """The sequence number is not greater than the last one the session accepted."""
 
 
+class SignInTimeRefused(NotAuthenticated):
+    """The sign-in's terminal_time is outside the window around the host's clock."""
+
+
 class SessionExpired(NotAuthenticated):
     """The session is unknown, expired, revoked or belongs to another terminal: sign in again."""
 

@@ -6,18 +6,26 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Table, bindparam, select, update
+from sqlalchemy import BigInteger, Table, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.pgdirect import Query
-from terminals.access.models import TerminalSession
-from terminals.registry.models import Merchant, Terminal, TerminalKind, TerminalStatus
+from cardsvc.sql import insert_ignore_stmt
+from terminals.access.models import SignInNonce, TerminalSession
+from terminals.registry.models import (
+    Merchant,
+    MerchantStatus,
+    Terminal,
+    TerminalKind,
+    TerminalStatus,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class SessionRow:
     session_id: str
     key_blob: bytes
+    pin_key_blob: bytes | None
     last_seq: int
     expires_at: datetime
     revoked: bool
@@ -30,6 +38,24 @@ class SessionRow:
     merchant_no: str
     merchant_category: str
     merchant_active: bool
+
+
+async def claim_nonce(
+    session: AsyncSession, terminal_id: int, nonce: str, now: datetime, keep_since: datetime
+) -> bool:
+    """Record a sign-in nonce; False when the terminal used it before. Forgets the terminal's
+    nonces older than ``keep_since`` (a sign-in that old is refused by its time)."""
+    await session.execute(
+        delete(SignInNonce).where(
+            SignInNonce.terminal_id == terminal_id, SignInNonce.used_at < keep_since
+        )
+    )
+    result = await session.execute(
+        insert_ignore_stmt(session, SignInNonce.__table__).values(
+            terminal_id=terminal_id, nonce=nonce, used_at=now
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0) == 1
 
 
 async def add_session(session: AsyncSession, row: TerminalSession) -> None:
@@ -45,6 +71,7 @@ _merchants: Table = Merchant.__table__  # type: ignore[assignment]
 _ROW_COLUMNS = (
     _sessions.c.id,
     _sessions.c.key_blob,
+    _sessions.c.pin_key_blob,
     _sessions.c.last_seq,
     _sessions.c.expires_at,
     _sessions.c.revoked,
@@ -64,18 +91,19 @@ def _session_row(row: Any) -> SessionRow:
     return SessionRow(
         session_id=row[0],
         key_blob=row[1],
-        last_seq=row[2],
-        expires_at=row[3],
-        revoked=row[4],
-        terminal_id=row[5],
-        terminal_no=row[6],
-        psam_no=row[7],
-        terminal_kind=TerminalKind(row[8]),
-        terminal_status=TerminalStatus(row[9]),
-        merchant_id=row[10],
-        merchant_no=row[11],
-        merchant_category=str(row[12]),
-        merchant_active=str(row[13]) == "active",
+        pin_key_blob=row[2],
+        last_seq=row[3],
+        expires_at=row[4],
+        revoked=row[5],
+        terminal_id=row[6],
+        terminal_no=row[7],
+        psam_no=row[8],
+        terminal_kind=TerminalKind(row[9]),
+        terminal_status=TerminalStatus(row[10]),
+        merchant_id=row[11],
+        merchant_no=row[12],
+        merchant_category=str(row[13]),
+        merchant_active=str(row[14]) == "active",
     )
 
 
@@ -137,6 +165,30 @@ async def advance_seq(session: AsyncSession, session_id: str, seq: int) -> bool:
     return int(getattr(result, "rowcount", 0) or 0) == 1
 
 
+async def live_pin_key(
+    session: AsyncSession, terminal_no: str, kind: TerminalKind, now: datetime
+) -> bytes | None:
+    """The PIN key blob of the live session of an active terminal of ``kind``, or None."""
+    stmt = (
+        select(_sessions.c.pin_key_blob)
+        .join(_terminals, _terminals.c.id == _sessions.c.terminal_id)
+        .join(_merchants, _merchants.c.id == _terminals.c.merchant_id)
+        .where(
+            _terminals.c.terminal_no == terminal_no,
+            _terminals.c.kind == kind,
+            _terminals.c.status == TerminalStatus.active,
+            _merchants.c.status == MerchantStatus.active,
+            _sessions.c.revoked.is_(False),
+            _sessions.c.expires_at > now,
+            _sessions.c.pin_key_blob.is_not(None),
+        )
+        .order_by(_sessions.c.created_at.desc())
+        .limit(1)
+    )
+    value = (await session.execute(stmt)).scalar()
+    return None if value is None else bytes(value)
+
+
 async def revoke_sessions(session: AsyncSession, terminal_id: int) -> int:
     result = await session.execute(
         update(TerminalSession)
@@ -148,7 +200,5 @@ async def revoke_sessions(session: AsyncSession, terminal_id: int) -> int:
 
 
 async def delete_expired(session: AsyncSession, now: datetime) -> int:
-    from sqlalchemy import delete
-
     result = await session.execute(delete(TerminalSession).where(TerminalSession.expires_at < now))
     return int(getattr(result, "rowcount", 0) or 0)

@@ -47,6 +47,13 @@ class SignInResponse(BaseModel):
         str  # 16 bytes hex: the session MAC key 3DES-ECB encrypted under the terminal's TMK
     )
     key_kcv: str  # 3 bytes hex: check value of the clear session key
+    # 16 bytes hex: the session's PIN key 3DES-ECB encrypted under the TMK; it encrypts the
+    # format 0 PIN blocks of the PIN pad, and nothing else (a key of its own usage).
+    pin_key: str
+    pin_kcv: str  # 3 bytes hex: check value of the clear PIN key
+    # Payments of this terminal's merchant category up to this amount (fen) need no PIN; 0: every
+    # payment from the online account needs one.
+    no_pin_limit: int
     seq: int  # the last sequence number used; the first signed request carries seq + 1
     server_time: str  # local YYYYMMDDhhmmss (Asia/Shanghai): the terminal sets its clock from it
     expires_at: datetime

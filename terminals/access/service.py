@@ -7,32 +7,38 @@ the HSM's LMK) that the host stores and passes back to MAC_VERIFY.
 
 from __future__ import annotations
 
+import re
 import secrets
-from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cardsvc import clock
 from cardsvc.blacklist import service as blacklist
-from cardsvc.cache import Cache
 from cardsvc.errors import DependencyUnavailable, ValidationFailed
 from cardsvc.hsm import HsmClient, HsmError, HsmUnavailable, KeyRef
 from cardsvc.settings import Settings
 from terminals.access import repository
 from terminals.access.canonical import canonical_request
-from terminals.access.errors import MacInvalid, PsamMismatch, ReplayRefused, TerminalUnknown
+from terminals.access.errors import (
+    MacInvalid,
+    PsamMismatch,
+    ReplayRefused,
+    SignInTimeRefused,
+    TerminalUnknown,
+)
 from terminals.access.models import TerminalSession
 from terminals.access.schemas import ListVersions, SignInRequest, SignInResponse
 from terminals.lists import service as lists
 from terminals.registry import repository as registry
-from terminals.registry.models import MerchantStatus, TerminalStatus
+from terminals.registry.models import Merchant, MerchantStatus, Terminal, TerminalStatus
 
-LOCAL_TZ = ZoneInfo("Asia/Shanghai")
+_TERMINAL_NO = re.compile(r"^\d{12}$")
 
 
-def local_datetime14(moment: datetime) -> str:
-    return moment.astimezone(LOCAL_TZ).strftime("%Y%m%d%H%M%S")
+def local_datetime14(moment: datetime, zone: tzinfo) -> str:
+    return moment.astimezone(zone).strftime("%Y%m%d%H%M%S")
 
 
 def parse_mac(value: str | None) -> bytes:
@@ -55,45 +61,66 @@ async def verify_mac(hsm: HsmClient, key: KeyRef, data: bytes, mac: bytes) -> No
         raise MacInvalid("MAC does not verify")
 
 
-async def sign_in(
-    session: AsyncSession,
+@dataclass(frozen=True, slots=True)
+class SigningTerminal:
+    """A terminal whose sign-in MAC verified (its TMK made it), read before the HSM was asked."""
+
+    terminal: Terminal
+    merchant: Merchant
+
+
+async def verify_sign_in(
+    reads: async_sessionmaker[AsyncSession],
     hsm: HsmClient,
-    cache: Cache,
-    settings: Settings,
     *,
     path: str,
-    header_terminal_no: str,
+    terminal_no: str,
     mac_hex: str | None,
     body: bytes,
-    request: SignInRequest,
-) -> SignInResponse:
-    if request.terminal_no != header_terminal_no:
-        raise ValidationFailed("X-Terminal-No and the body's terminal_no differ")
-    found = await registry.terminal_with_merchant(session, request.terminal_no)
+) -> SigningTerminal:
+    """The first two steps of a sign-in, before its body is parsed: read the terminal (a short
+    session of its own, closed before the HSM works), then let the HSM verify the TMK's MAC over
+    the raw bytes. :func:`open_session` writes."""
+    if not _TERMINAL_NO.match(terminal_no):
+        raise TerminalUnknown("X-Terminal-No must be 12 digits")
+    mac = parse_mac(mac_hex)
+    async with reads() as reading:
+        found = await registry.terminal_with_merchant(reading, terminal_no)
     if found is None:
         raise TerminalUnknown("unknown terminal")
     terminal, merchant = found
     if terminal.status is not TerminalStatus.active or merchant.status is not MerchantStatus.active:
         raise TerminalUnknown(f"terminal is {terminal.status}, merchant is {merchant.status}")
-    mac = parse_mac(mac_hex)
-    terminal_bcd = bytes.fromhex(request.terminal_no)
-    canonical = canonical_request("POST", path, request.terminal_no, "", 0, body)
-    await verify_mac(hsm, KeyRef.terminal_master(terminal_bcd), canonical, mac)
+    canonical = canonical_request("POST", path, terminal_no, "", 0, body)
+    await verify_mac(hsm, KeyRef.terminal_master(bytes.fromhex(terminal_no)), canonical, mac)
+    return SigningTerminal(terminal, merchant)
+
+
+async def open_session(
+    session: AsyncSession,
+    hsm: HsmClient,
+    settings: Settings,
+    signer: SigningTerminal,
+    request: SignInRequest,
+) -> SignInResponse:
+    """The verified sign-in's checks, the HSM's new session key, then the writes."""
+    terminal, merchant = signer.terminal, signer.merchant
+    if request.terminal_no != terminal.terminal_no:
+        raise ValidationFailed("X-Terminal-No and the body's terminal_no differ")
     if request.psam_no != terminal.psam_no:
         raise PsamMismatch("the PSAM is not the one registered for this terminal")
-    # The nonce makes a recorded sign-in useless to replay within the session lifetime.
-    fresh = await cache.set_if_absent(
-        f"terminal-sign-in:{request.terminal_no}:{request.nonce}",
-        b"1",
-        ttl=settings.terminal_session_ttl_seconds,
-    )
-    if not fresh:
-        raise ReplayRefused("sign-in nonce already used")
+    terminal_bcd = bytes.fromhex(terminal.terminal_no)
+    now = clock.now()
+    window = timedelta(seconds=settings.terminal_sign_in_window_seconds)
+    _check_terminal_time(request.terminal_time, now, window, settings)
     try:
         opened = await hsm.terminal_session_open(terminal_bcd)
     except HsmUnavailable as exc:
         raise DependencyUnavailable("HSM unavailable") from exc
-    now = clock.now()
+    # A signed request within the window with a fresh nonce: a recorded one is refused by its
+    # nonce while it is young enough to pass the time check, and by its time after.
+    if not await repository.claim_nonce(session, terminal.id, request.nonce, now, now - 2 * window):
+        raise ReplayRefused("sign-in nonce already used")
     # One live session per terminal: a new sign-in ends the earlier ones.
     await repository.revoke_sessions(session, terminal.id)
     row = TerminalSession(
@@ -101,6 +128,7 @@ async def sign_in(
         terminal_id=terminal.id,
         key_blob=opened.key_under_lmk,
         key_kcv=opened.kcv.hex().upper(),
+        pin_key_blob=opened.pin_key_under_lmk,
         last_seq=0,
         created_at=now,
         expires_at=now + timedelta(seconds=settings.terminal_session_ttl_seconds),
@@ -115,8 +143,11 @@ async def sign_in(
         session_id=row.id,
         session_key=opened.key_under_tmk.hex().upper(),
         key_kcv=opened.kcv.hex().upper(),
+        pin_key=opened.pin_key_under_tmk.hex().upper(),
+        pin_kcv=opened.pin_kcv.hex().upper(),
+        no_pin_limit=settings.online_no_pin_limits.get(merchant.category.value, 0),
         seq=0,
-        server_time=local_datetime14(now),
+        server_time=local_datetime14(now, settings.zone),
         expires_at=row.expires_at,
         merchant_no=merchant.merchant_no,
         merchant_category=merchant.category.value,
@@ -125,3 +156,17 @@ async def sign_in(
             parameters=await lists.parameters_version(session),
         ),
     )
+
+
+def _check_terminal_time(
+    terminal_time: str, now: datetime, window: timedelta, settings: Settings
+) -> None:
+    try:
+        moment = datetime.strptime(terminal_time, "%Y%m%d%H%M%S").replace(tzinfo=settings.zone)
+    except ValueError:
+        raise ValidationFailed("terminal_time is not a calendar time YYYYMMDDhhmmss") from None
+    if abs(moment - now) > window:
+        raise SignInTimeRefused(
+            f"terminal_time is more than {int(window.total_seconds())} s from the host's time "
+            f"{local_datetime14(now, settings.zone)}: set the clock and sign in again"
+        )

@@ -12,17 +12,20 @@ import json
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import httpx
 
+from cardsvc import clock
+from cardsvc.settings import DEFAULT_TIMEZONE
 from hsm_sim import pboc
+from hsm_sim.pin import format0_block
 from terminals.access.canonical import canonical_request
 from terminals.devices import dev_keys
 
 SIGN_IN_PATH = "/api/v1/terminal/sign-in"
-LOCAL_TZ = ZoneInfo("Asia/Shanghai")
+# The simulated terminals keep the wall clock of the default zone (docs/architecture.md §6).
+LOCAL_TZ = ZoneInfo(DEFAULT_TIMEZONE)
 
 
 class HostError(Exception):
@@ -53,6 +56,7 @@ class SignInResult:
     merchant_no: str
     merchant_category: str
     expires_at: str
+    no_pin_limit: int  # fen; payments up to it need no PIN (0: every one does)
 
 
 class HostClient:
@@ -75,6 +79,7 @@ class HostClient:
         self.psam_no = psam_no or ("50" + terminal_no + "00")
         self._tmk = tmk
         self._session_key: bytes | None = None
+        self._pin_key: bytes | None = None
         self.session_id = ""
         self.seq = 0
         self.blacklist_version = blacklist_version
@@ -85,7 +90,8 @@ class HostClient:
         return self._session_key is not None
 
     async def sign_in(self) -> SignInResult:
-        now = datetime.now(LOCAL_TZ).strftime("%Y%m%d%H%M%S")
+        # The simulated world's time (cardsvc.clock), which tests and demos may set.
+        now = clock.now().astimezone(LOCAL_TZ).strftime("%Y%m%d%H%M%S")
         payload = {
             "terminal_no": self.terminal_no,
             "psam_no": self.psam_no,
@@ -113,7 +119,10 @@ class HostClient:
         key = pboc.tdes_decrypt(self._tmk, bytes.fromhex(answer["session_key"]))
         if pboc.kcv(key).hex().upper() != answer["key_kcv"].upper():
             raise HostError(response.status_code, "session key check value does not match")
-        self._session_key = key
+        pin_key = pboc.tdes_decrypt(self._tmk, bytes.fromhex(answer["pin_key"]))
+        if pboc.kcv(pin_key).hex().upper() != answer["pin_kcv"].upper():
+            raise HostError(response.status_code, "PIN key check value does not match")
+        self._session_key, self._pin_key = key, pin_key
         self.session_id = answer["session_id"]
         self.seq = int(answer["seq"])
         return SignInResult(
@@ -124,7 +133,15 @@ class HostClient:
             merchant_no=answer["merchant_no"],
             merchant_category=answer["merchant_category"],
             expires_at=answer["expires_at"],
+            no_pin_limit=int(answer["no_pin_limit"]),
         )
+
+    def pin_block(self, pin: str, card_no: str) -> str:
+        """What the PIN pad sends for ``pin`` typed for card ``card_no``: the ISO 9564 format 0
+        block encrypted under the session's PIN key (3DES-ECB), 16 hex digits."""
+        if self._pin_key is None:
+            raise RuntimeError("sign in first")
+        return pboc.tdes_encrypt(self._pin_key, format0_block(pin, card_no)).hex().upper()
 
     def signed_headers(
         self, method: str, target: str, body: bytes, seq: int | None = None

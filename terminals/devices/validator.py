@@ -26,10 +26,12 @@ from zoneinfo import ZoneInfo
 
 from cardsvc.reader.errors import CardRemoved
 from cardsvc.reader.link import CardLink
+from cardsvc.settings import DEFAULT_TIMEZONE
 from terminals.devices.host_client import HostClient, HostError
 from terminals.devices.psam import Psam
 
-LOCAL_TZ = ZoneInfo("Asia/Shanghai")
+# The simulated terminals keep the wall clock of the default zone (docs/architecture.md §6).
+LOCAL_TZ = ZoneInfo(DEFAULT_TIMEZONE)
 PURSE_AID = bytes.fromhex("A00000000386980701")
 TX_PURCHASE = 0x06
 TX_CAPP = 0x09

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
+from cardsvc.api.limits import GuardedRoute
 from cardsvc.deps import SessionDep
 from cardsvc.staff.auth import Role, StaffPrincipal
 from cardsvc.staff.deps import require_roles
@@ -20,8 +21,12 @@ from terminals.lists.schemas import (
     VersionsReport,
 )
 
-terminal_router = APIRouter(prefix="/terminal/lists", tags=["terminal lists"])
-admin_router = APIRouter(prefix="/parameters", tags=["terminal parameters"])
+terminal_router = APIRouter(
+    prefix="/terminal/lists", tags=["terminal lists"], route_class=GuardedRoute
+)
+admin_router = APIRouter(
+    prefix="/parameters", tags=["terminal parameters"], route_class=GuardedRoute
+)
 Admin = Annotated[StaffPrincipal, Depends(require_roles(Role.administrator))]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
+from cardsvc.api.limits import GuardedRoute
 from cardsvc.deps import HsmDep, SessionDep, SettingsDep
 from terminals.access.auth import AuthenticatedTerminal
 from terminals.loads import service
@@ -16,7 +17,7 @@ from terminals.loads.schemas import (
     TransferWaiting,
 )
 
-router = APIRouter(prefix="/loads", tags=["purse loads"])
+router = APIRouter(prefix="/loads", tags=["purse loads"], route_class=GuardedRoute)
 
 
 @router.post("", response_model=LoadResponse)

@@ -1,2 +1,2 @@
 """Online authorization: purchases, pre-authorizations with holds, completions, reversals and
-refunds paid from the resident's online account (DESIGN §9, issue 8)."""
+refunds paid from the resident's online account (DESIGN §9)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from cardsvc.api.limits import GuardedRoute
 from cardsvc.deps import SessionDep, SettingsDep
 from terminals.access.auth import AuthenticatedTerminal
 from terminals.online import service
@@ -16,7 +17,7 @@ from terminals.online.schemas import (
     ReversalRequest,
 )
 
-router = APIRouter(prefix="/online", tags=["online authorization"])
+router = APIRouter(prefix="/online", tags=["online authorization"], route_class=GuardedRoute)
 
 
 @router.post("/purchase", response_model=AuthorizationResponse)

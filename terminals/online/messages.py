@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from enum import Enum
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -68,7 +67,7 @@ class Declined(Exception):
 
 def local_now(settings: Settings, now: datetime | None = None) -> datetime:
     """Wall-clock time of the city (docs/architecture.md, "Time")."""
-    return (now or clock.now()).astimezone(ZoneInfo(settings.timezone))
+    return (now or clock.now()).astimezone(settings.zone)
 
 
 def request_hash(kind: str, request: BaseModel) -> str:

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, status
 
+from cardsvc.api.limits import GuardedRoute
 from cardsvc.deps import SessionDep
 from cardsvc.errors import NotFound
 from cardsvc.staff.auth import Role, StaffPrincipal
@@ -20,7 +21,7 @@ from terminals.registry.schemas import (
     TerminalStatusChange,
 )
 
-router = APIRouter(tags=["registry"])
+router = APIRouter(tags=["registry"], route_class=GuardedRoute)
 Admin = Annotated[StaffPrincipal, Depends(require_roles(Role.administrator))]
 
 

@@ -5,8 +5,7 @@ text is the same whatever the batch size, so asyncpg's prepared statement is reu
 look-up stays a hash join or one index probe per key after PostgreSQL switches the prepared
 statement to its generic plan (sixth execution). Under that plan an ``IN`` list of 500 bound
 parameters, and ``= ANY(array parameter)`` too, is compared linearly for every row scanned: a
-cost that grows with the table (measured: the chain look-up at 224 ms per batch after 20,000
-records; the card look-up at 15 ms with ``= ANY`` against 0.5 ms joined to ``unnest``). The raw
+cost that grows with the table (``bench/uploads.py`` shows it as the table fills). The raw
 SQL repeats the predicate of ``CLAIMING`` (``result_code IN ('00', '10')``) so that the partial
 unique indexes serve it. SQLite keeps the portable Core statements.
 """
@@ -87,7 +86,7 @@ async def claimed_keys(
         return set(), set()
     # One probe of the matching partial unique index per key: the LIMIT keeps each lateral
     # subquery from being flattened into a join, which the planner may otherwise run as a
-    # hash join over every accepted record (measured 23 ms at 20,000 records, and growing).
+    # hash join over every accepted record, a cost that grows with the table.
     rows = await session.execute(
         text(
             "SELECT 0, k.a, k.c "

@@ -39,9 +39,8 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any, Final
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -65,7 +64,6 @@ from terminals.uploads import repository
 from terminals.uploads.models import ResultCode
 from terminals.uploads.schemas import RecordResult, UploadRequest, UploadResponse
 
-LOCAL_TZ: Final = ZoneInfo("Asia/Shanghai")
 MAX_GAP_ITEMS: Final = 50
 U16: Final = 0xFFFF
 U32: Final = 0xFFFFFFFF
@@ -164,18 +162,18 @@ def _str(raw: Mapping[str, Any], name: str, pattern: re.Pattern[str]) -> str:
     return value
 
 
-def parse_local(dt14: str) -> datetime:
-    """Card/terminal time (local Asia/Shanghai, DESIGN §5) as an aware UTC datetime."""
+def parse_local(dt14: str, zone: tzinfo) -> datetime:
+    """Card/terminal time (local wall clock in ``zone``, the settings' zone) as aware UTC."""
     try:
         if len(dt14) == 14 and dt14.isascii() and dt14.isdigit():
             # Fixed-width fields: what strptime("%Y%m%d%H%M%S") accepts for 14 ASCII digits
             # (every field must then take two digits), at a fraction of its cost per record.
             local = datetime(
                 int(dt14[0:4]), int(dt14[4:6]), int(dt14[6:8]),
-                int(dt14[8:10]), int(dt14[10:12]), int(dt14[12:14]), tzinfo=LOCAL_TZ,
+                int(dt14[8:10]), int(dt14[10:12]), int(dt14[12:14]), tzinfo=zone,
             )  # fmt: skip
         else:
-            local = datetime.strptime(dt14, "%Y%m%d%H%M%S").replace(tzinfo=LOCAL_TZ)
+            local = datetime.strptime(dt14, "%Y%m%d%H%M%S").replace(tzinfo=zone)
         # Year 0001 local time lies before datetime.min in UTC: not a time a card can hold.
         return local.astimezone(UTC)
     except (ValueError, OverflowError):
@@ -199,7 +197,7 @@ def _compound(value: Any) -> dict[str, Any] | None:
     return dict(value)
 
 
-def parse_record(raw: Any) -> Parsed:
+def parse_record(raw: Any, zone: tzinfo) -> Parsed:
     if not isinstance(raw, dict):
         raise RecordInvalid("a record is a JSON object")
     unknown = set(raw) - FIELDS
@@ -232,7 +230,7 @@ def parse_record(raw: Any) -> Parsed:
         terminal_no=_str(raw, "terminal_no", _DIGITS12),
         terminal_serial=_int(raw, "terminal_serial", 0, U32),
         tx_datetime=dt14,
-        tx_time=parse_local(dt14),
+        tx_time=parse_local(dt14, zone),
         key_version=_int(raw, "key_version", 1, 255),
         tac=tac,
         gray=gray,
@@ -246,13 +244,13 @@ CHECKED_WHEN_REFUSED: Final = frozenset(
 )
 
 
-def tac_fields(raw: Any) -> TacFields | None:
+def tac_fields(raw: Any, zone: tzinfo) -> TacFields | None:
     """The TAC inputs of a record that failed validation, when each of them is well formed."""
     if not isinstance(raw, dict) or raw.get("gray") is True:
         return None
     try:
         dt14 = _str(raw, "datetime", _DIGITS14)
-        parse_local(dt14)
+        parse_local(dt14, zone)
         counter = raw.get("offline_counter")
         return TacFields(
             asn=_str(raw, "asn", _ASN),
@@ -294,12 +292,6 @@ def _integer_amount(raw: Any) -> int:
     return 0
 
 
-async def _clearing_date(session: AsyncSession, settings: Settings, now: datetime) -> date:
-    if settings.clearing_date_source == "local_date":
-        return clearing.local_today(now)
-    return await clearing.open_clearing_date(session, now)
-
-
 async def ingest(
     session: AsyncSession,
     hsm: HsmClient,
@@ -338,7 +330,7 @@ async def ingest(
         for o in accepted:
             o.blacklisted = o.parsed is not None and o.parsed.asn in listed
     gap_keys = await _chain(session, outcomes)
-    clearing_date = await _clearing_date(session, settings, now)
+    clearing_date = await clearing.open_clearing_date(session, now)
     try:
         return await _store(
             session, request, terminal, outcomes, digest, clearing_date, gap_keys, now
@@ -355,15 +347,16 @@ def _validate(
     future_limit = now + timedelta(seconds=settings.terminal_clock_skew_seconds)
     oldest = now - timedelta(days=settings.upload_max_record_age_days)
     psam_ok = request.psam_no == terminal.psam_no
+    zone = settings.zone
     outcomes: list[Outcome] = []
     for index, raw in enumerate(request.records):
         outcome = Outcome(index=index, raw=raw)
         outcomes.append(outcome)
         try:
-            parsed = parse_record(raw)
+            parsed = parse_record(raw, zone)
         except RecordInvalid as exc:
             outcome.code, outcome.detail = ResultCode.invalid_data, str(exc)
-            outcome.tac = tac_fields(raw)
+            outcome.tac = tac_fields(raw, zone)
             continue
         outcome.parsed = parsed
         outcome.tac = _tac_of(parsed)

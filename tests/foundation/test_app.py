@@ -94,7 +94,7 @@ async def test_validation_errors_are_422(api: httpx.AsyncClient) -> None:
     response = await api.post("/probe/payload", json={"amount": "lots"})
     assert response.status_code == 422
     assert response.json()["error"] == "RequestValidationFailed"
-    assert response.json()["detail"][0]["loc"] == ["body", "amount"]
+    assert response.json()["fields"][0]["loc"] == ["body", "amount"]
 
 
 async def test_unexpected_errors_do_not_leak(api: httpx.AsyncClient) -> None:

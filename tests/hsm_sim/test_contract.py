@@ -11,8 +11,20 @@ from typing import Any
 
 import pytest
 
-from cardsvc.hsm import HsmClient, HsmError, HsmKeyError, HsmMacInvalid, KeyRef
+from cardsvc.hsm import (
+    HsmClient,
+    HsmError,
+    HsmKeyError,
+    HsmMacInvalid,
+    HsmPinBlockInvalid,
+    HsmPinPolicy,
+    KeyRef,
+    PinKeyRef,
+    PinOffset,
+)
 from hsm_sim import pboc
+from hsm_sim import pin as pins
+from hsm_sim.keystore import DEV_KEYS
 
 from .cards import GROUP, MASTERS, card_key, load_record, purchase_record, random_asn
 
@@ -303,3 +315,92 @@ async def test_key_generate_rotate_and_verify_only(fresh_hsm_client: HsmClient) 
         await client.key_rotate(label)
     blocks = await client.card_keys_export(asn, H("0102030405060708"), key_version=2)
     assert {b.version for b in blocks} == {2}
+
+
+DEV = {label: H(value) for label, _usage, value in DEV_KEYS}
+PAN = "3211000000000017"
+ACCOUNT = "32110000001798"
+
+
+async def test_terminal_session_pin_key(hsm_client: HsmClient) -> None:
+    """The PIN key comes under the TMK with its KCV, differs from the MAC key, and its blob
+    never works as a MAC key (nor the MAC key's as a PIN key)."""
+    tmk = pboc.diversify(MASTERS["MTMK"], b"\x00\x00" + TERMINAL)
+    session = await hsm_client.terminal_session_open(TERMINAL)
+    pin_key = pboc.tdes_decrypt(tmk, session.pin_key_under_tmk)
+    assert session.pin_kcv == pboc.kcv(pin_key)
+    assert pin_key != pboc.tdes_decrypt(tmk, session.key_under_tmk)
+    with pytest.raises(HsmError) as caught:
+        await hsm_client.mac_generate(KeyRef.session(session.pin_key_under_lmk), b"x")
+    assert caught.value.code == "BLOB_INVALID"
+    block = pboc.tdes_encrypt(pin_key, pins.format0_block("482915", PAN))
+    with pytest.raises(HsmError) as caught:
+        await hsm_client.pin_offset_generate(
+            PinKeyRef(session.key_under_lmk), block, pan=PAN, validation_data=ACCOUNT,
+            min_length=6, max_length=6,
+        )  # fmt: skip
+    assert caught.value.code == "BLOB_INVALID"
+
+
+async def test_pin_offset_and_verify(hsm_client: HsmClient) -> None:
+    tmk = pboc.diversify(MASTERS["MTMK"], b"\x00\x00" + TERMINAL)
+    session = await hsm_client.terminal_session_open(TERMINAL)
+    pin_key = pboc.tdes_decrypt(tmk, session.pin_key_under_tmk)
+    key = PinKeyRef(session.pin_key_under_lmk)
+
+    def block(pin: str, pan: str = PAN) -> bytes:
+        return pboc.tdes_encrypt(pin_key, pins.format0_block(pin, pan))
+
+    made = await hsm_client.pin_offset_generate(
+        key, block("482915"), pan=PAN, validation_data=ACCOUNT, min_length=6, max_length=6
+    )
+    # Computed independently from the clear development PVK.
+    assert made == PinOffset(pins.ibm3624_offset(DEV["PVK"], ACCOUNT, "482915"), 1)
+    ok = await hsm_client.pin_verify(
+        key, block("482915"), pan=PAN, validation_data=ACCOUNT, stored=made
+    )
+    assert ok
+    for wrong in ("482916", "48291", "4829150"):
+        assert not await hsm_client.pin_verify(
+            key, block(wrong), pan=PAN, validation_data=ACCOUNT, stored=made
+        )
+    # The same PIN under another account's validation data does not verify.
+    assert not await hsm_client.pin_verify(
+        key, block("482915"), pan=PAN, validation_data="32110000002727", stored=made
+    )
+    # A block made for another card, or under another key, is not a format 0 block here.
+    with pytest.raises(HsmPinBlockInvalid):
+        await hsm_client.pin_verify(
+            key, block("482915", "3211000000000025"), pan=PAN, validation_data=ACCOUNT,
+            stored=made,
+        )  # fmt: skip
+    with pytest.raises(HsmPinBlockInvalid):
+        await hsm_client.pin_verify(
+            key, H("0123456789ABCDEF"), pan=PAN, validation_data=ACCOUNT, stored=made
+        )
+    for weak in ("111111", "123456", "1234"):
+        with pytest.raises(HsmPinPolicy) as refused:
+            await hsm_client.pin_offset_generate(
+                key, block(weak), pan=PAN, validation_data=ACCOUNT, min_length=6, max_length=6
+            )
+        assert weak not in refused.value.message
+
+
+async def test_bank_keys_verify_only(hsm_client: HsmClient) -> None:
+    import hashlib
+    import hmac
+
+    body = b'{"bank_reference":"B1","amount":100}'
+    signature = hmac.new(DEV["BANK_DEMO"], body, hashlib.sha256).digest()
+    assert await hsm_client.mac_verify(KeyRef.label("BANK_DEMO"), body, signature)
+    assert not await hsm_client.mac_verify(KeyRef.label("BANK_DEMO"), body + b" ", signature)
+    with pytest.raises(HsmKeyError) as caught:
+        await hsm_client.mac_generate(KeyRef.label("BANK_DEMO"), body)
+    assert caught.value.code == "KEY_USAGE"
+    with pytest.raises(HsmError) as bad:
+        await hsm_client.mac_verify(KeyRef.label("BANK_DEMO"), body, signature[:8])
+    assert bad.value.code == "BAD_REQUEST"
+    for label in ("PVK", "PII"):
+        with pytest.raises(HsmKeyError) as caught:
+            await hsm_client.mac_verify(KeyRef.label(label), body, signature[:8])
+        assert caught.value.code == "KEY_USAGE"

@@ -162,7 +162,9 @@ async def test_production_requires_authentication(tmp_path: Path) -> None:
         with pytest.raises(HsmError) as wrong:
             await connect_hsm(url, secret="not-the-secret-at-all")
         assert wrong.value.code == "AUTH_FAILED"
-        client = await connect_hsm(f"{url}?secret={secret}")
+        with pytest.raises(ValueError, match="no secret in it"):
+            await connect_hsm(f"{url}?secret={secret}")
+        client = await connect_hsm(url, secret=secret)
         await client.ping()
         # Production: no clear key import.
         with pytest.raises(HsmError) as forbidden:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
+from cardsvc import clock
 from cardsvc.applications import service as applications
 from cardsvc.blacklist import service as blacklist
 from cardsvc.cards import repository as cards_repo
@@ -63,7 +64,7 @@ async def active_card(resources: Resources, rid: str, serial: str) -> tuple[int,
     async with unit_of_work(resources.sessions) as session:
         resident = await residents.register(
             session, resources.hsm, residents.ResidentIn(rid, "黄月英", "13900000000", "泰州"),
-            actor="op",
+            actor="op", today=settings.local_date(clock.now()),
         )  # fmt: skip
         application = await applications.submit(
             session, settings, resident_id=resident.id, card_type=None, actor="op"

@@ -23,12 +23,13 @@ from tests.issuance.helpers import PASSWORD, create_staff, staff_headers
 SETTINGS = Settings(mode=Mode.development, hsm_url="local://dev", token_ttl_seconds=600)
 
 
-def test_password_hash_is_argon2_and_verifies() -> None:
-    hashed = hash_password("s3cret-password")
+async def test_password_hash_is_argon2_and_verifies() -> None:
+    hashed = await hash_password("s3cret-password")
     assert hashed.startswith("$argon2id$")
-    assert verify_password(hashed, "s3cret-password")
-    assert not verify_password(hashed, "s3cret-passwore")
-    assert not verify_password("not a hash", "x")
+    assert await verify_password(hashed, "s3cret-password")
+    assert not await verify_password(hashed, "s3cret-passwore")
+    assert not await verify_password("not a hash", "x")
+    assert not await verify_password(None, "s3cret-password")  # an unknown account
 
 
 def test_token_round_trip_expiry_and_forgery() -> None:

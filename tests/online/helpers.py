@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 
 import httpx
 
+from cardsvc import clock
 from cardsvc.cards import service as cards
 from cardsvc.cards.models import Card, CardStatus, CardType
 from cardsvc.db import unit_of_work
@@ -91,6 +92,7 @@ async def make_card(
                 resident_id(order=f"{order:03d}"), "测试", "13800000000", "测试路1号"
             ),
             actor=ACTOR,
+            today=resources.settings.local_date(clock.now()),
         )
         card = await cards.allocate(
             s, resources.settings, resident_id=resident.id, card_type=card_type, actor=ACTOR

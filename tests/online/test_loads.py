@@ -83,12 +83,12 @@ async def test_cash_load_confirmed_by_tac(
     await assert_books_agree(resources, card, db_card.card_no, counter, cash=5_000)
 
 
+@pytest.mark.settings(purse_max_balance=11_000)
 async def test_account_load_and_declines(
     resources: Resources, terminal: CounterLoadTerminal, counter: Site, connect: Connect
 ) -> None:
     db_card = await make_card(resources, 32, account=10_000)
     card = make_dev_personalized_card(db_card.card_no, 0)
-    resources.settings.purse_max_balance = 11_000
     with connect(card) as link:
         ok = await terminal.load(link, 4_000, source="account")
         poor = await terminal.load(link, 6_001, source="account")  # 6,000 left in the account
@@ -285,6 +285,7 @@ async def test_stale_initialize_and_replayed_authorization_do_not_credit_twice(
     await assert_books_agree(resources, card, db_card.card_no, counter, cash=2_000)
 
 
+@pytest.mark.settings(purse_max_balance=7_000)
 async def test_two_pending_loads_at_one_counter_are_told_apart_by_the_proof(
     resources: Resources,
     client: httpx.AsyncClient,
@@ -304,8 +305,8 @@ async def test_two_pending_loads_at_one_counter_are_told_apart_by_the_proof(
     assert first.approved
     assert torn.torn is not None
     # Both wait at online counter 0. A later INITIALIZE (counter 1, here of a load refused for
-    # the purse ceiling) cannot say which one the card took, so it resolves neither.
-    resources.settings.purse_max_balance = 7_000
+    # the purse ceiling: 7,000 + 1,000 > 7,000) cannot say which one the card took, so it
+    # resolves neither.
     with connect(card) as link:
         refused = await terminal.load(link, 1_000)
     assert refused.response_code == "61"

@@ -281,6 +281,7 @@ async def test_declined_load_reversal_and_load_serial_for_completion(
     ]
 
 
+@pytest.mark.settings(load_evidence_break_after_seconds=3600)
 async def test_a_pending_load_ages_into_a_break_and_is_not_refunded(
     resources: Resources, client: httpx.AsyncClient, counter: Site
 ) -> None:
@@ -288,7 +289,6 @@ async def test_a_pending_load_ages_into_a_break_and_is_not_refunded(
 
     start = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)
     clock.set_time(start)
-    resources.settings.load_evidence_break_after_seconds = 3600
     db_card = await make_card(resources, 59)
     card = make_dev_personalized_card(db_card.card_no, 0)
     terminal = CounterLoadTerminal(await signed_in(client, counter))

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from datetime import timedelta
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from cardsvc import clock
+from cardsvc.app import create_app
+from cardsvc.cache import MemoryCache
 from cardsvc.db import unit_of_work
 from cardsvc.hsm import HsmClient, KeyRef
 from cardsvc.resources import Resources
 from hsm_sim import pboc
+from hsm_sim.pin import format0_block, pan_field, pin_field
 from terminals.access.canonical import canonical_request
 from terminals.access.models import TerminalSession
 from terminals.devices.host_client import HostClient, HostError, dev_tmk, encode_body
@@ -206,22 +211,71 @@ async def test_expired_and_superseded_sessions_are_refused(
     assert response.json()["error"] == "SessionExpired"
 
 
-async def test_sign_in_replay_is_refused(client: httpx.AsyncClient, world: World) -> None:
-    t = world.bus_terminals[0]
+def _sign_in(
+    t: str, terminal_time: str, nonce: str = "00112233445566AA"
+) -> tuple[bytes, dict[str, str]]:
     body = encode_body(
-        {"terminal_no": t, "psam_no": "50" + t + "00", "terminal_time": "20250101080000", "nonce": "00112233445566AA",
+        {"terminal_no": t, "psam_no": "50" + t + "00", "terminal_time": terminal_time, "nonce": nonce,
          "blacklist_version": 0, "params_version": 0}
     )  # fmt: skip
     mac = pboc.full_mac(
         dev_tmk(t), canonical_request("POST", "/api/v1/terminal/sign-in", t, "", 0, body)
     )
-    headers = {"X-Terminal-No": t, "X-Mac": mac.hex().upper(), "Content-Type": "application/json"}
+    return body, {
+        "X-Terminal-No": t,
+        "X-Mac": mac.hex().upper(),
+        "Content-Type": "application/json",
+    }
+
+
+def _local(moment: datetime) -> str:
+    return moment.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y%m%d%H%M%S")
+
+
+async def test_sign_in_replay_is_refused(client: httpx.AsyncClient, world: World) -> None:
+    """The nonce is in the database: a replay is refused whatever the cache remembers."""
+    body, headers = _sign_in(world.bus_terminals[0], _local(clock.now()))
     assert (
         await client.post("/api/v1/terminal/sign-in", content=body, headers=headers)
     ).status_code == 200
-    again = await client.post("/api/v1/terminal/sign-in", content=body, headers=headers)
+    # The same API with an empty cache, as after a Redis restart: the replay is still refused.
+    forgetful = dataclasses.replace(world.resources, cache=MemoryCache())
+    transport = httpx.ASGITransport(app=create_app(forgetful.settings, forgetful))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as restarted:
+        again = await restarted.post("/api/v1/terminal/sign-in", content=body, headers=headers)
     assert again.status_code == 401
     assert again.json()["error"] == "ReplayRefused"
+
+
+async def test_a_sign_in_outside_the_window_is_refused(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    window = timedelta(seconds=world.resources.settings.terminal_sign_in_window_seconds)
+    captured = clock.now() - window - timedelta(seconds=5)
+    body, headers = _sign_in(world.bus_terminals[0], _local(captured))
+    response = await client.post("/api/v1/terminal/sign-in", content=body, headers=headers)
+    assert (response.status_code, response.json()["error"]) == (401, "SignInTimeRefused")
+    assert _local(clock.now())[:10] in response.json()["detail"]  # the host's time, to set
+
+
+async def test_a_sign_in_replayed_after_the_window_is_refused_by_its_time(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    start = clock.now()
+    window = timedelta(seconds=world.resources.settings.terminal_sign_in_window_seconds)
+    body, headers = _sign_in(world.bus_terminals[0], _local(start))
+    with clock.stopped_at(start):
+        assert (
+            await client.post("/api/v1/terminal/sign-in", content=body, headers=headers)
+        ).status_code == 200
+    with clock.stopped_at(start + 3 * window):
+        # A later sign-in forgets the old nonce; the replay still fails, on its time.
+        fresh, fresh_headers = _sign_in(world.bus_terminals[0], _local(clock.now()), "AB" * 8)
+        assert (
+            await client.post("/api/v1/terminal/sign-in", content=fresh, headers=fresh_headers)
+        ).status_code == 200
+        replay = await client.post("/api/v1/terminal/sign-in", content=body, headers=headers)
+    assert (replay.status_code, replay.json()["error"]) == (401, "SignInTimeRefused")
 
 
 def test_protocol_document_examples() -> None:
@@ -256,3 +310,29 @@ def test_protocol_document_examples() -> None:
     )
     tac = pboc.purchase_tac(dtk, 200, 9, bytes.fromhex(t), 1027, "20250301081502")
     assert tac.hex().upper() == "A9A6E78D"
+    # §10: the PIN key and a PIN block.
+    pin_key = pboc.tdes_decrypt(tmk, bytes.fromhex("A42E610BEAD532FEFBCF8B09C12C5330"))
+    assert pin_key.hex().upper() == "FEDCBA98765432100123456789ABCDEF"
+    assert pboc.kcv(pin_key).hex().upper() == "7B8358"
+    assert pin_field("482915").hex().upper() == "06482915FFFFFFFF"
+    assert pan_field("3211000000000013").hex().upper() == "0000100000000001"
+    clear = format0_block("482915", "3211000000000013")
+    assert clear.hex().upper() == "06483915FFFFFFFE"
+    assert pboc.tdes_encrypt(pin_key, clear).hex().upper() == "8CEB6516FA1F49DC"
+
+
+async def test_sign_in_delivers_a_pin_key(
+    client: httpx.AsyncClient, world: World, resources: Resources
+) -> None:
+    device = host(client, world.bus_terminals[0])
+    await device.sign_in()  # checks both KCVs
+    async with resources.sessions() as s:
+        row = (
+            await s.execute(
+                select(TerminalSession.key_blob, TerminalSession.pin_key_blob).where(
+                    TerminalSession.id == device.session_id
+                )
+            )
+        ).one()
+    assert row.pin_key_blob is not None
+    assert row.pin_key_blob != row.key_blob

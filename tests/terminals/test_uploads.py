@@ -365,7 +365,7 @@ async def test_the_upload_header_is_as_strict_as_its_records(
     bad = {**_batch(1, device.host.psam_no, [record]), field: value}
     response = await device.host.post(UPLOADS, bad)
     assert response.status_code == 422, response.text
-    assert response.json()["error"] == "ValidationFailed"
-    assert field in response.json()["detail"]
+    assert response.json()["error"] == "RequestValidationFailed"
+    assert [error["loc"] for error in response.json()["fields"]] == [["body", field]]
     good = await device.host.post(UPLOADS, _batch(1, device.host.psam_no, [record]))
     assert [r["code"] for r in good.json()["results"]] == ["00"]

@@ -1,0 +1,78 @@
+"""SQL of online accounts and counter movements."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cardsvc.accounts.models import AccountMovement, MovementKind, OnlineAccount
+from cardsvc.sql import insert_ignore, insert_ignore_stmt
+
+
+async def insert_if_absent(session: AsyncSession, resident_id: int, now: datetime) -> None:
+    """Create the resident's account row unless it exists (a concurrent creator wins quietly)."""
+    await insert_ignore(
+        session,
+        OnlineAccount.__table__,
+        {"resident_id": resident_id, "pin_failures": 0, "created_at": now},
+    )
+
+
+async def by_resident(
+    session: AsyncSession, resident_id: int, *, for_update: bool = False
+) -> OnlineAccount | None:
+    stmt = select(OnlineAccount).where(OnlineAccount.resident_id == resident_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def by_reference(
+    session: AsyncSession, reference: str, *, for_update: bool = False
+) -> OnlineAccount | None:
+    stmt = select(OnlineAccount).where(OnlineAccount.reference == reference)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def by_id(
+    session: AsyncSession, account_id: int, *, for_update: bool = False
+) -> OnlineAccount | None:
+    stmt = select(OnlineAccount).where(OnlineAccount.id == account_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def movement_by_receipt(
+    session: AsyncSession, kind: MovementKind, counter_code: str, receipt_no: str
+) -> AccountMovement | None:
+    stmt = select(AccountMovement).where(
+        AccountMovement.kind == kind,
+        AccountMovement.counter_code == counter_code,
+        AccountMovement.receipt_no == receipt_no,
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def movement(
+    session: AsyncSession, movement_id: int, *, for_update: bool = False
+) -> AccountMovement | None:
+    stmt = select(AccountMovement).where(AccountMovement.id == movement_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def claim_movement(session: AsyncSession, values: dict[str, Any]) -> AccountMovement | None:
+    """Insert a movement and return it (tracked); None when its receipt was already used.
+
+    ON CONFLICT DO NOTHING: of two concurrent requests with one receipt, the second waits for the
+    first to commit and then inserts nothing, so it finds the first and answers with it."""
+    stmt = insert_ignore_stmt(session, AccountMovement.__table__).values(**values)
+    new_id = (await session.execute(stmt.returning(AccountMovement.__table__.c.id))).scalar()
+    return None if new_id is None else await session.get(AccountMovement, int(new_id))

@@ -1,0 +1,218 @@
+"""The one error body of the API and the handlers that render every refusal with it.
+
+Every answer that is not a success is ``ErrorBody``: ``{"error": <name>, "detail": <text>}``,
+with ``fields`` on a 422 (which input, what is wrong) and ``limit`` on a 413 (the route's limit
+in bytes). Names: a domain error's class name (``NotFound``, ``ReplayRefused``...),
+``RequestValidationFailed`` for input the schemas refuse, ``BodyTooLarge``,
+``DependencyUnavailable`` for an outage (database, cache or HSM: 503 with ``Retry-After``), and
+``InternalError`` for a bug (500, no detail).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import sqlalchemy.exc
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+from starlette.exceptions import HTTPException
+
+from cardsvc.cache import CACHE_DOWN
+from cardsvc.errors import DependencyUnavailable, DomainError, RateLimited
+from cardsvc.hsm import HsmUnavailable
+from cardsvc.logging import get_logger
+from cardsvc.metrics import DOMAIN_ERRORS
+from cardsvc.pgdirect import DISCONNECTED
+
+log = get_logger(__name__)
+
+# Seconds a client should wait before retrying after a 503.
+RETRY_AFTER_SECONDS = 2
+# At most this many problems are listed in ``fields`` (the rest are counted in ``detail``).
+MAX_FIELD_PROBLEMS = 20
+
+
+class FieldProblem(BaseModel):
+    loc: list[str | int] = Field(
+        description='where: "body", "query", "path" or "header", then the field names and indexes'
+    )
+    msg: str
+    type: str = Field(description="a stable code: missing, int_parsing, string_too_long...")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the API."""
+
+    error: str = Field(description="the error's name, stable: branch on it")
+    detail: str = Field(description="for people; never contains a secret or personal data")
+    fields: list[FieldProblem] | None = Field(
+        default=None, description="422 only: the inputs refused, at most 20"
+    )
+    limit: int | None = Field(default=None, description="413 only: the route's body limit (bytes)")
+
+
+def error_response(
+    status: int,
+    error: str,
+    detail: str,
+    *,
+    fields: list[FieldProblem] | None = None,
+    limit: int | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorBody(error=error, detail=detail, fields=fields, limit=limit)
+    return JSONResponse(
+        status_code=status, content=body.model_dump(exclude_none=True), headers=headers
+    )
+
+
+def field_problems(errors: Iterable[Mapping[str, Any]]) -> list[FieldProblem]:
+    """Pydantic or FastAPI errors as field problems, without the input values (which may hold a
+    password or a resident ID)."""
+    return [
+        FieldProblem(
+            loc=[p if isinstance(p, int) else str(p) for p in error.get("loc", ())],
+            msg=str(error.get("msg", "")),
+            type=str(error.get("type", "")),
+        )
+        for error in errors
+    ]
+
+
+class InputRefused(HTTPException):
+    """Input refused before or while it is parsed (JSON shape, bad bytes, schema): a 422 naming
+    the fields. An HTTPException so that FastAPI passes it on unchanged from the body reader."""
+
+    def __init__(self, problems: list[FieldProblem]) -> None:
+        super().__init__(status_code=422, detail=summary(problems))
+        self.problems = problems
+
+    @classmethod
+    def at(cls, loc: Iterable[str | int], msg: str, type_: str) -> InputRefused:
+        return cls([FieldProblem(loc=list(loc), msg=msg, type=type_)])
+
+    @classmethod
+    def from_validation(cls, exc: ValidationError, prefix: str = "body") -> InputRefused:
+        return cls(
+            field_problems(
+                {**e, "loc": (prefix, *e["loc"])}
+                for e in exc.errors(include_url=False, include_input=False)
+            )
+        )
+
+
+def summary(problems: list[FieldProblem]) -> str:
+    shown = "; ".join(
+        f"{'.'.join(str(p) for p in problem.loc)}: {problem.msg}" for problem in problems[:3]
+    )
+    more = len(problems) - 3
+    return shown + (f" (and {more} more)" if more > 0 else "")
+
+
+def _validation(problems: list[FieldProblem]) -> JSONResponse:
+    return error_response(
+        422,
+        "RequestValidationFailed",
+        summary(problems),
+        fields=problems[:MAX_FIELD_PROBLEMS],
+    )
+
+
+async def domain_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)  # noqa: S101 - registered for DomainError only
+    DOMAIN_ERRORS.labels(type(exc).__name__).inc()
+    headers = (
+        {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        if isinstance(exc, DependencyUnavailable | RateLimited)
+        else None
+    )
+    return error_response(exc.status_code, type(exc).__name__, exc.detail, headers=headers)
+
+
+async def validation_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # noqa: S101
+    return _validation(field_problems(exc.errors()))
+
+
+# Starlette's own refusals (no route, wrong method, a body over the limit) by status.
+HTTP_ERROR_NAMES = {
+    400: "BadRequest",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    413: "BodyTooLarge",
+    415: "UnsupportedMediaType",
+    422: "RequestValidationFailed",
+}
+
+
+async def http_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)  # noqa: S101
+    if isinstance(exc, InputRefused):
+        return _validation(exc.problems)
+    from cardsvc.api.limits import BodyTooLarge
+
+    if isinstance(exc, BodyTooLarge):
+        return exc.response()
+    name = HTTP_ERROR_NAMES.get(exc.status_code, "HTTPError")
+    return error_response(exc.status_code, name, str(exc.detail), headers=exc.headers)
+
+
+_SQLITE_OUTAGES = (
+    "unable to open database",
+    "database is locked",
+    "disk i/o error",
+    "database or disk is full",
+)
+
+
+def outage(exc: BaseException) -> str | None:
+    """Which backing service an exception says is down, or None when it is not an outage."""
+    if isinstance(exc, HsmUnavailable):
+        return "HSM"
+    if isinstance(exc, CACHE_DOWN):
+        return "cache"
+    if isinstance(exc, sqlalchemy.exc.OperationalError) and isinstance(exc.orig, sqlite3.Error):
+        # SQLite raises OperationalError for a missing table too: only these are outages.
+        message = str(exc.orig).lower()
+        return "database" if any(m in message for m in _SQLITE_OUTAGES) else None
+    database_down = (
+        sqlalchemy.exc.OperationalError,
+        sqlalchemy.exc.InterfaceError,
+        sqlalchemy.exc.TimeoutError,  # no pooled connection came free in time
+        ConnectionError,  # refused or reset while connecting
+        *DISCONNECTED,
+    )
+    if isinstance(exc, database_down):
+        return "database"
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
+        return "database"
+    if exc.__cause__ is not None and exc.__cause__ is not exc:
+        return outage(exc.__cause__)
+    return None
+
+
+async def unexpected_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    down = outage(exc)
+    if down is not None:
+        log.warning("request.dependency_unavailable", dependency=down, error=type(exc).__name__)
+        DOMAIN_ERRORS.labels("DependencyUnavailable").inc()
+        return error_response(
+            503,
+            "DependencyUnavailable",
+            f"the {down} is unavailable: retry later",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+    log.error("request.failed", error=type(exc).__name__, exc_info=exc)
+    return error_response(500, "InternalError", "internal error")
+
+
+HANDLERS: dict[Any, Any] = {
+    DomainError: domain_error_handler,
+    RequestValidationError: validation_error_handler,
+    HTTPException: http_error_handler,
+    Exception: unexpected_error_handler,
+}

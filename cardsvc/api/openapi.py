@@ -1,0 +1,199 @@
+"""What ``/openapi.json`` and ``/docs`` say of every route: who it admits, its body limit, and its
+error answers (all with the one ``ErrorBody``); ``/docs`` and ``/redoc`` with their assets served
+by the app, so they work with no internet.
+
+Each route's refusals are derived from what it is: every route may answer 413, 422 and 503; a
+route that needs a staff token or a terminal's signature also 401 and 403; a route with a path
+parameter, or that declares it (:func:`errors`), 404; a route that writes 409.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import fastapi_offline
+from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
+
+from cardsvc.api.errors import ErrorBody, FieldProblem
+from cardsvc.api.limits import BodyLimit
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ASSETS = Path(fastapi_offline.__file__).parent / "static"
+ASSETS_URL = "/docs/assets"
+
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+DESCRIPTIONS = {
+    401: "Not authenticated: no or a bad staff token, or a terminal signature that does not "
+    "verify (``MacInvalid``, ``ReplayRefused``, ``SessionExpired``)",
+    403: "Authenticated, but the role or terminal may not do this",
+    404: "No such record",
+    409: "Conflicts with the current state (a repeated key with other content, an illegal "
+    "transition, a duplicate)",
+    413: "The body is larger than this route's limit (``limit``, in bytes)",
+    422: "The input is refused; ``fields`` names each refused input",
+    429: "Too many attempts: retry after ``Retry-After`` seconds",
+    503: "The database, the cache or the HSM is unavailable: retry after ``Retry-After`` seconds",
+}
+
+
+def errors(*statuses: int) -> Callable[[F], F]:
+    """Declare refusals an endpoint gives beyond the ones derived from its shape (e.g. 404)."""
+
+    def mark(endpoint: F) -> F:
+        endpoint.__errors__ = frozenset(statuses)  # type: ignore[attr-defined]
+        return endpoint
+
+    return mark
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """Who a route admits: ``staff`` (with ``roles``; empty = any staff), ``terminal`` (a signed
+    request) or ``public``."""
+
+    kind: str
+    roles: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.kind == "staff":
+            roles = ", ".join(self.roles) if self.roles else "any staff role"
+            return f"**Admits:** staff with a bearer token: {roles}."
+        if self.kind == "terminal":
+            return (
+                "**Admits:** a signed-in terminal (headers X-Terminal-No, X-Session-Id, X-Seq, "
+                "X-Mac; docs/terminal-protocol.md §3)."
+            )
+        return "**Admits:** anyone (no authentication)."
+
+
+def _dependencies(dependant: Dependant) -> Iterator[Dependant]:
+    for sub in dependant.dependencies:
+        yield sub
+        yield from _dependencies(sub)
+
+
+def access_of(route: APIRoute) -> Access:
+    """From the route's dependencies: ``require_roles`` and ``current_principal`` mark
+    themselves ``__admits__``, the terminal authentication ``__terminal__``."""
+    found = Access("public")
+    for dependency in _dependencies(route.dependant):
+        call = dependency.call
+        if getattr(call, "__terminal__", False):
+            return Access("terminal")
+        roles = getattr(call, "__admits__", None)
+        if roles is not None and (found.kind != "staff" or roles):
+            found = Access("staff", tuple(sorted(roles)))
+            if roles:
+                return found
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDoc:
+    access: Access
+    statuses: frozenset[int]
+    limit: BodyLimit
+
+
+def route_doc(route: APIRoute, limit: BodyLimit) -> RouteDoc:
+    access = access_of(route)
+    statuses = {413, 422, 503}
+    if access.kind != "public":
+        statuses |= {401, 403}
+    if "{" in route.path:
+        statuses.add(404)
+    if (route.methods or set()) & WRITES:
+        statuses.add(409)
+    statuses |= getattr(route.endpoint, "__errors__", frozenset())
+    return RouteDoc(access, frozenset(statuses), limit)
+
+
+def install(app: FastAPI, docs: dict[tuple[str, str], RouteDoc]) -> None:
+    """Replace the app's OpenAPI document and its docs pages (``docs``: by (path, method))."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _document(app, docs)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    app.mount(ASSETS_URL, StaticFiles(directory=ASSETS), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title}: API",
+            swagger_js_url=f"{ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{ASSETS_URL}/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title}: API",
+            redoc_js_url=f"{ASSETS_URL}/redoc.standalone.js",
+            redoc_favicon_url=f"{ASSETS_URL}/favicon.png",
+            with_google_fonts=False,
+        )
+
+
+def _document(app: FastAPI, docs: dict[tuple[str, str], RouteDoc]) -> dict[str, Any]:
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    components["ErrorBody"] = ErrorBody.model_json_schema(
+        ref_template="#/components/schemas/{model}"
+    )
+    components["ErrorBody"].pop("$defs", None)
+    components["FieldProblem"] = FieldProblem.model_json_schema()
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            doc = docs.get((path, method.upper()))
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            if doc is None:  # health and the like: only an outage
+                responses["503"] = {"description": DESCRIPTIONS[503], "content": error}
+                continue
+            for status in sorted(doc.statuses):
+                responses[str(status)] = {"description": DESCRIPTIONS[status], "content": error}
+            text = operation.get("description", "")
+            operation["description"] = "\n\n".join(
+                part
+                for part in (
+                    text,
+                    doc.access.describe(),
+                    f"**Body limit:** {doc.limit.max_bytes} bytes, {doc.limit.max_values} JSON "
+                    "values.",
+                )
+                if part
+            )
+            operation["x-admits"] = {"kind": doc.access.kind, "roles": list(doc.access.roles)}
+            operation["x-body-limit"] = doc.limit.max_bytes
+    return schema
+
+
+def documented(
+    routes: Iterable[tuple[str, APIRoute, BodyLimit]],
+) -> dict[tuple[str, str], RouteDoc]:
+    return {
+        (path, method): route_doc(route, limit)
+        for path, route, limit in routes
+        for method in route.methods or ()
+    }
