@@ -106,6 +106,8 @@ def create_engine(
         return engine
     engine = create_async_engine(
         url,
+        # Named, so that an operator (and the day cut, when it waits) can tell our sessions.
+        connect_args={"server_settings": {"application_name": "cardsvc"}},
         pool_size=pool_size,
         max_overflow=0,
         pool_pre_ping=pre_ping,

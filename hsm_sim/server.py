@@ -10,7 +10,9 @@ on message size, and a clear error for every malformed input:
 - a body that is not UTF-8 JSON → ``BAD_JSON`` (the framing is intact, the connection stays).
 
 Clients authenticate with a shared-secret challenge (``HELLO`` → challenge, ``AUTH`` →
-HMAC-SHA256(secret, context ‖ challenge)); in development mode loopback clients need not.
+HMAC-SHA256(secret, context ‖ challenge)); in development mode loopback clients need not. Before
+it, frames are small and the client has ``auth_timeout_seconds``; after it, a connection with
+nothing to say for ``idle_timeout_seconds`` is closed. :class:`HsmServer` bounds the connections.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import ipaddress
 import json
 import logging
 import multiprocessing
+import resource
 import secrets
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,7 @@ from hsm_sim.tacverify import worker_init, worker_ping
 log = logging.getLogger("hsm_sim.server")
 
 MAX_AUTH_FAILURES = 3
+DESCRIPTOR_RESERVE = 64  # beyond the client connections: files, pipes, the listening socket
 
 
 def is_loopback(host: str) -> bool:
@@ -67,6 +72,7 @@ class _Session:
         self.peer = f"{self.host}:{peer[1]}" if isinstance(peer, tuple) else "unix"
         settings = server.settings
         self.authenticated = settings.development and is_loopback(self.host)
+        self.auth_deadline = asyncio.get_running_loop().time() + settings.auth_timeout_seconds
         self.challenge: bytes | None = None
         self.auth_failures = 0
         self.slots = asyncio.Semaphore(settings.max_in_flight_per_connection)
@@ -78,30 +84,56 @@ class _Session:
             self.writer.write(encode_frame(answer))
             await self.writer.drain()
 
+    async def _next_header(self) -> bytes | None:
+        """The next frame's length prefix, or None when the connection should end: EOF, the
+        authentication deadline passed, or (authenticated, nothing in flight) idle too long."""
+        settings = self.server.settings
+        while True:
+            if self.authenticated:
+                wait = settings.idle_timeout_seconds
+            else:
+                wait = self.auth_deadline - asyncio.get_running_loop().time()
+                if wait <= 0:
+                    return None
+            try:
+                return await asyncio.wait_for(self.reader.readexactly(HEADER.size), wait)
+            except asyncio.IncompleteReadError:
+                return None
+            except TimeoutError:
+                if self.authenticated and self.tasks:
+                    continue  # answers still owed: not idle
+                return None
+
     async def run(self) -> None:
         settings = self.server.settings
         try:
             while True:
-                try:
-                    header = await self.reader.readexactly(HEADER.size)
-                except asyncio.IncompleteReadError:
+                header = await self._next_header()
+                if header is None:
                     return
                 (length,) = HEADER.unpack(header)
-                if length > settings.max_message_bytes:
+                bound = (
+                    settings.max_message_bytes
+                    if self.authenticated
+                    else settings.max_unauthenticated_frame_bytes
+                )
+                if length > bound:
                     await self.send(
                         _error(
                             None,
                             E.FRAME_TOO_LARGE,
-                            f"frame of {length} bytes exceeds {settings.max_message_bytes}",
+                            f"frame of {length} bytes exceeds {bound}"
+                            + ("" if self.authenticated else " before authentication"),
                         )
                     )
-                    self.server.service.record(
-                        self.peer,
-                        None,
-                        None,
-                        {"ok": False, "error": {"code": E.FRAME_TOO_LARGE}},
-                        {},
-                    )
+                    if self.authenticated:
+                        self.server.service.record(
+                            self.peer,
+                            None,
+                            None,
+                            {"ok": False, "error": {"code": E.FRAME_TOO_LARGE}},
+                            {},
+                        )
                     return
                 try:
                     body = await asyncio.wait_for(
@@ -182,32 +214,120 @@ class _Session:
             given, auth_response(secret.get_secret_value(), challenge)
         ):
             self.authenticated = True
+            self.server.authenticated(self)
             return {"id": request_id, "ok": True, "authenticated": True}
         self.auth_failures += 1
         return _error(request_id, E.AUTH_FAILED, "authentication failed")
 
 
 class HsmServer:
+    """The listener. Its bounds (docs/hsm-protocol.md, "Connections"): at most
+    ``max_connections`` in all, ``max_connections_per_address`` from one address and
+    ``max_unauthenticated_connections`` not yet authenticated (``max_unauthenticated_per_address``
+    from one address, so one address cannot take them all); a connection over a bound is
+    answered ``TOO_MANY_CONNECTIONS`` and closed at once, so a flood of idle or unauthenticated
+    connections holds a bounded number of descriptors, and authenticated clients keep theirs."""
+
     def __init__(self, service: HsmService, settings: HsmSettings) -> None:
         self.service = service
         self.settings = settings
         self._server: asyncio.Server | None = None
+        self._open: set[_Session] = set()
+        self._unauthenticated: set[_Session] = set()
+        self._per_address: Counter[str] = Counter()
+        self._pending_from: Counter[str] = Counter()  # unauthenticated, by address
+        self.refused = 0  # connections refused at a bound since start
+        self._refusals_logged_at = 0.0
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         self._server = await asyncio.start_server(
-            self._on_client, host, port, limit=self.settings.max_message_bytes + HEADER.size
+            self._on_client,
+            host,
+            port,
+            limit=self.settings.max_message_bytes + HEADER.size,
+            backlog=1024,
         )
         address = self._server.sockets[0].getsockname()
         return str(address[0]), int(address[1])
 
+    def _bound(self, session: _Session) -> str | None:
+        settings = self.settings
+        if len(self._open) >= settings.max_connections:
+            return f"{settings.max_connections} connections open"
+        if self._per_address[session.host] >= settings.max_connections_per_address:
+            return f"{settings.max_connections_per_address} connections from {session.host}"
+        if session.authenticated:
+            return None
+        if len(self._unauthenticated) >= settings.max_unauthenticated_connections:
+            return f"{settings.max_unauthenticated_connections} connections not authenticated"
+        if self._pending_from[session.host] >= settings.max_unauthenticated_per_address:
+            return (
+                f"{settings.max_unauthenticated_per_address} connections not authenticated "
+                f"from {session.host}"
+            )
+        return None
+
+    def authenticated(self, session: _Session) -> None:
+        self._settle(session)
+
+    def _settle(self, session: _Session) -> None:
+        if session in self._unauthenticated:
+            self._unauthenticated.discard(session)
+            self._pending_from[session.host] -= 1
+            if self._pending_from[session.host] <= 0:
+                del self._pending_from[session.host]
+
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _Session(self, reader, writer).run()
+        session = _Session(self, reader, writer)
+        bound = self._bound(session)
+        if bound is not None:
+            self._refuse(session, bound)
+            return
+        self._open.add(session)
+        self._per_address[session.host] += 1
+        if not session.authenticated:
+            self._unauthenticated.add(session)
+            self._pending_from[session.host] += 1
+        try:
+            await session.run()
+        finally:
+            self._open.discard(session)
+            self._settle(session)
+            self._per_address[session.host] -= 1
+            if self._per_address[session.host] <= 0:
+                del self._per_address[session.host]
+
+    def _refuse(self, session: _Session, bound: str) -> None:
+        self.refused += 1
+        with contextlib.suppress(Exception):
+            session.writer.write(encode_frame(_error(None, E.TOO_MANY_CONNECTIONS, bound)))
+        session.writer.close()
+        now = asyncio.get_running_loop().time()
+        if now - self._refusals_logged_at >= 10:  # a flood must not flood the log as well
+            self._refusals_logged_at = now
+            log.warning("refusing connections (%s); %d refused since start", bound, self.refused)
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
+
+
+def _descriptors_for(settings: HsmSettings) -> None:
+    """Raise the process's descriptor limit to its hard limit, and refuse to start when even that
+    cannot hold ``max_connections`` (plus the key store, the log, the workers' pipes)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    needed = settings.max_connections + DESCRIPTOR_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raise ValueError(
+            f"HSM_SIM_MAX_CONNECTIONS={settings.max_connections} needs {needed} file descriptors; "
+            f"the limit is {soft} (raise it, or lower HSM_SIM_MAX_CONNECTIONS)"
+        )
 
 
 def make_executor(settings: HsmSettings) -> ProcessPoolExecutor | None:
@@ -230,6 +350,7 @@ async def serve(
     ready_file: Path | None = None,
 ) -> None:
     """Run until cancelled (SIGINT/SIGTERM in the CLI)."""
+    _descriptors_for(settings)
     executor = make_executor(settings)
     try:
         service = HsmService.from_settings(settings, dev_keys=dev_keys, executor=executor)

@@ -49,6 +49,16 @@ class HsmSettings(BaseSettings):
     group_factor: Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{16}$")] | None = None
     max_message_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = DEFAULT_MAX_MESSAGE
     frame_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # The listener's bounds (docs/hsm-protocol.md, "Connections"): connections in all, from one
+    # client address, and not yet authenticated; an unauthenticated connection must finish
+    # HELLO/AUTH in time and send only small frames; an authenticated one is closed when idle.
+    max_connections: Annotated[int, Field(ge=1, le=100_000)] = 1024
+    max_connections_per_address: Annotated[int, Field(ge=1, le=100_000)] = 128
+    max_unauthenticated_connections: Annotated[int, Field(ge=1, le=100_000)] = 256
+    max_unauthenticated_per_address: Annotated[int, Field(ge=1, le=100_000)] = 16
+    auth_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 5.0
+    idle_timeout_seconds: Annotated[float, Field(gt=0, le=86_400)] = 600.0
+    max_unauthenticated_frame_bytes: Annotated[int, Field(ge=64, le=1024 * 1024)] = 4096
     max_in_flight_per_connection: Annotated[int, Field(ge=1, le=4096)] = 64
     # Worker processes for large TAC_VERIFY batches; 0 verifies in the server process.
     workers: Annotated[int, Field(ge=0, le=64)] = 2

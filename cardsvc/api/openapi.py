@@ -22,6 +22,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 
 from cardsvc.api.errors import ErrorBody, FieldProblem
 from cardsvc.api.limits import BodyLimit
@@ -98,11 +99,30 @@ def access_of(route: APIRoute) -> Access:
     return found
 
 
+def documents_body(model: type[BaseModel]) -> Callable[[F], F]:
+    """For an endpoint that parses its own body: the schema /openapi.json shows for it."""
+
+    def mark(endpoint: F) -> F:
+        endpoint.__json_body__ = model  # type: ignore[attr-defined]
+        return endpoint
+
+    return mark
+
+
+def body_model_of(route: APIRoute) -> type[BaseModel] | None:
+    """The model of a body parsed outside FastAPI (``signed_body``, ``documents_body``)."""
+    model: type[BaseModel] | None = getattr(route.endpoint, "__json_body__", None)
+    for dependency in _dependencies(route.dependant):
+        model = getattr(dependency.call, "__json_body__", None) or model
+    return model
+
+
 @dataclass(frozen=True, slots=True)
 class RouteDoc:
     access: Access
     statuses: frozenset[int]
     limit: BodyLimit
+    body: type[BaseModel] | None
 
 
 def route_doc(route: APIRoute, limit: BodyLimit) -> RouteDoc:
@@ -115,7 +135,7 @@ def route_doc(route: APIRoute, limit: BodyLimit) -> RouteDoc:
     if (route.methods or set()) & WRITES:
         statuses.add(409)
     statuses |= getattr(route.endpoint, "__errors__", frozenset())
-    return RouteDoc(access, frozenset(statuses), limit)
+    return RouteDoc(access, frozenset(statuses), limit, body_model_of(route))
 
 
 def install(app: FastAPI, docs: dict[tuple[str, str], RouteDoc]) -> None:
@@ -184,9 +204,21 @@ def _document(app: FastAPI, docs: dict[tuple[str, str], RouteDoc]) -> dict[str, 
                 )
                 if part
             )
+            if doc.body is not None and "requestBody" not in operation:
+                operation["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": _component(components, doc.body)}},
+                }
             operation["x-admits"] = {"kind": doc.access.kind, "roles": list(doc.access.roles)}
             operation["x-body-limit"] = doc.limit.max_bytes
     return schema
+
+
+def _component(components: dict[str, Any], model: type[BaseModel]) -> dict[str, str]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(schema.pop("$defs", {}))
+    components[model.__name__] = schema
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
 def documented(

@@ -130,8 +130,9 @@ def payout(card_no: str, counter_code: str, user: str, password: str) -> None:
     ) -> service.CashPayout:
         card = await service.require_card(session, number)
         return await service.pay_out_cash_refund(
-            session, card, counter_code=body.counter_code, actor=principal.username
-        )
+            session, resources.settings, card, counter_code=body.counter_code,
+            actor=principal.username,
+        )  # fmt: skip
 
     paid = run_as_staff(user, password, COUNTER_ROLES, work)
     again = " (paid before: nothing moved now)" if paid.replayed else ""

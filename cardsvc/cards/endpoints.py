@@ -148,7 +148,11 @@ async def cancel(
     summary="Pay a cancelled card's cash refund out of a counter's drawer (counter operator, supervisor)",
 )
 async def pay_out_cash_refund(
-    card_no: str, body: CashPayoutBody, principal: Counter, session: SessionDep
+    card_no: str,
+    body: CashPayoutBody,
+    principal: Counter,
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> CashPayoutOut:
     """After the waiting period a cash refund is owed to the holder; this records that the counter
     handed it over (holder payable → the counter's cash). Asking again answers the same payout
@@ -156,7 +160,7 @@ async def pay_out_cash_refund(
     counter, or the drawer holds less than the refund (it stays owed)."""
     card = await service.require_card(session, check_card_no(card_no))
     paid = await service.pay_out_cash_refund(
-        session, card, counter_code=body.counter_code, actor=principal.username
+        session, settings, card, counter_code=body.counter_code, actor=principal.username
     )
     return CashPayoutOut(
         card_no=paid.card_no,

@@ -30,7 +30,7 @@ from cardsvc.cards.models import (
     ReleaseStatus,
 )
 from cardsvc.cards.numbers import asn_of, make_card_no, mask_card_no
-from cardsvc.clearing.service import open_clearing_date
+from cardsvc.clearing.service import clearing_date
 from cardsvc.errors import Conflict, InvalidStateTransition, NotFound, ValidationFailed
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind, Side
@@ -326,7 +326,7 @@ class CashPayout:
 
 
 async def pay_out_cash_refund(
-    session: AsyncSession, card: Card, *, counter_code: str, actor: str
+    session: AsyncSession, settings: Settings, card: Card, *, counter_code: str, actor: str
 ) -> CashPayout:
     """Pay a cancelled card's cash refund out of a counter's drawer (DESIGN §8).
 
@@ -361,7 +361,7 @@ async def pay_out_cash_refund(
             PostingRequest(
                 idempotency_key=f"card-cash-payout:{release.id}",
                 tx_type="payout",
-                clearing_date=await open_clearing_date(session),
+                clearing_date=await clearing_date(session, settings),
                 entries=[
                     Entry(
                         AccountRef(AccountKind.holder_payable, str(card.resident_id)),

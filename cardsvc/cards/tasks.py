@@ -34,7 +34,7 @@ from cardsvc.cards import repository
 from cardsvc.cards import service as cards
 from cardsvc.cards.models import BalanceRelease, Card, ReleaseKind, ReleaseStatus
 from cardsvc.cards.numbers import mask_card_no
-from cardsvc.clearing.service import open_clearing_date
+from cardsvc.clearing import service as clearing
 from cardsvc.db import unit_of_work
 from cardsvc.jobs.worker import Job
 from cardsvc.ledger import service as ledger
@@ -94,8 +94,10 @@ async def _target(session: AsyncSession, release: BalanceRelease, old: Card) -> 
     return AccountRef(AccountKind.resident_account, release.refund_ref or str(old.resident_id))
 
 
-async def release_one(session: AsyncSession, release_id: int) -> tuple[str, int]:
-    """Handle one due release; returns (outcome, amount)."""
+async def release_one(
+    session: AsyncSession, release_id: int, settings: Settings, now: datetime
+) -> tuple[str, int]:
+    """Handle one due release; returns (outcome, amount). Posted on the open clearing day."""
     release = await repository.lock_release(session, release_id)
     if release is None or release.status is ReleaseStatus.done:
         return "skipped", 0
@@ -114,7 +116,7 @@ async def release_one(session: AsyncSession, release_id: int) -> tuple[str, int]
             PostingRequest(
                 idempotency_key=f"card-release:{release.id}",
                 tx_type="transfer" if release.kind is ReleaseKind.to_new_card else "refund",
-                clearing_date=await open_clearing_date(session),
+                clearing_date=await clearing.clearing_date(session, settings, now=now),
                 entries=[Entry(source, Side.debit, amount), Entry(target, Side.credit, amount)],
                 record_ref=f"card_balance_release:{release.id}",
                 description=f"{release.kind.value} balance of card {mask_card_no(old.card_no)}",
@@ -169,7 +171,7 @@ async def release_balances(
     for release_id in due:
         try:
             async with unit_of_work(sessions) as session:
-                outcome, amount = await release_one(session, release_id)
+                outcome, amount = await release_one(session, release_id, settings, now)
         except Exception as error:  # one release's failure must not hold up the others
             log.error("cards.release_failed", release_id=release_id, exc_info=error)
             await _keep_failure(sessions, release_id, error)

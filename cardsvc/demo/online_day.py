@@ -77,7 +77,7 @@ async def _registry(resources: Resources) -> None:
 
 async def _card(resources: Resources, account: int) -> tuple[str, int]:
     async with unit_of_work(resources.sessions) as session:
-        day = await clearing.open_clearing_date(session)
+        day = await clearing.clearing_date(session, resources.settings)
         card_no = make_card_no(
             resources.settings.city_code,
             await cards_repository.next_sequence(session, resources.settings.city_code),

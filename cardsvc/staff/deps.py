@@ -13,7 +13,7 @@ from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cardsvc import clock
-from cardsvc.deps import SessionDep, SettingsDep
+from cardsvc.deps import SessionsDep, SettingsDep
 from cardsvc.errors import NotAuthenticated
 from cardsvc.staff import repository
 from cardsvc.staff.auth import Role, StaffPrincipal, check_roles, parse_roles, verify_token
@@ -22,14 +22,17 @@ _bearer = HTTPBearer(auto_error=False)
 
 
 async def current_principal(
-    session: SessionDep,
+    sessions: SessionsDep,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> StaffPrincipal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise NotAuthenticated("bearer token required")
     claimed = verify_token(settings, credentials.credentials)
-    user = await repository.get(session, claimed.id)
+    # A short read of its own: the request's session opens only when the route writes, so a route
+    # that asks the HSM first holds no connection meanwhile (docs/architecture.md §11).
+    async with sessions() as reading:
+        user = await repository.get(reading, claimed.id)
     if (
         user is None
         or not user.active

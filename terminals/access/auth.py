@@ -1,13 +1,14 @@
 """Authentication of every signed terminal request (DESIGN §9; docs/terminal-protocol.md §3).
 
 A signed request carries ``X-Terminal-No``, ``X-Session-Id``, ``X-Seq`` and ``X-Mac`` (hex of
-the 8-byte retail MAC by the session key over :func:`canonical_request`). In the request's own
-transaction, one statement moves the session's sequence number to ``X-Seq`` if it is higher and
-returns the session with its terminal and merchant (the row stays locked until the request
-commits, so of two racing copies exactly one passes). Then: the session belongs to that terminal
-and is live; the terminal and its merchant are active; the HSM verifies the MAC. Any refusal
-raises, and the rollback gives the sequence number back: a forged request cannot burn the
-terminal's numbers.
+the 8-byte retail MAC by the session key over :func:`canonical_request`). First the HSM verifies
+the MAC over the raw bytes, with no connection or lock held (the session's key is read once per
+process, in a short session of its own): a forged request never reaches a write. Then, in the
+request's own transaction, one statement moves the session's sequence number to ``X-Seq`` if it
+is higher and returns the session with its terminal and merchant (``service.claim``; the row
+stays locked until the request commits, so of two racing copies exactly one passes): the session
+belongs to that terminal and is live; the terminal and its merchant are active. A route that asks
+the HSM more takes the number only after that (``VerifiedTerminal``).
 
 A request refused *after* authentication (a conflict, a validation error) still consumes its
 sequence number: the dependency takes it again in a transaction of its own, so that request
@@ -18,25 +19,24 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from cardsvc import clock
-from cardsvc.deps import HsmDep, SessionDep
-from cardsvc.errors import DomainError
-from cardsvc.hsm import KeyRef
-from terminals.access import repository
+from cardsvc.api.limits import parse_json
+from cardsvc.deps import HsmDep, SessionDep, SessionsDep
+from terminals.access import repository, service
 from terminals.access.canonical import canonical_request
 from terminals.access.context import TerminalContext
 from terminals.access.errors import MacInvalid, ReplayRefused, SessionExpired, TerminalUnknown
-from terminals.access.repository import SessionRow
-from terminals.access.service import parse_mac, verify_mac
-from terminals.registry.models import TerminalStatus
+from terminals.access.service import SignedRequest, parse_mac
 
 _TERMINAL_NO = re.compile(r"^\d{12}$")
 _SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
 MAX_SEQ = 2**62
+M = TypeVar("M", bound=BaseModel)
 
 
 def request_target(request: Request) -> str:
@@ -46,19 +46,9 @@ def request_target(request: Request) -> str:
     return f"{path}?{query.decode('ascii', 'replace')}" if query else path
 
 
-def _refusal(row: SessionRow | None, terminal_no: str) -> DomainError | None:
-    if row is None or row.terminal_no != terminal_no:
-        return SessionExpired("unknown session: sign in")
-    if row.terminal_status is not TerminalStatus.active or not row.merchant_active:
-        return TerminalUnknown("terminal or merchant not active")
-    if row.revoked or row.expires_at <= clock.now():
-        return SessionExpired("session expired: sign in")
-    return None
-
-
-async def authenticate_terminal(
-    request: Request, session: SessionDep, hsm: HsmDep
-) -> AsyncIterator[TerminalContext]:
+async def signed_request(request: Request, sessions: SessionsDep, hsm: HsmDep) -> SignedRequest:
+    """The headers checked and the MAC verified by the HSM over the raw bytes, before the body is
+    parsed and before any write transaction opens."""
     terminal_no = request.headers.get("x-terminal-no", "")
     session_id = request.headers.get("x-session-id", "")
     seq_text = request.headers.get("x-seq", "")
@@ -76,42 +66,84 @@ async def authenticate_terminal(
     canonical = canonical_request(
         request.method, request_target(request), terminal_no, session_id, seq, body
     )
+    return await service.verify_signed(
+        sessions,
+        hsm,
+        terminal_no=terminal_no,
+        session_id=session_id,
+        seq=seq,
+        mac=mac,
+        canonical=canonical,
+    )
 
-    row = await repository.take_seq(session, session_id, seq)
-    if row is None:
-        # Not taken: say why, in the order of the checks below (a replay comes last).
-        raise _refusal(
-            await repository.session_with_terminal(session, session_id), terminal_no
-        ) or ReplayRefused("sequence number already used")
-    refusal = _refusal(row, terminal_no)
-    if refusal is not None:
-        raise refusal
-    await verify_mac(hsm, KeyRef.session(row.key_blob), canonical, mac)
+
+Signed = Annotated[SignedRequest, Depends(signed_request)]
+
+
+async def _consume(session: AsyncSession, signed: SignedRequest) -> None:
+    """The request failed after authentication: its transaction is undone, but its sequence
+    number stays used (a request refused once cannot be replayed after the state changed)."""
+    await session.rollback()
+    await repository.advance_seq(session, signed.session_id, signed.seq)
+    await session.commit()
+
+
+async def verify_terminal(session: SessionDep, signed: Signed) -> AsyncIterator[SignedRequest]:
+    """A signed request, verified. A route that asks the HSM more (a load's MAC1, TACs) does that
+    first, then takes the sequence number with ``service.claim``, which opens the write
+    transaction. Whatever fails after this point consumes the number."""
     try:
-        yield TerminalContext(
-            terminal_id=row.terminal_id,
-            terminal_no=row.terminal_no,
-            psam_no=row.psam_no,
-            kind=row.terminal_kind,
-            merchant_id=row.merchant_id,
-            merchant_no=row.merchant_no,
-            merchant_category=row.merchant_category,
-            session_id=session_id,
-            seq=seq,
-            pin_key_blob=row.pin_key_blob,
-        )
+        yield signed
     except Exception:
-        # The request failed after authentication: its transaction is undone, the number stays used.
-        await session.rollback()
-        await repository.advance_seq(session, session_id, seq)
-        await session.commit()
+        await _consume(session, signed)
         raise
 
 
-authenticate_terminal.__terminal__ = True  # type: ignore[attr-defined]  # cardsvc.api.openapi
-
 # Function scope: the dependency ends with the endpoint, before the response is sent (as the
 # request's session does, which it depends on).
-AuthenticatedTerminal = Annotated[TerminalContext, Depends(authenticate_terminal, scope="function")]
+VerifiedTerminal = Annotated[SignedRequest, Depends(verify_terminal, scope="function")]
 
-__all__ = ["AuthenticatedTerminal", "MacInvalid", "TerminalContext", "authenticate_terminal"]
+
+async def authenticate_terminal(session: SessionDep, signed: VerifiedTerminal) -> TerminalContext:
+    """A signed request whose sequence number is taken at once (routes that ask the HSM nothing
+    more)."""
+    return await service.claim(session, signed)
+
+
+def signed_body(model: type[M]) -> Any:
+    """A signed request's JSON body as ``model``, parsed only after its MAC verified and its
+    sequence number was taken (a replayed request is refused as a replay, whatever its body)."""
+
+    async def parse(request: Request, _terminal: AuthenticatedTerminal) -> M:
+        return await parse_json(request, model)
+
+    parse.__json_body__ = model  # type: ignore[attr-defined]  # cardsvc.api.openapi documents it
+    return Depends(parse)
+
+
+def verified_body(model: type[M]) -> Any:
+    """The same for a route that takes the number itself, after asking the HSM (``claim``): the
+    body is parsed after the MAC verified, before the number is taken."""
+
+    async def parse(request: Request, _signed: VerifiedTerminal) -> M:
+        return await parse_json(request, model)
+
+    parse.__json_body__ = model  # type: ignore[attr-defined]
+    return Depends(parse)
+
+
+authenticate_terminal.__terminal__ = True  # type: ignore[attr-defined]  # cardsvc.api.openapi
+verify_terminal.__terminal__ = True  # type: ignore[attr-defined]
+
+AuthenticatedTerminal = Annotated[TerminalContext, Depends(authenticate_terminal)]
+
+__all__ = [
+    "AuthenticatedTerminal",
+    "MacInvalid",
+    "SignedRequest",
+    "TerminalContext",
+    "VerifiedTerminal",
+    "authenticate_terminal",
+    "signed_body",
+    "verified_body",
+]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from cardsvc.api.limits import BodyLimit, GuardedRoute, body_limit, parse_json
+from cardsvc.api.openapi import documents_body
 from cardsvc.deps import HsmDep, SessionDep, SessionsDep, SettingsDep
 from terminals.access import service
 from terminals.access.auth import request_target
@@ -18,6 +19,7 @@ router = APIRouter(prefix="/terminal", tags=["terminal access"], route_class=Gua
 
 @router.post("/sign-in", response_model=SignInResponse)
 @body_limit(SIGN_IN_LIMIT)
+@documents_body(SignInRequest)
 async def sign_in(
     request: Request, session: SessionDep, sessions: SessionsDep, hsm: HsmDep, settings: SettingsDep
 ) -> SignInResponse:

@@ -9,26 +9,31 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
+from typing import Final
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cardsvc import clock
 from cardsvc.blacklist import service as blacklist
-from cardsvc.errors import DependencyUnavailable, ValidationFailed
+from cardsvc.errors import DependencyUnavailable, DomainError, ValidationFailed
 from cardsvc.hsm import HsmClient, HsmError, HsmUnavailable, KeyRef
 from cardsvc.settings import Settings
 from terminals.access import repository
 from terminals.access.canonical import canonical_request
+from terminals.access.context import TerminalContext
 from terminals.access.errors import (
     MacInvalid,
     PsamMismatch,
     ReplayRefused,
+    SessionExpired,
     SignInTimeRefused,
     TerminalUnknown,
 )
 from terminals.access.models import TerminalSession
+from terminals.access.repository import SessionRow
 from terminals.access.schemas import ListVersions, SignInRequest, SignInResponse
 from terminals.lists import service as lists
 from terminals.registry import repository as registry
@@ -48,6 +53,101 @@ def parse_mac(value: str | None) -> bytes:
         return bytes.fromhex(value)
     except ValueError:
         raise MacInvalid("X-Mac must be 8 bytes in hex") from None
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRequest:
+    """A signed request whose MAC the HSM verified, before its sequence number is taken
+    (:func:`claim`). ``psam_no`` is as read before the HSM was asked: :func:`claim` reads the
+    session, terminal and merchant again, and only what it returns is authoritative."""
+
+    terminal_no: str
+    session_id: str
+    seq: int
+    terminal_id: int
+    psam_no: str
+
+
+# Session id → (key blob, terminal id, terminal number, PSAM number): a session's key never changes, so it is read once per
+# process, in a short session of its own; whether the session is still live is decided by
+# ``claim`` (take_seq returns the row as it is).
+_SESSION_KEYS: OrderedDict[str, tuple[bytes, int, str, str]] = OrderedDict()
+SESSION_KEY_CACHE_SIZE: Final = 50_000
+
+
+async def _session_key(
+    reads: async_sessionmaker[AsyncSession], session_id: str
+) -> tuple[bytes, int, str, str] | None:
+    found = _SESSION_KEYS.get(session_id)
+    if found is not None:
+        _SESSION_KEYS.move_to_end(session_id)
+        return found
+    async with reads() as reading:
+        row = await repository.session_with_terminal(reading, session_id)
+    if row is None:
+        return None
+    found = (row.key_blob, row.terminal_id, row.terminal_no, row.psam_no)
+    _SESSION_KEYS[session_id] = found
+    if len(_SESSION_KEYS) > SESSION_KEY_CACHE_SIZE:
+        _SESSION_KEYS.popitem(last=False)
+    return found
+
+
+async def verify_signed(
+    reads: async_sessionmaker[AsyncSession],
+    hsm: HsmClient,
+    *,
+    terminal_no: str,
+    session_id: str,
+    seq: int,
+    mac: bytes,
+    canonical: bytes,
+) -> SignedRequest:
+    """The HSM verifies the request's MAC under its session key; no connection is held meanwhile
+    (docs/architecture.md §11)."""
+    found = await _session_key(reads, session_id)
+    if found is None or found[2] != terminal_no:
+        raise SessionExpired("unknown session: sign in")
+    key_blob, terminal_id, _, psam_no = found
+    await verify_mac(hsm, KeyRef.session(key_blob), canonical, mac)
+    return SignedRequest(terminal_no, session_id, seq, terminal_id, psam_no)
+
+
+def _refusal(row: SessionRow | None, terminal_no: str) -> DomainError | None:
+    if row is None or row.terminal_no != terminal_no:
+        return SessionExpired("unknown session: sign in")
+    if row.terminal_status is not TerminalStatus.active or not row.merchant_active:
+        return TerminalUnknown("terminal or merchant not active")
+    if row.revoked or row.expires_at <= clock.now():
+        return SessionExpired("session expired: sign in")
+    return None
+
+
+async def claim(session: AsyncSession, signed: SignedRequest) -> TerminalContext:
+    """Take the request's sequence number in ``session`` (the write transaction opens here; the
+    session row stays locked until it commits, so a terminal's requests are serialized and of two
+    racing copies exactly one passes) and return the terminal as it is now."""
+    row = await repository.take_seq(session, signed.session_id, signed.seq)
+    if row is None:
+        # Not taken: say why, in the order of the checks below (a replay comes last).
+        raise _refusal(
+            await repository.session_with_terminal(session, signed.session_id), signed.terminal_no
+        ) or ReplayRefused("sequence number already used")
+    refusal = _refusal(row, signed.terminal_no)
+    if refusal is not None:
+        raise refusal
+    return TerminalContext(
+        terminal_id=row.terminal_id,
+        terminal_no=row.terminal_no,
+        psam_no=row.psam_no,
+        kind=row.terminal_kind,
+        merchant_id=row.merchant_id,
+        merchant_no=row.merchant_no,
+        merchant_category=row.merchant_category,
+        session_id=signed.session_id,
+        seq=signed.seq,
+        pin_key_blob=row.pin_key_blob,
+    )
 
 
 async def verify_mac(hsm: HsmClient, key: KeyRef, data: bytes, mac: bytes) -> None:

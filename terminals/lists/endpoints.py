@@ -10,7 +10,7 @@ from cardsvc.api.limits import GuardedRoute
 from cardsvc.deps import SessionDep
 from cardsvc.staff.auth import Role, StaffPrincipal
 from cardsvc.staff.deps import require_roles
-from terminals.access.auth import AuthenticatedTerminal
+from terminals.access.auth import AuthenticatedTerminal, signed_body
 from terminals.access.schemas import BIGINT_MAX
 from terminals.lists import repository, service
 from terminals.lists.schemas import (
@@ -50,7 +50,9 @@ async def parameters(
 
 @terminal_router.post("/versions")
 async def report_versions(
-    terminal: AuthenticatedTerminal, session: SessionDep, body: VersionsReport
+    terminal: AuthenticatedTerminal,
+    session: SessionDep,
+    body: Annotated[VersionsReport, signed_body(VersionsReport)],
 ) -> dict[str, int]:
     """The terminal reports the list versions it now holds (stored for CRF9-style checks)."""
     await service.report_versions(

@@ -44,6 +44,16 @@ async def of_card(session: AsyncSession, asn: str, *, for_update: bool = False) 
     return list((await session.execute(stmt)).scalars())
 
 
+async def host_datetimes_at(session: AsyncSession, asn: str, online_counter: int) -> set[str]:
+    """The host date-times already given to MAC2 of this card at this online counter."""
+    stmt = select(PurseLoad.host_datetime).where(
+        PurseLoad.asn == asn,
+        PurseLoad.online_counter == online_counter,
+        PurseLoad.host_datetime.is_not(None),
+    )
+    return {str(x) for x in (await session.execute(stmt)).scalars()}
+
+
 async def stale_against(
     session: AsyncSession, asn: str, online_counter: int, exclude_id: int
 ) -> PurseLoad | None:

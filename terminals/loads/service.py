@@ -52,13 +52,13 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cardsvc import clock
 from cardsvc.breaks import service as breaks
 from cardsvc.breaks.models import BreakKind
 from cardsvc.breaks.schemas import BreakRef, NewBreak, Resolve
-from cardsvc.clearing.service import open_clearing_date
+from cardsvc.clearing.service import clearing_date
 from cardsvc.errors import (
     Conflict,
     DependencyUnavailable,
@@ -74,7 +74,9 @@ from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.logging import get_logger
 from cardsvc.settings import Settings
+from terminals.access import service as access
 from terminals.access.context import TerminalContext
+from terminals.access.service import SignedRequest
 from terminals.loads import repository as repo
 from terminals.loads.models import LoadSource, LoadStatus, PurseLoad, Resolution
 from terminals.loads.schemas import (
@@ -192,25 +194,37 @@ def _decline(row: PurseLoad, declined: Declined) -> LoadOutcome:
 
 
 async def authorize_load(
+    reads: async_sessionmaker[AsyncSession],
     session: AsyncSession,
-    terminal: TerminalContext,
+    signed: SignedRequest,
     request: LoadRequest,
     *,
     hsm: HsmClient,
     settings: Settings,
 ) -> LoadOutcome:
-    """A load from the card's INITIALIZE FOR LOAD answer: MAC2 and the host time, or a decline."""
-    if request.terminal_no != terminal.terminal_no:
+    """A load from the card's INITIALIZE FOR LOAD answer: MAC2 and the host time, or a decline.
+
+    The host date-time is chosen and the HSM's verdict on MAC1 taken with nothing held (a short
+    read finds the date-times other loads of the card at this counter took); then, in the write
+    transaction that taking the sequence number opens, the serial is claimed and the load
+    decided (a repeated serial answers the first load, whatever the HSM said this time)."""
+    if request.terminal_no != signed.terminal_no:
         raise ValidationFailed(
             "terminal_no must be the signed-in terminal's number (it is in MAC1)"
         )
+    local = local_now(settings)
+    async with reads() as reading:
+        taken = await repo.host_datetimes_at(reading, request.asn.upper(), request.online_counter)
+    host_datetime = _free_host_datetime(taken, local)
+    verdict = await _mac2(hsm, request, host_datetime)
+    terminal = await access.claim(session, signed)
     digest = request_hash("load", request)
     claimed = await messages.claim_serial(
         session,
         terminal,
         MessageKind.load,
         digest,
-        local_now(settings),
+        local,
         terminal_serial=request.terminal_serial,
         amount=request.amount,
         asn=request.asn.upper(),
@@ -224,10 +238,36 @@ async def authorize_load(
     if claimed.claim is Claim.reversed:
         # A reversal named this serial before the load arrived: refused, nothing moves.
         return _decline(row, Declined(ResponseCode.invalid_transaction, "reversed_before_arrival"))
-    outcome = await _decide(session, terminal, request, row, hsm=hsm, settings=settings)
+    outcome = await _decide(
+        session, terminal, request, row, verdict, host_datetime, local, settings=settings
+    )
     _mirror(claimed.row, row)
     await messages.record(session, claimed.row)
     return outcome
+
+
+async def _mac2(hsm: HsmClient, request: LoadRequest, host_datetime: str) -> bytes | Declined:
+    """The HSM verifies MAC1 and makes MAC2 (before any write: docs/architecture.md)."""
+    try:
+        return await hsm.load_authorize(
+            asn=bytes.fromhex(request.asn),
+            key_version=request.key_version,
+            random=bytes.fromhex(request.random),
+            online_counter=request.online_counter,
+            balance_before=request.balance,
+            amount=request.amount,
+            tx_type=TX_TYPE_EP_LOAD,
+            terminal_no=bytes.fromhex(request.terminal_no),
+            mac1=bytes.fromhex(request.mac1),
+            host_datetime=host_datetime,
+        )
+    except HsmMacInvalid:
+        return Declined(ResponseCode.system_error, "mac1_invalid")
+    except HsmUnavailable:
+        return Declined(ResponseCode.unavailable, "hsm_unavailable")
+    except HsmError as e:
+        log.warning("load.hsm_error", code=e.code)
+        return Declined(ResponseCode.system_error, f"hsm_{e.code}".lower())
 
 
 def _new_load(terminal: TerminalContext, request: LoadRequest, digest: str) -> PurseLoad:
@@ -266,10 +306,9 @@ def _mirror(message: OnlineAuthorization, row: PurseLoad) -> None:
     message.updated_at = clock.now()
 
 
-def _free_host_datetime(loads: list[PurseLoad], online_counter: int, local: datetime) -> str:
+def _free_host_datetime(taken: set[str], local: datetime) -> str:
     """The host date-time for CREDIT FOR LOAD: now, or the next second no other MAC2 of this card
     at this online counter took (two equal ones would make two loads' TACs equal)."""
-    taken = {x.host_datetime for x in loads if x.online_counter == online_counter}
     moment = local
     while (text := moment.strftime("%Y%m%d%H%M%S")) in taken:
         moment += timedelta(seconds=1)
@@ -281,43 +320,31 @@ async def _decide(
     terminal: TerminalContext,
     request: LoadRequest,
     row: PurseLoad,
+    verdict: bytes | Declined,
+    host_datetime: str,
+    local: datetime,
     *,
-    hsm: HsmClient,
     settings: Settings,
 ) -> LoadOutcome:
     refusal = load_refusal(terminal.kind, request.source)
     if refusal is not None:
         return _decline(row, refusal)
-    local = local_now(settings)
     standing = await messages.card_standing(session, row.asn)
     refusal = card_refusal(standing, local.date())
     if refusal is not None or standing is None:
         return _decline(row, refusal or Declined(ResponseCode.unknown_card, "unknown_card"))
     row.card_no = standing.card_no
     row.resident_id = standing.resident_id
+    if isinstance(verdict, Declined):
+        return _decline(row, verdict)
     # The card's loads, locked: requests about one card resolve its loads one at a time.
     loads = await repo.of_card(session, row.asn, for_update=True)
-    host_datetime = _free_host_datetime(loads, request.online_counter, local)
-    try:
-        mac2 = await hsm.load_authorize(
-            asn=bytes.fromhex(row.asn),
-            key_version=request.key_version,
-            random=bytes.fromhex(request.random),
-            online_counter=request.online_counter,
-            balance_before=request.balance,
-            amount=request.amount,
-            tx_type=TX_TYPE_EP_LOAD,
-            terminal_no=bytes.fromhex(request.terminal_no),
-            mac1=bytes.fromhex(request.mac1),
-            host_datetime=host_datetime,
-        )
-    except HsmMacInvalid:
-        return _decline(row, Declined(ResponseCode.system_error, "mac1_invalid"))
-    except HsmUnavailable:
-        return _decline(row, Declined(ResponseCode.unavailable, "hsm_unavailable"))
-    except HsmError as e:
-        log.warning("load.hsm_error", code=e.code, load_id=row.id)
-        return _decline(row, Declined(ResponseCode.system_error, f"hsm_{e.code}".lower()))
+    if any(
+        x.host_datetime == host_datetime and x.online_counter == request.online_counter
+        for x in loads
+    ):
+        # Another load of the card at this counter took the date-time since it was chosen.
+        raise Conflict("a load of this card at this counter is being authorized; retry")
 
     # MAC1 verified: the balance and online counter are the card's own. Use them.
     stale = await repo.stale_against(session, row.asn, request.online_counter, row.id)
@@ -325,13 +352,13 @@ async def _decide(
         return _decline(row, Declined(ResponseCode.system_error, "stale_card_state"))
     await observe_card_state(
         session, loads, online_counter=request.online_counter, balance=request.balance,
-        evidence=row,
+        evidence=row, settings=settings,
     )  # fmt: skip
     if request.balance + request.amount > settings.purse_max_balance:
         return _decline(row, Declined(ResponseCode.exceeds_limit, "purse_max_balance"))
 
-    clearing_date = await open_clearing_date(session)
-    row.clearing_date = clearing_date
+    day = await clearing_date(session, settings)
+    row.clearing_date = day
     try:
         async with session.begin_nested():
             posted = await ledger.post(
@@ -339,7 +366,7 @@ async def _decide(
                 PostingRequest(
                     idempotency_key=f"load:{row.id}",
                     tx_type="load",
-                    clearing_date=clearing_date,
+                    clearing_date=day,
                     entries=[
                         Entry(source_account(row), Side.debit, request.amount),
                         Entry(card_float(standing.card_no), Side.credit, request.amount),
@@ -352,7 +379,7 @@ async def _decide(
         return _decline(row, Declined(ResponseCode.insufficient_funds, "insufficient_funds"))
     row.ledger_transaction_id = posted.id
     row.host_datetime = host_datetime
-    row.mac2 = mac2.hex().upper()
+    row.mac2 = verdict.hex().upper()
     row.response_code = ResponseCode.approved.value
     row.decline_reason = None
     row.status = LoadStatus.pending
@@ -398,6 +425,7 @@ async def _confirm(
     row: PurseLoad,
     resolution: Resolution,
     *,
+    settings: Settings,
     tac: str | None = None,
     evidence: PurseLoad | None = None,
 ) -> None:
@@ -417,10 +445,12 @@ async def _confirm(
             and other.status is LoadStatus.pending
             and other.online_counter == row.online_counter
         ):
-            await refund(session, other, superseded_by=row)
+            await refund(session, other, superseded_by=row, settings=settings)
 
 
-async def refund(session: AsyncSession, row: PurseLoad, *, superseded_by: PurseLoad) -> None:
+async def refund(
+    session: AsyncSession, row: PurseLoad, *, superseded_by: PurseLoad, settings: Settings
+) -> None:
     """Reverse a pending load's posting to its source: it is proven not on the card."""
     if row.status is not LoadStatus.pending:
         raise Conflict(f"load {row.id} is {row.status}, not pending")
@@ -429,7 +459,7 @@ async def refund(session: AsyncSession, row: PurseLoad, *, superseded_by: PurseL
             session,
             row.ledger_transaction_id,
             idempotency_key=f"load-refund:{row.id}",
-            clearing_date=await open_clearing_date(session),
+            clearing_date=await clearing_date(session, settings),
             reason=f"load {row.id} not on the card: load {superseded_by.id} holds its online counter",
         )
         row.refund_transaction_id = reversal.id
@@ -452,7 +482,9 @@ class LoadUndo:
     clearing_date: date | None = None
 
 
-async def reverse_load(session: AsyncSession, terminal_no: str, terminal_serial: int) -> LoadUndo:
+async def reverse_load(
+    session: AsyncSession, terminal_no: str, terminal_serial: int, settings: Settings
+) -> LoadUndo:
     """Void the terminal's load ``terminal_serial`` for its reversal (one serial space).
 
     Pending (the card never confirmed it): its posting is reversed to its source in one
@@ -471,13 +503,13 @@ async def reverse_load(session: AsyncSession, terminal_no: str, terminal_serial:
         raise Declined(ResponseCode.invalid_transaction, "load_confirmed")
     if row.status is not LoadStatus.pending or row.ledger_transaction_id is None:
         return LoadUndo()
-    clearing_date = await open_clearing_date(session)
+    day = await clearing_date(session, settings)
     try:
         reversal = await ledger.reverse(
             session,
             row.ledger_transaction_id,
             idempotency_key=f"load-void:{row.id}",
-            clearing_date=clearing_date,
+            clearing_date=day,
             reason=f"reversal of load {row.id} at {terminal_no}:{terminal_serial}",
         )
     except InsufficientFunds:
@@ -489,7 +521,7 @@ async def reverse_load(session: AsyncSession, terminal_no: str, terminal_serial:
         session, _aged_key(row), _how("load_voided", "voided by the terminal's reversal")
     )
     log.info("load.voided", load_id=row.id, amount=row.amount)
-    return LoadUndo(row.amount, reversal.id, clearing_date)
+    return LoadUndo(row.amount, reversal.id, day)
 
 
 async def observe_card_state(
@@ -499,6 +531,7 @@ async def observe_card_state(
     online_counter: int,
     balance: int,
     evidence: PurseLoad,
+    settings: Settings,
 ) -> list[int]:
     """Resolve earlier pending loads from a genuine later card state; return the ids resolved.
 
@@ -520,7 +553,7 @@ async def observe_card_state(
         ]
         confirmed = next((x for x in same_counter if x.status is LoadStatus.confirmed), None)
         if confirmed is not None:
-            await refund(session, load, superseded_by=confirmed)
+            await refund(session, load, superseded_by=confirmed, settings=settings)
             resolved.append(load.id)
             continue
         if any(x.status is LoadStatus.pending for x in same_counter):
@@ -533,7 +566,7 @@ async def observe_card_state(
             # its balance, and they lower it: more money than the load left is not consistent.
             log.warning("load.evidence_inconsistent", load_id=load.id, evidence_id=evidence.id)
             continue
-        await _confirm(session, load, Resolution.later_record, evidence=evidence)
+        await _confirm(session, load, Resolution.later_record, evidence=evidence, settings=settings)
         resolved.append(load.id)
     return resolved
 
@@ -557,7 +590,9 @@ def _state(row: PurseLoad | None, tac_valid: bool) -> LoadState:
     )
 
 
-async def _undone_on_card(session: AsyncSession, row: PurseLoad, evidence: str) -> LoadState:
+async def _undone_on_card(
+    session: AsyncSession, row: PurseLoad, evidence: str, settings: Settings
+) -> LoadState:
     """The card proves a load the books undid (voided by a reversal, or refunded): the chip holds
     money its source also got back. Nothing is confirmed; a break opens for finance."""
     log.error("load.undone_but_on_card", load_id=row.id, status=row.status, evidence=evidence)
@@ -565,7 +600,7 @@ async def _undone_on_card(session: AsyncSession, row: PurseLoad, evidence: str) 
         session,
         NewBreak(
             kind=BreakKind.load_undone_on_card,
-            clearing_date=await open_clearing_date(session),
+            clearing_date=await clearing_date(session, settings),
             reason=f"the card proves load {row.id} ({evidence}) that the host {row.status}",
             amount=row.amount,
             ref=BreakRef(
@@ -589,53 +624,73 @@ async def _locked(session: AsyncSession, found: PurseLoad) -> PurseLoad:
 
 
 async def confirm_load(
+    reads: async_sessionmaker[AsyncSession],
     session: AsyncSession,
-    terminal: TerminalContext,
+    signed: SignedRequest,
     request: ConfirmRequest,
     *,
     hsm: HsmClient,
+    settings: Settings,
 ) -> LoadState:
-    """The terminal's confirmation with the card's TAC from CREDIT FOR LOAD (idempotent)."""
+    """The terminal's confirmation with the card's TAC from CREDIT FOR LOAD (idempotent). The
+    load is read and its TAC verified with nothing held; the write transaction opens after."""
+    tac = request.tac.upper()
+    async with reads() as reading:
+        seen = await repo.by_serial(reading, signed.terminal_no, request.terminal_serial)
+    valid: bool | None = None
+    if seen is not None and seen.status is not LoadStatus.declined and seen.tac != tac:
+        valid = (await _tac_verify(hsm, [tac_record(seen, tac)]))[0]
+    terminal = await access.claim(session, signed)
     found = await repo.by_serial(session, terminal.terminal_no, request.terminal_serial)
     if found is None or found.status is LoadStatus.declined:
         raise NotFound(f"no authorized load with terminal serial {request.terminal_serial}")
     row = await _locked(session, found)
-    tac = request.tac.upper()
     if row.status is LoadStatus.confirmed and row.tac == tac:
         return _state(row, tac_valid=True)
-    valid = (await _tac_verify(hsm, [tac_record(row, tac)]))[0]
+    if valid is None or seen is None or seen.id != row.id:
+        # Authorized or confirmed meanwhile: the verdict was not asked for this state.
+        raise Conflict("the load changed while its TAC was checked; send the confirmation again")
     if not valid:
         log.warning("load.tac_invalid", load_id=row.id)
         return _state(row, tac_valid=False)
     if row.status in (LoadStatus.refunded, LoadStatus.voided):
-        return await _undone_on_card(session, row, "confirmation")
+        return await _undone_on_card(session, row, "confirmation", settings)
     if row.status is LoadStatus.pending:
-        await _confirm(session, row, Resolution.tac, tac=tac)
+        await _confirm(session, row, Resolution.tac, tac=tac, settings=settings)
     return _state(row, tac_valid=True)
 
 
-async def prove_load(session: AsyncSession, request: ProveRequest, *, hsm: HsmClient) -> LoadState:
-    """A GET TRANSACTION PROVE answer (type 02, counter = load counter + 1) from a later tap."""
+async def prove_load(
+    reads: async_sessionmaker[AsyncSession],
+    session: AsyncSession,
+    signed: SignedRequest,
+    request: ProveRequest,
+    *,
+    hsm: HsmClient,
+    settings: Settings,
+) -> LoadState:
+    """A GET TRANSACTION PROVE answer (type 02, counter = load counter + 1) from a later tap; the
+    candidates are read and their TACs verified with nothing held, then the write transaction."""
     asn = request.asn.upper()
     counter = request.online_counter - 1
-    candidates = [
-        x for x in await repo.of_card(session, asn, for_update=True)
-        if x.online_counter == counter and x.host_datetime is not None
-    ]  # fmt: skip
-    if not candidates:
-        return _state(None, tac_valid=False)
     tac = request.tac.upper()
-    results = await _tac_verify(hsm, [tac_record(x, tac) for x in candidates])
-    matches = [x for x, ok in zip(candidates, results, strict=True) if ok]
+    async with reads() as reading:
+        candidates = [
+            x for x in await repo.of_card(reading, asn)
+            if x.online_counter == counter and x.host_datetime is not None
+        ]  # fmt: skip
+    results = await _tac_verify(hsm, [tac_record(x, tac) for x in candidates]) if candidates else []
+    matches = [x.id for x, ok in zip(candidates, results, strict=True) if ok]
+    await access.claim(session, signed)
     if len(matches) != 1:
         if matches:  # distinct host date-times make this impossible; never guess
-            log.error("load.prove_ambiguous", load_ids=[x.id for x in matches])
+            log.error("load.prove_ambiguous", load_ids=matches)
         return _state(None, tac_valid=False)
-    match = matches[0]
+    match = next(x for x in await repo.of_card(session, asn, for_update=True) if x.id == matches[0])
     if match.status in (LoadStatus.refunded, LoadStatus.voided):
-        return await _undone_on_card(session, match, "transaction proof")
+        return await _undone_on_card(session, match, "transaction proof", settings)
     if match.status is LoadStatus.pending:
-        await _confirm(session, match, Resolution.prove, tac=tac)
+        await _confirm(session, match, Resolution.prove, tac=tac, settings=settings)
     return _state(match, tac_valid=True)
 
 
@@ -653,7 +708,7 @@ async def age_pending_loads(session: AsyncSession, settings: Settings, now: date
             session,
             NewBreak(
                 kind=BreakKind.aged_load,
-                clearing_date=row.clearing_date or await open_clearing_date(session),
+                clearing_date=row.clearing_date or await clearing_date(session, settings),
                 reason=(
                     f"load {row.id} pending since {row.created_at.isoformat(timespec='seconds')} "
                     "without card evidence"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter
 
 from cardsvc.api.limits import GuardedRoute
 from cardsvc.deps import SessionDep, SettingsDep
-from terminals.access.auth import AuthenticatedTerminal
+from terminals.access.auth import AuthenticatedTerminal, signed_body
 from terminals.online import service
 from terminals.online.models import MessageKind
 from terminals.online.schemas import (
@@ -22,7 +24,7 @@ router = APIRouter(prefix="/online", tags=["online authorization"], route_class=
 
 @router.post("/purchase", response_model=AuthorizationResponse)
 async def purchase(
-    body: PurchaseRequest,
+    body: Annotated[PurchaseRequest, signed_body(PurchaseRequest)],
     terminal: AuthenticatedTerminal,
     session: SessionDep,
     settings: SettingsDep,
@@ -36,7 +38,7 @@ async def purchase(
 
 @router.post("/preauth", response_model=AuthorizationResponse)
 async def preauth(
-    body: PurchaseRequest,
+    body: Annotated[PurchaseRequest, signed_body(PurchaseRequest)],
     terminal: AuthenticatedTerminal,
     session: SessionDep,
     settings: SettingsDep,
@@ -50,7 +52,7 @@ async def preauth(
 
 @router.post("/completion", response_model=AuthorizationResponse)
 async def completion(
-    body: CompletionRequest,
+    body: Annotated[CompletionRequest, signed_body(CompletionRequest)],
     terminal: AuthenticatedTerminal,
     session: SessionDep,
     settings: SettingsDep,
@@ -61,7 +63,7 @@ async def completion(
 
 @router.post("/reversal", response_model=AuthorizationResponse)
 async def reversal(
-    body: ReversalRequest,
+    body: Annotated[ReversalRequest, signed_body(ReversalRequest)],
     terminal: AuthenticatedTerminal,
     session: SessionDep,
     settings: SettingsDep,
@@ -72,7 +74,10 @@ async def reversal(
 
 @router.post("/refund", response_model=AuthorizationResponse)
 async def refund(
-    body: RefundRequest, terminal: AuthenticatedTerminal, session: SessionDep, settings: SettingsDep
+    body: Annotated[RefundRequest, signed_body(RefundRequest)],
+    terminal: AuthenticatedTerminal,
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> AuthorizationResponse:
     outcome = await service.refund(session, terminal, body, settings=settings)
     return outcome.response()

@@ -36,7 +36,7 @@ from typing import Any, Concatenate, ParamSpec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc import clock
-from cardsvc.clearing.service import open_clearing_date
+from cardsvc.clearing.service import clearing_date as clearing_date_of
 from cardsvc.errors import IdempotencyConflict
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.errors import HoldExpired, InsufficientFunds, InvalidStateTransition
@@ -213,7 +213,9 @@ async def authorize(
         return _decline(row, refusal or Declined(ResponseCode.unknown_card, "unknown_card"), now)
     row.card_no = standing.card_no
     row.resident_id = standing.resident_id
-    clearing_date = standing.open_clearing_date or await open_clearing_date(session)
+    clearing_date = await clearing_date_of(
+        session, settings, now=now, seen=standing.open_clearing_date
+    )
     row.clearing_date = clearing_date
     account = resident_account(standing.resident_id)
     merchant = merchant_pending(terminal.merchant_no)
@@ -297,7 +299,7 @@ async def complete(
         )
     if request.amount > original.approved_amount:
         return _decline(row, Declined(ResponseCode.invalid_transaction, "above_preauth"), now)
-    clearing_date = await open_clearing_date(session)
+    clearing_date = await clearing_date_of(session, settings, now=now)
     row.clearing_date = clearing_date
     hold_id = original.hold_id
     try:
@@ -391,16 +393,22 @@ async def reverse(
         return _approve(row, AuthStatus.approved, 0, now)
     try:
         if original.kind is MessageKind.load:
-            return await _reverse_load(session, row, original, now)
-        return await _reverse_payment(session, terminal, request, row, original, now)
+            return await _reverse_load(session, row, original, now, settings)
+        return await _reverse_payment(session, terminal, request, row, original, now, settings)
     except Declined as declined:
         return _decline(row, declined, now)
 
 
 async def _reverse_load(
-    session: AsyncSession, row: OnlineAuthorization, original: OnlineAuthorization, now: datetime
+    session: AsyncSession,
+    row: OnlineAuthorization,
+    original: OnlineAuthorization,
+    now: datetime,
+    settings: Settings,
 ) -> Outcome:
-    undone = await loads.reverse_load(session, original.terminal_no, original.terminal_serial)
+    undone = await loads.reverse_load(
+        session, original.terminal_no, original.terminal_serial, settings
+    )
     if undone.ledger_transaction_id is None:  # the load moved nothing (declined): nothing to undo
         return _approve(row, AuthStatus.approved, 0, now)
     row.clearing_date = undone.clearing_date
@@ -418,6 +426,7 @@ async def _reverse_payment(
     row: OnlineAuthorization,
     original: OnlineAuthorization,
     now: datetime,
+    settings: Settings,
 ) -> Outcome:
     if original.kind is MessageKind.reversal:
         raise Declined(ResponseCode.invalid_transaction, "reversal_of_reversal")
@@ -425,7 +434,7 @@ async def _reverse_payment(
         raise Declined(ResponseCode.invalid_transaction, "preauth_completed")
     if original.refunded_amount > 0:
         raise Declined(ResponseCode.invalid_transaction, "original_refunded")
-    clearing_date = await open_clearing_date(session)
+    clearing_date = await clearing_date_of(session, settings, now=now)
     row.clearing_date = clearing_date
     if original.kind is MessageKind.preauth:
         # The day's online spending no longer includes what is undone, on the day the original
@@ -514,7 +523,7 @@ async def refund(
         )
     if request.amount > original.approved_amount - original.refunded_amount:
         return _decline(row, Declined(ResponseCode.invalid_transaction, "above_refundable"), now)
-    clearing_date = await open_clearing_date(session)
+    clearing_date = await clearing_date_of(session, settings, now=now)
     row.clearing_date = clearing_date
     posted = await ledger.post(
         session,

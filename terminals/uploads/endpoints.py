@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
 
-from cardsvc.api.limits import BodyLimit, GuardedRoute, body_limit, parse_json
-from cardsvc.deps import HsmDep, SessionDep, SettingsDep
+from fastapi import APIRouter
+
+from cardsvc.api.limits import BodyLimit, GuardedRoute, body_limit
+from cardsvc.deps import HsmDep, SessionDep, SessionsDep, SettingsDep
 from cardsvc.settings import Settings
-from terminals.access.auth import AuthenticatedTerminal
-from terminals.lists import service as lists
+from terminals.access.auth import VerifiedTerminal, verified_body
 from terminals.uploads import service
 from terminals.uploads.schemas import UploadRequest, UploadResponse
 
@@ -33,18 +34,12 @@ router = APIRouter(prefix="/terminal", tags=["terminal uploads"], route_class=Gu
 @router.post("/uploads", response_model=UploadResponse)
 @body_limit(upload_limit)
 async def upload(
-    request: Request,
-    terminal: AuthenticatedTerminal,
+    signed: VerifiedTerminal,
+    body: Annotated[UploadRequest, verified_body(UploadRequest)],
     session: SessionDep,
+    sessions: SessionsDep,
     hsm: HsmDep,
     settings: SettingsDep,
 ) -> UploadResponse:
     """One batch of offline records: a result code per record; one ledger posting per batch."""
-    parsed = await parse_json(request, UploadRequest)
-    # Same transaction either way; recorded first so that nothing runs between the ledger
-    # posting (which locks the merchant's pending account) and the commit but the batch's
-    # final update.
-    await lists.report_versions(
-        session, terminal.terminal_id, parsed.blacklist_version, parsed.params_version
-    )
-    return await service.ingest(session, hsm, settings, terminal, parsed)
+    return await service.ingest(sessions, session, hsm, settings, signed, body)

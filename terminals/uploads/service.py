@@ -43,7 +43,7 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any, Final
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cardsvc import clock
 from cardsvc.blacklist import service as blacklist
@@ -59,7 +59,10 @@ from cardsvc.ledger.errors import InsufficientFunds
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.settings import Settings
+from terminals.access import service as access
 from terminals.access.context import TerminalContext
+from terminals.access.service import SignedRequest
+from terminals.lists import service as lists
 from terminals.uploads import repository
 from terminals.uploads.models import ResultCode
 from terminals.uploads.schemas import RecordResult, UploadRequest, UploadResponse
@@ -293,21 +296,19 @@ def _integer_amount(raw: Any) -> int:
 
 
 async def ingest(
+    reads: async_sessionmaker[AsyncSession],
     session: AsyncSession,
     hsm: HsmClient,
     settings: Settings,
-    terminal: TerminalContext,
+    signed: SignedRequest,
     request: UploadRequest,
 ) -> UploadResponse:
-    """Verify, store and post one upload; a repeat of the same batch returns the first answer."""
+    """Verify, store and post one upload; a repeat of the same batch returns the first answer.
+
+    The TACs are verified first, with nothing held (a batch already stored is looked up in a
+    short session of its own and needs none); the write transaction opens when the sequence
+    number is taken, after the HSM answered (docs/architecture.md §11)."""
     digest = content_hash(request)
-    existing = await repository.batch_by_no(session, terminal.terminal_id, request.batch_no)
-    if existing is not None:
-        if existing.content_hash == digest:
-            return UploadResponse.model_validate(existing.response)
-        raise IdempotencyConflict(
-            f"batch {request.batch_no} was uploaded before with other content"
-        )
     if len(request.records) != request.record_count:
         raise ValidationFailed(
             f"record_count {request.record_count} but {len(request.records)} records"
@@ -316,11 +317,30 @@ async def ingest(
         raise ValidationFailed(f"at most {settings.upload_max_records} records per upload")
     if sum(_integer_amount(r) for r in request.records) != request.total_amount:
         raise ValidationFailed("total_amount is not the sum of the records' amounts")
-
     now = clock.now()
-    outcomes = _validate(request, terminal, settings, now)
+    async with reads() as reading:
+        stored = await repository.batch_by_no(reading, signed.terminal_id, request.batch_no)
+    verdicts: dict[int, str | None] = {}
+    if stored is None:
+        first = _validate(request, signed.terminal_no, signed.psam_no, settings, now)
+        verdicts = await _tac_verdicts(hsm, first)
+
+    terminal = await access.claim(session, signed)
+    # First in the write transaction: nothing runs between the ledger posting (which locks the
+    # merchant's pending account) and the commit but the batch's final update.
+    await lists.report_versions(
+        session, terminal.terminal_id, request.blacklist_version, request.params_version
+    )
+    existing = await repository.batch_by_no(session, terminal.terminal_id, request.batch_no)
+    if existing is not None:
+        if existing.content_hash == digest:
+            return UploadResponse.model_validate(existing.response)
+        raise IdempotencyConflict(
+            f"batch {request.batch_no} was uploaded before with other content"
+        )
+    outcomes = _validate(request, terminal.terminal_no, terminal.psam_no, settings, now)
     await _check_cards(session, outcomes)
-    await _verify_tacs(hsm, outcomes)
+    _apply_tacs(outcomes, verdicts)
     await _deduplicate(session, outcomes)
     accepted = [o for o in outcomes if o.code is ResultCode.accepted]
     if accepted:
@@ -330,7 +350,7 @@ async def ingest(
         for o in accepted:
             o.blacklisted = o.parsed is not None and o.parsed.asn in listed
     gap_keys = await _chain(session, outcomes)
-    clearing_date = await clearing.open_clearing_date(session, now)
+    clearing_date = await clearing.clearing_date(session, settings, now=now)
     try:
         return await _store(
             session, request, terminal, outcomes, digest, clearing_date, gap_keys, now
@@ -342,11 +362,11 @@ async def ingest(
 
 
 def _validate(
-    request: UploadRequest, terminal: TerminalContext, settings: Settings, now: datetime
+    request: UploadRequest, terminal_no: str, psam_no: str, settings: Settings, now: datetime
 ) -> list[Outcome]:
     future_limit = now + timedelta(seconds=settings.terminal_clock_skew_seconds)
     oldest = now - timedelta(days=settings.upload_max_record_age_days)
-    psam_ok = request.psam_no == terminal.psam_no
+    psam_ok = request.psam_no == psam_no
     zone = settings.zone
     outcomes: list[Outcome] = []
     for index, raw in enumerate(request.records):
@@ -362,7 +382,7 @@ def _validate(
         outcome.tac = _tac_of(parsed)
         if parsed.tx_time > future_limit:
             outcome.code, outcome.detail = ResultCode.invalid_data, "datetime: in the future"
-        elif parsed.terminal_no != terminal.terminal_no:
+        elif parsed.terminal_no != terminal_no:
             outcome.code, outcome.detail = (
                 ResultCode.unknown_terminal,
                 "terminal_no is not the uploading terminal",
@@ -404,24 +424,34 @@ def _tac_wire(t: TacFields) -> dict[str, object]:
     }
 
 
-async def _verify_tacs(hsm: HsmClient, outcomes: Sequence[Outcome]) -> None:
-    """One TAC_VERIFY for the whole batch: the records still in the running, and those refused
-    02, 05 or 07 (a valid TAC there means the chip paid: a ``refused_paid`` break)."""
+async def _tac_verdicts(hsm: HsmClient, outcomes: Sequence[Outcome]) -> dict[int, str | None]:
+    """One TAC_VERIFY for every record that may still be accepted (whether its card is known is
+    decided later, in the write transaction), and for those refused 02, 05 or 07 whose TAC
+    fields are well formed (a valid TAC there means the chip paid): record index → None when its
+    TAC verifies, else why not."""
     checked = [
         o
         for o in outcomes
         if o.tac is not None and (o.code is None or o.code in CHECKED_WHEN_REFUSED)
     ]
     if not checked:
-        return
+        return {}
     try:
         verdict = await hsm.tac_verify([_tac_wire(o.tac) for o in checked if o.tac])
     except HsmUnavailable as exc:
         raise DependencyUnavailable("HSM unavailable: upload again later") from exc
-    for i, (o, ok) in enumerate(zip(checked, verdict.results, strict=True)):
-        assert o.tac is not None  # noqa: S101 - filtered above
-        if o.code is not None:
-            if ok:
+    return {
+        o.index: None if ok else verdict.errors.get(i, "TAC does not verify")
+        for i, (o, ok) in enumerate(zip(checked, verdict.results, strict=True))
+    }
+
+
+def _apply_tacs(outcomes: Sequence[Outcome], verdicts: Mapping[int, str | None]) -> None:
+    for o in outcomes:
+        if o.tac is None:
+            continue
+        if o.code in CHECKED_WHEN_REFUSED:
+            if o.index in verdicts and verdicts[o.index] is None:
                 o.breaks.append(
                     (
                         BreakKind.refused_paid,
@@ -429,9 +459,16 @@ async def _verify_tacs(hsm: HsmClient, outcomes: Sequence[Outcome]) -> None:
                         f"refused {o.code.value} ({o.detail}) but its TAC verifies: the card paid",
                     )
                 )
-        elif not ok:
-            o.code = ResultCode.tac_invalid
-            o.detail = verdict.errors.get(i, "TAC does not verify")
+            continue
+        if o.code is not None:
+            continue
+        if o.index not in verdicts:
+            # The terminal's registration changed between the check and the write: no verdict
+            # was asked for this record. Nothing is kept; the terminal sends the batch again.
+            raise Conflict("the terminal's registration changed during the upload; retry")
+        failure = verdicts[o.index]
+        if failure is not None:
+            o.code, o.detail = ResultCode.tac_invalid, failure
             o.breaks.append(
                 (
                     BreakKind.tac_failed,
@@ -539,7 +576,7 @@ def _record_row(
         "raw": None
         if code is ResultCode.accepted
         else (o.raw if isinstance(o.raw, dict) else {"value": o.raw}),
-        "clearing_date": clearing_date if code is ResultCode.accepted else None,
+        "clearing_date": clearing_date,
         "received_at": now,
     }
 

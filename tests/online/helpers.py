@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import httpx
 
@@ -17,6 +18,8 @@ from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.residents import service as residents
 from cardsvc.resources import Resources
 from terminals.access.context import TerminalContext
+from terminals.access.models import TerminalSession
+from terminals.access.service import SignedRequest
 from terminals.devices.host_client import HostClient, dev_tmk
 from terminals.registry import service as registry
 from terminals.registry.models import MerchantCategory, TerminalKind
@@ -34,6 +37,21 @@ class Site:
     terminal_id: int
     merchant_id: int
     kind: TerminalKind = TerminalKind.pos
+
+    async def signed(self, resources: Resources, seq: int = 1) -> SignedRequest:
+        """What VerifiedTerminal gives an endpoint (for service-level tests): a live session of
+        this terminal, as if its MAC had verified."""
+        session_id = secrets.token_hex(16)
+        async with unit_of_work(resources.sessions) as session:
+            session.add(
+                TerminalSession(
+                    id=session_id, terminal_id=self.terminal_id, key_blob=b"-", key_kcv="000000",
+                    last_seq=seq - 1, expires_at=clock.now() + timedelta(hours=1),
+                )
+            )  # fmt: skip
+        return SignedRequest(
+            self.terminal_no, session_id, seq, self.terminal_id, "50" + self.terminal_no + "00"
+        )
 
     def context(self, seq: int = 1) -> TerminalContext:
         """What AuthenticatedTerminal gives an endpoint (for service-level tests)."""

@@ -358,8 +358,9 @@ async def test_hsm_unavailable_declines_with_91_and_moves_nothing(
     try:
         async with unit_of_work(resources.sessions) as s:
             outcome = await loads.authorize_load(
-                s, counter.context(), request, hsm=dead, settings=resources.settings
-            )
+                resources.sessions, s, await counter.signed(resources), request, hsm=dead,
+                settings=resources.settings,
+            )  # fmt: skip
             assert (outcome.row.response_code, outcome.response().mac2) == ("91", None)
         # Judging a TAC needs the HSM too: no verdict without it (a repeat of the TAC already
         # accepted needs none); the client may retry.
@@ -369,10 +370,12 @@ async def test_hsm_unavailable_declines_with_91_and_moves_nothing(
         with pytest.raises(DependencyUnavailable):
             async with unit_of_work(resources.sessions) as s:
                 await loads.confirm_load(
+                    resources.sessions,
                     s,
-                    counter.context(),
+                    await counter.signed(resources),
                     ConfirmRequest(terminal_serial=1, tac="00000000"),
                     hsm=dead,
+                    settings=resources.settings,
                 )
     finally:
         await dead.close()
