@@ -84,8 +84,7 @@ async def _card(resources: Resources, account: int) -> tuple[str, int]:
         )
         resident = Resident(
             id_index=secrets.token_hex(32), id_cipher=b"demo", id_masked="3211**********000X",
-            name_cipher=b"demo", name_masked="车*", sex="M", birth_date=date(1980, 8, 8),
-            phone="", address="", created_by="demo",
+            name_cipher=b"demo", name_masked="车*", sex="M", phone="", address="", created_by="demo",
         )  # fmt: skip
         session.add(resident)
         await session.flush()

@@ -115,7 +115,6 @@ async def _cards(resources: Resources, count: int, balance: int) -> list[Virtual
                 name_cipher=b"demo",
                 name_masked="乘*",
                 sex="F",
-                birth_date=date(1985, 5, 5),
                 phone="",
                 address="",
                 created_by="demo",

@@ -231,6 +231,56 @@ def test_0007_moves_break_items_to_the_core_with_their_amounts_and_days(database
     migrate.upgrade(database_url)
 
 
+def test_0011_narrows_the_stored_masks_and_drops_the_birth_date(database_url: str) -> None:
+    migrate.downgrade(database_url, "0010")
+
+    async def old_row() -> None:
+        engine: AsyncEngine = create_engine(database_url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    text(
+                        "INSERT INTO residents (id, id_index, id_cipher, id_masked, name_cipher, "
+                        "name_masked, sex, birth_date, phone, address, created_at, created_by) "
+                        "VALUES (1, 'i', :c, '321102********1232', :c, '张*', 'M', '1990-03-07', "
+                        "'', '', :at, 'op')"
+                    ),
+                    {"c": b"x", "at": datetime(2026, 11, 1, tzinfo=UTC)},
+                )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(old_row())
+    migrate.upgrade(database_url)
+    rows = asyncio.run(_read(database_url, "SELECT id, id_masked FROM residents"))
+    assert rows == [(1, "321***********1232")]
+    engine_columns = asyncio.run(_columns(database_url, "residents"))
+    assert "birth_date" not in engine_columns
+    asyncio.run(_clear(database_url, "residents"))
+
+
+async def _clear(url: str, table: str) -> None:
+    engine: AsyncEngine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - a fixed name
+    finally:
+        await engine.dispose()
+
+
+async def _columns(url: str, table: str) -> set[str]:
+    engine: AsyncEngine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return set(
+                await conn.run_sync(
+                    lambda c: {col["name"] for col in inspect(c).get_columns(table)}
+                )
+            )
+    finally:
+        await engine.dispose()
+
+
 _P_BATCH = (
     "INSERT INTO upload_batches (id, terminal_id, merchant_id, batch_no, content_hash, "
     "record_count, total_amount, accepted_count, accepted_amount, refused_count, refused_amount, "

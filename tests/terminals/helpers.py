@@ -120,7 +120,6 @@ async def issue_cards(
                 name_cipher=b"x",
                 name_masked="张*",
                 sex="M",
-                birth_date=date(1990, 1, 1),
                 phone="",
                 address="",
                 created_by="test",
