@@ -140,7 +140,7 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
                 yield
             return
         configure_logging(settings.log_level, settings.log_json)
-        async with open_resources(settings) as opened, sealing(opened):
+        async with open_resources(settings, hsm_now=True) as opened, sealing(opened):
             # Everything built so far (modules, models, routes, pools) lives as long as the
             # process. Frozen, it is no longer walked by every full collection, whose walks
             # stalled a worker and made the slowest online authorizations (bench p99.9).

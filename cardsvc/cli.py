@@ -11,7 +11,7 @@ import click
 import settlement.components
 import terminals.components
 from cardsvc import components
-from cardsvc.clitools import run_async
+from cardsvc.clitools import CommandLine, run_async
 from cardsvc.jobs import worker as jobs_worker
 from cardsvc.jobs.table import all_jobs
 from cardsvc.reader.link import CardLink, VirtualCards
@@ -24,7 +24,7 @@ def _open_virtual_card(state_file: Path) -> CardLink:
     return open_virtual_card(state_file)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CommandLine, context_settings={"help_option_names": ["-h", "--help"]})
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Citizen card (市民卡) backend: issuance, terminals, payments and settlement."""

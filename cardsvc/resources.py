@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from cardsvc.cache import Cache, connect_cache
 from cardsvc.db import create_engine, session_factory
 from cardsvc.hsm import HsmClient
-from cardsvc.hsm.connect import open_hsm
+from cardsvc.hsm.connect import open_hsm, open_hsm_on_first_use
 from cardsvc.settings import Settings
 
 
@@ -59,6 +59,10 @@ async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
 
 
 @asynccontextmanager
-async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
-    async with open_storage(settings) as storage, open_hsm(settings) as hsm:
+async def open_resources(settings: Settings, *, hsm_now: bool = False) -> AsyncIterator[Resources]:
+    """Storage and the HSM. The HSM is reached (in development: started) when it is first asked
+    something, so a command that touches no key starts none; the API asks for it at once
+    (``hsm_now``), so that a missing HSM stops it at start."""
+    connect = open_hsm if hsm_now else open_hsm_on_first_use
+    async with open_storage(settings) as storage, connect(settings) as hsm:
         yield Resources(storage.settings, storage.engine, storage.sessions, storage.cache, hsm)

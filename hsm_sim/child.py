@@ -11,6 +11,11 @@ For development (``cardsvc`` with ``CARDSVC_HSM_URL=spawn``, the demo), tests an
 
 The child listens on port 0 (the kernel picks a free port, no race) and reports the port in a
 ready file; we then wait until it answers PING.
+
+One simulator per directory (:mod:`hsm_sim.lock`): when one already runs on the directory's key
+store and audit log (``cardsvc serve`` beside a command, several API workers), it is used instead
+of starting a second one, and ``stop`` leaves it running; one that holds the files but does not
+answer is refused (:class:`HsmBusy`).
 """
 
 from __future__ import annotations
@@ -25,7 +30,12 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from hsm_sim.lock import STATE_BUSY_EXIT, Holder, holder
 from hsm_sim.protocol import HEADER, encode_frame
+
+
+class HsmBusy(RuntimeError):
+    """Another hsm-sim holds the directory's files and does not answer."""
 
 
 def _ping(host: str, port: int, timeout: float) -> bool:
@@ -51,14 +61,62 @@ def start_hsm_process(
     env: Mapping[str, str] | None = None,
     host: str = "127.0.0.1",
     startup_timeout: float = 20.0,
+    answer_timeout: float = 3.0,
 ) -> tuple[str, Callable[[], None]]:
-    """Start ``hsm-sim serve`` (development mode unless ``env`` says otherwise); return (url, stop).
+    """Start ``hsm-sim serve`` (development mode unless ``env`` says otherwise), or use the one
+    already running on the same files; return (url, stop).
 
     Key store and audit log go under ``tmpdir`` unless ``env`` names them; stderr goes to
     ``tmpdir/hsm-sim.log``.
     """
     directory = Path(tmpdir)
     directory.mkdir(parents=True, exist_ok=True)
+    audit_log = Path((env or {}).get("HSM_SIM_AUDIT_LOG") or directory / "audit.log")
+    for _attempt in range(3):
+        running = _running(audit_log, startup_timeout, answer_timeout)
+        if running is not None:
+            return running, lambda: None
+        try:
+            return _spawn(directory, dev_keys, env, host, startup_timeout)
+        except _LostTheRace:
+            continue  # another started on these files at the same moment: use that one
+    raise HsmBusy(f"{audit_log} changes hands too often to start hsm-sim on it")
+
+
+class _LostTheRace(Exception):
+    pass
+
+
+def _running(audit_log: Path, startup_timeout: float, answer_timeout: float) -> str | None:
+    """The url of the hsm-sim holding these files, once it answers; None when none holds them.
+    One still starting has ``startup_timeout`` to publish its address, then ``answer_timeout``
+    to answer PING there."""
+    started = time.monotonic()
+    deadline = started + startup_timeout
+    found: Holder | None = holder(audit_log)
+    while found is not None:
+        if found.url is not None and found.host is not None and found.port is not None:
+            if _ping(found.host, found.port, 1.0):
+                return found.url
+            deadline = min(deadline, started + answer_timeout)
+        if time.monotonic() > deadline:
+            who = f"hsm-sim process {found.pid}" if found.pid else "another process"
+            raise HsmBusy(
+                f"{audit_log.parent} is held by {who}, which does not answer: "
+                "stop it, or use another directory"
+            )
+        time.sleep(0.05)  # still starting: it publishes its address once it listens
+        found = holder(audit_log)
+    return None
+
+
+def _spawn(
+    directory: Path,
+    dev_keys: bool,
+    env: Mapping[str, str] | None,
+    host: str,
+    startup_timeout: float,
+) -> tuple[str, Callable[[], None]]:
     ready = directory / f"hsm-sim-ready-{os.getpid()}-{time.monotonic_ns()}"
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("HSM_SIM_")}
     child_env.update(
@@ -101,6 +159,8 @@ def start_hsm_process(
     while time.monotonic() < deadline:
         if process.poll() is not None:
             stop()
+            if process.returncode == STATE_BUSY_EXIT:
+                raise _LostTheRace
             log = (directory / "hsm-sim.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"hsm-sim exited with {process.returncode}:\n{log}")
         if ready.exists():

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from hsm_sim.audit import verify_file
 from hsm_sim.errors import HsmError
 from hsm_sim.keystore import KeyStoreError, Lmk, read_metadata
+from hsm_sim.lock import STATE_BUSY_EXIT, StateBusy
 from hsm_sim.settings import HsmSettings
 
 
@@ -64,6 +65,9 @@ def serve(host: str, port: int, dev_keys: bool, ready_file: Path | None) -> None
 
     try:
         asyncio.run(run())
+    except StateBusy as exc:
+        click.echo(f"Error: {exc}: one hsm-sim per key store and audit log", err=True)
+        sys.exit(STATE_BUSY_EXIT)
     except (HsmError, KeyStoreError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
 

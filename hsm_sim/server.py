@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from hsm_sim import errors as E
+from hsm_sim.lock import StateLock
 from hsm_sim.protocol import HEADER, auth_response, encode_frame
 from hsm_sim.service import HsmService
 from hsm_sim.settings import HsmSettings
@@ -351,6 +352,8 @@ async def serve(
 ) -> None:
     """Run until cancelled (SIGINT/SIGTERM in the CLI)."""
     _descriptors_for(settings)
+    # Before anything reads the files: a second simulator on them would fork the audit chain.
+    state = StateLock([p for p in (settings.keystore, settings.audit_log) if p is not None])
     executor = make_executor(settings)
     try:
         service = HsmService.from_settings(settings, dev_keys=dev_keys, executor=executor)
@@ -367,6 +370,7 @@ async def serve(
         gc.freeze()
         bound_host, bound_port = await server.start(host, port)
         log.info("hsm-sim listening on %s:%d (%s mode)", bound_host, bound_port, settings.mode)
+        state.publish(bound_host, bound_port)
         if ready_file is not None:
             tmp = ready_file.with_suffix(".tmp")
             tmp.write_text(f"{bound_host} {bound_port}\n")
@@ -379,3 +383,4 @@ async def serve(
     finally:
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
+        state.release()

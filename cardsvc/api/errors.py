@@ -10,23 +10,19 @@ in bytes). Names: a domain error's class name (``NotFound``, ``ReplayRefused``..
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import sqlalchemy.exc
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException
 
-from cardsvc.cache import CACHE_DOWN
 from cardsvc.errors import DependencyUnavailable, DomainError, RateLimited
-from cardsvc.hsm import HsmUnavailable
 from cardsvc.logging import get_logger
 from cardsvc.metrics import DOMAIN_ERRORS
-from cardsvc.pgdirect import DISCONNECTED
+from cardsvc.outages import outage
 
 log = get_logger(__name__)
 
@@ -159,40 +155,6 @@ async def http_error_handler(_request: Request, exc: Exception) -> JSONResponse:
         return exc.response()
     name = HTTP_ERROR_NAMES.get(exc.status_code, "HTTPError")
     return error_response(exc.status_code, name, str(exc.detail), headers=exc.headers)
-
-
-_SQLITE_OUTAGES = (
-    "unable to open database",
-    "database is locked",
-    "disk i/o error",
-    "database or disk is full",
-)
-
-
-def outage(exc: BaseException) -> str | None:
-    """Which backing service an exception says is down, or None when it is not an outage."""
-    if isinstance(exc, HsmUnavailable):
-        return "HSM"
-    if isinstance(exc, CACHE_DOWN):
-        return "cache"
-    if isinstance(exc, sqlalchemy.exc.OperationalError) and isinstance(exc.orig, sqlite3.Error):
-        # SQLite raises OperationalError for a missing table too: only these are outages.
-        message = str(exc.orig).lower()
-        return "database" if any(m in message for m in _SQLITE_OUTAGES) else None
-    database_down = (
-        sqlalchemy.exc.OperationalError,
-        sqlalchemy.exc.InterfaceError,
-        sqlalchemy.exc.TimeoutError,  # no pooled connection came free in time
-        ConnectionError,  # refused or reset while connecting
-        *DISCONNECTED,
-    )
-    if isinstance(exc, database_down):
-        return "database"
-    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
-        return "database"
-    if exc.__cause__ is not None and exc.__cause__ is not exc:
-        return outage(exc.__cause__)
-    return None
 
 
 async def unexpected_error_handler(_request: Request, exc: Exception) -> JSONResponse:

@@ -7,15 +7,17 @@ simulator in this process, both with the development key set (:mod:`cardsvc.hsm.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from cardsvc.hsm import HsmClient
 from cardsvc.hsm.sim import TcpHsmClient
 from cardsvc.settings import Settings
 
-__all__ = ["connect_hsm", "open_hsm"]
+__all__ = ["connect_hsm", "open_hsm", "open_hsm_on_first_use"]
 
 
 @asynccontextmanager
@@ -34,6 +36,45 @@ async def open_hsm(settings: Settings) -> AsyncIterator[HsmClient]:
         client = await connect_hsm(url, secret=secret, timeout=settings.hsm_timeout_seconds)
         stack.push_async_callback(client.close)
         yield client
+
+
+class _OnFirstUse:
+    """:func:`open_hsm`'s adapter, opened by the first command that asks the HSM something."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._stack = AsyncExitStack()
+        self._client: HsmClient | None = None
+        self._opening = asyncio.Lock()
+
+    async def _open(self) -> HsmClient:
+        async with self._opening:
+            if self._client is None:
+                self._client = await self._stack.enter_async_context(open_hsm(self._settings))
+            return self._client
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await getattr(await self._open(), name)(*args, **kwargs)
+
+        return call
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+
+
+@asynccontextmanager
+async def open_hsm_on_first_use(settings: Settings) -> AsyncIterator[HsmClient]:
+    """Like :func:`open_hsm`, but nothing is started or connected until a command is sent: a
+    command line that touches no key starts no HSM."""
+    lazy = _OnFirstUse(settings)
+    try:
+        yield cast(HsmClient, lazy)
+    finally:
+        await lazy.close()
 
 
 async def connect_hsm(

@@ -6,13 +6,29 @@ child process (``spawn``). :func:`cardsvc.hsm.connect.open_hsm` refuses both out
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+from cardsvc.hsm import HsmUnavailable
 from cardsvc.hsm.sim import CommandClient, raise_for
-from hsm_sim.child import hsm_process as spawned_hsm
+from hsm_sim.child import HsmBusy, hsm_process
 from hsm_sim.service import HsmService
 
 __all__ = ["LocalHsmClient", "spawned_hsm"]
+
+
+@asynccontextmanager
+async def spawned_hsm(directory: str | os.PathLike[str]) -> AsyncIterator[str]:
+    """The url of an ``hsm-sim`` child on ``directory``'s key store and audit log, or of the
+    one already running on them (another process of the same var dir: ``cardsvc serve`` beside a
+    command). One that holds them without answering is an outage, not a second simulator."""
+    try:
+        async with hsm_process(directory) as url:
+            yield url
+    except HsmBusy as exc:
+        raise HsmUnavailable(str(exc)) from exc
 
 
 class LocalHsmClient(CommandClient):

@@ -8,7 +8,6 @@ as ``error: <Name>: <detail>`` with exit status 1 (:func:`run_domain`).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, NoReturn, TypeVar
@@ -17,20 +16,18 @@ import click
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cardsvc.clitools import run_async
+from cardsvc.clitools import refuse, run_async
 from cardsvc.db import read_sessions, unit_of_work
 from cardsvc.errors import DomainError, ValidationFailed
 from cardsvc.resources import Resources, open_resources
 from cardsvc.settings import get_settings
 from cardsvc.staff import service
 from cardsvc.staff.auth import Role, StaffPrincipal, check_roles
+from cardsvc.staff.schemas import StaffCreate
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 F = TypeVar("F", bound=Callable[..., Any])
-
-# Raised (exit status 1) for every domain refusal; click's own usage errors exit with 2.
-DOMAIN_ERROR_EXIT = 1
 
 
 def staff_options(command: F) -> F:
@@ -69,16 +66,13 @@ async def signed_in(
 
 def fail(exc: DomainError) -> NoReturn:
     """Print ``error: <Name>: <detail>`` on stderr and exit 1."""
-    click.echo(f"error: {type(exc).__name__}: {exc.detail}", err=True)
-    sys.exit(DOMAIN_ERROR_EXIT)
+    refuse(exc)
 
 
 def run_domain(make: Callable[[], Awaitable[T]]) -> T:
-    """Run a command's coroutine; a domain error ends the command through :func:`fail`."""
-    try:
-        return run_async(make)
-    except DomainError as exc:
-        fail(exc)
+    """Run a command's coroutine (a refusal ends the command through the root's
+    :func:`cardsvc.clitools.refuse`)."""
+    return run_async(make)
 
 
 def run_as_staff(
@@ -118,7 +112,9 @@ def staff() -> None:
 
 
 def _create_staff(username: str, password: str, roles: list[Role]) -> None:
-    """Create an account from the command line (no one signs in: the actor is ``cli``)."""
+    """Create an account from the command line (no one signs in: the actor is ``cli``), checked
+    by the API's own request schema first."""
+    body = parse_input(StaffCreate, username=username, password=password, roles=roles)
 
     async def go() -> None:
         async with (
@@ -126,7 +122,11 @@ def _create_staff(username: str, password: str, roles: list[Role]) -> None:
             unit_of_work(resources.sessions) as session,
         ):
             await service.create_staff(
-                session, username=username, password=password, roles=roles, actor="cli"
+                session,
+                username=body.username,
+                password=body.password,
+                roles=body.roles,
+                actor="cli",
             )
 
     run_async(go)
