@@ -76,7 +76,7 @@ def register(
             actor=principal.username,
             today=resources.settings.local_date(clock.now()),
         )
-        return await resident_out(resources.hsm, resident, reveal=False)
+        return resident_out(resident)
 
     out = run_as_staff(user, password, COUNTER_ROLES, work)
     click.echo(f"registered {_show(out)}")
@@ -93,6 +93,6 @@ def find(resident_id: str, user: str, password: str) -> None:
         resources: Resources, session: AsyncSession, principal: StaffPrincipal
     ) -> ResidentOut:
         resident = await service.lookup(session, resources.hsm, body.resident_id)
-        return await resident_out(resources.hsm, resident, reveal=False)
+        return resident_out(resident)
 
     click.echo(_show(run_as_staff(user, password, COUNTER_ROLES, work)))

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends, Query
 from cardsvc import clock
 from cardsvc.api.limits import GuardedRoute
 from cardsvc.audit import service as audit
-from cardsvc.deps import HsmDep, SessionDep, SettingsDep
-from cardsvc.hsm import HsmClient
+from cardsvc.deps import HsmDep, SessionDep, SessionsDep, SettingsDep
+from cardsvc.errors import Forbidden
 from cardsvc.residents import service
 from cardsvc.residents.models import Resident
 from cardsvc.residents.schemas import (
@@ -32,10 +32,10 @@ Counter = Annotated[StaffPrincipal, Depends(require_roles(*COUNTER_ROLES))]
 Reader = Annotated[StaffPrincipal, Depends(require_roles(*READER_ROLES))]
 
 
-async def resident_out(hsm: HsmClient, resident: Resident, *, reveal: bool) -> ResidentOut:
+def resident_out(resident: Resident, pii: service.ResidentPii | None = None) -> ResidentOut:
+    """The resident as a role sees it: masked, unless ``pii`` (a reveal) is given."""
     resident_id, name, birth_date = resident.id_masked, resident.name_masked, None
-    if reveal:
-        pii = await service.reveal(hsm, resident)
+    if pii is not None:
         resident_id, name, birth_date = pii.resident_id, pii.name, pii.birth_date
     return ResidentOut(
         id=resident.id,
@@ -70,7 +70,7 @@ async def register(
         actor=principal.username,
         today=settings.local_date(clock.now()),
     )
-    return await resident_out(hsm, resident, reveal=False)
+    return resident_out(resident)
 
 
 @router.post(
@@ -83,7 +83,7 @@ async def lookup(
 ) -> ResidentOut:
     # POST, not GET: the ID number must not appear in URLs (access logs, proxies).
     resident = await service.lookup(session, hsm, body.resident_id)
-    return await resident_out(hsm, resident, reveal=False)
+    return resident_out(resident)
 
 
 @router.get(
@@ -94,27 +94,31 @@ async def lookup(
 async def get_resident(
     resident_id: int,
     principal: Reader,
+    sessions: SessionsDep,
     session: SessionDep,
     hsm: HsmDep,
     reveal: Annotated[
         bool, Query(description="clear ID and name; counter operator and supervisor only")
     ] = False,
 ) -> ResidentOut:
-    resident = await service.get(session, resident_id)
-    if reveal:
-        # The counter needs the clear values to check documents; an auditor does not.
-        if not principal.roles & {Role.counter_operator, Role.supervisor}:
-            from cardsvc.errors import Forbidden
-
-            raise Forbidden("revealing personal data needs the counter operator or supervisor role")
-        await audit.record(
-            session,
-            actor=principal.username,
-            action="resident.reveal",
-            entity="resident",
-            entity_id=str(resident.id),
-        )
-    return await resident_out(hsm, resident, reveal=reveal)
+    # A short read, closed before the HSM decrypts; the reveal's audit entry is written after.
+    async with sessions() as read:
+        resident = await service.get(read, resident_id)
+    if not reveal:
+        return resident_out(resident)
+    # The counter needs the clear values to check documents; an auditor does not.
+    if not principal.roles & {Role.counter_operator, Role.supervisor}:
+        raise Forbidden("revealing personal data needs the counter operator or supervisor role")
+    pii = await service.reveal(hsm, resident)
+    # Committed before the answer is sent: no reveal reaches a person unrecorded.
+    await audit.record(
+        session,
+        actor=principal.username,
+        action="resident.reveal",
+        entity="resident",
+        entity_id=str(resident.id),
+    )
+    return resident_out(resident, pii)
 
 
 @router.patch(
@@ -127,10 +131,9 @@ async def update(
     body: ResidentContactUpdate,
     principal: Counter,
     session: SessionDep,
-    hsm: HsmDep,
 ) -> ResidentOut:
     resident = await service.get(session, resident_id)
     resident = await service.update_contact(
         session, resident, phone=body.phone, address=body.address, actor=principal.username
     )
-    return await resident_out(hsm, resident, reveal=False)
+    return resident_out(resident)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import date
 
@@ -59,16 +60,21 @@ async def register(
         raise ValidationFailed("sex does not match the resident ID")
     if data.birth_date is not None and data.birth_date != info.birth_date:
         raise ValidationFailed("birth date does not match the resident ID")
-    index = await id_index(hsm, info.number)
+    # Everything the HSM makes first, before the first statement opens the transaction.
+    index, id_cipher, name_cipher = await asyncio.gather(
+        id_index(hsm, info.number),
+        hsm.data_encrypt(PII_KEY, info.number.encode("ascii")),
+        hsm.data_encrypt(PII_KEY, name.encode("utf-8")),
+    )
     if await repository.by_index(session, index) is not None:
         raise Conflict("this resident is already registered")
     resident = await repository.add(
         session,
         Resident(
             id_index=index,
-            id_cipher=await hsm.data_encrypt(PII_KEY, info.number.encode("ascii")),
+            id_cipher=id_cipher,
             id_masked=mask_resident_id(info.number),
-            name_cipher=await hsm.data_encrypt(PII_KEY, name.encode("utf-8")),
+            name_cipher=name_cipher,
             name_masked=mask_name(name),
             sex=info.sex,
             phone=data.phone,

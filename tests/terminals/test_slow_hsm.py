@@ -1,6 +1,9 @@
-"""No database connection or lock is held while the HSM works: with an HSM that answers in
-500 ms and a pool of two connections, routes that need no HSM (health, staff reads) answer while
-terminal requests still wait for the HSM (a held connection would make them wait too)."""
+"""No database connection or lock is held while the HSM works.
+
+With an HSM that answers in 500 ms and a pool of two connections, routes that need no HSM
+(health, staff reads) answer while terminal requests, a purse load, an upload and a resident
+registration still wait for the HSM (a held connection would make them wait too). And request by
+request, at every HSM command of every route that asks one, no connection is checked out."""
 
 from __future__ import annotations
 
@@ -10,65 +13,121 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cardsvc.app import create_app
 from cardsvc.db import create_engine, session_factory
 from cardsvc.hsm import HsmClient
+from cardsvc.reader.link import InProcessLink
 from cardsvc.resources import Resources
 from cardsvc.staff.auth import Role
+from terminals.devices.counter_load import CounterLoadTerminal
+from terminals.registry.models import MerchantCategory, TerminalKind
 from tests.issuance.helpers import resident_id, staff_headers
-from tests.terminals.helpers import build_registry, host
+from tests.online.helpers import make_site, signed_in
+from tests.terminals.helpers import World, build_registry, bus, host, issue_cards, tap
 
 BLACKLIST = "/api/v1/terminal/lists/blacklist"
 RESIDENTS = "/api/v1/residents"
 
 
-class SlowHsm:
-    """Every call waits ``delay`` seconds before the real HSM answers."""
+class Checkouts:
+    """How many of an engine's connections are checked out right now."""
 
-    def __init__(self, inner: HsmClient, delay: float) -> None:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.now = 0
+
+        @event.listens_for(engine.sync_engine, "checkout")
+        def _out(*_args: Any) -> None:
+            self.now += 1
+
+        @event.listens_for(engine.sync_engine, "checkin")
+        def _in(*_args: Any) -> None:
+            self.now -= 1
+
+
+class SlowHsm:
+    """Every call waits ``delay`` seconds before the real HSM answers; each call is noted with
+    the connections checked out when it began."""
+
+    def __init__(self, inner: HsmClient, delay: float, checkouts: Checkouts) -> None:
         self._inner = inner
+        self._checkouts = checkouts
         self.delay = delay
+        self.calls: list[tuple[str, int]] = []
 
     def __getattr__(self, name: str) -> Any:
         call = getattr(self._inner, name)
 
         async def slowly(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append((name, self._checkouts.now))
             await asyncio.sleep(self.delay)
             return await call(*args, **kwargs)
 
         return slowly
 
 
-async def test_a_slow_hsm_holds_no_connection(resources: Resources) -> None:
-    world = await build_registry(resources, buses=2, taxis=2)
+@dataclasses.dataclass
+class Narrow:
+    """The API on a pool of two connections and the slow HSM."""
+
+    api: httpx.AsyncClient
+    hsm: SlowHsm
+    resources: Resources
+
+
+async def narrow_api(resources: Resources, run: Callable[[Narrow], Awaitable[None]]) -> None:
     engine = create_engine(resources.settings.database_url, pool_size=2)
-    slow = SlowHsm(resources.hsm, 0.0)
+    checkouts = Checkouts(engine)
+    slow = SlowHsm(resources.hsm, 0.0, checkouts)
     narrow = dataclasses.replace(
-        resources,
-        engine=engine,
-        sessions=session_factory(engine),
-        hsm=slow,
+        resources, engine=engine, sessions=session_factory(engine), hsm=slow
     )
     transport = httpx.ASGITransport(app=create_app(narrow.settings, narrow))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as api:
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as api:
+            await run(Narrow(api, slow, narrow))
+    finally:
+        await engine.dispose()
+
+
+async def test_a_slow_hsm_holds_no_connection(resources: Resources) -> None:
+    world = await build_registry(resources, buses=2, taxis=2)
+    counter = await make_site(resources, 101, MerchantCategory.retail, TerminalKind.counter)
+    riders = await issue_cards(resources, [501, 502], balance=5000)
+    chip = next(iter((await issue_cards(resources, [503], balance=0)).values()))
+
+    async def run(n: Narrow) -> None:
+        api = n.api
         staff = await staff_headers(api, "clerk", Role.auditor)
-        counter = await staff_headers(api, "counter", Role.counter_operator)
-        terminals = [host(api, t) for t in world.bus_terminals + world.taxi_terminals]
+        operator = await staff_headers(api, "counter", Role.counter_operator)
+        validator = await bus(api, world.bus_terminals[0])  # signs in, fetches its lists
+        terminals = [host(api, t) for t in world.bus_terminals[1:] + world.taxi_terminals]
         for terminal in terminals:
             await terminal.sign_in()
-        slow.delay = 0.5
-        pending: list[asyncio.Task[httpx.Response]] = [
-            asyncio.create_task(terminal.get(f"{BLACKLIST}?since=0")) for terminal in terminals
-        ]
-        # A staff route that asks the HSM (the resident's ID is indexed and encrypted) too.
+        for rider in riders.values():
+            tap(validator, rider)
+        desk = CounterLoadTerminal(await signed_in(api, counter))
+
+        async def load() -> str:
+            with InProcessLink(chip) as link:
+                return (await desk.load(link, 2_000)).status
+
+        n.hsm.delay = 0.5
         resident = {
             "resident_id": resident_id(),
             "name": "张三",
             "phone": "13800000000",
             "address": "x",
         }
-        pending.append(asyncio.create_task(api.post(RESIDENTS, json=resident, headers=counter)))
+        pending: list[asyncio.Task[Any]] = [
+            *(asyncio.create_task(t.get(f"{BLACKLIST}?since=0")) for t in terminals),
+            # A staff route that asks the HSM too (the resident's ID is indexed and encrypted).
+            asyncio.create_task(api.post(RESIDENTS, json=resident, headers=operator)),
+            asyncio.create_task(load()),  # MAC1/MAC2, then the TAC of the confirmation
+            asyncio.create_task(validator.upload()),  # the batch's TACs
+        ]
         await asyncio.sleep(0.1)  # every one of them is waiting for the HSM now
         answered: list[tuple[str, int]] = []
         requests: list[tuple[str, Callable[[], Awaitable[httpx.Response]]]] = [
@@ -82,6 +141,56 @@ async def test_a_slow_hsm_holds_no_connection(resources: Resources) -> None:
             answered.append((name, response.status_code))
             assert not any(task.done() for task in pending), f"{name} waited for the HSM"
         results = await asyncio.gather(*pending)
-    await engine.dispose()
-    assert answered == [(name, 200) for name, _ in requests]
-    assert [r.status_code for r in results] == [200] * len(terminals) + [201]
+        assert answered == [(name, 200) for name, _ in requests]
+        lists, registered = results[: len(terminals)], results[len(terminals)]
+        assert [r.status_code for r in lists] == [200] * len(terminals)
+        assert registered.status_code == 201
+        assert results[-2] == "confirmed"
+        assert [r["code"] for answer in results[-1] for r in answer["results"]] == ["00", "00"]
+
+    await narrow_api(resources, run)
+
+
+async def test_no_connection_is_checked_out_while_the_hsm_works(
+    resources: Resources, world: World
+) -> None:
+    """One request at a time, so every checked-out connection would be the asking request's."""
+    counter = await make_site(resources, 101, MerchantCategory.retail, TerminalKind.counter)
+    riders = await issue_cards(resources, [504], balance=5000)
+    chip = next(iter((await issue_cards(resources, [505], balance=0)).values()))
+
+    async def run(n: Narrow) -> None:
+        api = n.api
+        operator = await staff_headers(api, "counter", Role.counter_operator)
+        supervisor = await staff_headers(api, "supervisor", Role.supervisor)
+        validator = await bus(api, world.bus_terminals[0])  # sign-in and lists
+        tap(validator, riders[next(iter(riders))])
+        assert [r["code"] for a in await validator.upload() for r in a["results"]] == ["00"]
+        desk = CounterLoadTerminal(await signed_in(api, counter))
+        with InProcessLink(chip) as link:
+            assert (await desk.load(link, 1_500)).status == "confirmed"
+        body = {
+            "resident_id": resident_id(),
+            "name": "李四",
+            "phone": "13800000000",
+            "address": "y",
+        }
+        created = await api.post(RESIDENTS, json=body, headers=operator)
+        assert created.status_code == 201
+        resident = created.json()["id"]
+        lookup = {"resident_id": body["resident_id"]}
+        assert (await api.post(f"{RESIDENTS}/lookup", json=lookup, headers=operator)).is_success
+        revealed = await api.get(f"{RESIDENTS}/{resident}?reveal=true", headers=operator)
+        assert revealed.json()["resident_id"] == body["resident_id"]
+        applied = await api.post(
+            "/api/v1/applications", json={"resident_id": resident}, headers=operator
+        )
+        assert applied.status_code == 201
+        audited = await api.get("/api/v1/audit/verify", headers=supervisor)
+        assert audited.status_code in (200, 403)
+        asked = {name for name, _ in n.hsm.calls}
+        assert {"mac_verify", "tac_verify", "load_authorize", "data_decrypt"} <= asked
+        held = [(name, count) for name, count in n.hsm.calls if count]
+        assert not held, f"connections checked out while the HSM worked: {held}"
+
+    await narrow_api(resources, run)
