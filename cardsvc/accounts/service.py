@@ -183,6 +183,10 @@ async def find_by_reference(session: AsyncSession, text: str) -> OnlineAccount |
     return None if reference is None else await repo.by_reference(session, reference)
 
 
+async def by_id(session: AsyncSession, account_id: int) -> OnlineAccount | None:
+    return await repo.by_id(session, account_id)
+
+
 async def for_resident(session: AsyncSession, resident_id: int) -> OnlineAccount | None:
     return await repo.by_resident(session, resident_id)
 
