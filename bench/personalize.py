@@ -19,7 +19,7 @@ from pathlib import Path
 from cardsvc import clock, migrate
 from cardsvc.applications import service as applications
 from cardsvc.cache import MemoryCache
-from cardsvc.db import create_engine, session_factory, unit_of_work
+from cardsvc.db import create_engine, read_sessions, session_factory, unit_of_work
 from cardsvc.hsm.connect import connect_hsm
 from cardsvc.personalization.service import PersoResult, personalize
 from cardsvc.reader.link import InProcessLink
@@ -44,8 +44,11 @@ async def _applications(resources: Resources, n: int, offset: int) -> list[int]:
                 actor="bench-op",
                 today=resources.settings.local_date(clock.now()),
             )
+        async with unit_of_work(resources.sessions) as session:
             application = await applications.submit(
+                read_sessions(resources.engine),
                 session,
+                resources.hsm,
                 resources.settings,
                 resident_id=resident.id,
                 card_type=None,

@@ -15,7 +15,7 @@ from cardsvc.clitools import run_async
 from cardsvc.jobs import worker as jobs_worker
 from cardsvc.jobs.table import all_jobs
 from cardsvc.reader.link import CardLink, VirtualCards
-from cardsvc.settings import get_settings
+from cardsvc.settings import Settings, get_settings
 
 
 def _open_virtual_card(state_file: Path) -> CardLink:
@@ -47,14 +47,13 @@ def serve(host: str | None, port: int | None, workers: int, no_upgrade: bool) ->
     """Serve the HTTP API (uvicorn)."""
     import uvicorn
 
-    from cardsvc import migrate
     from cardsvc.server import NoDelayHttpProtocol
 
     settings = get_settings()
     if settings.is_sqlite:
         settings.var_dir.mkdir(parents=True, exist_ok=True)
     if not no_upgrade:
-        migrate.upgrade(settings.database_url)
+        _upgrade(settings)
     if workers > 1:
         from cardsvc.metrics import prepare_multiprocess
 
@@ -114,13 +113,21 @@ def db() -> None:
 @click.argument("revision", default="head")
 def db_upgrade(revision: str) -> None:
     """Upgrade the schema to REVISION (default head)."""
-    from cardsvc import migrate
-
     settings = get_settings()
     if settings.is_sqlite:
         settings.var_dir.mkdir(parents=True, exist_ok=True)
-    migrate.upgrade(settings.database_url, revision)
+    _upgrade(settings, revision)
     click.echo(f"schema at {revision}")
+
+
+def _upgrade(settings: Settings, revision: str = "head") -> None:
+    """The migrations, then (at head) the daily partitions around today (PostgreSQL)."""
+    from cardsvc import migrate
+    from cardsvc.clearing.tasks import prepare_partitions
+
+    migrate.upgrade(settings.database_url, revision)
+    if revision == "head":
+        run_async(lambda: prepare_partitions(settings))
 
 
 @db.command("downgrade")

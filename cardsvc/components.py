@@ -53,5 +53,6 @@ def cli_groups() -> list[click.Command]:
 
 def jobs() -> list[Job]:
     from cardsvc.cards.tasks import EXPIRE_CARDS, RELEASE_BALANCES
+    from cardsvc.clearing.tasks import DAY_CUT
 
-    return [RELEASE_BALANCES, EXPIRE_CARDS]
+    return [DAY_CUT, RELEASE_BALANCES, EXPIRE_CARDS]

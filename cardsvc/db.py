@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -106,6 +107,8 @@ def create_engine(
         return engine
     engine = create_async_engine(
         url,
+        # Named, so that an operator (and the day cut, when it waits) can tell our sessions.
+        connect_args={"server_settings": {"application_name": "cardsvc"}},
         pool_size=pool_size,
         max_overflow=0,
         pool_pre_ping=pre_ping,
@@ -148,11 +151,30 @@ def _serialize_sqlite_writers(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A short read (read_sessions) takes no write lock: in WAL mode it neither waits for the
+        # writer nor holds it back, and a task that holds a write transaction may still read.
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+READ_ONLY = "cardsvc_read_only"
+_read_factories: weakref.WeakKeyDictionary[Any, async_sessionmaker[AsyncSession]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def read_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for a short read, never written through (on SQLite: a deferred BEGIN)."""
+    found = _read_factories.get(engine.sync_engine)
+    if found is None:
+        found = _read_factories[engine.sync_engine] = session_factory(
+            engine.execution_options(**{READ_ONLY: True})
+        )
+    return found
 
 
 @asynccontextmanager

@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cardsvc.cache import Cache
-from cardsvc.db import unit_of_work
+from cardsvc.db import read_sessions, unit_of_work
 from cardsvc.hsm import HsmClient
 from cardsvc.pinpads import PinPads
 from cardsvc.resources import Resources
@@ -42,7 +42,7 @@ async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
 async def get_sessions(resources: ResourcesDep) -> async_sessionmaker[AsyncSession]:
     """For a short read of its own, closed before the request calls the HSM or hashes a password
     (no connection or row lock is held across such a wait: docs/architecture.md §11)."""
-    return resources.sessions
+    return read_sessions(resources.engine)
 
 
 async def get_settings_dep(resources: ResourcesDep) -> Settings:

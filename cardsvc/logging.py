@@ -22,7 +22,7 @@ _SECRET_FIELD = re.compile(
     r"(^|_)(key|keys|pin|password|passwd|secret|token|kt|lmk|authorization)($|_)", re.I
 )
 # 18-character resident ID (GB 11643): 17 digits and a digit or X.
-_RESIDENT_ID = re.compile(r"(?<![0-9A-Za-z])(\d{6})\d{8}(\d{3}[\dXx])(?![0-9A-Za-z])")
+_RESIDENT_ID = re.compile(r"(?<![0-9A-Za-z])(\d{3})\d{11}(\d{3}[\dXx])(?![0-9A-Za-z])")
 # 16- to 19-digit card numbers / PAN-like runs.
 _CARD_NO = re.compile(r"(?<!\d)(\d{4})\d{8,11}(\d{4})(?!\d)")
 # Long hex runs (keys, cryptograms) of 32 hex digits or more.
@@ -30,7 +30,7 @@ _LONG_HEX = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{32,}(?![0-9A-Fa-f])")
 
 
 def mask_text(text: str) -> str:
-    text = _RESIDENT_ID.sub(lambda m: f"{m.group(1)}********{m.group(2)[-1]}", text)
+    text = _RESIDENT_ID.sub(lambda m: f"{m.group(1)}{'*' * 11}{m.group(2)}", text)
     text = _CARD_NO.sub(lambda m: f"{m.group(1)}********{m.group(2)}", text)
     return _LONG_HEX.sub(REDACTED, text)
 

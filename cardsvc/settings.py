@@ -156,6 +156,15 @@ class Settings(BaseSettings):
     # Records older than this are refused as expired (result 05; reference/settlement_hsm.md §1.5).
     upload_max_record_age_days: Annotated[int, Field(ge=1, le=3650)] = 30
     upload_max_records: Annotated[int, Field(ge=1, le=10000)] = 2000
+    # Local time of the day cut (日切, cardsvc.clearing.service): before noon it ends day D the
+    # next morning, from noon on the same evening.
+    day_cutoff: Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")] = "00:00"
+    # How long the day cut waits for transactions that were open when it moved the open day.
+    day_cut_wait_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    # Daily partitions (PostgreSQL) made ahead of the open day by each cut.
+    partitions_ahead_days: Annotated[int, Field(ge=1, le=366)] = 7
+    # How often ``cardsvc worker`` checks whether the day is due to be cut.
+    worker_day_cut_interval_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
 
     # Web and logs.
     host: str = "127.0.0.1"

@@ -182,11 +182,16 @@ async def set_pin(
     summary="Cash paid in at a counter, once per receipt number (counter, supervisor)",
 )
 async def deposit(
-    reference: str, body: DepositIn, principal: Counter, session: SessionDep
+    reference: str,
+    body: DepositIn,
+    principal: Counter,
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> MovementOut:
     account = await service.by_reference(session, reference)
     found = await service.deposit(
         session,
+        settings,
         account,
         counter_code=body.counter_code,
         receipt_no=body.receipt_no,
@@ -257,9 +262,14 @@ async def get_movement(
     summary="Pay out a held withdrawal (supervisor; not its operator)",
 )
 async def approve(
-    movement_id: Annotated[int, Path(ge=1, le=2**62)], principal: Supervisor, session: SessionDep
+    movement_id: Annotated[int, Path(ge=1, le=2**62)],
+    principal: Supervisor,
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> MovementOut:
-    found = await service.approve_withdrawal(session, movement_id, actor=principal.username)
+    found = await service.approve_withdrawal(
+        session, settings, movement_id, actor=principal.username
+    )
     return movement_out(found)
 
 

@@ -37,7 +37,7 @@ from cardsvc.audit import service as audit
 from cardsvc.cards import service as cards
 from cardsvc.cards.models import CardStatus
 from cardsvc.cards.numbers import check_card_no, mask_card_no
-from cardsvc.clearing.service import open_clearing_date
+from cardsvc.clearing.service import clearing_date as clearing_date_of
 from cardsvc.db import unit_of_work
 from cardsvc.errors import (
     Conflict,
@@ -417,6 +417,7 @@ async def _replay(
 
 async def _claim(
     session: AsyncSession,
+    settings: Settings,
     kind: MovementKind,
     account: OnlineAccount,
     *,
@@ -427,7 +428,7 @@ async def _claim(
     actor: str,
     card_no: str | None = None,
 ) -> tuple[AccountMovement | None, date]:
-    clearing_date = await open_clearing_date(session)
+    clearing_date = await clearing_date_of(session, settings)
     row = await repo.claim_movement(
         session,
         {
@@ -458,6 +459,7 @@ def _movement_audit(row: AccountMovement) -> dict[str, object]:
 
 async def deposit(
     session: AsyncSession,
+    settings: Settings,
     account: OnlineAccount,
     *,
     counter_code: str,
@@ -470,7 +472,7 @@ async def deposit(
     if replay is not None:
         return replay
     row, clearing_date = await _claim(
-        session, MovementKind.deposit, account, counter_code=counter_code,
+        session, settings, MovementKind.deposit, account, counter_code=counter_code,
         receipt_no=receipt_no, amount=amount, status=MovementStatus.posted, actor=actor,
     )  # fmt: skip
     if row is None:  # a concurrent request with this receipt committed first
@@ -544,7 +546,7 @@ async def withdraw(
     needs_approval = amount > settings.withdrawal_approval_above
     status = MovementStatus.awaiting_approval if needs_approval else MovementStatus.posted
     row, clearing_date = await _claim(
-        session, MovementKind.withdrawal, account, counter_code=counter_code,
+        session, settings, MovementKind.withdrawal, account, counter_code=counter_code,
         receipt_no=receipt_no, amount=amount, status=status, actor=actor, card_no=card_no,
     )  # fmt: skip
     if row is None:
@@ -603,7 +605,7 @@ async def _account_of(session: AsyncSession, row: AccountMovement) -> OnlineAcco
 
 
 async def approve_withdrawal(
-    session: AsyncSession, movement_id: int, *, actor: str
+    session: AsyncSession, settings: Settings, movement_id: int, *, actor: str
 ) -> MovementView:
     """A supervisor pays out a held withdrawal (a second person: not its operator). A hold that
     ran out first is not paid: the answer says ``expired``."""
@@ -619,7 +621,7 @@ async def approve_withdrawal(
             row.hold_id,
             row.amount,
             idempotency_key=_withdrawal_key(row),
-            clearing_date=await open_clearing_date(session),
+            clearing_date=await clearing_date_of(session, settings),
             tx_type="account_withdrawal",
             record_ref=f"account_movement:{row.id}",
         )

@@ -20,6 +20,7 @@ from cardsvc.applications.endpoints import (
 from cardsvc.applications.models import ApplicationStatus
 from cardsvc.applications.schemas import ApplicationCreate, ApplicationOut, RejectBody
 from cardsvc.cards.models import Card, CardType
+from cardsvc.db import read_sessions
 from cardsvc.resources import Resources
 from cardsvc.staff.auth import StaffPrincipal
 from cardsvc.staff.cli import parse_input, run_as_staff, staff_options
@@ -62,7 +63,9 @@ def submit(resident: int, card_type: str | None, user: str, password: str) -> No
         resources: Resources, session: AsyncSession, principal: StaffPrincipal
     ) -> ApplicationOut:
         application = await service.submit(
+            read_sessions(resources.engine),
             session,
+            resources.hsm,
             resources.settings,
             resident_id=body.resident_id,
             card_type=body.card_type,

@@ -14,7 +14,7 @@ from cardsvc.cards import repository as cards_repo
 from cardsvc.cards.endpoints import card_out
 from cardsvc.cards.models import CardType
 from cardsvc.cards.schemas import CardOut
-from cardsvc.deps import SessionDep, SettingsDep
+from cardsvc.deps import HsmDep, SessionDep, SessionsDep, SettingsDep
 from cardsvc.staff.auth import Role, StaffPrincipal
 from cardsvc.staff.deps import require_roles
 
@@ -60,10 +60,17 @@ async def application_out(session: SessionDep, application: Application) -> Appl
     summary="Submit an application (counter operator)",
 )
 async def submit(
-    body: ApplicationCreate, principal: Operator, session: SessionDep, settings: SettingsDep
+    body: ApplicationCreate,
+    principal: Operator,
+    session: SessionDep,
+    sessions: SessionsDep,
+    hsm: HsmDep,
+    settings: SettingsDep,
 ) -> ApplicationOut:
     application = await service.submit(
+        sessions,
         session,
+        hsm,
         settings,
         resident_id=body.resident_id,
         card_type=body.card_type,

@@ -3,7 +3,7 @@ production allocates the card number, personalization and handover finish it (DE
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cardsvc import clock
 from cardsvc.applications import repository
@@ -14,7 +14,9 @@ from cardsvc.cards import service as cards
 from cardsvc.cards.models import Card, CardStatus, CardType
 from cardsvc.cards.numbers import mask_card_no
 from cardsvc.errors import Conflict, Forbidden, InvalidStateTransition, NotFound
+from cardsvc.hsm import HsmClient
 from cardsvc.residents import repository as residents_repo
+from cardsvc.residents import service as residents
 from cardsvc.settings import Settings
 
 
@@ -70,16 +72,22 @@ async def _move(
 
 
 async def submit(
+    reads: async_sessionmaker[AsyncSession],
     session: AsyncSession,
+    hsm: HsmClient,
     settings: Settings,
     *,
     resident_id: int,
     card_type: CardType | None,
     actor: str,
 ) -> Application:
-    resident = await residents_repo.get(session, resident_id)
+    """The card type follows the holder's age, whose birth date is only in the encrypted ID: it is
+    read in a short session and decrypted by the HSM before the write transaction opens."""
+    async with reads() as reading:
+        resident = await residents_repo.get(reading, resident_id)
     if resident is None:
         raise NotFound(f"no resident {resident_id}")
+    birth_date = (await residents.reveal(hsm, resident)).birth_date
     if await repository.open_for_resident(session, resident_id) is not None:
         raise Conflict("the resident already has an open application")
     held = await cards_repo.holding_cards(session, resident_id, cards.HOLDING_STATUSES)
@@ -88,7 +96,7 @@ async def submit(
             f"the resident already holds a card ({held[0].status.value}); report loss and replace it instead"
         )
     resolved = cards.resolve_card_type(
-        card_type, resident.birth_date, settings, settings.local_date(clock.now())
+        card_type, birth_date, settings, settings.local_date(clock.now())
     )
     application = await repository.add(
         session,

@@ -175,6 +175,8 @@ async def propose(
     response_model=CreditDetail,
     summary="Move a credit in suspense to the proposed account (finance; not the proposer)",
 )
-async def approve(credit_id: CreditId, principal: Finance, session: SessionDep) -> CreditDetail:
-    row = await service.approve(session, credit_id, actor=principal.username)
+async def approve(
+    credit_id: CreditId, principal: Finance, session: SessionDep, settings: SettingsDep
+) -> CreditDetail:
+    row = await service.approve(session, settings, credit_id, actor=principal.username)
     return await credit_detail(session, row)

@@ -35,7 +35,7 @@ from cardsvc.bank.schemas import CreditIn
 from cardsvc.breaks import service as breaks
 from cardsvc.breaks.models import BreakKind
 from cardsvc.breaks.schemas import BreakRef, NewBreak, Resolve
-from cardsvc.clearing.service import open_clearing_date
+from cardsvc.clearing.service import clearing_date as clearing_date_of
 from cardsvc.errors import (
     DependencyUnavailable,
     DomainError,
@@ -125,7 +125,7 @@ async def receive(
     digest = _hash(credit)
     existing = await repo.by_reference(session, bank_code, credit.bank_reference)
     if existing is None:
-        clearing_date = await open_clearing_date(session)
+        clearing_date = await clearing_date_of(session, settings)
         account = await accounts.find_by_reference(session, credit.account_reference)
         row = await repo.claim(
             session,
@@ -159,7 +159,7 @@ async def receive(
         session,
         NewBreak(
             kind=BreakKind.bank_credit_conflict,
-            clearing_date=await open_clearing_date(session),
+            clearing_date=await clearing_date_of(session, settings),
             reason="the bank's file repeats a reference with other content; nothing booked",
             ref=BreakRef(source="bank_credit", source_id=existing.id, reference=_ref(existing)),
             amount=credit.amount,
@@ -353,7 +353,9 @@ async def propose(
     return row
 
 
-async def approve(session: AsyncSession, credit_id: int, *, actor: str) -> BankCredit:
+async def approve(
+    session: AsyncSession, settings: Settings, credit_id: int, *, actor: str
+) -> BankCredit:
     """A second person moves the suspense credit to the proposed account and closes its break."""
     row = await get(session, credit_id, for_update=True)
     if row.status is not CreditStatus.suspense or row.proposed_account_id is None:
@@ -367,7 +369,7 @@ async def approve(session: AsyncSession, credit_id: int, *, actor: str) -> BankC
         PostingRequest(
             idempotency_key=f"bank-assign:{row.id}",
             tx_type="bank_suspense_assign",
-            clearing_date=await open_clearing_date(session),
+            clearing_date=await clearing_date_of(session, settings),
             entries=[
                 Entry(bank_suspense(row.bank_code), Side.debit, row.amount),
                 Entry(accounts.ledger_account(account.resident_id), Side.credit, row.amount),

@@ -8,7 +8,7 @@ between the posting and the status update replays the same ledger transaction (D
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -19,6 +19,7 @@ from cardsvc.cards import repository
 from cardsvc.cards import service as cards
 from cardsvc.cards.models import BalanceRelease, ReleaseKind, ReleaseStatus
 from cardsvc.cards.numbers import mask_card_no
+from cardsvc.clearing import service as clearing
 from cardsvc.db import unit_of_work
 from cardsvc.jobs.worker import Job
 from cardsvc.ledger import service as ledger
@@ -60,9 +61,9 @@ async def _target(session: AsyncSession, release: BalanceRelease) -> AccountRef 
 
 
 async def release_one(
-    session: AsyncSession, release_id: int, clearing_date: date
+    session: AsyncSession, release_id: int, settings: Settings, now: datetime
 ) -> tuple[str, int]:
-    """Handle one due release; returns (outcome, amount)."""
+    """Handle one due release; returns (outcome, amount). Posted on the open clearing day."""
     release = await repository.lock_release(session, release_id)
     if release is None or release.status is ReleaseStatus.done:
         return "skipped", 0
@@ -80,7 +81,7 @@ async def release_one(
             PostingRequest(
                 idempotency_key=f"card-release:{release.id}",
                 tx_type="transfer" if release.kind is ReleaseKind.to_new_card else "refund",
-                clearing_date=clearing_date,
+                clearing_date=await clearing.clearing_date(session, settings, now=now),
                 entries=[Entry(source, Side.debit, amount), Entry(target, Side.credit, amount)],
                 record_ref=f"card_balance_release:{release.id}",
                 description=f"{release.kind.value} balance of card {mask_card_no(old.card_no)}",
@@ -114,13 +115,12 @@ async def release_balances(
     sessions: async_sessionmaker[AsyncSession], settings: Settings, now: datetime | None = None
 ) -> ReleaseReport:
     now = now or clock.now()
-    clearing_date = settings.local_date(now)
     report = ReleaseReport()
     async with sessions() as session:
         due = await repository.due_release_ids(session, now)
     for release_id in due:
         async with unit_of_work(sessions) as session:
-            outcome, amount = await release_one(session, release_id, clearing_date)
+            outcome, amount = await release_one(session, release_id, settings, now)
         if outcome == "moved":
             report.moved += 1
             report.amount += amount

@@ -1,5 +1,7 @@
 """Clearing days (DESIGN §5, §11): every accepted record carries the business day open when it
-was accepted; settlement closes a day (new acceptances go to the next one)."""
+was accepted; the day cut closes a day (new acceptances go to the next one). A day is ``open``,
+then ``closing`` from the cut until every transaction that may have taken it has ended, then
+``closed`` (``cardsvc.clearing.service``)."""
 
 from __future__ import annotations
 
@@ -24,4 +26,5 @@ class ClearingDay(Base):
     clearing_date: Mapped[date] = mapped_column(Date, primary_key=True)
     status: Mapped[DayStatus] = mapped_column(Enum(DayStatus, native_enum=False, length=16))
     opened_at: Mapped[datetime]
+    cut_at: Mapped[datetime | None]  # when it began closing
     closed_at: Mapped[datetime | None]

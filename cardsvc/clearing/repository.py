@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.clearing.models import ClearingDay, DayStatus
@@ -50,10 +51,10 @@ async def insert_open_if_absent(session: AsyncSession, day: date, now: datetime)
     await insert_ignore(session, ClearingDay.__table__, values)
 
 
-async def set_status(
-    session: AsyncSession, day: date, status: DayStatus, now: datetime | None
-) -> int:
+async def set_status(session: AsyncSession, day: date, status: DayStatus, now: datetime) -> int:
     values: dict[str, object] = {"status": status}
+    if status is DayStatus.closing:
+        values["cut_at"] = now
     if status is DayStatus.closed:
         values["closed_at"] = now
     result = await session.execute(
@@ -62,6 +63,39 @@ async def set_status(
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+async def dates_with_status(session: AsyncSession, status: DayStatus) -> list[date]:
+    stmt = (
+        select(ClearingDay.clearing_date)
+        .where(ClearingDay.status == status)
+        .order_by(ClearingDay.clearing_date)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def server_clock(session: AsyncSession) -> datetime:
+    """The database server's clock now (PostgreSQL), the clock ``pg_stat_activity`` uses."""
+    value: datetime = (await session.execute(text("SELECT clock_timestamp()"))).scalar_one()
+    return value
+
+
+async def transactions_started_before(
+    session: AsyncSession, moment: datetime
+) -> list[dict[str, Any]]:
+    """Other client transactions on this database that began before ``moment`` and are still open
+    (PostgreSQL; the role needs to see other sessions: the same role, or ``pg_read_all_stats``)."""
+    rows = await session.execute(
+        text(
+            "SELECT pid, application_name, state, xact_start FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend' AND xact_start < :moment "
+            "ORDER BY xact_start"
+        ),
+        {"moment": moment},
+    )
+    return [dict(row._mapping) for row in rows]
+
+
 async def list_days(session: AsyncSession, limit: int = 30) -> list[ClearingDay]:
+    """The latest days, newest first."""
     stmt = select(ClearingDay).order_by(ClearingDay.clearing_date.desc()).limit(limit)
     return list((await session.execute(stmt)).scalars())

@@ -8,7 +8,7 @@ import click
 
 from cardsvc import clock
 from cardsvc.applications import service as applications
-from cardsvc.db import unit_of_work
+from cardsvc.db import read_sessions, unit_of_work
 from cardsvc.personalization import files
 from cardsvc.personalization.service import personalize
 from cardsvc.reader.link import InProcessLink
@@ -47,9 +47,11 @@ async def step_issue_card(resources: Resources) -> None:
             actor="demo-operator",
             today=settings.local_date(clock.now()),
         )
+    async with unit_of_work(resources.sessions) as session:
         application = await applications.submit(
-            session, settings, resident_id=resident.id, card_type=None, actor="demo-operator"
-        )
+            read_sessions(resources.engine), session, resources.hsm, settings,
+            resident_id=resident.id, card_type=None, actor="demo-operator",
+        )  # fmt: skip
     click.echo(
         f"  resident {mask_resident_id(resident_id)} registered; application {application.id} submitted by demo-operator"
     )

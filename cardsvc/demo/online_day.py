@@ -77,15 +77,14 @@ async def _registry(resources: Resources) -> None:
 
 async def _card(resources: Resources, account: int) -> tuple[str, int]:
     async with unit_of_work(resources.sessions) as session:
-        day = await clearing.open_clearing_date(session)
+        day = await clearing.clearing_date(session, resources.settings)
         card_no = make_card_no(
             resources.settings.city_code,
             await cards_repository.next_sequence(session, resources.settings.city_code),
         )
         resident = Resident(
             id_index=secrets.token_hex(32), id_cipher=b"demo", id_masked="3211**********000X",
-            name_cipher=b"demo", name_masked="车*", sex="M", birth_date=date(1980, 8, 8),
-            phone="", address="", created_by="demo",
+            name_cipher=b"demo", name_masked="车*", sex="M", phone="", address="", created_by="demo",
         )  # fmt: skip
         session.add(resident)
         await session.flush()

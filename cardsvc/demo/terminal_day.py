@@ -101,8 +101,8 @@ async def _registry(resources: Resources) -> None:
 
 async def _cards(resources: Resources, count: int, balance: int) -> list[VirtualCard]:
     chips: list[VirtualCard] = []
-    day = await _open_day(resources)
     async with unit_of_work(resources.sessions) as session:
+        day = await clearing.clearing_date(session, resources.settings)
         for _ in range(count):
             card_no = make_card_no(
                 resources.settings.city_code,
@@ -115,7 +115,6 @@ async def _cards(resources: Resources, count: int, balance: int) -> list[Virtual
                 name_cipher=b"demo",
                 name_masked="乘*",
                 sex="F",
-                birth_date=date(1985, 5, 5),
                 phone="",
                 address="",
                 created_by="demo",
@@ -149,11 +148,6 @@ async def _cards(resources: Resources, count: int, balance: int) -> list[Virtual
             )
             chips.append(make_dev_personalized_card(card_no, balance))
     return chips
-
-
-async def _open_day(resources: Resources) -> date:
-    async with unit_of_work(resources.sessions) as session:
-        return await clearing.open_clearing_date(session)
 
 
 async def step_terminal_day(resources: Resources) -> None:

@@ -106,37 +106,70 @@ class LedgerAccount(Base):
     created_at: Mapped[datetime]
 
 
+class LedgerTransactionKey(Base):
+    """What makes a transaction unique across every clearing day, and where to find it.
+
+    On PostgreSQL the journal (transactions and lines) is partitioned by clearing date, and a
+    unique index of a partitioned table must include the partition key: it could only say "unique
+    within one day". A retry after the day cut carries the same key on another day, so the keys
+    live here, in one table that is not partitioned: the idempotency key, the transaction each
+    reversal undoes (once), and the clearing date that locates the transaction's partition.
+    """
+
+    __tablename__ = "ledger_transaction_keys"
+
+    idempotency_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    transaction_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    clearing_date: Mapped[date] = mapped_column(Date)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    # A transaction is reversed at most once.
+    reverses_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ledger_transaction_keys.transaction_id"), unique=True
+    )
+
+
 class LedgerTransaction(Base):
+    """One balanced posting. Partitioned by ``clearing_date`` on PostgreSQL (one partition per
+    day, ``cardsvc.clearing.partitions``), where its primary key is (clearing_date, id)."""
+
     __tablename__ = "ledger_transactions"
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
-        # A transaction is reversed at most once.
-        UniqueConstraint("reverses_id"),
+        {"postgresql_partition_by": "RANGE (clearing_date)"},
     )
 
-    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
-    idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
-    content_hash: Mapped[str] = mapped_column(String(64))
+    # Allocated with its key (``ledger.repository.write_transaction``), never by the table.
+    id: Mapped[int] = mapped_column(
+        BigInteger,
+        ForeignKey("ledger_transaction_keys.transaction_id"),
+        primary_key=True,
+        autoincrement=False,
+    )
     tx_type: Mapped[str] = mapped_column(String(32))
-    clearing_date: Mapped[date] = mapped_column(Date, index=True)
-    record_ref: Mapped[str | None] = mapped_column(String(128), index=True)
-    reverses_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_transactions.id"))
+    clearing_date: Mapped[date] = mapped_column(Date)
+    record_ref: Mapped[str | None] = mapped_column(String(128))
     hold_id: Mapped[int | None] = mapped_column(BigInteger)
     amount: Mapped[int] = mapped_column(BigInteger)  # sum of the debits (= sum of the credits)
     line_count: Mapped[int]
     description: Mapped[str] = mapped_column(String(255))
-    posted_at: Mapped[datetime] = mapped_column(index=True)
+    posted_at: Mapped[datetime]
 
 
 class LedgerLine(Base):
+    """One side of a transaction; carries its transaction's clearing date (the partition key)."""
+
     __tablename__ = "ledger_lines"
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
         Index("ix_ledger_lines_account_id_transaction_id", "account_id", "transaction_id"),
+        {"postgresql_partition_by": "RANGE (clearing_date)"},
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
-    transaction_id: Mapped[int] = mapped_column(ForeignKey("ledger_transactions.id"), index=True)
+    clearing_date: Mapped[date] = mapped_column(Date)
+    transaction_id: Mapped[int] = mapped_column(
+        ForeignKey("ledger_transaction_keys.transaction_id"), index=True
+    )
     account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"))
     side: Mapped[Side] = mapped_column(Enum(Side, native_enum=False, length=8))
     amount: Mapped[int] = mapped_column(BigInteger)
@@ -162,5 +195,7 @@ class LedgerHold(Base):
     created_at: Mapped[datetime]
     resolved_at: Mapped[datetime | None]
     posted_amount: Mapped[int | None] = mapped_column(BigInteger)
-    transaction_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_transactions.id"))
+    transaction_id: Mapped[int | None] = mapped_column(
+        BigIntPK, ForeignKey("ledger_transaction_keys.transaction_id")
+    )
     reason: Mapped[str | None] = mapped_column(String(255))

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, literal, select, text, update
+from sqlalchemy import Table, bindparam, case, func, literal, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.ledger.models import (
@@ -24,6 +24,7 @@ from cardsvc.ledger.models import (
     LedgerHold,
     LedgerLine,
     LedgerTransaction,
+    LedgerTransactionKey,
     Side,
 )
 from cardsvc.ledger.schemas import AccountRef
@@ -31,8 +32,9 @@ from cardsvc.pgdirect import Query
 from cardsvc.sql import dialect_insert
 
 accounts = LedgerAccount.__table__
-transactions = LedgerTransaction.__table__
-lines = LedgerLine.__table__
+keys = LedgerTransactionKey.__table__
+transactions: Table = LedgerTransaction.__table__  # type: ignore[assignment]
+lines: Table = LedgerLine.__table__  # type: ignore[assignment]
 holds = LedgerHold.__table__
 
 
@@ -182,18 +184,26 @@ async def lock_accounts_by_ref(
     return {state.ref: state for state in states}
 
 
+# The key row first: its primary key decides a race on the idempotency key (ON CONFLICT DO
+# NOTHING: nothing else is written), and the transaction id is allocated with it.
 _WRITE_TRANSACTION_PG = Query(
     lambda _dialect: text(
-        "WITH tx AS ("
-        " INSERT INTO ledger_transactions (idempotency_key, content_hash, tx_type, clearing_date,"
-        " record_ref, reverses_id, hold_id, amount, line_count, description, posted_at)"
-        " VALUES (:idempotency_key, :content_hash, :tx_type, :clearing_date, :record_ref,"
-        " :reverses_id, :hold_id, :amount, :line_count, :description, :posted_at)"
-        " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+        "WITH k AS ("
+        " INSERT INTO ledger_transaction_keys (idempotency_key, transaction_id, clearing_date,"
+        " content_hash, reverses_id)"
+        " VALUES (:idempotency_key, nextval('ledger_transaction_ids'), :clearing_date,"
+        " :content_hash, :reverses_id)"
+        " ON CONFLICT (idempotency_key) DO NOTHING RETURNING transaction_id"
+        "), tx AS ("
+        " INSERT INTO ledger_transactions (id, tx_type, clearing_date, record_ref, hold_id,"
+        " amount, line_count, description, posted_at)"
+        " SELECT k.transaction_id, :tx_type, :clearing_date, :record_ref, :hold_id, :amount,"
+        " :line_count, :description, :posted_at FROM k RETURNING id"
         "), written_lines AS ("
-        " INSERT INTO ledger_lines (transaction_id, account_id, side, amount)"
-        " SELECT tx.id, u.a, u.s, u.m FROM tx, unnest(CAST(:line_accounts AS BIGINT[]),"
-        " CAST(:line_sides AS VARCHAR[]), CAST(:line_amounts AS BIGINT[])) AS u(a, s, m)"
+        " INSERT INTO ledger_lines (clearing_date, transaction_id, account_id, side, amount)"
+        " SELECT :clearing_date, tx.id, u.a, u.s, u.m FROM tx,"
+        " unnest(CAST(:line_accounts AS BIGINT[]), CAST(:line_sides AS VARCHAR[]),"
+        " CAST(:line_amounts AS BIGINT[])) AS u(a, s, m)"
         "), moved AS ("
         " UPDATE ledger_accounts AS a SET balance = a.balance + d.db, held = a.held + d.dh"
         " FROM unnest(CAST(:delta_ids AS BIGINT[]), CAST(:delta_balances AS BIGINT[]),"
@@ -210,20 +220,20 @@ async def write_transaction(
     line_rows: Sequence[tuple[int, Side, int]],
     deltas: Sequence[tuple[int, int, int]],
 ) -> int | None:
-    """Insert a transaction, its lines and its balance changes (callers hold the row locks);
-    None, with nothing written, when the idempotency key was taken (e.g. concurrently).
+    """Insert a transaction (its key, header and lines) and its balance changes (callers hold the
+    row locks); None, with nothing written, when the idempotency key was taken (e.g. concurrently).
 
     On PostgreSQL one statement of data-modifying CTEs, so a first posting is two round trips
-    (lock, write) whatever its size; SQLite runs the three steps one after another.
+    (lock, write) whatever its size; SQLite runs the steps one after another.
     """
     if not is_postgres(session):
         transaction_id = await insert_transaction(session, values)
         if transaction_id is not None:
-            await insert_lines(session, transaction_id, line_rows)
+            await insert_lines(session, transaction_id, values["clearing_date"], line_rows)
             await apply_deltas(session, deltas)
         return transaction_id
     params = {
-        **values,
+        **{name: values[name] for name in _WRITTEN},
         "line_accounts": [r[0] for r in line_rows],
         "line_sides": [r[1].value for r in line_rows],
         "line_amounts": [r[2] for r in line_rows],
@@ -233,6 +243,14 @@ async def write_transaction(
     }
     value = await _WRITE_TRANSACTION_PG.scalar(session, params)
     return None if value is None else int(value)
+
+
+_KEY_COLUMNS = ("idempotency_key", "clearing_date", "content_hash", "reverses_id")
+_HEADER_COLUMNS = (
+    "tx_type", "clearing_date", "record_ref", "hold_id", "amount", "line_count", "description",
+    "posted_at",
+)  # fmt: skip
+_WRITTEN = frozenset(_KEY_COLUMNS) | frozenset(_HEADER_COLUMNS)
 
 
 _APPLY_DELTAS_PG = Query(
@@ -291,27 +309,23 @@ async def balance_as_of(
     signed = case((lines.c.side == normal_side.value, lines.c.amount), else_=-lines.c.amount)
     value = await session.scalar(
         select(func.coalesce(func.sum(signed), 0))
-        .select_from(lines.join(transactions, transactions.c.id == lines.c.transaction_id))
-        .where(lines.c.account_id == account_id, LedgerTransaction.posted_at <= as_of)
+        .select_from(
+            lines.join(
+                transactions,
+                (transactions.c.clearing_date == lines.c.clearing_date)
+                & (transactions.c.id == lines.c.transaction_id),
+            )
+        )
+        .where(lines.c.account_id == account_id, transactions.c.posted_at <= as_of)
     )
     return int(value or 0)
 
 
 # --- transactions and lines -----------------------------------------------------------------
-
-_TX_COLUMNS = (
-    transactions.c.id,
-    transactions.c.idempotency_key,
-    transactions.c.content_hash,
-    transactions.c.tx_type,
-    transactions.c.clearing_date,
-    transactions.c.amount,
-    transactions.c.line_count,
-    transactions.c.posted_at,
-    transactions.c.record_ref,
-    transactions.c.reverses_id,
-    transactions.c.hold_id,
-)
+#
+# A transaction is found through its key row (not partitioned), then read from its day's
+# partition with the clearing date as a bound value: PostgreSQL prunes to that one partition when
+# the statement starts. A join would plan every partition and sort them out row by row.
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,67 +343,132 @@ class TransactionRow:
     hold_id: int | None
 
 
-def _tx_row(row: Any) -> TransactionRow:
-    return TransactionRow(*row)
-
-
-_TRANSACTION_BY_KEY = Query(
-    lambda _dialect: select(*_TX_COLUMNS).where(transactions.c.idempotency_key == bindparam("key"))
+_KEY_ROW = (
+    keys.c.idempotency_key,
+    keys.c.transaction_id,
+    keys.c.clearing_date,
+    keys.c.content_hash,
+    keys.c.reverses_id,
+)
+_KEY_BY_KEY = Query(
+    lambda _dialect: select(*_KEY_ROW).where(keys.c.idempotency_key == bindparam("key"))
+)
+_KEY_BY_ID = Query(
+    lambda _dialect: select(*_KEY_ROW).where(keys.c.transaction_id == bindparam("id"))
+)
+_HEADER = Query(
+    lambda _dialect: select(
+        transactions.c.tx_type,
+        transactions.c.amount,
+        transactions.c.line_count,
+        transactions.c.posted_at,
+        transactions.c.record_ref,
+        transactions.c.hold_id,
+    ).where(
+        transactions.c.clearing_date == bindparam("clearing_date"),
+        transactions.c.id == bindparam("id"),
+    )
 )
 
 
+async def _transaction(session: AsyncSession, key_row: Any) -> TransactionRow:
+    key, transaction_id, clearing_date, content_hash, reverses_id = key_row
+    header = await _HEADER.first(session, {"clearing_date": clearing_date, "id": transaction_id})
+    if header is None:  # pragma: no cover - the key and its transaction are written together
+        raise LookupError(f"transaction {transaction_id} has a key but no row")
+    tx_type, amount, line_count, posted_at, record_ref, hold_id = header
+    return TransactionRow(
+        id=int(transaction_id),
+        idempotency_key=key,
+        content_hash=content_hash,
+        tx_type=tx_type,
+        clearing_date=clearing_date,
+        amount=int(amount),
+        line_count=int(line_count),
+        posted_at=_utc(posted_at),
+        record_ref=record_ref,
+        reverses_id=reverses_id,
+        hold_id=hold_id,
+    )
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite returns naive text-parsed datetimes through a direct query; the column stores UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 async def transaction_by_key(session: AsyncSession, key: str) -> TransactionRow | None:
-    row = await _TRANSACTION_BY_KEY.first(session, {"key": key})
-    return None if row is None else _tx_row(row)
+    row = await _KEY_BY_KEY.first(session, {"key": key})
+    return None if row is None else await _transaction(session, row)
 
 
 async def transaction_by_id(session: AsyncSession, transaction_id: int) -> TransactionRow | None:
-    row = (
-        await session.execute(select(*_TX_COLUMNS).where(transactions.c.id == transaction_id))
-    ).first()
-    return None if row is None else _tx_row(row)
+    row = await _KEY_BY_ID.first(session, {"id": transaction_id})
+    return None if row is None else await _transaction(session, row)
 
 
 async def reversal_of(session: AsyncSession, transaction_id: int) -> int | None:
     value = await session.scalar(
-        select(transactions.c.id).where(transactions.c.reverses_id == transaction_id)
+        select(keys.c.transaction_id).where(keys.c.reverses_id == transaction_id)
     )
     return None if value is None else int(value)
 
 
 async def insert_transaction(session: AsyncSession, values: dict[str, Any]) -> int | None:
-    """Insert a transaction; None when its idempotency key was taken (e.g. concurrently)."""
+    """Insert a transaction's key and header (SQLite; PostgreSQL writes them inside
+    :func:`write_transaction`'s one statement); None when its idempotency key was taken.
+
+    SQLite serializes writers (``BEGIN IMMEDIATE``), so the next id is simply one past the last.
+    """
+    next_id = select(func.coalesce(func.max(keys.c.transaction_id), 0) + 1).scalar_subquery()
     stmt = (
-        dialect_insert(session.get_bind().dialect.name, transactions)
-        .values(**values)
+        dialect_insert(session.get_bind().dialect.name, keys)
+        .values(transaction_id=next_id, **{name: values[name] for name in _KEY_COLUMNS})
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        .returning(transactions.c.id)
+        .returning(keys.c.transaction_id)
     )
     value = (await session.execute(stmt)).scalar()
-    return None if value is None else int(value)
+    if value is None:
+        return None
+    transaction_id = int(value)
+    await session.execute(
+        transactions.insert().values(id=transaction_id, **{n: values[n] for n in _HEADER_COLUMNS})
+    )
+    return transaction_id
 
 
 async def insert_lines(
-    session: AsyncSession, transaction_id: int, rows: Sequence[tuple[int, Side, int]]
+    session: AsyncSession,
+    transaction_id: int,
+    clearing_date: date,
+    rows: Sequence[tuple[int, Side, int]],
 ) -> None:
-    """Insert the lines (account id, side, amount) of one transaction (SQLite; PostgreSQL writes
-    them inside :func:`write_transaction`'s one statement)."""
+    """Insert the lines (account id, side, amount) of one transaction (SQLite)."""
     await session.execute(
-        text(
-            "INSERT INTO ledger_lines (transaction_id, account_id, side, amount) "
-            "VALUES (:tx, :acc, :side, :amt)"
-        ),
-        [{"tx": transaction_id, "acc": a, "side": s.value, "amt": m} for a, s, m in rows],
+        lines.insert(),
+        [
+            {
+                "clearing_date": clearing_date,
+                "transaction_id": transaction_id,
+                "account_id": a,
+                "side": s,
+                "amount": m,
+            }
+            for a, s, m in rows
+        ],
     )
 
 
 async def transaction_lines(
-    session: AsyncSession, transaction_id: int
+    session: AsyncSession, transaction: TransactionRow
 ) -> list[tuple[AccountRef, Side, int]]:
     rows = await session.execute(
         select(accounts.c.kind, accounts.c.owner_ref, lines.c.side, lines.c.amount)
         .select_from(lines.join(accounts, accounts.c.id == lines.c.account_id))
-        .where(lines.c.transaction_id == transaction_id)
+        .where(
+            lines.c.clearing_date == transaction.clearing_date,
+            lines.c.transaction_id == transaction.id,
+        )
         .order_by(lines.c.id)
     )
     return [(AccountRef(AccountKind(k), o), Side(s), int(a)) for k, o, s, a in rows]
@@ -663,7 +742,13 @@ async def unbalanced_transactions(
         select(
             transactions.c.id, transactions.c.amount, transactions.c.line_count, debits, credits, n
         )
-        .select_from(transactions.outerjoin(lines, lines.c.transaction_id == transactions.c.id))
+        .select_from(
+            transactions.outerjoin(
+                lines,
+                (lines.c.clearing_date == transactions.c.clearing_date)
+                & (lines.c.transaction_id == transactions.c.id),
+            )
+        )
         .group_by(transactions.c.id, transactions.c.amount, transactions.c.line_count)
         .having(
             (debits != credits)
@@ -674,6 +759,22 @@ async def unbalanced_transactions(
         .order_by(transactions.c.id)
     )
     return [tuple(int(v) for v in r) for r in rows]  # type: ignore[misc]
+
+
+async def keys_without_transaction(session: AsyncSession) -> list[tuple[str, int, date]]:
+    """(key, transaction id, clearing date) of keys whose transaction is not on their day."""
+    joined = keys.outerjoin(
+        transactions,
+        (transactions.c.clearing_date == keys.c.clearing_date)
+        & (transactions.c.id == keys.c.transaction_id),
+    )
+    rows = await session.execute(
+        select(keys.c.idempotency_key, keys.c.transaction_id, keys.c.clearing_date)
+        .select_from(joined)
+        .where(transactions.c.id.is_(None))
+        .order_by(keys.c.transaction_id)
+    )
+    return [(str(k), int(t), d) for k, t, d in rows]
 
 
 async def signed_total(session: AsyncSession) -> int:

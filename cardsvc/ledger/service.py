@@ -317,7 +317,7 @@ async def reverse(
         raise TransactionNotFound(f"transaction {transaction_id} not found")
     entries = [
         Entry(ref, Side.credit if side is Side.debit else Side.debit, amount)
-        for ref, side, amount in await repo.transaction_lines(session, transaction_id)
+        for ref, side, amount in await repo.transaction_lines(session, original)
     ]
     request = PostingRequest(
         idempotency_key=idempotency_key,
@@ -337,9 +337,12 @@ async def reverse(
 
 async def transaction_entries(session: AsyncSession, transaction_id: int) -> list[Entry]:
     """The lines of a posted transaction, as entries."""
+    transaction = await repo.transaction_by_id(session, transaction_id)
+    if transaction is None:
+        raise TransactionNotFound(f"transaction {transaction_id} not found")
     return [
         Entry(ref, side, amount)
-        for ref, side, amount in await repo.transaction_lines(session, transaction_id)
+        for ref, side, amount in await repo.transaction_lines(session, transaction)
     ]
 
 
@@ -639,7 +642,8 @@ async def expire_holds(session: AsyncSession, now: datetime) -> int:
 async def check_invariants(session: AsyncSession) -> InvariantReport:
     """Invariants 1-5 of reference/settlement_hsm.md §2.3 over the whole ledger.
 
-    Every transaction balances (and matches its stored amount and line count), the journal and
+    Every transaction balances (and matches its stored amount and line count) and is found from
+    its key on the clearing date the key names, the journal and
     all balances net to zero, each balance equals its lines, each account's holds equal its
     pending holds, and no non-overdraft account is negative (or below its holds).
     """
@@ -653,6 +657,14 @@ async def check_invariants(session: AsyncSession) -> InvariantReport:
                 "transaction_unbalanced",
                 f"tx:{tx_id}",
                 f"amount {amount}, lines {n}/{line_count}, debits {debits}, credits {credits}",
+            )
+        )
+    for key, transaction_id, clearing_date in await repo.keys_without_transaction(session):
+        violations.append(
+            Violation(
+                "key_without_transaction",
+                f"tx:{transaction_id}",
+                f"key {key!r} points to no transaction on {clearing_date.isoformat()}",
             )
         )
     debits, credits = await repo.journal_totals(session)

@@ -110,7 +110,7 @@ async def _prepare(
         job.updated_at = clock.now()
         await session.flush()
     return _Plan(
-        job.id, card, start, resumed, pii.resident_id, pii.name, resident.sex, resident.birth_date
+        job.id, card, start, resumed, pii.resident_id, pii.name, resident.sex, pii.birth_date
     )
 
 

@@ -24,7 +24,7 @@ def residents() -> None:
 
 def _show(out: ResidentOut) -> str:
     return (
-        f"resident {out.id}: {out.resident_id} {out.name}, {out.sex}, born {out.birth_date}, "
+        f"resident {out.id}: {out.resident_id} {out.name}, {out.sex}, "
         f"phone {out.phone}, {out.address}"
     )
 

@@ -33,16 +33,16 @@ Reader = Annotated[StaffPrincipal, Depends(require_roles(*READER_ROLES))]
 
 
 async def resident_out(hsm: HsmClient, resident: Resident, *, reveal: bool) -> ResidentOut:
-    resident_id, name = resident.id_masked, resident.name_masked
+    resident_id, name, birth_date = resident.id_masked, resident.name_masked, None
     if reveal:
         pii = await service.reveal(hsm, resident)
-        resident_id, name = pii.resident_id, pii.name
+        resident_id, name, birth_date = pii.resident_id, pii.name, pii.birth_date
     return ResidentOut(
         id=resident.id,
         resident_id=resident_id,
         name=name,
         sex=resident.sex,
-        birth_date=resident.birth_date,
+        birth_date=birth_date,
         phone=resident.phone,
         address=resident.address,
     )

@@ -64,9 +64,16 @@ def parse_resident_id(value: str, *, today: date) -> ResidentIdInfo:
     return ResidentIdInfo(number, number[:6], birth, "M" if int(number[16]) % 2 else "F")
 
 
+def birth_date_of(number: str) -> date:
+    """The birth date in an ID number that passed :func:`parse_resident_id` when registered."""
+    return date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
+
+
 def mask_resident_id(number: str) -> str:
-    """Region and last character kept, as on printed receipts: 110101********0011 style."""
-    return f"{number[:6]}{'*' * 8}{number[14:]}" if len(number) == 18 else "*" * len(number)
+    """The first 3 and the last 4 characters: ``321***********1232``. The birth date and most of
+    the region are hidden, so what a role sees (with the sex and the address it may also see)
+    leaves millions of candidates; the clear ID is only ever revealed, and each reveal audited."""
+    return f"{number[:3]}{'*' * 11}{number[14:]}" if len(number) == 18 else "*" * len(number)
 
 
 def mask_name(name: str) -> str:

@@ -27,9 +27,9 @@ class ResidentLookup(BaseModel):
 
 class ResidentOut(BaseModel):
     id: int
-    resident_id: str = Field(description="masked unless revealed")
+    resident_id: str = Field(description="masked (first 3 and last 4 characters) unless revealed")
     name: str = Field(description="masked unless revealed")
     sex: str
-    birth_date: date
+    birth_date: date | None = Field(default=None, description="only when revealed")
     phone: str
     address: str

@@ -11,7 +11,12 @@ from cardsvc.audit import service as audit
 from cardsvc.errors import Conflict, NotFound, ValidationFailed
 from cardsvc.hsm import HsmClient
 from cardsvc.residents import repository
-from cardsvc.residents.idnumber import mask_name, mask_resident_id, parse_resident_id
+from cardsvc.residents.idnumber import (
+    birth_date_of,
+    mask_name,
+    mask_resident_id,
+    parse_resident_id,
+)
 from cardsvc.residents.models import Resident
 
 PII_KEY = "PII"
@@ -32,6 +37,10 @@ class ResidentIn:
 class ResidentPii:
     resident_id: str
     name: str
+
+    @property
+    def birth_date(self) -> date:
+        return birth_date_of(self.resident_id)
 
 
 async def id_index(hsm: HsmClient, resident_id: str) -> str:
@@ -62,7 +71,6 @@ async def register(
             name_cipher=await hsm.data_encrypt(PII_KEY, name.encode("utf-8")),
             name_masked=mask_name(name),
             sex=info.sex,
-            birth_date=info.birth_date,
             phone=data.phone,
             address=data.address,
             created_by=actor,
@@ -74,7 +82,7 @@ async def register(
         action="resident.register",
         entity="resident",
         entity_id=str(resident.id),
-        after={"id": resident.id_masked, "sex": resident.sex, "birth_date": resident.birth_date},
+        # No personal data in the audit trail: the entry names the record (entity_id).
     )
     return resident
 
@@ -103,7 +111,8 @@ async def lookup(session: AsyncSession, hsm: HsmClient, resident_id: str) -> Res
 
 
 async def reveal(hsm: HsmClient, resident: Resident) -> ResidentPii:
-    """The clear ID and name, for the roles and steps that need them (counter, personalization)."""
+    """The clear ID and name, for the roles and steps that need them (counter, personalization);
+    whoever shows them to a person records ``resident.reveal`` in the audit trail."""
     number = (await hsm.data_decrypt(PII_KEY, resident.id_cipher)).decode("ascii")
     name = (await hsm.data_decrypt(PII_KEY, resident.name_cipher)).decode("utf-8")
     return ResidentPii(number, name)
@@ -112,19 +121,26 @@ async def reveal(hsm: HsmClient, resident: Resident) -> ResidentPii:
 async def update_contact(
     session: AsyncSession, resident: Resident, *, phone: str | None, address: str | None, actor: str
 ) -> Resident:
-    before = {"phone": resident.phone, "address": resident.address}
+    changed = [
+        name
+        for name, old, new in (
+            ("phone", resident.phone, phone),
+            ("address", resident.address, address),
+        )
+        if new is not None and new != old
+    ]
     if phone is not None:
         resident.phone = phone
     if address is not None:
         resident.address = address
     await session.flush()
+    # Which fields changed, never their values (personal data stays out of the audit trail).
     await audit.record(
         session,
         actor=actor,
         action="resident.update",
         entity="resident",
         entity_id=str(resident.id),
-        before=before,
-        after={"phone": resident.phone, "address": resident.address},
+        after={"changed": changed},
     )
     return resident

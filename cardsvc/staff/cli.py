@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.clitools import run_async
-from cardsvc.db import unit_of_work
+from cardsvc.db import read_sessions, unit_of_work
 from cardsvc.errors import DomainError, ValidationFailed
 from cardsvc.resources import Resources, open_resources
 from cardsvc.settings import get_settings
@@ -52,7 +52,12 @@ async def signed_in(
     async with unit_of_work(resources.sessions) as session:
         try:
             principal = await service.authenticate(
-                resources.sessions, session, resources.settings, resources.cache, username, password
+                read_sessions(resources.engine),
+                session,
+                resources.settings,
+                resources.cache,
+                username,
+                password,
             )
         except service.LoginFailed:
             # The failure count must survive the refusal, or the lockout could be bypassed by

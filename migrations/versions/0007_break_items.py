@@ -68,7 +68,7 @@ def upgrade() -> None:
     day = (
         "date(created_at)" if op.get_bind().dialect.name == "sqlite" else "CAST(created_at AS DATE)"
     )
-    op.execute(f"UPDATE break_items SET clearing_date = {day} WHERE clearing_date IS NULL")  # noqa: S608 - fixed text
+    op.execute(f"UPDATE break_items SET clearing_date = {day} WHERE clearing_date IS NULL")
     op.execute(
         "UPDATE break_items SET resolver = 'system:uploads', resolution = 'filled', "
         "note = reason, reason = 'counter not seen' "

@@ -42,9 +42,10 @@ async def confirm(
     session: SessionDep,
     sessions: SessionsDep,
     hsm: HsmDep,
+    settings: SettingsDep,
 ) -> LoadState:
     """Confirm a load with the TAC the card returned to CREDIT FOR LOAD."""
-    return await service.confirm_load(sessions, session, signed, body, hsm=hsm)
+    return await service.confirm_load(sessions, session, signed, body, hsm=hsm, settings=settings)
 
 
 @router.post("/prove", response_model=LoadState)
@@ -54,9 +55,10 @@ async def prove(
     session: SessionDep,
     sessions: SessionsDep,
     hsm: HsmDep,
+    settings: SettingsDep,
 ) -> LoadState:
     """Report a GET TRANSACTION PROVE answer (type 02) read from a card after a torn load."""
-    return await service.prove_load(sessions, session, signed, body, hsm=hsm)
+    return await service.prove_load(sessions, session, signed, body, hsm=hsm, settings=settings)
 
 
 @router.get("/transfer", response_model=TransferWaiting)

@@ -39,7 +39,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cardsvc import clock
-from cardsvc.clearing.service import open_clearing_date
+from cardsvc.clearing.service import clearing_date
 from cardsvc.errors import (
     Conflict,
     DependencyUnavailable,
@@ -272,13 +272,13 @@ async def authorize_load(
         return _decline(row, Declined(ResponseCode.system_error, "stale_card_state"))
     await observe_card_state(
         session, loads, online_counter=request.online_counter, balance=request.balance,
-        evidence=row, now=now,
+        evidence=row, now=now, settings=settings,
     )  # fmt: skip
     if request.balance + request.amount > settings.purse_max_balance:
         return _decline(row, Declined(ResponseCode.exceeds_limit, "purse_max_balance"))
 
-    clearing_date = await open_clearing_date(session)
-    row.clearing_date = clearing_date
+    day = await clearing_date(session, settings, now=now)
+    row.clearing_date = day
     try:
         async with session.begin_nested():
             posted = await ledger.post(
@@ -286,7 +286,7 @@ async def authorize_load(
                 PostingRequest(
                     idempotency_key=f"load:{row.id}",
                     tx_type="load",
-                    clearing_date=clearing_date,
+                    clearing_date=day,
                     entries=[
                         Entry(source_account(row), Side.debit, request.amount),
                         Entry(card_float(standing.card_no), Side.credit, request.amount),
@@ -328,6 +328,7 @@ async def _confirm(
     resolution: Resolution,
     now: datetime,
     *,
+    settings: Settings,
     tac: str | None = None,
     evidence: PurseLoad | None = None,
 ) -> None:
@@ -346,11 +347,16 @@ async def _confirm(
             and other.status is LoadStatus.pending
             and other.online_counter == row.online_counter
         ):
-            await refund(session, other, superseded_by=row, now=now)
+            await refund(session, other, superseded_by=row, now=now, settings=settings)
 
 
 async def refund(
-    session: AsyncSession, row: PurseLoad, *, superseded_by: PurseLoad, now: datetime
+    session: AsyncSession,
+    row: PurseLoad,
+    *,
+    superseded_by: PurseLoad,
+    now: datetime,
+    settings: Settings,
 ) -> None:
     """Reverse a pending load's posting to its source: it is proven not on the card."""
     if row.status is not LoadStatus.pending:
@@ -360,7 +366,7 @@ async def refund(
             session,
             row.ledger_transaction_id,
             idempotency_key=f"load-refund:{row.id}",
-            clearing_date=await open_clearing_date(session),
+            clearing_date=await clearing_date(session, settings, now=now),
             reason=f"load {row.id} not on the card: load {superseded_by.id} holds its online counter",
         )
         row.refund_transaction_id = reversal.id
@@ -379,6 +385,7 @@ async def observe_card_state(
     balance: int,
     evidence: PurseLoad,
     now: datetime,
+    settings: Settings,
 ) -> list[int]:
     """Resolve earlier pending loads from a genuine later card state; return the ids resolved.
 
@@ -400,7 +407,7 @@ async def observe_card_state(
         ]
         confirmed = next((x for x in same_counter if x.status is LoadStatus.confirmed), None)
         if confirmed is not None:
-            await refund(session, load, superseded_by=confirmed, now=now)
+            await refund(session, load, superseded_by=confirmed, now=now, settings=settings)
             resolved.append(load.id)
             continue
         if any(x.status is LoadStatus.pending for x in same_counter):
@@ -413,7 +420,9 @@ async def observe_card_state(
             # its balance, and they lower it: more money than the load left is not consistent.
             log.warning("load.evidence_inconsistent", load_id=load.id, evidence_id=evidence.id)
             continue
-        await _confirm(session, load, Resolution.later_record, now, evidence=evidence)
+        await _confirm(
+            session, load, Resolution.later_record, now, evidence=evidence, settings=settings
+        )
         resolved.append(load.id)
     return resolved
 
@@ -444,6 +453,7 @@ async def confirm_load(
     request: ConfirmRequest,
     *,
     hsm: HsmClient,
+    settings: Settings,
 ) -> LoadState:
     """The terminal's confirmation with the card's TAC from CREDIT FOR LOAD (idempotent). The
     load is read and its TAC verified with nothing held; the write transaction opens after."""
@@ -472,7 +482,7 @@ async def confirm_load(
         log.error("load.tac_after_refund", load_id=row.id)
         raise LoadAlreadyRefunded(f"load {row.id} was refunded but its TAC verifies")
     if row.status is LoadStatus.pending:
-        await _confirm(session, row, Resolution.tac, now, tac=tac)
+        await _confirm(session, row, Resolution.tac, now, tac=tac, settings=settings)
     return _state(row, tac_valid=True)
 
 
@@ -483,6 +493,7 @@ async def prove_load(
     request: ProveRequest,
     *,
     hsm: HsmClient,
+    settings: Settings,
 ) -> LoadState:
     """A GET TRANSACTION PROVE answer (type 02, counter = load counter + 1) from a later tap; the
     candidates are read and their TACs verified with nothing held, then the write transaction."""
@@ -505,5 +516,5 @@ async def prove_load(
         log.error("load.prove_after_refund", load_id=match.id)
         raise LoadAlreadyRefunded(f"load {match.id} was refunded but its proof verifies")
     if match.status is LoadStatus.pending:
-        await _confirm(session, match, Resolution.prove, now, tac=tac)
+        await _confirm(session, match, Resolution.prove, now, tac=tac, settings=settings)
     return _state(match, tac_valid=True)

@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc import clock
 from cardsvc.cards.models import CardStatus
-from cardsvc.clearing.service import open_clearing_date
+from cardsvc.clearing.service import clearing_date as clearing_date_of
 from cardsvc.errors import IdempotencyConflict
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.errors import HoldExpired, InsufficientFunds, InvalidStateTransition
@@ -296,7 +296,9 @@ async def authorize(
         return _decline(row, refusal or Declined(ResponseCode.unknown_card, "unknown_card"), now)
     row.card_no = standing.card_no
     row.resident_id = standing.resident_id
-    clearing_date = standing.open_clearing_date or await open_clearing_date(session)
+    clearing_date = await clearing_date_of(
+        session, settings, now=now, seen=standing.open_clearing_date
+    )
     row.clearing_date = clearing_date
     account = resident_account(standing.resident_id)
     merchant = merchant_pending(terminal.merchant_no)
@@ -380,7 +382,7 @@ async def complete(
         )
     if request.amount > original.approved_amount:
         return _decline(row, Declined(ResponseCode.invalid_transaction, "above_preauth"), now)
-    clearing_date = await open_clearing_date(session)
+    clearing_date = await clearing_date_of(session, settings, now=now)
     row.clearing_date = clearing_date
     hold_id = original.hold_id
     try:
@@ -500,7 +502,7 @@ async def reverse(
         return _decline(row, Declined(ResponseCode.invalid_transaction, "preauth_completed"), now)
     if original.refunded_amount > 0:
         return _decline(row, Declined(ResponseCode.invalid_transaction, "original_refunded"), now)
-    clearing_date = await open_clearing_date(session)
+    clearing_date = await clearing_date_of(session, settings, now=now)
     row.clearing_date = clearing_date
     if (
         original.kind in (MessageKind.purchase, MessageKind.preauth, MessageKind.completion)
@@ -573,7 +575,7 @@ async def refund(
         )
     if request.amount > original.approved_amount - original.refunded_amount:
         return _decline(row, Declined(ResponseCode.invalid_transaction, "above_refundable"), now)
-    clearing_date = await open_clearing_date(session)
+    clearing_date = await clearing_date_of(session, settings, now=now)
     row.clearing_date = clearing_date
     posted = await ledger.post(
         session,

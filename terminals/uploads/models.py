@@ -2,10 +2,17 @@
 reference/settlement_hsm.md §1.3-§1.5).
 
 Records are immutable and every record is stored, refused ones included (with their code), so
-that settlement can re-examine gray and TAC-failed records against each card's chain. Only an
-accepted record (00, or 10 adjusted in later) claims its duplicate keys: the partial unique
-indexes on (ASN, offline counter) and (terminal number, terminal serial) make the database refuse
-a second acceptance whatever the application does.
+that settlement can re-examine gray and TAC-failed records against each card's chain. Every
+record carries the clearing date of its upload; on PostgreSQL the table is partitioned by it (one
+partition per day, ``cardsvc.clearing.partitions``), with the primary key (clearing_date, id).
+
+Only an accepted record (00, or 10 adjusted in later) claims its duplicate keys, in two tables
+that are not partitioned, so that a key stays unique across every day (a unique index of a
+partitioned table can only be unique within one day): ``offline_card_keys`` on (ASN, offline
+counter) and ``offline_serial_keys`` on (terminal number, terminal serial). Their primary keys
+make the database refuse a second acceptance whatever the application does. The card keys also
+keep what a card's chain needs (balance before and amount), so that a chain check reads one narrow
+row per link instead of a record in some day's partition.
 """
 
 from __future__ import annotations
@@ -22,7 +29,6 @@ from sqlalchemy import (
     Index,
     String,
     UniqueConstraint,
-    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -41,8 +47,8 @@ class ResultCode(StrEnum):
     adjusted = "10"
 
 
-# Codes whose records hold their duplicate keys (the partial unique indexes use this predicate).
-CLAIMING = text("result_code IN ('00', '10')")
+# Codes whose records hold their duplicate keys.
+CLAIMING_CODES: frozenset[str] = frozenset({"00", "10"})
 
 
 class UploadBatch(Base):
@@ -71,24 +77,8 @@ class UploadBatch(Base):
 class OfflineRecord(Base):
     __tablename__ = "offline_records"
     __table_args__ = (
-        Index(
-            "uq_offline_records_asn_counter",
-            "asn",
-            "offline_counter",
-            unique=True,
-            postgresql_where=CLAIMING,
-            sqlite_where=CLAIMING,
-        ),
-        Index(
-            "uq_offline_records_terminal_serial",
-            "terminal_no",
-            "terminal_serial",
-            unique=True,
-            postgresql_where=CLAIMING,
-            sqlite_where=CLAIMING,
-        ),
         Index("ix_offline_records_batch_id_position", "batch_id", "position"),
-        Index("ix_offline_records_clearing_date_merchant_id", "clearing_date", "merchant_id"),
+        {"postgresql_partition_by": "RANGE (clearing_date)"},
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -118,5 +108,30 @@ class OfflineRecord(Base):
     blacklisted: Mapped[bool]
     compound: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     raw: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # as uploaded, for refused records
-    clearing_date: Mapped[date | None] = mapped_column(Date)  # accepted records only
+    clearing_date: Mapped[date] = mapped_column(Date)  # the upload's clearing date
     received_at: Mapped[datetime]
+
+
+class OfflineCardKey(Base):
+    """(ASN, offline counter) of an accepted record: one card debit is accepted once, ever."""
+
+    __tablename__ = "offline_card_keys"
+
+    asn: Mapped[str] = mapped_column(String(16), primary_key=True)
+    offline_counter: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    record_id: Mapped[int] = mapped_column(BigInteger)
+    clearing_date: Mapped[date] = mapped_column(Date)
+    # What the card's chain needs (None only for records accepted before these were kept).
+    balance_before: Mapped[int | None] = mapped_column(BigInteger)
+    amount: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class OfflineSerialKey(Base):
+    """(terminal number, terminal serial) of an accepted record."""
+
+    __tablename__ = "offline_serial_keys"
+
+    terminal_no: Mapped[str] = mapped_column(String(12), primary_key=True)
+    terminal_serial: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    record_id: Mapped[int] = mapped_column(BigInteger)
+    clearing_date: Mapped[date] = mapped_column(Date)

@@ -284,7 +284,7 @@ async def ingest(
         for o in accepted:
             o.blacklisted = o.parsed is not None and o.parsed.asn in listed
     gap_keys = await _chain(session, outcomes)
-    clearing_date = await clearing.open_clearing_date(session, now)
+    clearing_date = await clearing.clearing_date(session, settings, now=now)
     try:
         return await _store(
             session, request, terminal, outcomes, digest, clearing_date, gap_keys, now
@@ -491,7 +491,7 @@ def _record_row(
         "raw": None
         if code is ResultCode.accepted
         else (o.raw if isinstance(o.raw, dict) else {"value": o.raw}),
-        "clearing_date": clearing_date if code is ResultCode.accepted else None,
+        "clearing_date": clearing_date,
         "received_at": now,
     }
 

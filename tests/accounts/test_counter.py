@@ -387,7 +387,7 @@ async def test_statement_pages_and_dates(
         async with unit_of_work(resources.sessions) as s:
             account = await accounts.by_reference(s, reference)
             await accounts.deposit(
-                s, account, counter_code="DESK09", receipt_no=f"R-{day}",
+                s, resources.settings, account, counter_code="DESK09", receipt_no=f"R-{day}",
                 amount=1_000 * (day + 1), actor="operator",
             )  # fmt: skip
     clock.reset()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -229,3 +229,188 @@ def test_0007_moves_break_items_to_the_core_with_their_amounts_and_days(database
         (2, "gray", 5, 2, "open", "gray record held"),
     ]
     migrate.upgrade(database_url)
+
+
+def test_0011_narrows_the_stored_masks_and_drops_the_birth_date(database_url: str) -> None:
+    migrate.downgrade(database_url, "0010")
+
+    async def old_row() -> None:
+        engine: AsyncEngine = create_engine(database_url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    text(
+                        "INSERT INTO residents (id, id_index, id_cipher, id_masked, name_cipher, "
+                        "name_masked, sex, birth_date, phone, address, created_at, created_by) "
+                        "VALUES (1, 'i', :c, '321102********1232', :c, '张*', 'M', '1990-03-07', "
+                        "'', '', :at, 'op')"
+                    ),
+                    {"c": b"x", "at": datetime(2026, 11, 1, tzinfo=UTC)},
+                )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(old_row())
+    migrate.upgrade(database_url)
+    rows = asyncio.run(_read(database_url, "SELECT id, id_masked FROM residents"))
+    assert rows == [(1, "321***********1232")]
+    engine_columns = asyncio.run(_columns(database_url, "residents"))
+    assert "birth_date" not in engine_columns
+    asyncio.run(_clear(database_url, "residents"))
+
+
+async def _clear(url: str, table: str) -> None:
+    engine: AsyncEngine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - a fixed name
+    finally:
+        await engine.dispose()
+
+
+async def _columns(url: str, table: str) -> set[str]:
+    engine: AsyncEngine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return set(
+                await conn.run_sync(
+                    lambda c: {col["name"] for col in inspect(c).get_columns(table)}
+                )
+            )
+    finally:
+        await engine.dispose()
+
+
+_P_BATCH = (
+    "INSERT INTO upload_batches (id, terminal_id, merchant_id, batch_no, content_hash, "
+    "record_count, total_amount, accepted_count, accepted_amount, refused_count, refused_amount, "
+    "clearing_date, blacklist_version, params_version, response, received_at) VALUES (1, 1, 1, 7, "
+    "'', 2, 300, 1, 100, 1, 200, '2026-10-30', 0, 0, '{}', :at)"
+)
+_P_RECORD = (
+    "INSERT INTO offline_records (id, batch_id, position, result_code, merchant_id, "
+    "uploading_terminal_id, asn, offline_counter, balance_before, amount, terminal_no, "
+    "terminal_serial, gray, blacklisted, clearing_date, received_at) VALUES (:id, 1, :position, "
+    ":code, 1, 1, '3211000000000001', :counter, 1000, :amount, '321100000001', :serial, false, "
+    "false, :day, :at)"
+)
+_P_TRANSACTION = (
+    "INSERT INTO ledger_transactions (id, idempotency_key, content_hash, tx_type, clearing_date, "
+    "reverses_id, amount, line_count, description, posted_at) VALUES (:id, :key, 'h', 'load', "
+    ":day, :reverses, 100, 2, '', :at)"
+)
+_P_LINE = (
+    "INSERT INTO ledger_lines (id, transaction_id, account_id, side, amount) "
+    "VALUES (:id, :tx, :account, :side, 100)"
+)
+
+
+async def _journal_at_0009(url: str) -> None:
+    """An upload of one accepted and one refused record; a load and its reversal."""
+    at = datetime(2026, 10, 30, 8, tzinfo=UTC)
+    engine: AsyncEngine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(_MERCHANT), {"at": at})
+            await conn.execute(
+                text(
+                    _TERMINAL.replace("status,", "kind, status,").replace(
+                        "1, 'active'", "1, 'pos', 'active'"
+                    )
+                ),
+                {"id": 1, "terminal_no": "321100000001", "psam_no": "5", "at": at},
+            )
+            await conn.execute(text(_P_BATCH), {"at": at})
+            await conn.execute(
+                text(_P_RECORD),
+                [
+                    {"id": 1, "position": 0, "code": "00", "counter": 4, "amount": 100,
+                     "serial": 9, "day": date(2026, 10, 30), "at": at},
+                    {"id": 2, "position": 1, "code": "04", "counter": 5, "amount": 200,
+                     "serial": 10, "day": None, "at": at},
+                ],
+            )  # fmt: skip
+            for account, kind, side in ((1, "counter_cash", "debit"), (2, "card_float", "credit")):
+                await conn.execute(
+                    text(
+                        "INSERT INTO ledger_accounts (id, kind, owner_ref, normal_side, "
+                        "may_go_negative, balance, held, created_at) "
+                        "VALUES (:id, :kind, 'x', :side, false, 0, 0, :at)"
+                    ),
+                    {"id": account, "kind": kind, "side": side, "at": at},
+                )
+            await conn.execute(
+                text(_P_TRANSACTION),
+                [
+                    {"id": 1, "key": "load:1", "day": date(2026, 10, 30), "reverses": None, "at": at},
+                    {"id": 2, "key": "undo:1", "day": date(2026, 10, 31), "reverses": 1, "at": at},
+                ],
+            )  # fmt: skip
+            await conn.execute(
+                text(_P_LINE),
+                [
+                    {"id": 1, "tx": 1, "account": 1, "side": "debit"},
+                    {"id": 2, "tx": 1, "account": 2, "side": "credit"},
+                    {"id": 3, "tx": 2, "account": 2, "side": "debit"},
+                    {"id": 4, "tx": 2, "account": 1, "side": "credit"},
+                ],
+            )
+    finally:
+        await engine.dispose()
+
+
+async def _after_0010(url: str) -> dict[str, list[tuple[object, ...]]]:
+    engine: AsyncEngine = create_engine(url)
+    queries = {
+        "records": "SELECT id, result_code, clearing_date FROM offline_records ORDER BY id",
+        "card_keys": "SELECT asn, offline_counter, record_id FROM offline_card_keys",
+        "serial_keys": "SELECT terminal_no, terminal_serial, record_id FROM offline_serial_keys",
+        "keys": "SELECT idempotency_key, transaction_id, clearing_date, reverses_id "
+        "FROM ledger_transaction_keys ORDER BY transaction_id",
+        "lines": "SELECT id, transaction_id, clearing_date FROM ledger_lines ORDER BY id",
+    }
+    try:
+        async with engine.begin() as conn:
+            found = {
+                name: [tuple(r) for r in await conn.execute(text(sql))]
+                for name, sql in queries.items()
+            }
+            tables = (
+                "ledger_lines", "ledger_transactions", "ledger_transaction_keys", "ledger_accounts",
+                "offline_serial_keys", "offline_card_keys", "offline_records", "upload_batches",
+                "terminals", "merchants",
+            )  # fmt: skip
+            for table in tables:
+                await conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - fixed names
+            return found
+    finally:
+        await engine.dispose()
+
+
+def _day(value: object) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def test_records_and_journal_keep_their_keys_through_0010(database_url: str) -> None:
+    """0010 moves the unique keys out of the partitioned tables: every accepted record's keys,
+    every transaction's idempotency key and reversal, and each line's clearing date."""
+    migrate.downgrade(database_url, "0009")
+    asyncio.run(_journal_at_0009(database_url))
+    migrate.upgrade(database_url)
+    found = asyncio.run(_after_0010(database_url))
+    assert [(i, c, _day(d)) for i, c, d in found["records"]] == [
+        (1, "00", date(2026, 10, 30)),
+        (2, "04", date(2026, 10, 30)),  # a refused record takes its upload's day
+    ]
+    assert found["card_keys"] == [("3211000000000001", 4, 1)]
+    assert found["serial_keys"] == [("321100000001", 9, 1)]
+    assert [(k, t, _day(d), r) for k, t, d, r in found["keys"]] == [
+        ("load:1", 1, date(2026, 10, 30), None),
+        ("undo:1", 2, date(2026, 10, 31), 1),
+    ]
+    assert [(i, t, _day(d)) for i, t, d in found["lines"]] == [
+        (1, 1, date(2026, 10, 30)),
+        (2, 1, date(2026, 10, 30)),
+        (3, 2, date(2026, 10, 31)),
+        (4, 2, date(2026, 10, 31)),
+    ]

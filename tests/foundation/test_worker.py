@@ -84,13 +84,18 @@ async def test_one_pass_releases_a_due_preauthorization_hold(
     # Before the expiry the pass leaves the hold alone.
     runs = await run_pass(resources, JOBS)
     assert [(run.job, run.result) for run in runs] == [(job.name, Result.ok) for job in JOBS]
-    assert runs[0].summary == "released 0 expired pre-authorization hold(s)"
+    summaries = {run.job: run.summary for run in runs}
+    assert summaries["expire-holds"] == "released 0 expired pre-authorization hold(s)"
     assert await available() == 2_000
 
     later = datetime.now(UTC) + timedelta(seconds=resources.settings.online_hold_expiry_seconds + 1)
     runs = await run_pass(resources, JOBS, clock=lambda: later)
     assert [(run.job, run.result) for run in runs] == [(job.name, Result.ok) for job in JOBS]
-    assert runs[0].summary == "released 1 expired pre-authorization hold(s)"
+    summaries = {run.job: run.summary for run in runs}
+    assert summaries["expire-holds"] == "released 1 expired pre-authorization hold(s)"
+    # A day later the day cut closed the day of the pre-authorization.
+    assert summaries["day-cut"].startswith("closed ")
+    assert not summaries["day-cut"].startswith("closed none")
     assert await available() == 10_000
     async with resources.sessions() as s:
         row = await online_repo.by_serial(s, pump.terminal_no, 1)
@@ -215,6 +220,7 @@ def test_worker_once_runs_each_job_and_exits(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines() == [
         "expire-holds: ok: released 0 expired pre-authorization hold(s)",
+        "day-cut: ok: closed none; open day none yet; 0 partition(s) made",
         "release-balances: ok: moved 0 balances (0 fen); 0 empty; 0 wait for their new card",
         "expire-cards: ok: expired 0 cards",
     ]

@@ -15,10 +15,15 @@ async def operator(client: httpx.AsyncClient) -> dict[str, str]:
 
 
 @pytest.fixture
+async def auditor(client: httpx.AsyncClient) -> dict[str, str]:
+    return await staff_headers(client, "auditor", Role.auditor)
+
+
+@pytest.fixture
 async def supervisor(client: httpx.AsyncClient) -> dict[str, str]:
     return await staff_headers(client, "supervisor", Role.supervisor)
 
 
 from tests.conftest_pcsc import pcscd  # noqa: E402
 
-__all__ = ["operator", "pcscd", "supervisor"]
+__all__ = ["auditor", "operator", "pcscd", "supervisor"]

@@ -9,6 +9,7 @@ import threading
 import httpx
 import pytest
 
+from cardsvc.db import read_sessions
 from cardsvc.resources import Resources
 from cardsvc.staff import repository
 from cardsvc.staff import service as staff_service
@@ -90,7 +91,7 @@ async def test_an_unknown_username_costs_a_hash_off_the_event_loop(
         async with resources.sessions() as session:
             with pytest.raises(staff_service.LoginFailed) as refused:
                 await staff_service.authenticate(
-                    resources.sessions, session, resources.settings, resources.cache,
+                    read_sessions(resources.engine), session, resources.settings, resources.cache,
                     username, "wrong password",
                 )  # fmt: skip
         assert refused.value.detail == staff_service.REFUSED

@@ -237,6 +237,12 @@ async def test_check_reports_each_kind_of_corruption(session: AsyncSession) -> N
     checks = {v.check for v in (await ledger.check_invariants(session)).violations}
     assert checks == {"forbidden_negative", "held_differs_from_holds"}
     await session.rollback()
+
+    # a key that names another day than its transaction's: the transaction cannot be found
+    await session.execute(text("UPDATE ledger_transaction_keys SET clearing_date = '2001-01-01'"))
+    checks = {v.check for v in (await ledger.check_invariants(session)).violations}
+    assert checks == {"key_without_transaction"}
+    await session.rollback()
     assert (await ledger.check_invariants(session)).ok
 
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from cardsvc.db import unit_of_work
+from cardsvc.db import read_sessions, unit_of_work
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
@@ -369,11 +369,12 @@ async def test_hsm_unavailable_declines_with_91_and_moves_nothing(
         with pytest.raises(DependencyUnavailable):
             async with unit_of_work(resources.sessions) as s:
                 await loads.confirm_load(
-                    resources.sessions,
+                    read_sessions(resources.engine),
                     s,
                     await counter.signed(resources),
                     ConfirmRequest(terminal_serial=1, tac="00000000"),
                     hsm=dead,
+                    settings=resources.settings,
                 )
     finally:
         await dead.close()

@@ -6,6 +6,7 @@ import dataclasses
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,10 +16,13 @@ from cardsvc.db import unit_of_work
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
+from cardsvc.reader.link import InProcessLink
 from cardsvc.residents.models import Resident
 from cardsvc.resources import Resources
+from terminals.devices.bus import BusValidator
 from terminals.devices.card import EF_PUBLIC, VirtualCard, make_dev_personalized_card
 from terminals.devices.host_client import HostClient, dev_tmk
+from terminals.devices.psam import Psam
 from terminals.lists import service as lists
 from terminals.registry import service as registry
 from terminals.registry.models import MerchantCategory
@@ -116,7 +120,6 @@ async def issue_cards(
                 name_cipher=b"x",
                 name_masked="张*",
                 sex="M",
-                birth_date=date(1990, 1, 1),
                 phone="",
                 address="",
                 created_by="test",
@@ -165,6 +168,17 @@ async def issue_cards(
 
 def host(client: httpx.AsyncClient, terminal: str) -> HostClient:
     return HostClient(client, terminal, dev_tmk(terminal), psam_no=psam_no(terminal))
+
+
+def tap(device: BusValidator, chip: VirtualCard, **kwargs: Any) -> Any:
+    with InProcessLink(chip) as link:
+        return device.tap(link, **kwargs)
+
+
+async def bus(client: httpx.AsyncClient, terminal: str, line: str = "0001") -> BusValidator:
+    device = BusValidator(host(client, terminal), Psam.dev(terminal), line=line)
+    await device.start()
+    return device
 
 
 async def float_balance(resources: Resources, no: str) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import date, timedelta
 
 import httpx
 import pytest
@@ -12,7 +11,6 @@ from click.testing import CliRunner
 
 from cardsvc.audit import repository as audit
 from cardsvc.cards.models import CardType
-from cardsvc.clearing import service as clearing
 from cardsvc.cli import main
 from cardsvc.db import unit_of_work
 from cardsvc.reader.link import InProcessLink
@@ -180,18 +178,6 @@ async def test_lists_are_served_as_deltas(
     await device.refresh_lists()
     assert device.param("fares", "bus:default", "fare", 0) == 250
     assert "bus:0002" not in device.state.params["fares"]
-
-
-async def test_clearing_day_opens_and_rolls(resources: Resources) -> None:
-    async with unit_of_work(resources.sessions) as session:
-        day = await clearing.open_clearing_date(session)
-        assert day == clearing.local_today()
-        assert await clearing.open_clearing_date(session) == day
-        assert await clearing.close_day(session, day) == day + timedelta(days=1)
-        assert await clearing.open_clearing_date(session) == day + timedelta(days=1)
-        with pytest.raises(Exception, match="already closed"):
-            await clearing.close_day(session, day)
-    assert isinstance(day, date)
 
 
 async def test_registry_by_cli(cli_env: None, resources: Resources) -> None:

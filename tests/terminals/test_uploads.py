@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from datetime import date
 from typing import Any
 
 import httpx
@@ -19,7 +20,6 @@ from cardsvc.ledger.models import AccountKind
 from cardsvc.ledger.schemas import AccountRef
 from cardsvc.reader.link import InProcessLink
 from cardsvc.resources import Resources
-from terminals.devices.bus import BusValidator
 from terminals.devices.card import VirtualCard
 from terminals.devices.psam import Psam
 from terminals.devices.taxi import TaxiMeter
@@ -29,24 +29,15 @@ from tests.terminals.helpers import (
     BUS_MERCHANT,
     TAXI_MERCHANT,
     World,
+    bus,
     card_no,
     float_balance,
     host,
     issue_cards,
+    tap,
 )
 
 UPLOADS = "/api/v1/terminal/uploads"
-
-
-def tap(device: BusValidator, chip: VirtualCard, **kwargs: Any) -> Any:
-    with InProcessLink(chip) as link:
-        return device.tap(link, **kwargs)
-
-
-async def bus(client: httpx.AsyncClient, terminal: str, line: str = "0001") -> BusValidator:
-    device = BusValidator(host(client, terminal), Psam.dev(terminal), line=line)
-    await device.start()
-    return device
 
 
 async def test_a_simulated_day(
@@ -194,8 +185,12 @@ async def test_each_refusal_gets_its_code_and_nothing_else_is_lost(
         )
         assert [r.result_code for r in rows] == codes
         assert rows[1].raw is not None
-        assert rows[0].clearing_date is not None
-        assert rows[1].clearing_date is None
+        # Every record carries its upload's clearing date, refused ones too (the day's files).
+        assert (
+            rows[0].clearing_date
+            == rows[1].clearing_date
+            == date.fromisoformat(answer["clearing_date"])
+        )
         breaks = (await session.execute(select(BreakItem).order_by(BreakItem.id))).scalars().all()
         assert {(b.kind, b.status) for b in breaks} == {
             (BreakKind.tac_failed, BreakStatus.open),
