@@ -84,7 +84,8 @@ def serve(host: str | None, port: int | None, workers: int, no_upgrade: bool) ->
 def worker(
     once: bool, job_names: tuple[str, ...], metrics_port: int | None, metrics_host: str
 ) -> None:
-    """Run the periodic jobs (hold expiry, balance releases, card expiry) until SIGTERM/SIGINT."""
+    """Run the periodic jobs (hold expiry, load ageing, balance releases, card expiry) until
+    SIGTERM/SIGINT."""
     from cardsvc.logging import configure_logging
 
     settings = get_settings()

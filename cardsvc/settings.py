@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     online_hold_expiry_seconds: Annotated[int, Field(ge=60, le=86400 * 30)] = 86400
     # The purse ceiling a load may reach (the card refuses above its own max-balance file too).
     purse_max_balance: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 100_000
+    # A purse load still pending (no TAC, no proof, no later card state) after this long opens an
+    # aged_load break for finance; it is never refunded without card evidence.
+    load_evidence_break_after_seconds: Annotated[int, Field(ge=60, le=86400 * 365)] = 3 * 86400
 
     # Cardholder PINs of the online account (docs/accounts.md): the length a new PIN must have,
     # the wrong PINs in a row after which online payments are locked until a counter resets the
@@ -145,6 +148,7 @@ class Settings(BaseSettings):
     # resident's money until its job runs; the card jobs act on dates and waiting periods of days.
     worker_hold_expiry_interval_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
     worker_card_jobs_interval_seconds: Annotated[int, Field(ge=60, le=86400)] = 3600
+    worker_load_ageing_interval_seconds: Annotated[int, Field(ge=60, le=86400)] = 3600
 
     # Terminals: sessions, clock skew, offline uploads.
     terminal_session_ttl_seconds: Annotated[int, Field(ge=60, le=7 * 86400)] = 86400

@@ -45,9 +45,10 @@ def cli_groups() -> list[click.Command]:
 
 
 def jobs() -> list[Job]:
+    from terminals.loads.tasks import AGE_LOADS
     from terminals.online.tasks import EXPIRE_HOLDS
 
-    return [EXPIRE_HOLDS]
+    return [EXPIRE_HOLDS, AGE_LOADS]
 
 
 def pin_pads() -> PinPads:

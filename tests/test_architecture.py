@@ -39,7 +39,6 @@ KNOWN_REPOSITORY_CROSSINGS = frozenset(
         ("cardsvc.personalization.service", "cardsvc.residents.repository"),
         ("terminals.access.service", "terminals.registry.repository"),
         ("terminals.lists.service", "terminals.registry.repository"),
-        ("terminals.loads.service", "terminals.online.repository"),
         ("terminals.online.cli", "terminals.loads.repository"),
         ("terminals.online.repository", "cardsvc.clearing.repository"),
         ("terminals.registry.service", "terminals.access.repository"),

@@ -203,6 +203,7 @@ async def mark_personalized(
     """Called by personalization only after every step and the key proof succeeded."""
     if card.status is not CardStatus.personalizing:
         raise InvalidStateTransition(f"card is {card.status.value}, not personalizing")
+    await cards.require_chip_free(session, chip_serial, card)
     card.chip_serial = chip_serial
     await _move(
         session,

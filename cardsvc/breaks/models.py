@@ -32,6 +32,9 @@ class BreakKind(StrEnum):
     unmatched_bank_credit = "unmatched_bank_credit"
     # A bank sent one reference twice with other content: nothing booked for the second.
     bank_credit_conflict = "bank_credit_conflict"
+    # The card proves a load the host undid (voided by a reversal, or refunded): the chip holds
+    # money its source got back.
+    load_undone_on_card = "load_undone_on_card"
 
 
 class BreakStatus(StrEnum):

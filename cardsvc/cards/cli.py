@@ -16,7 +16,7 @@ from cardsvc.cards import service, tasks
 from cardsvc.cards.endpoints import COUNTER_ROLES, READER_ROLES, SUPERVISOR_ROLES
 from cardsvc.cards.models import Card
 from cardsvc.cards.numbers import check_card_no
-from cardsvc.cards.schemas import CancelBody
+from cardsvc.cards.schemas import CancelBody, CashPayoutBody
 from cardsvc.clitools import run_async
 from cardsvc.errors import ValidationFailed
 from cardsvc.jobs import worker
@@ -108,6 +108,36 @@ def show(card_no: str, user: str, password: str) -> None:
         + (f", replaced by card id {card.replaced_by_id}" if card.replaced_by_id else "")
         + f"; balance {held.float_balance} fen"
         + (f", {held.to_load} fen to load onto the chip" if held.to_load else "")
+        + (f", {held.cash_owed} fen cash refund to pay out" if held.cash_owed else "")
+    )
+
+
+@cards.command("payout")
+@click.argument("card_no")
+@click.option("--counter-code", required=True, help="The counter whose drawer pays the cash.")
+@staff_options
+def payout(card_no: str, counter_code: str, user: str, password: str) -> None:
+    """Pay a cancelled card's cash refund to its holder (counter operator, supervisor).
+
+    Due after the waiting period; owed until paid, whatever the drawer held meanwhile. Asking
+    again shows the same payout; a drawer that holds less than the refund refuses it.
+    """
+    number = _checked(card_no)
+    body = parse_input(CashPayoutBody, counter_code=counter_code)
+
+    async def work(
+        resources: Resources, session: AsyncSession, principal: StaffPrincipal
+    ) -> service.CashPayout:
+        card = await service.require_card(session, number)
+        return await service.pay_out_cash_refund(
+            session, resources.settings, card, counter_code=body.counter_code,
+            actor=principal.username,
+        )  # fmt: skip
+
+    paid = run_as_staff(user, password, COUNTER_ROLES, work)
+    again = " (paid before: nothing moved now)" if paid.replayed else ""
+    click.echo(
+        f"card {paid.card_no}: {paid.amount} fen paid out at counter {paid.counter_code}{again}"
     )
 
 
@@ -181,7 +211,11 @@ def replace(card_no: str, user: str, password: str) -> None:
     show_default=True,
     help="Where the balance goes after the waiting period.",
 )
-@click.option("--counter-code", default=None, help="The paying counter (with counter_cash).")
+@click.option(
+    "--counter-code",
+    default=None,
+    help="With counter_cash: the counter the holder collects the cash at (cards payout).",
+)
 @staff_options
 def cancel(
     card_no: str, refund_to: str, counter_code: str | None, user: str, password: str

@@ -10,7 +10,14 @@ from cardsvc.api.limits import GuardedRoute
 from cardsvc.cards import service
 from cardsvc.cards.models import Card
 from cardsvc.cards.numbers import check_card_no
-from cardsvc.cards.schemas import CancelBody, CardDetail, CardOut, TransitionOut
+from cardsvc.cards.schemas import (
+    CancelBody,
+    CardDetail,
+    CardOut,
+    CashPayoutBody,
+    CashPayoutOut,
+    TransitionOut,
+)
 from cardsvc.deps import SessionDep, SettingsDep
 from cardsvc.staff.auth import Role, StaffPrincipal
 from cardsvc.staff.deps import require_roles
@@ -56,6 +63,7 @@ async def get_card(card_no: str, principal: Reader, session: SessionDep) -> Card
         **card_out(card).model_dump(),
         float_balance=held.float_balance,
         balance_to_load=held.to_load,
+        cash_to_pay_out=held.cash_owed,
     )
 
 
@@ -132,6 +140,36 @@ async def cancel(
         actor=principal.username,
     )
     return TransitionOut(card=card_out(card), blacklist_version=version)
+
+
+@router.post(
+    "/{card_no}/cash-refund/payout",
+    response_model=CashPayoutOut,
+    summary="Pay a cancelled card's cash refund out of a counter's drawer (counter operator, supervisor)",
+)
+async def pay_out_cash_refund(
+    card_no: str,
+    body: CashPayoutBody,
+    principal: Counter,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> CashPayoutOut:
+    """After the waiting period a cash refund is owed to the holder; this records that the counter
+    handed it over (holder payable → the counter's cash). Asking again answers the same payout
+    (``replayed``); 409 when the card has no cash refund, it is not due yet, it was paid at another
+    counter, or the drawer holds less than the refund (it stays owed)."""
+    card = await service.require_card(session, check_card_no(card_no))
+    paid = await service.pay_out_cash_refund(
+        session, settings, card, counter_code=body.counter_code, actor=principal.username
+    )
+    return CashPayoutOut(
+        card_no=paid.card_no,
+        amount=paid.amount,
+        counter_code=paid.counter_code,
+        paid_out_at=paid.paid_out_at,
+        ledger_transaction_id=paid.ledger_transaction_id,
+        replayed=paid.replayed,
+    )
 
 
 @router.post(

@@ -39,6 +39,11 @@ CONCESSION_CODES: dict[CardType, str] = {
 }
 
 _ACTIVE_SQL = text("status = 'active'")
+# A card that still lives on its chip: being personalized, or issued and not yet dead.
+LIVE_STATUSES = ("personalizing", "active", "lost", "frozen")
+_LIVE_CHIP_SQL = text(
+    "chip_serial IS NOT NULL AND status IN ('personalizing', 'active', 'lost', 'frozen')"
+)
 
 
 class Card(Base):
@@ -51,6 +56,14 @@ class Card(Base):
             unique=True,
             postgresql_where=_ACTIVE_SQL,
             sqlite_where=_ACTIVE_SQL,
+        ),
+        # A chip carries one live card: a chip serial is bound to at most one of them.
+        Index(
+            "uq_cards_live_chip_serial",
+            "chip_serial",
+            unique=True,
+            postgresql_where=_LIVE_CHIP_SQL,
+            sqlite_where=_LIVE_CHIP_SQL,
         ),
     )
 
@@ -112,3 +125,12 @@ class BalanceRelease(Base):
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
     done_at: Mapped[datetime | None]
+    # A release that failed is kept pending and tried again at the next run.
+    failures: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    last_attempt_at: Mapped[datetime | None]
+    # A cash refund is owed to the holder (holder_payable) until a counter pays it out.
+    paid_out_at: Mapped[datetime | None]
+    paid_out_by: Mapped[str | None] = mapped_column(String(64))
+    payout_counter: Mapped[str | None] = mapped_column(String(32))
+    payout_transaction_id: Mapped[int | None] = mapped_column(BigInteger)

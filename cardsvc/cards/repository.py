@@ -7,7 +7,14 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cardsvc.cards.models import BalanceRelease, Card, CardNumberSequence, CardStatus, ReleaseStatus
+from cardsvc.cards.models import (
+    LIVE_STATUSES,
+    BalanceRelease,
+    Card,
+    CardNumberSequence,
+    CardStatus,
+    ReleaseStatus,
+)
 from cardsvc.sql import bump_counter
 
 
@@ -56,9 +63,21 @@ async def add_release(session: AsyncSession, release: BalanceRelease) -> Balance
     return release
 
 
-async def release_for_card(session: AsyncSession, card_id: int) -> BalanceRelease | None:
+async def release_for_card(
+    session: AsyncSession, card_id: int, *, for_update: bool = False
+) -> BalanceRelease | None:
     stmt = select(BalanceRelease).where(BalanceRelease.card_id == card_id)
+    if for_update:
+        stmt = stmt.with_for_update()
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def live_card_with_chip(session: AsyncSession, chip_serial: str) -> Card | None:
+    """The live card (personalizing, active, lost, frozen) bound to this chip, if any."""
+    stmt = select(Card).where(
+        Card.chip_serial == chip_serial, Card.status.in_([CardStatus(s) for s in LIVE_STATUSES])
+    )
+    return (await session.execute(stmt.limit(1))).scalar_one_or_none()
 
 
 async def due_release_ids(session: AsyncSession, now: datetime, limit: int = 500) -> list[int]:

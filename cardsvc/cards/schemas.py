@@ -29,6 +29,7 @@ class CardDetail(CardOut):
 
     float_balance: int  # fen the chip holds, as far as the host has seen
     balance_to_load: int  # fen moved from the card it replaced, to load onto the chip (圈存)
+    cash_to_pay_out: int  # fen of this cancelled card's cash refund a counter still owes the holder
 
 
 class TransitionOut(BaseModel):
@@ -40,3 +41,16 @@ class TransitionOut(BaseModel):
 class CancelBody(BaseModel):
     refund_to: str = Field(default="resident_account", pattern=r"^(resident_account|counter_cash)$")
     counter_code: str | None = Field(default=None, max_length=32)
+
+
+class CashPayoutBody(BaseModel):
+    counter_code: str = Field(min_length=1, max_length=32, pattern=r"^[0-9A-Za-z_-]+$")
+
+
+class CashPayoutOut(BaseModel):
+    card_no: str
+    amount: int  # fen handed to the holder
+    counter_code: str
+    paid_out_at: datetime
+    ledger_transaction_id: int | None
+    replayed: bool  # the same payout asked again: nothing moved this time

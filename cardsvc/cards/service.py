@@ -10,7 +10,7 @@ the waiting period (``settings.loss_waiting_period_days``), by ``cards.tasks.rel
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,10 +30,11 @@ from cardsvc.cards.models import (
     ReleaseStatus,
 )
 from cardsvc.cards.numbers import asn_of, make_card_no, mask_card_no
+from cardsvc.clearing.service import clearing_date
 from cardsvc.errors import Conflict, InvalidStateTransition, NotFound, ValidationFailed
 from cardsvc.ledger import service as ledger
-from cardsvc.ledger.models import AccountKind
-from cardsvc.ledger.schemas import AccountRef
+from cardsvc.ledger.models import AccountKind, Side
+from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.settings import Settings
 
 # Statuses in which a resident still "holds" a card: a new application is refused.
@@ -73,12 +74,14 @@ def resolve_card_type(
 class CardBalances:
     float_balance: int  # what the books say the chip holds (fen)
     to_load: int  # moved from the card it replaced, waiting to be loaded onto the chip (fen)
+    cash_owed: int  # its cash refund, due and not yet paid out at a counter (fen)
 
 
 async def balances(session: AsyncSession, card: Card) -> CardBalances:
     return CardBalances(
         await ledger.balance(session, AccountRef(AccountKind.card_float, card.card_no)),
         await ledger.balance(session, AccountRef(AccountKind.card_transfer, card.card_no)),
+        await _cash_owed(session, card),
     )
 
 
@@ -116,6 +119,14 @@ async def allocate(
     return card
 
 
+def _check_from(card: Card, allowed: tuple[CardStatus, ...], action: str) -> None:
+    if card.status not in allowed:
+        raise InvalidStateTransition(
+            f"cannot {action.split('.')[-1].replace('_', ' ')} a card that is {card.status.value} "
+            f"(allowed from: {', '.join(s.value for s in allowed)})"
+        )
+
+
 async def _transition(
     session: AsyncSession,
     card: Card,
@@ -126,11 +137,7 @@ async def _transition(
     actor: str,
     **extra: object,
 ) -> None:
-    if card.status not in allowed:
-        raise InvalidStateTransition(
-            f"cannot {action.split('.')[-1].replace('_', ' ')} a card that is {card.status.value} "
-            f"(allowed from: {', '.join(s.value for s in allowed)})"
-        )
+    _check_from(card, allowed, action)
     before = card_view(card)
     card.status = to
     card.status_changed_at = clock.now()
@@ -178,6 +185,7 @@ async def report_loss(session: AsyncSession, card: Card, *, actor: str) -> int:
 
 async def recover(session: AsyncSession, card: Card, *, actor: str) -> int:
     """The lost card was found (解挂): active again and off the list."""
+    _check_from(card, (CardStatus.lost,), "card.recover")  # the state first: an active card too
     if await repository.holding_cards(session, card.resident_id, (CardStatus.active,)):
         raise Conflict("the resident already holds another active card")
     await _transition(
@@ -295,3 +303,102 @@ async def expire(session: AsyncSession, card: Card, *, actor: str) -> None:
     await _transition(
         session, card, (CardStatus.active,), CardStatus.expired, action="card.expire", actor=actor
     )
+
+
+async def require_chip_free(session: AsyncSession, chip_serial: str, card: Card) -> None:
+    """A chip carries one live card: refuse a chip already bound to another live card."""
+    other = await repository.live_card_with_chip(session, chip_serial)
+    if other is not None and other.id != card.id:
+        raise Conflict(
+            f"chip {chip_serial} belongs to card {mask_card_no(other.card_no)} "
+            f"({other.status.value}): personalize a blank card"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CashPayout:
+    card_no: str
+    amount: int
+    counter_code: str
+    paid_out_at: datetime
+    ledger_transaction_id: int | None
+    replayed: bool
+
+
+async def pay_out_cash_refund(
+    session: AsyncSession, settings: Settings, card: Card, *, counter_code: str, actor: str
+) -> CashPayout:
+    """Pay a cancelled card's cash refund out of a counter's drawer (DESIGN §8).
+
+    After the waiting period the refund is owed to the holder (``holder_payable``); this hands it
+    over: holder payable → the counter's cash, key ``card-cash-payout:<release id>``. The same
+    payout again answers the first one; a drawer that holds less refuses (``InsufficientFunds``)
+    and the refund stays owed.
+    """
+    release = await repository.release_for_card(session, card.id, for_update=True)
+    if (
+        release is None
+        or release.kind is not ReleaseKind.refund
+        or release.refund_to != "counter_cash"
+    ):
+        raise InvalidStateTransition("this card has no cash refund")
+    if release.status is not ReleaseStatus.done:
+        raise InvalidStateTransition(
+            f"the cash refund is due after the waiting period, on {release.due_at.isoformat()}"
+        )
+    if release.paid_out_at is not None:
+        if release.payout_counter != counter_code:
+            raise InvalidStateTransition(
+                f"the cash refund was paid out at counter {release.payout_counter}"
+            )
+        return CashPayout(card.card_no, release.amount or 0, counter_code, release.paid_out_at,
+                          release.payout_transaction_id, replayed=True)  # fmt: skip
+    amount = release.amount or 0
+    tx_id: int | None = None
+    if amount > 0:
+        posted = await ledger.post(
+            session,
+            PostingRequest(
+                idempotency_key=f"card-cash-payout:{release.id}",
+                tx_type="payout",
+                clearing_date=await clearing_date(session, settings),
+                entries=[
+                    Entry(
+                        AccountRef(AccountKind.holder_payable, str(card.resident_id)),
+                        Side.debit,
+                        amount,
+                    ),
+                    Entry(AccountRef(AccountKind.counter_cash, counter_code), Side.credit, amount),
+                ],
+                record_ref=f"card_balance_release:{release.id}",
+                description=f"cash refund of card {mask_card_no(card.card_no)}",
+            ),
+        )
+        tx_id = posted.id
+    release.paid_out_at, release.paid_out_by = clock.now(), actor
+    release.payout_counter, release.payout_transaction_id = counter_code, tx_id
+    await session.flush()
+    await audit.record(
+        session,
+        actor=actor,
+        action="card.cash_refund_paid",
+        entity="card",
+        entity_id=str(card.id),
+        after={"card": mask_card_no(card.card_no), "amount": amount, "counter": counter_code},
+    )
+    return CashPayout(
+        card.card_no, amount, counter_code, release.paid_out_at, tx_id, replayed=False
+    )
+
+
+async def _cash_owed(session: AsyncSession, card: Card) -> int:
+    """Fen of the card's cash refund owed and not yet paid out at a counter (0 when none)."""
+    release = await repository.release_for_card(session, card.id)
+    if (
+        release is None
+        or release.refund_to != "counter_cash"
+        or release.status is not ReleaseStatus.done
+        or release.paid_out_at is not None
+    ):
+        return 0
+    return release.amount or 0

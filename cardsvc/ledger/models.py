@@ -40,6 +40,9 @@ class AccountKind(StrEnum):
     biller_payable = "biller_payable"  # utility biller, owner_ref = biller code
     fee_income = "fee_income"  # owner_ref "" (one)
     counter_cash = "counter_cash"  # cash at a counter/outlet, owner_ref = counter code
+    # Cash owed to a card holder (a cancelled card's balance refunded in cash), until a counter
+    # pays it out; owner_ref = resident db id. Owed whatever any drawer holds.
+    holder_payable = "holder_payable"
     bank = "bank"  # owner_ref = bank account code
     suspense_gray = "suspense_gray"  # gray records that could not be refused economically
     suspense_short = "suspense_short"  # short-balance items
@@ -71,6 +74,7 @@ KIND_RULES: dict[AccountKind, KindRule] = {
     AccountKind.biller_payable: KindRule(Side.credit, may_go_negative=False),
     AccountKind.fee_income: KindRule(Side.credit, may_go_negative=False),
     AccountKind.counter_cash: KindRule(Side.debit, may_go_negative=False),
+    AccountKind.holder_payable: KindRule(Side.credit, may_go_negative=False),
     AccountKind.bank: KindRule(Side.debit, may_go_negative=True),
     AccountKind.suspense_gray: KindRule(Side.credit, may_go_negative=True),
     AccountKind.suspense_short: KindRule(Side.credit, may_go_negative=True),

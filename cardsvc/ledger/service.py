@@ -362,6 +362,15 @@ async def balance(session: AsyncSession, ref: AccountRef, *, as_of: datetime | N
     return await repo.balance_as_of(session, account_id, normal_side, as_of)
 
 
+async def locked_balance(session: AsyncSession, ref: AccountRef) -> int:
+    """The account's balance, read under its row lock (held until the caller's transaction ends):
+    a posting of this amount in the same transaction moves exactly what is there, whatever
+    concurrent postings were doing (0 when the account does not exist yet)."""
+    _check_ref(ref)
+    state = (await repo.lock_accounts_by_ref(session, [ref])).get(ref)
+    return 0 if state is None else state.balance
+
+
 async def available(session: AsyncSession, ref: AccountRef) -> int:
     """Balance minus pending holds."""
     state = await repo.account_state(session, ref)

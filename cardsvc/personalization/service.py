@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cardsvc import clock
 from cardsvc.applications import service as applications
 from cardsvc.applications.models import ApplicationStatus
+from cardsvc.cards import service as cards
 from cardsvc.cards.models import Card
 from cardsvc.db import unit_of_work
 from cardsvc.errors import Conflict, InvalidStateTransition
@@ -79,6 +80,8 @@ async def _prepare(
             f"cannot personalize an application that is {application.status.value}"
         )
     card = await applications.card_of(session, application)
+    # Before any APDU, resumed or not: a chip that carries another live card is not blank.
+    await cards.require_chip_free(session, serial_hex, card)
     resident = await residents_repo.get(session, application.resident_id)
     assert resident is not None  # noqa: S101 - foreign key
     pii = await residents.reveal(hsm, resident)

@@ -1,21 +1,39 @@
-"""Sign-in payloads (docs/terminal-protocol.md §4)."""
+"""Sign-in payloads (docs/terminal-protocol.md §4), and the integer types of every terminal message.
+
+Every integer a terminal sends is a JSON integer in a documented range that fits its column
+(docs/terminal-protocol.md §1): ``"1"``, ``1.0`` and ``true`` are refused, and so is a value out
+of range (422 naming the field), before anything reaches the database.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+BIGINT_MAX = 2**63 - 1
+U32_MAX = 0xFFFFFFFF
+
+Serial = Annotated[int, Field(strict=True, ge=0, le=U32_MAX)]  # a terminal transaction serial
+Amount = Annotated[int, Field(strict=True, ge=1, le=U32_MAX)]  # fen; the card's 4-byte amount
+Balance = Annotated[int, Field(strict=True, ge=0, le=U32_MAX)]  # fen; a purse balance
+Counter16 = Annotated[int, Field(strict=True, ge=0, le=0xFFFF)]  # a card's 2-byte counter
+Byte = Annotated[int, Field(strict=True, ge=0, le=255)]
+ListVersion = Annotated[int, Field(strict=True, ge=0, le=BIGINT_MAX)]
 
 
 class SignInRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     terminal_no: str = Field(pattern=r"^\d{12}$")
     psam_no: str = Field(pattern=r"^[0-9A-F]{16}$")
     terminal_time: str = Field(pattern=r"^\d{14}$")  # the terminal's clock, local YYYYMMDDhhmmss
     nonce: str = Field(
         pattern=r"^[0-9A-F]{16}$"
     )  # 8 random bytes: a recorded sign-in cannot be replayed
-    blacklist_version: int = Field(ge=0)
-    params_version: int = Field(ge=0)
+    blacklist_version: ListVersion
+    params_version: ListVersion
 
 
 class ListVersions(BaseModel):

@@ -26,6 +26,7 @@ from cardsvc.reader.purse import read_binary_sfi, select_purse
 from terminals.devices.host_client import HostClient, HostError
 
 LOADS_PATH = "/api/v1/loads"
+REVERSAL_PATH = "/api/v1/online/reversal"
 KEY_INDEX = 0x01
 TX_TYPE_EP_LOAD = 0x02
 
@@ -189,6 +190,17 @@ class CounterLoadTerminal:
             await self.host.post(
                 f"{LOADS_PATH}/prove",
                 {"asn": asn, "online_counter": online_counter_after, "tac": tac.hex().upper()},
+            )
+        )
+
+    async def reverse(self, original_serial: int) -> dict[str, Any]:
+        """Reverse the load ``original_serial`` (an online reversal: one serial space). Sent when
+        the authorization got no answer, or CREDIT FOR LOAD was never sent or did not reach the
+        card (GET TRANSACTION PROVE answers 9406)."""
+        return _json(
+            await self.host.post(
+                REVERSAL_PATH,
+                {"terminal_serial": self.next_serial(), "original_serial": original_serial},
             )
         )
 

@@ -12,11 +12,11 @@ import json
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import httpx
 
+from cardsvc import clock
 from cardsvc.settings import DEFAULT_TIMEZONE
 from hsm_sim import pboc
 from hsm_sim.pin import format0_block
@@ -90,7 +90,8 @@ class HostClient:
         return self._session_key is not None
 
     async def sign_in(self) -> SignInResult:
-        now = datetime.now(LOCAL_TZ).strftime("%Y%m%d%H%M%S")
+        # The simulated world's time (cardsvc.clock), which tests and demos may set.
+        now = clock.now().astimezone(LOCAL_TZ).strftime("%Y%m%d%H%M%S")
         payload = {
             "terminal_no": self.terminal_no,
             "psam_no": self.psam_no,

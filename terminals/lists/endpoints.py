@@ -11,6 +11,7 @@ from cardsvc.deps import SessionDep
 from cardsvc.staff.auth import Role, StaffPrincipal
 from cardsvc.staff.deps import require_roles
 from terminals.access.auth import AuthenticatedTerminal, signed_body
+from terminals.access.schemas import BIGINT_MAX
 from terminals.lists import repository, service
 from terminals.lists.schemas import (
     BlacklistResponse,
@@ -31,7 +32,7 @@ Admin = Annotated[StaffPrincipal, Depends(require_roles(Role.administrator))]
 
 @terminal_router.get("/blacklist", response_model=BlacklistResponse)
 async def blacklist(
-    terminal: AuthenticatedTerminal, session: SessionDep, since: int = Query(0, ge=0)
+    terminal: AuthenticatedTerminal, session: SessionDep, since: int = Query(0, ge=0, le=BIGINT_MAX)
 ) -> BlacklistResponse:
     """The blacklist in full (since=0) or as the changes after the terminal's version."""
     del terminal
@@ -40,7 +41,7 @@ async def blacklist(
 
 @terminal_router.get("/parameters", response_model=ParametersResponse)
 async def parameters(
-    terminal: AuthenticatedTerminal, session: SessionDep, since: int = Query(0, ge=0)
+    terminal: AuthenticatedTerminal, session: SessionDep, since: int = Query(0, ge=0, le=BIGINT_MAX)
 ) -> ParametersResponse:
     """Fares, concessions, transfer window and parking tariffs, in full or as changes."""
     del terminal

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict
+
+from terminals.access.schemas import ListVersion
 
 
 class BlacklistItem(BaseModel):
@@ -36,8 +38,10 @@ class ParametersResponse(BaseModel):
 
 
 class VersionsReport(BaseModel):
-    blacklist_version: int = Field(ge=0)
-    params_version: int = Field(ge=0)
+    model_config = ConfigDict(extra="forbid")
+
+    blacklist_version: ListVersion
+    params_version: ListVersion
 
 
 class ParameterSet(BaseModel):

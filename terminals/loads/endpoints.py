@@ -27,11 +27,14 @@ async def authorize(
     signed: VerifiedTerminal,
     body: Annotated[LoadRequest, verified_body(LoadRequest)],
     session: SessionDep,
+    sessions: SessionsDep,
     hsm: HsmDep,
     settings: SettingsDep,
 ) -> LoadResponse:
     """Authorize a load from the card's INITIALIZE FOR LOAD answer; answers MAC2 and the host time."""
-    outcome = await service.authorize_load(session, signed, body, hsm=hsm, settings=settings)
+    outcome = await service.authorize_load(
+        sessions, session, signed, body, hsm=hsm, settings=settings
+    )
     return outcome.response()
 
 

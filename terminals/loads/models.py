@@ -25,6 +25,7 @@ class LoadStatus(StrEnum):
     pending = "pending"  # MAC2 issued, money in the card float, waiting for the card's TAC
     confirmed = "confirmed"  # proven on the card (TAC, transaction proof or later card state)
     refunded = "refunded"  # proven not on the card; the posting was reversed to its source
+    voided = "voided"  # reversed by the terminal before the card took it; reversed to its source
 
 
 class Resolution(StrEnum):
@@ -32,9 +33,11 @@ class Resolution(StrEnum):
     prove = "prove"  # GET TRANSACTION PROVE (reference/pboc.md §6.4) after a torn load
     later_record = "later_record"  # a later INITIALIZE FOR LOAD showed the counter past this load
     superseded = "superseded"  # another load at the same online counter was proven on the card
+    reversal = "reversal"  # the terminal's reversal voided it while pending
 
 
 _CONFIRMED_SQL = text("status = 'confirmed'")
+_ISSUED_SQL = text("host_datetime IS NOT NULL")
 
 
 class PurseLoad(Base):
@@ -53,6 +56,19 @@ class PurseLoad(Base):
             sqlite_where=_CONFIRMED_SQL,
         ),
         Index("ix_purse_loads_asn_status", "asn", "status"),
+        # One MAC2 per card, online counter and host date-time: two loads of one card at one
+        # counter with the same amount at one terminal would otherwise have the same TAC.
+        Index(
+            "uq_purse_loads_asn_counter_host_datetime",
+            "asn",
+            "online_counter",
+            "host_datetime",
+            unique=True,
+            postgresql_where=_ISSUED_SQL,
+            sqlite_where=_ISSUED_SQL,
+        ),
+        # The ageing job scans pending loads by age.
+        Index("ix_purse_loads_status_created_at", "status", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -88,3 +104,4 @@ class PurseLoad(Base):
     clearing_date: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
     resolved_at: Mapped[datetime | None]
+    aged_at: Mapped[datetime | None]  # when it opened its aged_load break (pending too long)

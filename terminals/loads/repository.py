@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from datetime import datetime
 
-from sqlalchemy import Table, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cardsvc.sql import insert_ignore_stmt
 from terminals.loads.models import LoadStatus, PurseLoad
 
 
-async def insert_if_new(session: AsyncSession, values: Mapping[str, Any]) -> int | None:
-    """Insert a load row; None when (terminal_no, terminal_serial) exists already."""
-    table: Table = PurseLoad.__table__  # type: ignore[assignment]
-    stmt = insert_ignore_stmt(session, table).values(**values).returning(table.c.id)
-    return (await session.execute(stmt)).scalar_one_or_none()
-
-
-async def get(session: AsyncSession, load_id: int) -> PurseLoad:
-    row = await session.get(PurseLoad, load_id)
-    if row is None:
-        raise LookupError(f"purse load {load_id} vanished")
+async def add(session: AsyncSession, row: PurseLoad) -> PurseLoad:
+    """A new load, written at once (its serial is claimed in the serial space first)."""
+    session.add(row)
+    await session.flush()
     return row
 
 
@@ -33,7 +24,7 @@ async def by_serial(
         PurseLoad.terminal_no == terminal_no, PurseLoad.terminal_serial == terminal_serial
     )
     if for_update:
-        stmt = stmt.with_for_update()
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
@@ -48,8 +39,19 @@ async def of_card(session: AsyncSession, asn: str, *, for_update: bool = False) 
         .order_by(PurseLoad.id)
     )
     if for_update:
-        stmt = stmt.with_for_update()
+        # Re-read under the lock: a row this session read before may have changed meanwhile.
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
     return list((await session.execute(stmt)).scalars())
+
+
+async def host_datetimes_at(session: AsyncSession, asn: str, online_counter: int) -> set[str]:
+    """The host date-times already given to MAC2 of this card at this online counter."""
+    stmt = select(PurseLoad.host_datetime).where(
+        PurseLoad.asn == asn,
+        PurseLoad.online_counter == online_counter,
+        PurseLoad.host_datetime.is_not(None),
+    )
+    return {str(x) for x in (await session.execute(stmt)).scalars()}
 
 
 async def stale_against(
@@ -76,5 +78,24 @@ async def pending(session: AsyncSession, limit: int = 1000) -> list[PurseLoad]:
         .where(PurseLoad.status == LoadStatus.pending)
         .order_by(PurseLoad.id)
         .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def pending_unaged(
+    session: AsyncSession, created_before: datetime, limit: int = 500
+) -> list[PurseLoad]:
+    """Pending loads made before ``created_before`` that have not opened their ageing break,
+    locked (skipping rows a request about the card holds: the next run takes them)."""
+    stmt = (
+        select(PurseLoad)
+        .where(
+            PurseLoad.status == LoadStatus.pending,
+            PurseLoad.aged_at.is_(None),
+            PurseLoad.created_at <= created_before,
+        )
+        .order_by(PurseLoad.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
     )
     return list((await session.execute(stmt)).scalars())

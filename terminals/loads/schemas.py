@@ -6,8 +6,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from terminals.access.schemas import Amount, Balance, Byte, Counter16, Serial
 from terminals.loads.models import LoadSource
-from terminals.online.schemas import Amount, Asn, Serial
+from terminals.online.schemas import Asn
 
 Hex4 = Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{8}$")]
 
@@ -22,10 +23,10 @@ class LoadRequest(BaseModel):
     asn: Asn
     amount: Amount
     source: LoadSource
-    balance: Annotated[int, Field(ge=0, le=0xFFFFFFFF)]  # balance before the load
-    online_counter: Annotated[int, Field(ge=0, le=0xFFFF)]  # before the load
-    key_version: Annotated[int, Field(ge=0, le=255)]
-    algorithm: Annotated[int, Field(ge=0, le=255)] = 0
+    balance: Balance  # balance before the load
+    online_counter: Counter16  # before the load
+    key_version: Byte
+    algorithm: Byte = 0
     random: Hex4
     mac1: Hex4
 
@@ -36,7 +37,7 @@ class LoadResponse(BaseModel):
     response_code: str
     approved: bool
     message: str
-    status: str
+    status: str  # "pending" when approved (send CREDIT, then confirm), "declined" otherwise
     mac2: str | None = None  # for CREDIT FOR LOAD
     host_datetime: str | None = None  # YYYYMMDDhhmmss, local: CREDIT FOR LOAD's date and time
     replayed: bool = False
@@ -57,9 +58,8 @@ class ProveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     asn: Asn
-    online_counter: Annotated[
-        int, Field(ge=1, le=0xFFFF)
-    ]  # as sent in 805A: the counter after the load
+    # As sent in 805A: the counter after the load.
+    online_counter: Annotated[int, Field(strict=True, ge=1, le=0xFFFF)]
     tac: Hex4
 
 

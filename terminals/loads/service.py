@@ -29,16 +29,35 @@ loads of one card at one online counter, which is the card's own rule (one CREDI
 A later INITIALIZE still at counter c does *not* by itself prove that the load failed: a slow
 terminal could relay an INITIALIZE the card answered before this load. The new load then runs at
 the same counter, and once *it* is proven, the old one is refunded.
+
+**Two loads at one counter** of the same card, same amount, same terminal would have the same
+TAC if their host date-times were equal (the TAC covers neither the random nor MAC2), and a proof
+could then confirm the load whose MAC2 the card never saw. So the host never issues two MAC2 for
+one card and online counter at the same host date-time: a later one takes the next free second
+(the database refuses a duplicate).
+
+**Reversal** (the terminal's ``/online/reversal`` naming the load's serial, one serial space):
+a pending load is voided, its posting reversed to its source (key ``load-void:<id>``); a
+confirmed load is refused 12 (the chip holds the money). Card evidence that later proves a
+voided or refunded load opens a break (the books and the chip disagree) and confirms nothing.
+
+**Ageing**: a load pending longer than ``load_evidence_break_after_seconds`` opens an
+``aged_load`` break; it is never refunded without card evidence. The break closes itself when
+evidence (or a reversal) resolves the load.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cardsvc import clock
+from cardsvc.breaks import service as breaks
+from cardsvc.breaks.models import BreakKind
+from cardsvc.breaks.schemas import BreakRef, NewBreak, Resolve
 from cardsvc.clearing.service import clearing_date
 from cardsvc.errors import (
     Conflict,
@@ -68,25 +87,24 @@ from terminals.loads.schemas import (
     ProveRequest,
     TransferWaiting,
 )
-from terminals.online import repository as online_repo
-from terminals.online.schemas import ResponseCode
-from terminals.online.service import (
+from terminals.online import messages
+from terminals.online.messages import (
     MESSAGES,
+    Claim,
     Declined,
     card_refusal,
     local_now,
     request_hash,
     resident_account,
 )
+from terminals.online.models import AuthStatus, MessageKind, OnlineAuthorization
+from terminals.online.schemas import ResponseCode
 from terminals.registry.models import TerminalKind
 
 log = get_logger(__name__)
 
 TX_TYPE_EP_LOAD = 0x02  # reference/pboc.md §4: TxType 02 = EP load
-
-
-class LoadAlreadyRefunded(Conflict):
-    """A TAC verified for a load that was refunded: card evidence contradicts the books."""
+SYSTEM = "system:loads"
 
 
 class TerminalMayNotLoad(Forbidden):
@@ -107,7 +125,9 @@ class LoadOutcome:
             response_code=row.response_code,
             approved=approved,
             message=MESSAGES.get(row.response_code, "declined"),
-            status=row.status,
+            # The answer to the authorization, the same on a replay: the load's later state is
+            # what its confirmation or proof answers.
+            status=LoadStatus.pending if approved else LoadStatus.declined,
             mac2=row.mac2 if approved else None,
             host_datetime=row.host_datetime if approved else None,
             replayed=self.replayed,
@@ -173,8 +193,61 @@ def _decline(row: PurseLoad, declined: Declined) -> LoadOutcome:
 # --- authorization --------------------------------------------------------------------------
 
 
+async def authorize_load(
+    reads: async_sessionmaker[AsyncSession],
+    session: AsyncSession,
+    signed: SignedRequest,
+    request: LoadRequest,
+    *,
+    hsm: HsmClient,
+    settings: Settings,
+) -> LoadOutcome:
+    """A load from the card's INITIALIZE FOR LOAD answer: MAC2 and the host time, or a decline.
+
+    The host date-time is chosen and the HSM's verdict on MAC1 taken with nothing held (a short
+    read finds the date-times other loads of the card at this counter took); then, in the write
+    transaction that taking the sequence number opens, the serial is claimed and the load
+    decided (a repeated serial answers the first load, whatever the HSM said this time)."""
+    if request.terminal_no != signed.terminal_no:
+        raise ValidationFailed(
+            "terminal_no must be the signed-in terminal's number (it is in MAC1)"
+        )
+    local = local_now(settings)
+    async with reads() as reading:
+        taken = await repo.host_datetimes_at(reading, request.asn.upper(), request.online_counter)
+    host_datetime = _free_host_datetime(taken, local)
+    verdict = await _mac2(hsm, request, host_datetime)
+    terminal = await access.claim(session, signed)
+    digest = request_hash("load", request)
+    claimed = await messages.claim_serial(
+        session,
+        terminal,
+        MessageKind.load,
+        digest,
+        local,
+        terminal_serial=request.terminal_serial,
+        amount=request.amount,
+        asn=request.asn.upper(),
+    )
+    if claimed.claim is Claim.replay:
+        existing = await repo.by_serial(session, terminal.terminal_no, request.terminal_serial)
+        if existing is None:  # pragma: no cover - the claim and the load commit together
+            raise IdempotencyConflict("terminal serial is being used concurrently; retry")
+        return LoadOutcome(existing, replayed=True)
+    row = await repo.add(session, _new_load(terminal, request, digest))
+    if claimed.claim is Claim.reversed:
+        # A reversal named this serial before the load arrived: refused, nothing moves.
+        return _decline(row, Declined(ResponseCode.invalid_transaction, "reversed_before_arrival"))
+    outcome = await _decide(
+        session, terminal, request, row, verdict, host_datetime, local, settings=settings
+    )
+    _mirror(claimed.row, row)
+    await messages.record(session, claimed.row)
+    return outcome
+
+
 async def _mac2(hsm: HsmClient, request: LoadRequest, host_datetime: str) -> bytes | Declined:
-    """The HSM verifies MAC1 and makes MAC2 (before any write: docs/architecture.md §11)."""
+    """The HSM verifies MAC1 and makes MAC2 (before any write: docs/architecture.md)."""
     try:
         return await hsm.load_authorize(
             asn=bytes.fromhex(request.asn),
@@ -197,65 +270,66 @@ async def _mac2(hsm: HsmClient, request: LoadRequest, host_datetime: str) -> byt
         return Declined(ResponseCode.system_error, f"hsm_{e.code}".lower())
 
 
-async def authorize_load(
+def _new_load(terminal: TerminalContext, request: LoadRequest, digest: str) -> PurseLoad:
+    return PurseLoad(
+        terminal_id=terminal.terminal_id,
+        terminal_no=terminal.terminal_no,
+        terminal_serial=request.terminal_serial,
+        merchant_no=terminal.merchant_no,
+        request_hash=digest,
+        asn=request.asn.upper(),
+        source=request.source,
+        source_ref=terminal.terminal_no if request.source is LoadSource.cash else None,
+        amount=request.amount,
+        balance_before=request.balance,
+        online_counter=request.online_counter,
+        key_version=request.key_version,
+        random=request.random.upper(),
+        mac1=request.mac1.upper(),
+        response_code=ResponseCode.system_error.value,
+        status=LoadStatus.declined,
+        created_at=clock.now(),
+    )
+
+
+def _mirror(message: OnlineAuthorization, row: PurseLoad) -> None:
+    """The load's first answer on its serial's message row (the load lives on in purse_loads)."""
+    approved = row.response_code == ResponseCode.approved
+    message.response_code = row.response_code
+    message.decline_reason = row.decline_reason
+    message.status = AuthStatus.approved if approved else AuthStatus.declined
+    message.approved_amount = row.amount if approved else 0
+    message.card_no = row.card_no
+    message.resident_id = row.resident_id
+    message.clearing_date = row.clearing_date
+    message.ledger_transaction_id = row.ledger_transaction_id
+    message.updated_at = clock.now()
+
+
+def _free_host_datetime(taken: set[str], local: datetime) -> str:
+    """The host date-time for CREDIT FOR LOAD: now, or the next second no other MAC2 of this card
+    at this online counter took (two equal ones would make two loads' TACs equal)."""
+    moment = local
+    while (text := moment.strftime("%Y%m%d%H%M%S")) in taken:
+        moment += timedelta(seconds=1)
+    return text
+
+
+async def _decide(
     session: AsyncSession,
-    signed: SignedRequest,
+    terminal: TerminalContext,
     request: LoadRequest,
+    row: PurseLoad,
+    verdict: bytes | Declined,
+    host_datetime: str,
+    local: datetime,
     *,
-    hsm: HsmClient,
     settings: Settings,
 ) -> LoadOutcome:
-    """The HSM's verdict on MAC1 first, with nothing held; then, in the write transaction that
-    taking the sequence number opens, the checks and the posting (a repeated serial answers the
-    first load, whatever the HSM said this time)."""
-    now = clock.now()
-    if request.terminal_no != signed.terminal_no:
-        raise ValidationFailed(
-            "terminal_no must be the signed-in terminal's number (it is in MAC1)"
-        )
-    local = local_now(settings, now)
-    host_datetime = local.strftime("%Y%m%d%H%M%S")
-    verdict = await _mac2(hsm, request, host_datetime)
-    terminal = await access.claim(session, signed)
-    asn = request.asn.upper()
-    digest = request_hash("load", request)
-    new_id = await repo.insert_if_new(
-        session,
-        {
-            "terminal_id": terminal.terminal_id,
-            "terminal_no": terminal.terminal_no,
-            "terminal_serial": request.terminal_serial,
-            "merchant_no": terminal.merchant_no,
-            "request_hash": digest,
-            "asn": asn,
-            "source": request.source,
-            "source_ref": terminal.terminal_no if request.source is LoadSource.cash else None,
-            "amount": request.amount,
-            "balance_before": request.balance,
-            "online_counter": request.online_counter,
-            "key_version": request.key_version,
-            "random": request.random.upper(),
-            "mac1": request.mac1.upper(),
-            "response_code": ResponseCode.system_error.value,
-            "status": LoadStatus.declined,
-            "created_at": now,
-        },
-    )
-    if new_id is None:
-        existing = await repo.by_serial(session, terminal.terminal_no, request.terminal_serial)
-        if existing is None:  # pragma: no cover - the conflicting insert rolled back
-            raise IdempotencyConflict("terminal serial is being used concurrently; retry")
-        if existing.request_hash != digest:
-            raise IdempotencyConflict(
-                f"terminal serial {request.terminal_serial} was used for another load",
-                load_id=existing.id,
-            )
-        return LoadOutcome(existing, replayed=True)
-    row = await repo.get(session, new_id)
     refusal = load_refusal(terminal.kind, request.source)
     if refusal is not None:
         return _decline(row, refusal)
-    standing = await online_repo.card_standing(session, asn, now)
+    standing = await messages.card_standing(session, row.asn)
     refusal = card_refusal(standing, local.date())
     if refusal is not None or standing is None:
         return _decline(row, refusal or Declined(ResponseCode.unknown_card, "unknown_card"))
@@ -263,21 +337,27 @@ async def authorize_load(
     row.resident_id = standing.resident_id
     if isinstance(verdict, Declined):
         return _decline(row, verdict)
-    mac2 = verdict
+    # The card's loads, locked: requests about one card resolve its loads one at a time.
+    loads = await repo.of_card(session, row.asn, for_update=True)
+    if any(
+        x.host_datetime == host_datetime and x.online_counter == request.online_counter
+        for x in loads
+    ):
+        # Another load of the card at this counter took the date-time since it was chosen.
+        raise Conflict("a load of this card at this counter is being authorized; retry")
 
     # MAC1 verified: the balance and online counter are the card's own. Use them.
-    loads = await repo.of_card(session, asn, for_update=True)
-    stale = await repo.stale_against(session, asn, request.online_counter, row.id)
+    stale = await repo.stale_against(session, row.asn, request.online_counter, row.id)
     if stale is not None:
         return _decline(row, Declined(ResponseCode.system_error, "stale_card_state"))
     await observe_card_state(
         session, loads, online_counter=request.online_counter, balance=request.balance,
-        evidence=row, now=now, settings=settings,
+        evidence=row, settings=settings,
     )  # fmt: skip
     if request.balance + request.amount > settings.purse_max_balance:
         return _decline(row, Declined(ResponseCode.exceeds_limit, "purse_max_balance"))
 
-    day = await clearing_date(session, settings, now=now)
+    day = await clearing_date(session, settings)
     row.clearing_date = day
     try:
         async with session.begin_nested():
@@ -299,10 +379,14 @@ async def authorize_load(
         return _decline(row, Declined(ResponseCode.insufficient_funds, "insufficient_funds"))
     row.ledger_transaction_id = posted.id
     row.host_datetime = host_datetime
-    row.mac2 = mac2.hex().upper()
+    row.mac2 = verdict.hex().upper()
     row.response_code = ResponseCode.approved.value
     row.decline_reason = None
     row.status = LoadStatus.pending
+    try:
+        await session.flush()  # the database refuses a second MAC2 at this card, counter, time
+    except IntegrityError:
+        raise Conflict("a load of this card at this counter is being authorized; retry") from None
     return LoadOutcome(row, replayed=False)
 
 
@@ -312,7 +396,7 @@ async def transfer_waiting(
     """How much of the replaced card's balance the card may still take by a transfer load."""
     if load_refusal(terminal.kind, LoadSource.transfer) is not None:
         raise TerminalMayNotLoad(f"a {terminal.kind} terminal does not load purses")
-    standing = await online_repo.card_standing(session, asn, clock.now())
+    standing = await messages.card_standing(session, asn)
     if standing is None:
         raise NotFound("unknown card")
     amount = await ledger.balance(session, AccountRef(AccountKind.card_transfer, standing.card_no))
@@ -322,41 +406,50 @@ async def transfer_waiting(
 # --- resolution -----------------------------------------------------------------------------
 
 
+def _how(resolution: str, note: str) -> Resolve:
+    return Resolve(resolver=SYSTEM, resolution=resolution, note=note)
+
+
+def _aged_key(row: PurseLoad) -> str:
+    return f"aged_load:{row.id}"
+
+
+def _settle(row: PurseLoad, status: LoadStatus, resolution: Resolution) -> None:
+    row.status = status
+    row.resolution = resolution
+    row.resolved_at = clock.now()
+
+
 async def _confirm(
     session: AsyncSession,
     row: PurseLoad,
     resolution: Resolution,
-    now: datetime,
     *,
     settings: Settings,
     tac: str | None = None,
     evidence: PurseLoad | None = None,
 ) -> None:
     """Mark the load as on the card; every other unresolved load at its counter never was."""
-    row.status = LoadStatus.confirmed
-    row.resolution = resolution
-    row.resolved_at = now
+    _settle(row, LoadStatus.confirmed, resolution)
     if tac is not None:
         row.tac = tac.upper()
     if evidence is not None:
         row.resolved_by_id = evidence.id
     await session.flush()  # the unique (asn, counter) index for confirmed loads checks here
+    await breaks.resolve_by_key(
+        session, _aged_key(row), _how("load_confirmed", f"proven on the card ({resolution})")
+    )
     for other in await repo.of_card(session, row.asn, for_update=True):
         if (
             other.id != row.id
             and other.status is LoadStatus.pending
             and other.online_counter == row.online_counter
         ):
-            await refund(session, other, superseded_by=row, now=now, settings=settings)
+            await refund(session, other, superseded_by=row, settings=settings)
 
 
 async def refund(
-    session: AsyncSession,
-    row: PurseLoad,
-    *,
-    superseded_by: PurseLoad,
-    now: datetime,
-    settings: Settings,
+    session: AsyncSession, row: PurseLoad, *, superseded_by: PurseLoad, settings: Settings
 ) -> None:
     """Reverse a pending load's posting to its source: it is proven not on the card."""
     if row.status is not LoadStatus.pending:
@@ -366,15 +459,69 @@ async def refund(
             session,
             row.ledger_transaction_id,
             idempotency_key=f"load-refund:{row.id}",
-            clearing_date=await clearing_date(session, settings, now=now),
+            clearing_date=await clearing_date(session, settings),
             reason=f"load {row.id} not on the card: load {superseded_by.id} holds its online counter",
         )
         row.refund_transaction_id = reversal.id
-    row.status = LoadStatus.refunded
-    row.resolution = Resolution.superseded
+    _settle(row, LoadStatus.refunded, Resolution.superseded)
     row.resolved_by_id = superseded_by.id
-    row.resolved_at = now
+    await breaks.resolve_by_key(
+        session,
+        _aged_key(row),
+        _how("load_refunded", f"load {superseded_by.id} holds its online counter"),
+    )
     log.info("load.refunded", load_id=row.id, superseded_by=superseded_by.id, amount=row.amount)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadUndo:
+    """What a reversal of a load undid: nothing (no transaction), or the load's amount."""
+
+    amount: int = 0
+    ledger_transaction_id: int | None = None
+    clearing_date: date | None = None
+
+
+async def reverse_load(
+    session: AsyncSession, terminal_no: str, terminal_serial: int, settings: Settings
+) -> LoadUndo:
+    """Void the terminal's load ``terminal_serial`` for its reversal (one serial space).
+
+    Pending (the card never confirmed it): its posting is reversed to its source in one
+    transaction (key ``load-void:<id>``) and a later confirmation or proof of it is refused.
+    Declined, voided or refunded: nothing to undo. Confirmed: ``Declined`` 12, the chip holds the
+    money and nothing moves.
+    """
+    found = await repo.by_serial(session, terminal_no, terminal_serial)
+    if found is None or found.status is LoadStatus.declined:
+        return LoadUndo()
+    # Lock the card's loads together (id order), as every path about one card's loads does.
+    row = next(
+        x for x in await repo.of_card(session, found.asn, for_update=True) if x.id == found.id
+    )
+    if row.status is LoadStatus.confirmed:
+        raise Declined(ResponseCode.invalid_transaction, "load_confirmed")
+    if row.status is not LoadStatus.pending or row.ledger_transaction_id is None:
+        return LoadUndo()
+    day = await clearing_date(session, settings)
+    try:
+        reversal = await ledger.reverse(
+            session,
+            row.ledger_transaction_id,
+            idempotency_key=f"load-void:{row.id}",
+            clearing_date=day,
+            reason=f"reversal of load {row.id} at {terminal_no}:{terminal_serial}",
+        )
+    except InsufficientFunds:
+        # The source cannot take it back (a drawer paid out meanwhile): refused whole.
+        raise Declined(ResponseCode.insufficient_funds, "source_cannot_take_back") from None
+    row.refund_transaction_id = reversal.id
+    _settle(row, LoadStatus.voided, Resolution.reversal)
+    await breaks.resolve_by_key(
+        session, _aged_key(row), _how("load_voided", "voided by the terminal's reversal")
+    )
+    log.info("load.voided", load_id=row.id, amount=row.amount)
+    return LoadUndo(row.amount, reversal.id, day)
 
 
 async def observe_card_state(
@@ -384,7 +531,6 @@ async def observe_card_state(
     online_counter: int,
     balance: int,
     evidence: PurseLoad,
-    now: datetime,
     settings: Settings,
 ) -> list[int]:
     """Resolve earlier pending loads from a genuine later card state; return the ids resolved.
@@ -407,7 +553,7 @@ async def observe_card_state(
         ]
         confirmed = next((x for x in same_counter if x.status is LoadStatus.confirmed), None)
         if confirmed is not None:
-            await refund(session, load, superseded_by=confirmed, now=now, settings=settings)
+            await refund(session, load, superseded_by=confirmed, settings=settings)
             resolved.append(load.id)
             continue
         if any(x.status is LoadStatus.pending for x in same_counter):
@@ -420,9 +566,7 @@ async def observe_card_state(
             # its balance, and they lower it: more money than the load left is not consistent.
             log.warning("load.evidence_inconsistent", load_id=load.id, evidence_id=evidence.id)
             continue
-        await _confirm(
-            session, load, Resolution.later_record, now, evidence=evidence, settings=settings
-        )
+        await _confirm(session, load, Resolution.later_record, evidence=evidence, settings=settings)
         resolved.append(load.id)
     return resolved
 
@@ -446,6 +590,39 @@ def _state(row: PurseLoad | None, tac_valid: bool) -> LoadState:
     )
 
 
+async def _undone_on_card(
+    session: AsyncSession, row: PurseLoad, evidence: str, settings: Settings
+) -> LoadState:
+    """The card proves a load the books undid (voided by a reversal, or refunded): the chip holds
+    money its source also got back. Nothing is confirmed; a break opens for finance."""
+    log.error("load.undone_but_on_card", load_id=row.id, status=row.status, evidence=evidence)
+    await breaks.open_break(
+        session,
+        NewBreak(
+            kind=BreakKind.load_undone_on_card,
+            clearing_date=await clearing_date(session, settings),
+            reason=f"the card proves load {row.id} ({evidence}) that the host {row.status}",
+            amount=row.amount,
+            ref=BreakRef(
+                source="purse_load",
+                source_id=row.id,
+                asn=row.asn,
+                counter=row.online_counter,
+                terminal_no=row.terminal_no,
+            ),
+            open_key=f"load_undone_on_card:{row.id}",
+        ),
+    )
+    return _state(row, tac_valid=True)
+
+
+async def _locked(session: AsyncSession, found: PurseLoad) -> PurseLoad:
+    """``found`` again, with every load of its card locked (id order, as every path locks)."""
+    return next(
+        x for x in await repo.of_card(session, found.asn, for_update=True) if x.id == found.id
+    )
+
+
 async def confirm_load(
     reads: async_sessionmaker[AsyncSession],
     session: AsyncSession,
@@ -457,7 +634,6 @@ async def confirm_load(
 ) -> LoadState:
     """The terminal's confirmation with the card's TAC from CREDIT FOR LOAD (idempotent). The
     load is read and its TAC verified with nothing held; the write transaction opens after."""
-    now = clock.now()
     tac = request.tac.upper()
     async with reads() as reading:
         seen = await repo.by_serial(reading, signed.terminal_no, request.terminal_serial)
@@ -465,11 +641,10 @@ async def confirm_load(
     if seen is not None and seen.status is not LoadStatus.declined and seen.tac != tac:
         valid = (await _tac_verify(hsm, [tac_record(seen, tac)]))[0]
     terminal = await access.claim(session, signed)
-    row = await repo.by_serial(
-        session, terminal.terminal_no, request.terminal_serial, for_update=True
-    )
-    if row is None or row.status is LoadStatus.declined:
+    found = await repo.by_serial(session, terminal.terminal_no, request.terminal_serial)
+    if found is None or found.status is LoadStatus.declined:
         raise NotFound(f"no authorized load with terminal serial {request.terminal_serial}")
+    row = await _locked(session, found)
     if row.status is LoadStatus.confirmed and row.tac == tac:
         return _state(row, tac_valid=True)
     if valid is None or seen is None or seen.id != row.id:
@@ -478,11 +653,10 @@ async def confirm_load(
     if not valid:
         log.warning("load.tac_invalid", load_id=row.id)
         return _state(row, tac_valid=False)
-    if row.status is LoadStatus.refunded:
-        log.error("load.tac_after_refund", load_id=row.id)
-        raise LoadAlreadyRefunded(f"load {row.id} was refunded but its TAC verifies")
+    if row.status in (LoadStatus.refunded, LoadStatus.voided):
+        return await _undone_on_card(session, row, "confirmation", settings)
     if row.status is LoadStatus.pending:
-        await _confirm(session, row, Resolution.tac, now, tac=tac, settings=settings)
+        await _confirm(session, row, Resolution.tac, tac=tac, settings=settings)
     return _state(row, tac_valid=True)
 
 
@@ -497,7 +671,6 @@ async def prove_load(
 ) -> LoadState:
     """A GET TRANSACTION PROVE answer (type 02, counter = load counter + 1) from a later tap; the
     candidates are read and their TACs verified with nothing held, then the write transaction."""
-    now = clock.now()
     asn = request.asn.upper()
     counter = request.online_counter - 1
     tac = request.tac.upper()
@@ -507,14 +680,48 @@ async def prove_load(
             if x.online_counter == counter and x.host_datetime is not None
         ]  # fmt: skip
     results = await _tac_verify(hsm, [tac_record(x, tac) for x in candidates]) if candidates else []
-    proven = next((x.id for x, ok in zip(candidates, results, strict=True) if ok), None)
+    matches = [x.id for x, ok in zip(candidates, results, strict=True) if ok]
     await access.claim(session, signed)
-    if proven is None:
+    if len(matches) != 1:
+        if matches:  # distinct host date-times make this impossible; never guess
+            log.error("load.prove_ambiguous", load_ids=matches)
         return _state(None, tac_valid=False)
-    match = next(x for x in await repo.of_card(session, asn, for_update=True) if x.id == proven)
-    if match.status is LoadStatus.refunded:
-        log.error("load.prove_after_refund", load_id=match.id)
-        raise LoadAlreadyRefunded(f"load {match.id} was refunded but its proof verifies")
+    match = next(x for x in await repo.of_card(session, asn, for_update=True) if x.id == matches[0])
+    if match.status in (LoadStatus.refunded, LoadStatus.voided):
+        return await _undone_on_card(session, match, "transaction proof", settings)
     if match.status is LoadStatus.pending:
-        await _confirm(session, match, Resolution.prove, now, tac=tac, settings=settings)
+        await _confirm(session, match, Resolution.prove, tac=tac, settings=settings)
     return _state(match, tac_valid=True)
+
+
+# --- ageing ---------------------------------------------------------------------------------
+
+
+async def age_pending_loads(session: AsyncSession, settings: Settings, now: datetime) -> int:
+    """Open an ``aged_load`` break for each load pending longer than the configured time without
+    card evidence; it stays pending (only evidence or a reversal resolves it). How many aged."""
+    cutoff = now - timedelta(seconds=settings.load_evidence_break_after_seconds)
+    rows = await repo.pending_unaged(session, cutoff)
+    for row in rows:
+        row.aged_at = now
+        await breaks.open_break(
+            session,
+            NewBreak(
+                kind=BreakKind.aged_load,
+                clearing_date=row.clearing_date or await clearing_date(session, settings),
+                reason=(
+                    f"load {row.id} pending since {row.created_at.isoformat(timespec='seconds')} "
+                    "without card evidence"
+                ),
+                amount=row.amount,
+                ref=BreakRef(
+                    source="purse_load",
+                    source_id=row.id,
+                    asn=row.asn,
+                    counter=row.online_counter,
+                    terminal_no=row.terminal_no,
+                ),
+                open_key=_aged_key(row),
+            ),
+        )
+    return len(rows)

@@ -19,6 +19,7 @@ class MessageKind(StrEnum):
     reversal = "reversal"
     refund = "refund"
     void = "void"  # a serial reversed before its message arrived; the late message is refused
+    load = "load"  # a purse load's claim on its serial and its first answer (see purse_loads)
 
 
 class AuthStatus(StrEnum):

@@ -10,9 +10,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from terminals.access.schemas import Amount, Serial
+
 Asn = Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{16}$")]
-Serial = Annotated[int, Field(ge=0, le=0xFFFFFFFF)]
-Amount = Annotated[int, Field(gt=0, le=0xFFFFFFFF)]
 
 
 class ResponseCode(StrEnum):
@@ -25,7 +25,6 @@ class ResponseCode(StrEnum):
     lost_card = "41"
     insufficient_funds = "51"
     expired_card = "54"
-    wrong_pin = "55"
     not_permitted_to_terminal = "58"  # this kind of terminal may not ask for it (TerminalKind)
     exceeds_limit = "61"  # daily online limit, or the purse ceiling for a load
     restricted_card = "62"  # frozen, cancelled, replaced, not yet issued, blacklisted

@@ -1,20 +1,23 @@
-"""Online authorization rules (DESIGN §9).
+"""Online authorization rules (DESIGN §9; docs/terminal-protocol.md §9).
 
-Every terminal message is one row keyed by (terminal, terminal serial): a retry gets the first
-answer, the same serial with other content is an ``IdempotencyConflict``. Money moves only
-through the ledger's two-phase transactions, from the card holder's online account to the
-merchant's pending-clearing account:
+Every terminal message claims its (terminal, terminal serial) in the one serial space it shares
+with purse loads (``terminals.online.messages``): a retry gets the first answer, the same serial
+with other content is an ``IdempotencyConflict``. Money moves only through the ledger's
+two-phase transactions, from the card holder's online account to the merchant's pending-clearing
+account:
 
 =============  =========================================================================
 purchase       post resident_account → merchant_pending
 preauth        place a hold on resident_account (counterparty merchant_pending)
 completion     post the hold (partial allowed; the rest is released)
-reversal       undo the named message: reverse its posting or void its hold
+reversal       undo the named message: reverse its posting, void its hold, or void a pending
+               purse load back to its source (``terminals.loads.service.reverse_load``)
 refund         post merchant_pending → resident_account (≤ what is left to refund)
 =============  =========================================================================
 
 A decline is an answer, not an error: the row keeps its response code and nothing moves (a
-refusal by the ledger writes nothing, and the day's allowance it took is given back).
+refusal by the ledger writes nothing, and the day's allowance it took is given back to the day
+that took it).
 
 Message rows are not tracked by the session: the new row is written once as decided
 (``_recorded``), and an original a message changes is written where it changes
@@ -24,29 +27,38 @@ Message rows are not tracked by the session: the new row is written once as deci
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Concatenate, ParamSpec
 
-from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc import clock
-from cardsvc.cards.models import CardStatus
 from cardsvc.clearing.service import clearing_date as clearing_date_of
 from cardsvc.errors import IdempotencyConflict
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.errors import HoldExpired, InsufficientFunds, InvalidStateTransition
-from cardsvc.ledger.models import AccountKind, Side
-from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
+from cardsvc.ledger.models import Side
+from cardsvc.ledger.schemas import Entry, PostingRequest
 from cardsvc.settings import Settings
 from terminals.access.context import TerminalContext
+from terminals.loads import service as loads
+from terminals.online import messages
 from terminals.online import repository as repo
+from terminals.online.messages import (
+    MESSAGES,
+    Claim,
+    Declined,
+    card_refusal,
+    local_now,
+    merchant_pending,
+    request_hash,
+    resident_account,
+)
 from terminals.online.models import AuthStatus, MessageKind, OnlineAuthorization
+from terminals.online.repository import CardStanding
 from terminals.online.schemas import (
     AuthorizationResponse,
     CompletionRequest,
@@ -58,31 +70,6 @@ from terminals.online.schemas import (
 from terminals.registry.models import TerminalKind
 
 P = ParamSpec("P")
-
-MESSAGES: dict[str, str] = {
-    ResponseCode.approved: "approved",
-    ResponseCode.invalid_transaction: "invalid transaction",
-    ResponseCode.unknown_card: "unknown card",
-    ResponseCode.original_not_found: "original not found",
-    ResponseCode.lost_card: "lost card",
-    ResponseCode.insufficient_funds: "insufficient funds",
-    ResponseCode.expired_card: "expired card",
-    ResponseCode.wrong_pin: "wrong PIN",
-    ResponseCode.not_permitted_to_terminal: "transaction not permitted to terminal",
-    ResponseCode.exceeds_limit: "exceeds limit",
-    ResponseCode.restricted_card: "restricted card",
-    ResponseCode.unavailable: "service unavailable",
-    ResponseCode.system_error: "system error",
-}
-
-
-class Declined(Exception):
-    """Raised inside a savepoint to undo it and answer with a decline code."""
-
-    def __init__(self, code: ResponseCode, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,47 +92,7 @@ class Outcome:
         )
 
 
-# --- shared with purse loads ----------------------------------------------------------------
-
-
-def local_now(settings: Settings, now: datetime | None = None) -> datetime:
-    """Wall-clock time of the city (DESIGN §5: card and terminal times are local)."""
-    return (now or clock.now()).astimezone(settings.zone)
-
-
-def request_hash(kind: str, request: BaseModel) -> str:
-    body = json.dumps(
-        {"kind": kind, **request.model_dump(mode="json")}, sort_keys=True, separators=(",", ":")
-    )
-    return hashlib.sha256(body.encode()).hexdigest()
-
-
-def card_refusal(standing: repo.CardStanding | None, today: date) -> Declined | None:
-    """Why this card may not pay or load online, as a decline; None when it may."""
-    if standing is None:
-        return Declined(ResponseCode.unknown_card, "unknown_card")
-    if standing.status is CardStatus.lost:
-        return Declined(ResponseCode.lost_card, "card_lost")
-    if standing.status is CardStatus.expired or (
-        standing.expires_on is not None and standing.expires_on < today
-    ):
-        return Declined(ResponseCode.expired_card, "card_expired")
-    if standing.status is not CardStatus.active:
-        return Declined(ResponseCode.restricted_card, f"card_{standing.status}")
-    if standing.blacklisted:
-        return Declined(ResponseCode.restricted_card, "card_blacklisted")
-    return None
-
-
-def resident_account(resident_id: int) -> AccountRef:
-    return AccountRef(AccountKind.resident_account, str(resident_id))
-
-
-def merchant_pending(merchant_no: str) -> AccountRef:
-    return AccountRef(AccountKind.merchant_pending, merchant_no)
-
-
-def daily_limit(settings: Settings, standing: repo.CardStanding) -> int:
+def daily_limit(settings: Settings, standing: CardStanding) -> int:
     return settings.online_daily_limits.get(
         str(standing.card_type), settings.online_daily_limit_default
     )
@@ -159,46 +106,23 @@ async def _begin(
     terminal: TerminalContext,
     kind: MessageKind,
     request: PurchaseRequest | CompletionRequest | ReversalRequest | RefundRequest,
-    now: datetime,
     settings: Settings,
     **fields: Any,
 ) -> Outcome:
     """Claim (terminal, serial) for this message, or return the first answer to it."""
-    digest = request_hash(kind, request)
-    values: dict[str, Any] = {
-        "terminal_id": terminal.terminal_id,
-        "terminal_no": terminal.terminal_no,
-        "terminal_serial": request.terminal_serial,
-        "merchant_no": terminal.merchant_no,
-        "merchant_category": terminal.merchant_category,
-        "kind": kind,
-        "request_hash": digest,
-        "amount": fields.pop("amount", 0),
-        "approved_amount": 0,
-        "refunded_amount": 0,
-        # Placeholder until decided below, in the same database transaction.
-        "response_code": ResponseCode.system_error.value,
-        "status": AuthStatus.declined,
-        "local_date": local_now(settings, now).date(),
-        "created_at": now,
-        "updated_at": now,
+    claimed = await messages.claim_serial(
+        session,
+        terminal,
+        kind,
+        request_hash(kind, request),
+        local_now(settings),
+        terminal_serial=request.terminal_serial,
         **fields,
-    }
-    new = await repo.insert_if_new(session, values)
-    if new is not None:
-        return Outcome(new, replayed=False)
-    existing = await repo.by_serial(session, terminal.terminal_no, request.terminal_serial)
-    if existing is None:  # pragma: no cover - the conflicting insert rolled back
-        raise IdempotencyConflict("terminal serial is being used concurrently; retry")
-    if existing.kind is MessageKind.void:
-        # A reversal named this serial before the message itself arrived: refused (code 12).
-        return Outcome(existing, replayed=False, done=True)
-    if existing.request_hash != digest:
-        raise IdempotencyConflict(
-            f"terminal serial {request.terminal_serial} was used for another message",
-            authorization_id=existing.id,
-        )
-    return Outcome(existing, replayed=True, done=True)
+    )
+    if claimed.claim is Claim.new:
+        return Outcome(claimed.row, replayed=False)
+    # A replay, or the first message on a serial reversed before it arrived (the void row: 12).
+    return Outcome(claimed.row, replayed=claimed.claim is Claim.replay, done=True)
 
 
 def _decline(row: OnlineAuthorization, declined: Declined, now: datetime) -> Outcome:
@@ -273,14 +197,7 @@ async def authorize(
         raise ValueError(f"authorize handles purchases and pre-authorizations, not {kind}")
     now = clock.now()
     outcome = await _begin(
-        session,
-        terminal,
-        kind,
-        request,
-        now,
-        settings,
-        amount=request.amount,
-        asn=request.asn.upper(),
+        session, terminal, kind, request, settings, amount=request.amount, asn=request.asn.upper()
     )
     if outcome.done:
         return outcome
@@ -290,7 +207,7 @@ async def authorize(
         return _decline(
             row, Declined(ResponseCode.not_permitted_to_terminal, "validator_online"), now
         )
-    standing = await repo.card_standing(session, request.asn, now)
+    standing = await messages.card_standing(session, request.asn)
     refusal = card_refusal(standing, row.local_date)
     if refusal is not None or standing is None:
         return _decline(row, refusal or Declined(ResponseCode.unknown_card, "unknown_card"), now)
@@ -364,7 +281,7 @@ async def complete(
     """Post the pre-authorization's hold for ``amount`` (≤ held); the rest is released."""
     now = clock.now()
     outcome = await _begin(
-        session, terminal, MessageKind.completion, request, now, settings,
+        session, terminal, MessageKind.completion, request, settings,
         amount=request.amount, original_serial=request.original_serial,
     )  # fmt: skip
     if outcome.done:
@@ -432,56 +349,36 @@ async def reverse(
     *,
     settings: Settings,
 ) -> Outcome:
-    """Undo the message the terminal got no answer for.
+    """Undo the message ``original_serial`` of this terminal (docs/terminal-protocol.md §9.4).
 
-    A reversal is always answered 00 when nothing remains moved: the original never arrived
-    (then it is refused if it arrives later), was declined, or is already undone.
+    Answered 00 once nothing of the original stands, with ``approved_amount`` what this reversal
+    gave back: 0 when the original never arrived (its serial is then claimed, and the message is
+    refused 12 if it comes), was declined, or is already undone. A pending load is voided back to
+    its source; the declines are 12 (the original cannot be undone: a confirmed load, a completed
+    pre-authorization, a refunded payment, a reversal) and 51 (undoing a refund would take money
+    the online account no longer holds).
     """
     now = clock.now()
     outcome = await _begin(
-        session,
-        terminal,
-        MessageKind.reversal,
-        request,
-        now,
-        settings,
+        session, terminal, MessageKind.reversal, request, settings,
         original_serial=request.original_serial,
-    )
+    )  # fmt: skip
     if outcome.done:
         return outcome
     row = outcome.row
-    original = await repo.by_serial(
+    original = await messages.by_serial(
         session, terminal.terminal_no, request.original_serial, for_update=True
     )
     if original is None:
-        # The original never arrived. Claim its serial with a void row, so that if it arrives
-        # later it is refused (the unique key decides, even when both race).
-        void = await repo.insert_if_new(
-            session,
-            {
-                "terminal_id": terminal.terminal_id,
-                "terminal_no": terminal.terminal_no,
-                "terminal_serial": request.original_serial,
-                "merchant_no": terminal.merchant_no,
-                "merchant_category": terminal.merchant_category,
-                "kind": MessageKind.void,
-                "request_hash": "",
-                "amount": 0,
-                "approved_amount": 0,
-                "refunded_amount": 0,
-                "response_code": ResponseCode.invalid_transaction.value,
-                "decline_reason": "reversed_before_arrival",
-                "status": AuthStatus.declined,
-                "local_date": row.local_date,
-                "created_at": now,
-                "updated_at": now,
-            },
+        void = await messages.claim_void(
+            session, terminal, request.original_serial, local_now(settings)
         )
         if void is not None:
             row.decline_reason = "no_original"
             row.original_id = void.id
             return _approve(row, AuthStatus.approved, 0, now)
-        original = await repo.by_serial(
+        # A message took the serial meanwhile (the unique key decided): undo that one.
+        original = await messages.by_serial(
             session, terminal.terminal_no, request.original_serial, for_update=True
         )
         if original is None:  # pragma: no cover - the racing insert rolled back
@@ -494,26 +391,55 @@ async def reverse(
         AuthStatus.reversed, AuthStatus.voided, AuthStatus.expired,
     ):  # fmt: skip
         return _approve(row, AuthStatus.approved, 0, now)
+    try:
+        if original.kind is MessageKind.load:
+            return await _reverse_load(session, row, original, now, settings)
+        return await _reverse_payment(session, terminal, request, row, original, now, settings)
+    except Declined as declined:
+        return _decline(row, declined, now)
+
+
+async def _reverse_load(
+    session: AsyncSession,
+    row: OnlineAuthorization,
+    original: OnlineAuthorization,
+    now: datetime,
+    settings: Settings,
+) -> Outcome:
+    undone = await loads.reverse_load(
+        session, original.terminal_no, original.terminal_serial, settings
+    )
+    if undone.ledger_transaction_id is None:  # the load moved nothing (declined): nothing to undo
+        return _approve(row, AuthStatus.approved, 0, now)
+    row.clearing_date = undone.clearing_date
+    row.ledger_transaction_id = undone.ledger_transaction_id
+    original.status = AuthStatus.reversed
+    original.updated_at = now
+    await messages.record(session, original)
+    return _approve(row, AuthStatus.approved, undone.amount, now)
+
+
+async def _reverse_payment(
+    session: AsyncSession,
+    terminal: TerminalContext,
+    request: ReversalRequest,
+    row: OnlineAuthorization,
+    original: OnlineAuthorization,
+    now: datetime,
+    settings: Settings,
+) -> Outcome:
     if original.kind is MessageKind.reversal:
-        return _decline(
-            row, Declined(ResponseCode.invalid_transaction, "reversal_of_reversal"), now
-        )
+        raise Declined(ResponseCode.invalid_transaction, "reversal_of_reversal")
     if original.kind is MessageKind.preauth and original.status is AuthStatus.completed:
-        return _decline(row, Declined(ResponseCode.invalid_transaction, "preauth_completed"), now)
+        raise Declined(ResponseCode.invalid_transaction, "preauth_completed")
     if original.refunded_amount > 0:
-        return _decline(row, Declined(ResponseCode.invalid_transaction, "original_refunded"), now)
+        raise Declined(ResponseCode.invalid_transaction, "original_refunded")
     clearing_date = await clearing_date_of(session, settings, now=now)
     row.clearing_date = clearing_date
-    if (
-        original.kind in (MessageKind.purchase, MessageKind.preauth, MessageKind.completion)
-        and original.card_no
-    ):
-        # The day's online spending no longer includes what is undone. The usage row is locked
-        # before the ledger accounts, the order every path here keeps (no deadlock).
-        await repo.release_usage(
-            session, original.card_no, original.local_date, original.approved_amount
-        )
     if original.kind is MessageKind.preauth:
+        # The day's online spending no longer includes what is undone, on the day the original
+        # used. The usage row is locked before the ledger accounts: the lock order of every path.
+        await _give_back_usage(session, original, original.approved_amount)
         if original.hold_id is not None:
             await ledger.void_hold(
                 session,
@@ -523,14 +449,21 @@ async def reverse(
         original.status = AuthStatus.voided
     else:
         if original.ledger_transaction_id is None:  # pragma: no cover - approved moves always post
-            return _decline(row, Declined(ResponseCode.system_error, "original_not_posted"), now)
-        posted = await ledger.reverse(
-            session,
-            original.ledger_transaction_id,
-            idempotency_key=_key(row, "online-reversal"),
-            clearing_date=clearing_date,
-            reason=f"reversal of {original.kind} {terminal.terminal_no}:{original.terminal_serial}",
-        )
+            raise Declined(ResponseCode.system_error, "original_not_posted")
+        # Usage row first, then the ledger accounts (the lock order). Only undoing a refund can
+        # be refused, and it has no allowance to give back: the ledger then writes nothing.
+        await _give_back_usage(session, original, original.approved_amount)
+        try:
+            posted = await ledger.reverse(
+                session,
+                original.ledger_transaction_id,
+                idempotency_key=_key(row, "online-reversal"),
+                clearing_date=clearing_date,
+                reason=f"reversal of {original.kind} {terminal.terminal_no}:{original.terminal_serial}",
+            )
+        except InsufficientFunds:
+            # The online account has spent what the refund gave it.
+            raise Declined(ResponseCode.insufficient_funds, "refund_spent") from None
         row.ledger_transaction_id = posted.id
         original.status = AuthStatus.reversed
         if original.kind is MessageKind.refund and original.original_id is not None:
@@ -541,6 +474,21 @@ async def reverse(
     original.updated_at = now
     await repo.save(session, original)
     return _approve(row, AuthStatus.approved, original.approved_amount, now)
+
+
+async def _give_back_usage(
+    session: AsyncSession, original: OnlineAuthorization, amount: int
+) -> None:
+    """Give ``amount`` of a payment's daily allowance back to the local day that took it: a
+    purchase's or pre-authorization's own day; for a completion, its pre-authorization's."""
+    if not original.card_no:
+        return
+    day = original.local_date
+    if original.kind is MessageKind.completion and original.original_id is not None:
+        day = (await repo.get(session, original.original_id)).local_date
+    elif original.kind not in (MessageKind.purchase, MessageKind.preauth):
+        return  # refunds and the rest took no allowance
+    await repo.release_usage(session, original.card_no, day, amount)
 
 
 # --- refund ---------------------------------------------------------------------------------
@@ -557,7 +505,7 @@ async def refund(
     """Give back (part of) an approved purchase or completion to the online account."""
     now = clock.now()
     outcome = await _begin(
-        session, terminal, MessageKind.refund, request, now, settings,
+        session, terminal, MessageKind.refund, request, settings,
         amount=request.amount, original_serial=request.original_serial,
     )  # fmt: skip
     if outcome.done:

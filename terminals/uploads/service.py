@@ -21,6 +21,11 @@ Result codes per record, checked in this order:
 - 00 accepted, posted, and flagged when the card is on the blacklist (its TAC proves the money
   moved: reference/pboc.md §9.2.5).
 
+Records refused 02, 05 or 07 are TAC-checked all the same (in the same TAC_VERIFY), whenever the
+fields the TAC covers are well formed: a valid TAC proves the chip paid, so such a record opens a
+``refused_paid`` break (its amount, card, terminal and the batch's clearing date) although it is
+never booked.
+
 A gap in a card's offline counters (against the highest accepted counter) opens one
 ``counter_gap`` break per missing counter (at most ``MAX_GAP_ITEMS`` per gap); a later record
 that fills it resolves it.
@@ -76,6 +81,7 @@ FIELDS: Final = frozenset(
         "terminal_no", "terminal_serial", "datetime", "key_version", "tac", "gray", "compound",
     }
 )  # fmt: skip
+COMPOUND_INT_MAX: Final = 2**53 - 1  # exact in every JSON reader
 COMPOUND_FIELDS: Final = frozenset(
     {"line", "station", "direction", "entry_station", "entry_time", "transfer"}
 )
@@ -110,19 +116,39 @@ class Parsed:
     compound: dict[str, Any] | None
 
 
+@dataclass(frozen=True, slots=True)
+class TacFields:
+    """What a record's TAC covers (reference/pboc.md §3.2), and the card and counter it names."""
+
+    asn: str
+    tx_type: int
+    amount: int
+    terminal_no: str
+    terminal_serial: int
+    tx_datetime: str
+    key_version: int
+    tac: str
+    offline_counter: int | None  # not under the TAC; None when malformed
+
+
 @dataclass(slots=True)
 class Outcome:
     index: int
     raw: Any
     parsed: Parsed | None = None
+    tac: TacFields | None = None  # what TAC_VERIFY checks (None: gray, or not well formed)
     code: ResultCode | None = None
     detail: str | None = None
     blacklisted: bool = False
     card_id: int | None = None
     card_no: str | None = None
-    breaks: list[tuple[BreakKind, int, str]] = field(
+    breaks: list[tuple[BreakKind, int | None, str]] = field(
         default_factory=list
     )  # (kind, counter, detail)
+
+    def subject(self) -> TacFields | Parsed | None:
+        """Where a break of this record takes its card, terminal and amount from."""
+        return self.parsed or self.tac
 
 
 def _int(raw: Mapping[str, Any], name: str, low: int, high: int) -> int:
@@ -165,11 +191,12 @@ def _compound(value: Any) -> dict[str, Any] | None:
     for key, item in value.items():
         if isinstance(item, bool) and key == "transfer":
             continue
-        if (
-            not (isinstance(item, str) and len(item) <= 16 and item.isascii())
-            and type(item) is not int
+        if not (isinstance(item, str) and len(item) <= 16 and item.isascii()) and not (
+            type(item) is int and 0 <= item <= COMPOUND_INT_MAX
         ):
-            raise RecordInvalid(f"compound.{key}: a short ASCII string or an integer")
+            raise RecordInvalid(
+                f"compound.{key}: a short ASCII string or an integer in 0..{COMPOUND_INT_MAX}"
+            )
     return dict(value)
 
 
@@ -212,6 +239,45 @@ def parse_record(raw: Any, zone: tzinfo) -> Parsed:
         gray=gray,
         compound=_compound(raw.get("compound")),
     )
+
+
+# Refused records that are TAC-checked all the same: a valid TAC means the chip paid.
+CHECKED_WHEN_REFUSED: Final = frozenset(
+    {ResultCode.invalid_data, ResultCode.expired, ResultCode.unknown_terminal}
+)
+
+
+def tac_fields(raw: Any, zone: tzinfo) -> TacFields | None:
+    """The TAC inputs of a record that failed validation, when each of them is well formed."""
+    if not isinstance(raw, dict) or raw.get("gray") is True:
+        return None
+    try:
+        dt14 = _str(raw, "datetime", _DIGITS14)
+        parse_local(dt14, zone)
+        counter = raw.get("offline_counter")
+        return TacFields(
+            asn=_str(raw, "asn", _ASN),
+            tx_type=_int(raw, "tx_type", 0, 255),
+            amount=_int(raw, "amount", 0, U32),
+            terminal_no=_str(raw, "terminal_no", _DIGITS12),
+            terminal_serial=_int(raw, "terminal_serial", 0, U32),
+            tx_datetime=dt14,
+            key_version=_int(raw, "key_version", 1, 255),
+            tac=_str(raw, "tac", _TAC),
+            offline_counter=counter if type(counter) is int and 0 <= counter <= U16 else None,
+        )
+    except RecordInvalid:
+        return None
+
+
+def _tac_of(p: Parsed) -> TacFields | None:
+    if p.gray or p.tac is None:
+        return None
+    return TacFields(
+        asn=p.asn, tx_type=p.tx_type, amount=p.amount, terminal_no=p.terminal_no,
+        terminal_serial=p.terminal_serial, tx_datetime=p.tx_datetime, key_version=p.key_version,
+        tac=p.tac, offline_counter=p.offline_counter,
+    )  # fmt: skip
 
 
 def content_hash(request: UploadRequest) -> str:
@@ -310,8 +376,10 @@ def _validate(
             parsed = parse_record(raw, zone)
         except RecordInvalid as exc:
             outcome.code, outcome.detail = ResultCode.invalid_data, str(exc)
+            outcome.tac = tac_fields(raw, zone)
             continue
         outcome.parsed = parsed
+        outcome.tac = _tac_of(parsed)
         if parsed.tx_time > future_limit:
             outcome.code, outcome.detail = ResultCode.invalid_data, "datetime: in the future"
         elif parsed.terminal_no != terminal_no:
@@ -341,30 +409,35 @@ async def _check_cards(session: AsyncSession, outcomes: Sequence[Outcome]) -> No
         o.card_id, o.card_no = card.id, card.card_no
 
 
-def _tac_wire(p: Parsed) -> dict[str, object]:
-    # TAC_VERIFY wire format (hsm_contract.md; reference/pboc.md §3.2 TAC inputs).
+def _tac_wire(t: TacFields) -> dict[str, object]:
+    # TAC_VERIFY wire format (docs/hsm-protocol.md; reference/pboc.md §3.2 TAC inputs).
     return {
         "kind": "purchase",
-        "asn": p.asn,
-        "key_version": p.key_version,
-        "amount": p.amount,
-        "tx_type": p.tx_type,
-        "terminal_no": p.terminal_no,
-        "terminal_serial": p.terminal_serial,
-        "datetime": p.tx_datetime,
-        "tac": p.tac,
+        "asn": t.asn,
+        "key_version": t.key_version,
+        "amount": t.amount,
+        "tx_type": t.tx_type,
+        "terminal_no": t.terminal_no,
+        "terminal_serial": t.terminal_serial,
+        "datetime": t.tx_datetime,
+        "tac": t.tac,
     }
 
 
 async def _tac_verdicts(hsm: HsmClient, outcomes: Sequence[Outcome]) -> dict[int, str | None]:
     """One TAC_VERIFY for every record that may still be accepted (whether its card is known is
-    decided later, in the write transaction): record index → None when its TAC verifies, else
-    why not."""
-    checked = [o for o in outcomes if o.code is None and o.parsed is not None and not o.parsed.gray]
+    decided later, in the write transaction), and for those refused 02, 05 or 07 whose TAC
+    fields are well formed (a valid TAC there means the chip paid): record index → None when its
+    TAC verifies, else why not."""
+    checked = [
+        o
+        for o in outcomes
+        if o.tac is not None and (o.code is None or o.code in CHECKED_WHEN_REFUSED)
+    ]
     if not checked:
         return {}
     try:
-        verdict = await hsm.tac_verify([_tac_wire(o.parsed) for o in checked if o.parsed])
+        verdict = await hsm.tac_verify([_tac_wire(o.tac) for o in checked if o.tac])
     except HsmUnavailable as exc:
         raise DependencyUnavailable("HSM unavailable: upload again later") from exc
     return {
@@ -375,7 +448,19 @@ async def _tac_verdicts(hsm: HsmClient, outcomes: Sequence[Outcome]) -> dict[int
 
 def _apply_tacs(outcomes: Sequence[Outcome], verdicts: Mapping[int, str | None]) -> None:
     for o in outcomes:
-        if o.code is not None or o.parsed is None or o.parsed.gray:
+        if o.tac is None:
+            continue
+        if o.code in CHECKED_WHEN_REFUSED:
+            if o.index in verdicts and verdicts[o.index] is None:
+                o.breaks.append(
+                    (
+                        BreakKind.refused_paid,
+                        o.tac.offline_counter,
+                        f"refused {o.code.value} ({o.detail}) but its TAC verifies: the card paid",
+                    )
+                )
+            continue
+        if o.code is not None:
             continue
         if o.index not in verdicts:
             # The terminal's registration changed between the check and the write: no verdict
@@ -387,7 +472,7 @@ def _apply_tacs(outcomes: Sequence[Outcome], verdicts: Mapping[int, str | None])
             o.breaks.append(
                 (
                     BreakKind.tac_failed,
-                    o.parsed.offline_counter,
+                    o.tac.offline_counter,
                     "TAC failed; re-examine with the card chain",
                 )
             )
@@ -555,6 +640,36 @@ async def _post_batch(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _break(
+    kind: BreakKind,
+    counter: int | None,
+    detail: str,
+    subject: TacFields | Parsed,
+    record_id: int,
+    clearing_date: date,
+) -> NewBreak:
+    return NewBreak(
+        kind=kind,
+        clearing_date=clearing_date,
+        reason=detail[:200],
+        # What a missing counter was worth is unknown until its record comes.
+        amount=None if kind is BreakKind.counter_gap else subject.amount,
+        ref=BreakRef(
+            source="offline_record",
+            source_id=record_id,
+            asn=subject.asn,
+            counter=counter,
+            terminal_no=subject.terminal_no,
+        ),
+        # One break per payment the chip made, however often a terminal sends its record.
+        open_key=(
+            f"refused_paid:{subject.terminal_no}:{subject.terminal_serial}:{subject.asn}"
+            if kind is BreakKind.refused_paid
+            else None
+        ),
+    )
+
+
 async def _store(
     session: AsyncSession,
     request: UploadRequest,
@@ -596,22 +711,9 @@ async def _store(
     await breaks.open_breaks(
         session,
         [
-            NewBreak(
-                kind=kind,
-                clearing_date=clearing_date,
-                reason=detail[:200],
-                # What a missing counter was worth is unknown until its record comes.
-                amount=None if kind is BreakKind.counter_gap else o.parsed.amount,
-                ref=BreakRef(
-                    source="offline_record",
-                    source_id=ids[o.index],
-                    asn=o.parsed.asn,
-                    counter=counter,
-                    terminal_no=o.parsed.terminal_no,
-                ),
-            )
+            _break(kind, counter, detail, subject, ids[o.index], clearing_date)
             for o in outcomes
-            if o.parsed is not None
+            if (subject := o.subject()) is not None
             for kind, counter, detail in o.breaks
         ],
     )

@@ -220,6 +220,7 @@ def test_worker_once_runs_each_job_and_exits(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines() == [
         "expire-holds: ok: released 0 expired pre-authorization hold(s)",
+        "age-loads: ok: 0 pending load(s) without card evidence opened an aged_load break",
         "day-cut: ok: closed none; open day none yet; 0 partition(s) made",
         "release-balances: ok: moved 0 balances (0 fen); 0 empty; 0 wait for their new card",
         "expire-cards: ok: expired 0 cards",

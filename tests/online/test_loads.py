@@ -358,8 +358,9 @@ async def test_hsm_unavailable_declines_with_91_and_moves_nothing(
     try:
         async with unit_of_work(resources.sessions) as s:
             outcome = await loads.authorize_load(
-                s, await counter.signed(resources), request, hsm=dead, settings=resources.settings
-            )
+                resources.sessions, s, await counter.signed(resources), request, hsm=dead,
+                settings=resources.settings,
+            )  # fmt: skip
             assert (outcome.row.response_code, outcome.response().mac2) == ("91", None)
         # Judging a TAC needs the HSM too: no verdict without it (a repeat of the TAC already
         # accepted needs none); the client may retry.

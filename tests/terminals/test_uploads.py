@@ -20,6 +20,7 @@ from cardsvc.ledger.models import AccountKind
 from cardsvc.ledger.schemas import AccountRef
 from cardsvc.reader.link import InProcessLink
 from cardsvc.resources import Resources
+from terminals.devices.bus import BusValidator
 from terminals.devices.card import VirtualCard
 from terminals.devices.psam import Psam
 from terminals.devices.taxi import TaxiMeter
@@ -192,10 +193,13 @@ async def test_each_refusal_gets_its_code_and_nothing_else_is_lost(
             == date.fromisoformat(answer["clearing_date"])
         )
         breaks = (await session.execute(select(BreakItem).order_by(BreakItem.id))).scalars().all()
-        assert {(b.kind, b.status) for b in breaks} == {
-            (BreakKind.tac_failed, BreakStatus.open),
-            (BreakKind.gray, BreakStatus.open),
-        }
+        position = {r.id: r.position for r in rows}
+        assert sorted((position[b.source_id or 0], b.kind, b.status) for b in breaks) == [
+            (1, BreakKind.tac_failed, BreakStatus.open),
+            # Refused 02 for an unknown field, yet its TAC verifies: the card paid.
+            (12, BreakKind.refused_paid, BreakStatus.open),
+            (14, BreakKind.gray, BreakStatus.open),
+        ]
         report = await ledger.check_invariants(session)
         assert report.ok, report.render()
     # The same batch again: the first answer, nothing posted twice.
@@ -290,3 +294,74 @@ async def test_blacklisted_cards_are_refused_and_blocked(
     with pytest.raises(TapRefused, match="blocked"):
         tap(other, chip)
     assert chip.state.balance == 1000
+
+
+async def test_refused_records_that_paid_leave_a_break(
+    client: httpx.AsyncClient, world: World, resources: Resources
+) -> None:
+    """Records refused 02 (time in the future), 05 (too old) and 07 (PSAM mismatch) whose TAC
+    verifies: the chip paid, so each opens a refused_paid break with its amount, card, terminal
+    and clearing date; nothing is booked, and sending a record again opens no second break."""
+    from datetime import timedelta
+
+    from cardsvc import clock
+    from cardsvc.breaks import service as breaks
+
+    chips = await issue_cards(resources, [1, 2, 3], balance=2000)
+    (no1, chip1), (no2, chip2), (no3, chip3) = chips.items()
+    terminal = world.bus_terminals[0]
+    now = clock.now()
+    ahead = BusValidator(host(client, terminal), Psam.dev(terminal),
+                         clock=lambda: now + timedelta(hours=2))  # fmt: skip
+    old = BusValidator(host(client, terminal), Psam.dev(terminal),
+                       clock=lambda: now - timedelta(days=40))  # fmt: skip
+    device = await bus(client, terminal)
+    future, ancient, genuine = (
+        tap(ahead, chip1).record,
+        tap(old, chip2).record,
+        tap(device, chip3).record,
+    )
+    answer = await device.host.post(UPLOADS, _batch(1, device.host.psam_no, [future, ancient]))
+    mismatch = await device.host.post(UPLOADS, _batch(2, "5099999999999900", [genuine]))
+    assert [r["code"] for r in answer.json()["results"]] == ["02", "05"]
+    assert [r["code"] for r in mismatch.json()["results"]] == ["07"]
+    again = await device.host.post(UPLOADS, _batch(3, "5099999999999900", [genuine]))
+    assert [r["code"] for r in again.json()["results"]] == ["07"]
+    async with resources.sessions() as session:
+        found = await breaks.list_breaks(session, kind=BreakKind.refused_paid)
+    day = answer.json()["clearing_date"]
+    assert [(b.asn, b.amount, b.counter, b.terminal_no, str(b.clearing_date)) for b in found] == [
+        (no1, future["amount"], future["offline_counter"], terminal, day),
+        (no2, ancient["amount"], ancient["offline_counter"], terminal, day),
+        (no3, genuine["amount"], genuine["offline_counter"], terminal, day),
+    ]
+    assert [b.reason[:11] for b in found] == ["refused 02 ", "refused 05 ", "refused 07 "]
+    for no, chip in chips.items():
+        assert await float_balance(resources, no) == 2000 != chip.state.balance
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("record_count", "1"),
+        ("record_count", 1.0),
+        ("batch_no", True),
+        ("total_amount", 10**30),
+        ("blacklist_version", 10**30),
+        ("params_version", -1),
+        ("surprise", 1),
+    ],
+)
+async def test_the_upload_header_is_as_strict_as_its_records(
+    client: httpx.AsyncClient, world: World, resources: Resources, field: str, value: Any
+) -> None:
+    chips = await issue_cards(resources, [1], balance=1000)
+    device = await bus(client, world.bus_terminals[0])
+    record = tap(device, next(iter(chips.values()))).record
+    bad = {**_batch(1, device.host.psam_no, [record]), field: value}
+    response = await device.host.post(UPLOADS, bad)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "RequestValidationFailed"
+    assert [error["loc"] for error in response.json()["fields"]] == [["body", field]]
+    good = await device.host.post(UPLOADS, _batch(1, device.host.psam_no, [record]))
+    assert [r["code"] for r in good.json()["results"]] == ["00"]
