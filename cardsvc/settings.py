@@ -145,6 +145,7 @@ class Settings(BaseSettings):
     bank_codes: list[Annotated[str, Field(pattern=r"^[A-Z0-9]{2,16}$")]] = Field(
         default_factory=list
     )
+    bank_credit_file_max_lines: Annotated[int, Field(ge=1, le=100_000)] = 10_000
 
     # `cardsvc worker`: how often each periodic job runs. An expired hold still blocks the
     # resident's money until its job runs; the card jobs act on dates and waiting periods of days.

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.accounts import service
+from cardsvc.accounts.models import MovementKind
 from cardsvc.accounts.schemas import (
     AccountLookup,
     AccountOut,
@@ -21,7 +22,9 @@ from cardsvc.accounts.schemas import (
     WithdrawalIn,
 )
 from cardsvc.api.limits import GuardedRoute
-from cardsvc.deps import HsmDep, PinPadsDep, SessionDep, SettingsDep
+from cardsvc.deps import HsmDep, PinPadsDep, SessionDep, SessionsDep, SettingsDep
+from cardsvc.errors import DependencyUnavailable
+from cardsvc.hsm import HsmUnavailable
 from cardsvc.ledger.schemas import Statement
 from cardsvc.pinpads import PinPads
 from cardsvc.staff.auth import Role, StaffPrincipal
@@ -158,13 +161,18 @@ async def set_pin(
     body: PinSet,
     principal: Counter,
     session: SessionDep,
+    sessions: SessionsDep,
     settings: SettingsDep,
     hsm: HsmDep,
     pin_pads: PinPadsDep,
 ) -> AccountOut:
-    account = await service.by_reference(session, reference)
-    entry = await pin_entry(session, pin_pads, body.card_no, body.terminal_no, body.pin_block)
-    found = await service.set_pin(session, hsm, settings, account, entry, actor=principal.username)
+    # What the HSM needs is read first, in a short session closed before the HSM works.
+    async with sessions() as read:
+        account = await service.by_reference(read, reference)
+        target = await service.pin_target(read, account, body.card_no)
+        entry = await pin_entry(read, pin_pads, target.card_no, body.terminal_no, body.pin_block)
+    made = await service.make_pin(hsm, settings, target, entry)
+    found = await service.store_pin(session, settings, target, made, actor=principal.username)
     return account_out(found)
 
 
@@ -204,28 +212,36 @@ async def withdraw(
     body: WithdrawalIn,
     principal: Counter,
     session: SessionDep,
+    sessions: SessionsDep,
     settings: SettingsDep,
     hsm: HsmDep,
     pin_pads: PinPadsDep,
 ) -> MovementOut:
-    account = await service.by_reference(session, reference)
-    entry = await pin_entry(session, pin_pads, body.card_no, body.terminal_no, body.pin_block)
+    async with sessions() as read:
+        account = await service.by_reference(read, reference)
+        replay = await service.find_movement(
+            read, MovementKind.withdrawal, account, counter_code=body.counter_code,
+            receipt_no=body.receipt_no, amount=body.amount,
+        )  # fmt: skip
+        if replay is not None:  # a retry: the first answer, without the PIN again
+            return movement_out(replay)
+        target = await service.pin_target(read, account, body.card_no)
+        entry = await pin_entry(read, pin_pads, target.card_no, body.terminal_no, body.pin_block)
     try:
-        found = await service.withdraw(
-            session,
-            hsm,
-            settings,
-            account,
-            entry,
-            counter_code=body.counter_code,
-            receipt_no=body.receipt_no,
-            amount=body.amount,
-            actor=principal.username,
-        )
-    except (service.WrongPin, service.PinLocked):
-        # The wrong PIN is counted: keep the count, then refuse.
-        await session.commit()
-        raise
+        check = await service.check_pin(sessions, hsm, settings, target.resident_id, entry)
+    except HsmUnavailable as exc:
+        raise DependencyUnavailable("HSM unavailable") from exc
+    found = await service.withdraw(
+        session,
+        settings,
+        await service.by_reference(session, reference),
+        check,
+        card_no=target.card_no,
+        counter_code=body.counter_code,
+        receipt_no=body.receipt_no,
+        amount=body.amount,
+        actor=principal.username,
+    )
     return movement_out(found)
 
 

@@ -29,8 +29,10 @@ class OnlineAccount(Base):
     pin_offset: Mapped[str | None] = mapped_column(String(12))
     pin_pvk_version: Mapped[int | None]
     pin_set_at: Mapped[datetime | None]
-    pin_failures: Mapped[int] = mapped_column(default=0)  # wrong PINs in a row
-    pin_locked_at: Mapped[datetime | None]  # online payments refused (75) until a counter resets
+    # Wrong PINs in a row; at CARDSVC_PIN_MAX_FAILURES the PIN is locked (debits refused) until a
+    # counter resets it. ``pin_locked_at`` says when that happened.
+    pin_failures: Mapped[int] = mapped_column(default=0)
+    pin_locked_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.accounts.models import AccountMovement, MovementKind, OnlineAccount
@@ -76,3 +77,66 @@ async def claim_movement(session: AsyncSession, values: dict[str, Any]) -> Accou
     stmt = insert_ignore_stmt(session, AccountMovement.__table__).values(**values)
     new_id = (await session.execute(stmt.returning(AccountMovement.__table__.c.id))).scalar()
     return None if new_id is None else await session.get(AccountMovement, int(new_id))
+
+
+@dataclass(frozen=True, slots=True)
+class PinTry:
+    """A try taken on an account's PIN: what the HSM checks it against, and the count with it."""
+
+    account_id: int
+    reference: str
+    offset: str
+    pvk_version: int
+    failures: int  # wrong PINs in a row, this try included
+
+
+_accounts: Table = OnlineAccount.__table__  # type: ignore[assignment]
+
+
+async def take_pin_try(session: AsyncSession, resident_id: int, limit: int) -> PinTry | None:
+    """Count a try on the resident's PIN unless it has none or its tries are used up (None).
+
+    One guarded UPDATE: concurrent tries serialize on the row, and each sees the others' counts."""
+    stmt = (
+        update(_accounts)
+        .where(
+            _accounts.c.resident_id == resident_id,
+            _accounts.c.pin_offset.is_not(None),
+            _accounts.c.pin_failures < limit,
+        )
+        .values(pin_failures=_accounts.c.pin_failures + 1)
+        .returning(
+            _accounts.c.id,
+            _accounts.c.reference,
+            _accounts.c.pin_offset,
+            _accounts.c.pin_pvk_version,
+            _accounts.c.pin_failures,
+        )
+    )
+    row = (await session.execute(stmt)).first()
+    return None if row is None else PinTry(int(row[0]), row[1], row[2], int(row[3]), int(row[4]))
+
+
+async def give_pin_try_back(session: AsyncSession, account_id: int) -> None:
+    await session.execute(
+        update(_accounts)
+        .where(_accounts.c.id == account_id, _accounts.c.pin_failures > 0)
+        .values(pin_failures=_accounts.c.pin_failures - 1)
+    )
+
+
+async def clear_pin_failures(session: AsyncSession, account_id: int) -> None:
+    await session.execute(
+        update(_accounts)
+        .where(_accounts.c.id == account_id)
+        .values(pin_failures=0, pin_locked_at=None)
+    )
+
+
+async def stamp_pin_lock(session: AsyncSession, account_id: int, now: datetime) -> None:
+    """When the PIN was locked (the lock itself is the count reaching the limit)."""
+    await session.execute(
+        update(_accounts)
+        .where(_accounts.c.id == account_id, _accounts.c.pin_locked_at.is_(None))
+        .values(pin_locked_at=now)
+    )

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cardsvc import clock
 from cardsvc.accounts import repository as repo
@@ -35,9 +35,10 @@ from cardsvc.accounts.models import (
 from cardsvc.accounts.reference import make_reference, normalize
 from cardsvc.audit import service as audit
 from cardsvc.cards import service as cards
-from cardsvc.cards.models import Card, CardStatus
+from cardsvc.cards.models import CardStatus
 from cardsvc.cards.numbers import check_card_no, mask_card_no
 from cardsvc.clearing.service import clearing_date as clearing_date_of
+from cardsvc.db import unit_of_work
 from cardsvc.errors import (
     Conflict,
     DependencyUnavailable,
@@ -182,6 +183,10 @@ async def find_by_reference(session: AsyncSession, text: str) -> OnlineAccount |
     return None if reference is None else await repo.by_reference(session, reference)
 
 
+async def by_id(session: AsyncSession, account_id: int) -> OnlineAccount | None:
+    return await repo.by_id(session, account_id)
+
+
 async def for_resident(session: AsyncSession, resident_id: int) -> OnlineAccount | None:
     return await repo.by_resident(session, resident_id)
 
@@ -206,7 +211,7 @@ async def view(session: AsyncSession, settings: Settings, account: OnlineAccount
         held=held,
         available=balance - held,
         pin_set=account.pin_offset is not None,
-        pin_locked=account.pin_locked_at is not None,
+        pin_locked=account.pin_failures >= settings.pin_max_failures,
         pin_tries_left=max(0, settings.pin_max_failures - account.pin_failures),
     )
 
@@ -247,36 +252,38 @@ async def statement(
 # --- the PIN --------------------------------------------------------------------------------
 
 
-async def _holder_card(session: AsyncSession, account: OnlineAccount, card_no: str) -> Card:
-    """The account holder's active card ``card_no``, the one the PIN block was typed for."""
+@dataclass(frozen=True, slots=True)
+class PinTarget:
+    """What a new PIN or a PIN check needs of the account, read before the HSM is asked (nothing
+    is held while it works: docs/architecture.md §11)."""
+
+    account_id: int
+    resident_id: int
+    reference: str
+    card_no: str  # the holder's active card, the one the PIN block was typed for
+
+
+async def pin_target(session: AsyncSession, account: OnlineAccount, card_no: str) -> PinTarget:
+    """The account and the holder's active card ``card_no``."""
     card = await cards.require_card(session, check_card_no(card_no), for_update=False)
     if card.resident_id != account.resident_id:
         raise ValidationFailed("the card is not this account holder's")
     if card.status is not CardStatus.active:
         raise InvalidStateTransition(f"the card is {card.status.value}, not active")
-    return card
+    return PinTarget(account.id, account.resident_id, _reference(account), card.card_no)
 
 
-async def set_pin(
-    session: AsyncSession,
-    hsm: HsmClient,
-    settings: Settings,
-    account: OnlineAccount,
-    entry: PinEntry,
-    *,
-    actor: str,
-) -> AccountView:
-    """Set the account's PIN, or reset it (which also lifts a lock), from a counter's PIN pad.
-
-    The HSM computes the offset from the PIN inside the block and refuses a PIN that breaks the
-    rules (``pin_length`` digits, not one repeated digit, not consecutive digits)."""
-    card = await _holder_card(session, account, entry.card_no)
+async def make_pin(
+    hsm: HsmClient, settings: Settings, target: PinTarget, entry: PinEntry
+) -> PinOffset:
+    """The HSM's verification data of the PIN in ``entry``. The HSM applies the PIN rules
+    (``pin_length`` digits, not one repeated digit, not consecutive digits)."""
     try:
-        made = await hsm.pin_offset_generate(
+        return await hsm.pin_offset_generate(
             entry.key,
             entry.pin_block,
-            pan=card.card_no,
-            validation_data=_reference(account),
+            pan=target.card_no,
+            validation_data=target.reference,
             min_length=settings.pin_length,
             max_length=settings.pin_length,
         )
@@ -288,31 +295,38 @@ async def set_pin(
         raise PinRefused(exc.message) from exc
     except HsmUnavailable as exc:
         raise DependencyUnavailable("HSM unavailable") from exc
-    locked = await repo.by_id(session, account.id, for_update=True)
-    assert locked is not None  # noqa: S101 - accounts are never deleted
+
+
+async def store_pin(
+    session: AsyncSession, settings: Settings, target: PinTarget, made: PinOffset, *, actor: str
+) -> AccountView:
+    """Set the account's PIN, or reset it (which also lifts a lock and gives every try back)."""
+    account = await repo.by_id(session, target.account_id, for_update=True)
+    assert account is not None  # noqa: S101 - accounts are never deleted
+    limit = settings.pin_max_failures
     before = {
-        "pin_set": locked.pin_offset is not None,
-        "pin_locked": locked.pin_locked_at is not None,
+        "pin_set": account.pin_offset is not None,
+        "pin_locked": account.pin_failures >= limit,
     }
-    locked.pin_offset, locked.pin_pvk_version = made.offset, made.pvk_version
-    locked.pin_set_at = clock.now()
-    locked.pin_failures = 0
-    locked.pin_locked_at = None
+    account.pin_offset, account.pin_pvk_version = made.offset, made.pvk_version
+    account.pin_set_at = clock.now()
+    account.pin_failures = 0
+    account.pin_locked_at = None
     await session.flush()
     await audit.record(
         session,
         actor=actor,
         action="account.pin_reset" if before["pin_set"] else "account.pin_set",
         entity="online_account",
-        entity_id=_reference(locked),
+        entity_id=target.reference,
         before=before,
-        after={"pin_set": True, "pin_locked": False, "card": mask_card_no(card.card_no)},
+        after={"pin_set": True, "pin_locked": False, "card": mask_card_no(target.card_no)},
     )
-    return await view(session, settings, locked)
+    return await view(session, settings, account)
 
 
-async def verify_pin(
-    session: AsyncSession,
+async def check_pin(
+    sessions: async_sessionmaker[AsyncSession],
     hsm: HsmClient,
     settings: Settings,
     resident_id: int,
@@ -320,35 +334,44 @@ async def verify_pin(
 ) -> PinCheck:
     """Check the cardholder's PIN for a debit of the resident's account, counting wrong ones.
 
-    Locks the account row first (the lock order: online account, then the card's daily usage,
-    then the ledger accounts; docs/architecture.md §7). A locked PIN is refused without asking
-    the HSM. ``HsmUnavailable`` propagates (nothing is counted)."""
-    account = await repo.by_resident(session, resident_id, for_update=True)
-    if account is None or account.pin_offset is None or account.pin_pvk_version is None:
-        return PinCheck(PinOutcome.not_set, 0)
+    Three steps, none holding the database while the HSM works: a short transaction of its own
+    takes a try (the count goes up first, so concurrent guesses can never take more tries than
+    are left), the HSM checks the block, and a second short transaction settles the try: a right
+    PIN puts the count back to zero, an unreadable block (or an HSM that did not answer) gives
+    the try back, a wrong PIN keeps it, and the one that uses the last try locks the PIN. Both
+    commit on their own, whatever the caller then decides. ``HsmUnavailable`` propagates."""
     limit = settings.pin_max_failures
-    if account.pin_locked_at is not None or account.pin_failures >= limit:
+    async with unit_of_work(sessions) as session:
+        reserved = await repo.take_pin_try(session, resident_id, limit)
+        state = None if reserved is not None else await repo.by_resident(session, resident_id)
+    if reserved is None:
+        if state is None or state.pin_offset is None:
+            return PinCheck(PinOutcome.not_set, 0)
         return PinCheck(PinOutcome.locked, 0)
+    valid: bool | None = None
     try:
         valid = await hsm.pin_verify(
             entry.key,
             entry.pin_block,
             pan=entry.card_no,
-            validation_data=_reference(account),
-            stored=PinOffset(account.pin_offset, account.pin_pvk_version),
+            validation_data=reserved.reference,
+            stored=PinOffset(reserved.offset, reserved.pvk_version),
         )
     except HsmPinBlockInvalid:
-        return PinCheck(PinOutcome.unreadable, limit - account.pin_failures)
+        pass
+    finally:
+        async with unit_of_work(sessions) as session:
+            if valid is None:  # unreadable, or no answer: not a try
+                await repo.give_pin_try_back(session, reserved.account_id)
+            elif valid:
+                await repo.clear_pin_failures(session, reserved.account_id)
+            elif reserved.failures >= limit:
+                await repo.stamp_pin_lock(session, reserved.account_id, clock.now())
+    if valid is None:
+        return PinCheck(PinOutcome.unreadable, limit - reserved.failures + 1)
     if valid:
-        if account.pin_failures:
-            account.pin_failures = 0
-            await session.flush()
         return PinCheck(PinOutcome.verified, limit)
-    account.pin_failures += 1
-    if account.pin_failures >= limit:
-        account.pin_locked_at = clock.now()
-    await session.flush()
-    left = limit - account.pin_failures
+    left = limit - reserved.failures
     return PinCheck(PinOutcome.wrong if left > 0 else PinOutcome.locked, left)
 
 
@@ -486,39 +509,45 @@ def _withdrawal_key(row: AccountMovement, prefix: str = "withdrawal") -> str:
     return f"{prefix}:{row.counter_code}:{row.receipt_no}"
 
 
+async def find_movement(
+    session: AsyncSession,
+    kind: MovementKind,
+    account: OnlineAccount,
+    *,
+    counter_code: str,
+    receipt_no: str,
+    amount: int,
+) -> MovementView | None:
+    """The movement a receipt already made (a retry: answered with it), or None."""
+    return await _replay(session, kind, account, counter_code, receipt_no, amount)
+
+
 async def withdraw(
     session: AsyncSession,
-    hsm: HsmClient,
     settings: Settings,
     account: OnlineAccount,
-    entry: PinEntry,
+    check: PinCheck,
     *,
+    card_no: str,
     counter_code: str,
     receipt_no: str,
     amount: int,
     actor: str,
 ) -> MovementView:
-    """Cash paid out at a counter after the cardholder's PIN: posted at once up to
-    ``withdrawal_approval_above``; above it the amount is held until a supervisor approves.
-
-    A retry with the same receipt returns the first answer without asking for the PIN again.
-    A wrong PIN raises after counting it (the caller commits the count, then refuses)."""
+    """Cash paid out at a counter after the cardholder's PIN (``check``, made before with
+    :func:`check_pin`): posted at once up to ``withdrawal_approval_above``; above it the amount is
+    held until a supervisor approves. A retry with the same receipt answers the first movement."""
     replay = await _replay(
         session, MovementKind.withdrawal, account, counter_code, receipt_no, amount
     )
     if replay is not None:
         return replay
-    card = await _holder_card(session, account, entry.card_no)
-    try:
-        check = await verify_pin(session, hsm, settings, account.resident_id, entry)
-    except HsmUnavailable as exc:
-        raise DependencyUnavailable("HSM unavailable") from exc
     require_verified(check)
     needs_approval = amount > settings.withdrawal_approval_above
     status = MovementStatus.awaiting_approval if needs_approval else MovementStatus.posted
     row, clearing_date = await _claim(
         session, settings, MovementKind.withdrawal, account, counter_code=counter_code,
-        receipt_no=receipt_no, amount=amount, status=status, actor=actor, card_no=card.card_no,
+        receipt_no=receipt_no, amount=amount, status=status, actor=actor, card_no=card_no,
     )  # fmt: skip
     if row is None:
         found = await _replay(

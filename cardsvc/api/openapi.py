@@ -60,7 +60,8 @@ def errors(*statuses: int) -> Callable[[F], F]:
 @dataclass(frozen=True, slots=True)
 class Access:
     """Who a route admits: ``staff`` (with ``roles``; empty = any staff), ``terminal`` (a signed
-    request) or ``public``."""
+    request), ``bank`` (a bank's signed message), ``resident`` (a resident's token) or
+    ``public``."""
 
     kind: str
     roles: tuple[str, ...] = ()
@@ -73,6 +74,16 @@ class Access:
             return (
                 "**Admits:** a signed-in terminal (headers X-Terminal-No, X-Session-Id, X-Seq, "
                 "X-Mac; docs/terminal-protocol.md §3)."
+            )
+        if self.kind == "bank":
+            return (
+                "**Admits:** a bank, by its signature (headers X-Bank-Code, X-Bank-Signature; "
+                "docs/bank-credits.md)."
+            )
+        if self.kind == "resident":
+            return (
+                "**Admits:** a resident with a resident bearer token, for their own data only "
+                "(docs/resident-api.md)."
             )
         return "**Admits:** anyone (no authentication)."
 
@@ -87,16 +98,26 @@ def access_of(route: APIRoute) -> Access:
     """From the route's dependencies: ``require_roles`` and ``current_principal`` mark
     themselves ``__admits__``, the terminal authentication ``__terminal__``."""
     found = Access("public")
+    if getattr(route.endpoint, "__bank__", False):
+        found = Access("bank")
     for dependency in _dependencies(route.dependant):
         call = dependency.call
         if getattr(call, "__terminal__", False):
             return Access("terminal")
+        if getattr(call, "__resident__", False):
+            return Access("resident")
         roles = getattr(call, "__admits__", None)
         if roles is not None and (found.kind != "staff" or roles):
             found = Access("staff", tuple(sorted(roles)))
             if roles:
                 return found
     return found
+
+
+def signed_by_bank(endpoint: F) -> F:
+    """For an endpoint a bank authenticates by its signature over the body."""
+    endpoint.__bank__ = True  # type: ignore[attr-defined]
+    return endpoint
 
 
 def documents_body(model: type[BaseModel]) -> Callable[[F], F]:

@@ -28,6 +28,10 @@ class BreakKind(StrEnum):
     tac_failed = "tac_failed"  # a record whose TAC does not verify, kept for re-examination
     refused_paid = "refused_paid"  # a record refused 02/05/07 whose TAC verifies: the chip paid
     aged_load = "aged_load"  # a purse load pending without card evidence past the allowed time
+    # A bank credit whose account reference names no account: the money waits in suspense.
+    unmatched_bank_credit = "unmatched_bank_credit"
+    # A bank sent one reference twice with other content: nothing booked for the second.
+    bank_credit_conflict = "bank_credit_conflict"
     # The card proves a load the host undid (voided by a reversal, or refunded): the chip holds
     # money its source got back.
     load_undone_on_card = "load_undone_on_card"

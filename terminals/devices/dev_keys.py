@@ -8,6 +8,7 @@ blank card is one level: ``KT = div(MTRK, chip serial)``.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Final
 
 from hsm_sim import pboc
@@ -19,6 +20,12 @@ MAMK: Final = bytes.fromhex("6BD8155E61D637E8BAF89DD93B30BD72")
 MTRK: Final = bytes.fromhex("FE2F5357B2A2E8DFFF8A3837538F6B66")
 MTMK: Final = bytes.fromhex("7DEBF72ABCE791A8C22495E64A6A93C8")
 MSSK: Final = bytes.fromhex("BFE0AE9AAF5516B3D72734EFFE949952")
+
+# The demo bank's credit-notification key (HMAC-SHA256), which the HSM holds as BANK_DEMO: the
+# simulated bank signs with it as a real bank signs with its copy.
+BANK_DEMO: Final = bytes.fromhex(
+    hashlib.sha256(b"hsm-sim development key BANK_DEMO").hexdigest()[:64]
+)
 
 KEY_VERSION: Final = 0x01
 ALGORITHM_3DES: Final = 0x00

@@ -3,6 +3,7 @@ and withdrawals (with the supervisor's approval above the limit), balance and st
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import httpx
@@ -424,3 +425,34 @@ async def test_statement_pages_and_dates(
     )
     assert backwards.status_code == 422
     assert (await client.get(url, params={"limit": 501}, headers=operator)).status_code == 422
+
+
+async def test_a_refusal_after_the_right_pin_costs_no_try(
+    client: httpx.AsyncClient, operator: dict[str, str], desk: Desk, card: Card
+) -> None:
+    reference = await reference_of(client, operator, card)
+    await set_pin(client, operator, desk, card)
+    for n in range(4):
+        short = await withdraw(client, operator, desk, card, 100, f"W-{n}")
+        assert (short.status_code, short.json()["error"]) == (409, "InsufficientFunds")
+    shown = (await client.get(f"{API}/{reference}", headers=operator)).json()
+    assert (shown["pin_tries_left"], shown["pin_locked"]) == (3, False)
+
+
+@pytest.mark.postgres
+async def test_concurrent_guesses_take_no_more_tries_than_are_left(
+    client: httpx.AsyncClient, operator: dict[str, str], desk: Desk, card: Card
+) -> None:
+    reference = await reference_of(client, operator, card)
+    await deposit(client, operator, reference, 10_000)
+    await set_pin(client, operator, desk, card)
+    guesses = [f"{n:06d}" for n in range(102_938, 102_950)]
+    answers = await asyncio.gather(
+        *(withdraw(client, operator, desk, card, 100, f"W-{g}", g) for g in guesses)
+    )
+    errors = sorted(a.json()["error"] for a in answers)
+    assert errors.count("WrongPin") + errors.count("PinLocked") == len(guesses)
+    # Exactly three tries were taken: two answered wrong, the third (and the rest) locked.
+    assert errors.count("WrongPin") == 2
+    shown = (await client.get(f"{API}/{reference}", headers=operator)).json()
+    assert (shown["pin_tries_left"], shown["pin_locked"]) == (0, True)
