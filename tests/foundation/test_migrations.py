@@ -424,7 +424,7 @@ _OLD_ENTRY = (
 
 
 def _unkeyed_chain(rows: list[dict[str, object]]) -> list[tuple[str, str]]:
-    """The SHA-256 chain of the trail before 0014: (prev_hash, hash) per entry."""
+    """The SHA-256 chain of the trail before 0015: (prev_hash, hash) per entry."""
     import hashlib
     import json
 
@@ -444,8 +444,8 @@ def _unkeyed_chain(rows: list[dict[str, object]]) -> list[tuple[str, str]]:
     return links
 
 
-def test_audit_entries_are_sealed_again_after_0014(database_url: str) -> None:
-    """0014 keeps the trail and makes every entry unsealed (numbered again by the first sealer,
+def test_audit_entries_are_sealed_again_after_0015(database_url: str) -> None:
+    """0015 keeps the trail and makes every entry unsealed (numbered again by the first sealer,
     in the order written); going back rebuilds the unkeyed chain of the earlier code."""
     at = datetime(2026, 11, 2, 8, 30, 1, 250000, tzinfo=UTC)
     rows: list[dict[str, object]] = [
@@ -453,7 +453,7 @@ def test_audit_entries_are_sealed_again_after_0014(database_url: str) -> None:
         for n in (1, 2, 3)
     ]
     links = _unkeyed_chain(rows)
-    migrate.downgrade(database_url, "0013")
+    migrate.downgrade(database_url, "0014")
 
     async def old_trail() -> None:
         engine: AsyncEngine = create_engine(database_url)
@@ -483,7 +483,7 @@ def test_audit_entries_are_sealed_again_after_0014(database_url: str) -> None:
         (3, None, None),
     ]
     assert asyncio.run(_read(database_url, "SELECT seq, mac FROM audit_head")) == [(0, "0" * 64)]
-    migrate.downgrade(database_url, "0013")
+    migrate.downgrade(database_url, "0014")
     back = asyncio.run(
         _read(database_url, "SELECT id, seq, prev_hash, hash FROM audit_entries ORDER BY id")
     )

@@ -25,11 +25,12 @@ from cardsvc.staff.auth import Role
 from terminals.devices.counter_load import CounterLoadTerminal
 from terminals.registry.models import MerchantCategory, TerminalKind
 from tests.issuance.helpers import resident_id, staff_headers
-from tests.online.helpers import make_site, signed_in
+from tests.online.helpers import make_card, make_site, signed_in
 from tests.terminals.helpers import World, build_registry, bus, host, issue_cards, tap
 
 BLACKLIST = "/api/v1/terminal/lists/blacklist"
 RESIDENTS = "/api/v1/residents"
+ACCOUNTS = "/api/v1/accounts"
 
 
 class Checkouts:
@@ -158,17 +159,33 @@ async def test_no_connection_is_checked_out_while_the_hsm_works(
     counter = await make_site(resources, 101, MerchantCategory.retail, TerminalKind.counter)
     riders = await issue_cards(resources, [504], balance=5000)
     chip = next(iter((await issue_cards(resources, [505], balance=0)).values()))
+    holder = await make_card(resources, 43)
 
     async def run(n: Narrow) -> None:
         api = n.api
         operator = await staff_headers(api, "counter", Role.counter_operator)
-        supervisor = await staff_headers(api, "supervisor", Role.supervisor)
+        auditor = await staff_headers(api, "auditor", Role.auditor)
         validator = await bus(api, world.bus_terminals[0])  # sign-in and lists
         tap(validator, riders[next(iter(riders))])
         assert [r["code"] for a in await validator.upload() for r in a["results"]] == ["00"]
-        desk = CounterLoadTerminal(await signed_in(api, counter))
+        pin_pad = await signed_in(api, counter)
+        desk = CounterLoadTerminal(pin_pad)
         with InProcessLink(chip) as link:
             assert (await desk.load(link, 1_500)).status == "confirmed"
+        # The online account: its PIN set at the counter, a deposit, a withdrawal with the PIN.
+        found = await api.post(ACCOUNTS + "/lookup", json={"card_no": holder.card_no},
+                               headers=operator)  # fmt: skip
+        account = f"{ACCOUNTS}/{found.json()['reference']}"
+        pin = {
+            "card_no": holder.card_no,
+            "terminal_no": counter.terminal_no,
+            "pin_block": pin_pad.pin_block("482915", holder.card_no),
+        }
+        assert (await api.post(f"{account}/pin", json=pin, headers=operator)).is_success
+        cash = {"counter_code": "DESK01", "receipt_no": "R-1", "amount": 500}
+        assert (await api.post(f"{account}/deposits", json=cash, headers=operator)).is_success
+        out = {**cash, "receipt_no": "R-2", "amount": 200, **pin}
+        assert (await api.post(f"{account}/withdrawals", json=out, headers=operator)).is_success
         body = {
             "resident_id": resident_id(),
             "name": "李四",
@@ -186,10 +203,11 @@ async def test_no_connection_is_checked_out_while_the_hsm_works(
             "/api/v1/applications", json={"resident_id": resident}, headers=operator
         )
         assert applied.status_code == 201
-        audited = await api.get("/api/v1/audit/verify", headers=supervisor)
-        assert audited.status_code in (200, 403)
+        audited = await api.get("/api/v1/audit/verify", headers=auditor)  # seals, then proves
+        assert audited.json()["ok"] is True
         asked = {name for name, _ in n.hsm.calls}
-        assert {"mac_verify", "tac_verify", "load_authorize", "data_decrypt"} <= asked
+        assert {"mac_verify", "tac_verify", "load_authorize", "data_decrypt", "pin_verify",
+                "pin_offset_generate", "audit_checkpoint", "audit_verify"} <= asked  # fmt: skip
         held = [(name, count) for name, count in n.hsm.calls if count]
         assert not held, f"connections checked out while the HSM worked: {held}"
 
