@@ -1,0 +1,1 @@
+"""Schemathesis against a running API (``python -m tests.fuzz.api``); not collected by pytest."""

@@ -1,0 +1,268 @@
+"""Schemathesis against ``/openapi.json`` of a real ``cardsvc serve``, as every kind of caller:
+each staff role with its own token, two signed-in terminals (a counter and a shop's POS) and the
+demo bank, whose every request is signed, and no one. It fails when any answer is a 5xx.
+
+    uv run python -m tests.fuzz.api [--examples N] [--seed S] [--database-url URL]
+
+The server runs in development mode on a directory of its own (SQLite there, or the PostgreSQL
+database given, which must exist and is used as is), with its spawned hsm-sim; the script seeds a
+staff account per role, a merchant with both terminals and a resident, then runs schemathesis
+once per caller, one request at a time. ``.ci/run`` runs it with a small example count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from cardsvc import clock
+from cardsvc.db import unit_of_work
+from cardsvc.residents import service as residents
+from cardsvc.resources import open_resources
+from cardsvc.settings import Mode, Settings
+from cardsvc.staff import service as staff
+from cardsvc.staff.auth import Role
+from terminals.registry import service as registry
+from terminals.registry.models import MerchantCategory, TerminalKind
+from tests.issuance.helpers import resident_id
+
+PASSWORD = "fuzzing the whole api"
+MERCHANT = "321100000000099"
+TERMINALS = {"321100000091": TerminalKind.counter, "321100000092": TerminalKind.pos}
+# The administrator goes last: its runs may disable or re-role the other accounts.
+ROLES = (Role.auditor, Role.finance, Role.counter_operator, Role.supervisor, Role.administrator)
+
+
+@dataclass
+class Caller:
+    name: str
+    headers: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    # The operations this caller can reach past authentication (all of them when empty).
+    operations: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    caller: str
+    code: int
+    seconds: float
+    summary: str
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_env(var_dir: Path, database_url: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CARDSVC_", "HSM_SIM_"))}
+    env.update(
+        CARDSVC_MODE="development",
+        CARDSVC_VAR_DIR=str(var_dir),
+        CARDSVC_HSM_URL="spawn",
+        CARDSVC_LOG_LEVEL="WARNING",
+        # Failed logins from this one address are the fuzzer's: do not lock it out of the rest.
+        CARDSVC_STAFF_MAX_FAILED_LOGINS_PER_ADDRESS="10000",
+    )
+    if database_url:
+        env["CARDSVC_DATABASE_URL"] = database_url
+    return env
+
+
+def start_server(env: dict[str, str], port: int) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cardsvc", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise SystemExit(f"cardsvc serve did not start:\n{process.communicate()[1][-3000:]}")
+        time.sleep(0.2)
+
+
+async def seed(settings: Settings) -> None:
+    """A staff account per role, the merchant and its two terminals, a resident."""
+    async with open_resources(settings) as resources:
+        async with unit_of_work(resources.sessions) as session:
+            for role in ROLES:
+                await staff.create_staff(
+                    session, username=role.value, password=PASSWORD, roles=[role], actor="fuzz"
+                )
+            await registry.create_merchant(
+                session, merchant_no=MERCHANT, name="Fuzz shop", category=MerchantCategory.retail,
+                settlement_account="6222020000000000099", actor="fuzz",
+            )  # fmt: skip
+            for terminal_no, kind in TERMINALS.items():
+                await registry.create_terminal(
+                    session, terminal_no=terminal_no, psam_no="50" + terminal_no + "00",
+                    merchant_no=MERCHANT, kind=kind, actor="fuzz",
+                )  # fmt: skip
+        async with unit_of_work(resources.sessions) as session:
+            await residents.register(
+                session,
+                resources.hsm,
+                residents.ResidentIn(resident_id(), "测试", "13800000000", "测试路1号"),
+                actor="fuzz",
+                today=settings.local_date(clock.now()),
+            )
+
+
+def admitted(spec: dict[str, Any], kind: str, role: Role | None = None) -> list[str]:
+    """The operation ids that admit callers of ``kind`` (and ``role``), from ``x-admits``."""
+    found = []
+    for operations in spec["paths"].values():
+        for operation in operations.values():
+            admits = operation.get("x-admits", {})
+            roles = admits.get("roles", [])
+            if admits.get("kind") == kind and (role is None or not roles or role.value in roles):
+                found.append(operation["operationId"])
+    return found
+
+
+def callers(base_url: str) -> list[Caller]:
+    """No one (every operation), each terminal, the bank, each staff role (the operations each
+    may call)."""
+    spec = httpx.get(f"{base_url}/openapi.json", timeout=30).json()
+    found = [Caller("anonymous")]
+    for terminal_no, kind in TERMINALS.items():
+        found.append(
+            Caller(
+                f"terminal {terminal_no} ({kind.value})",
+                env={
+                    "SCHEMATHESIS_HOOKS": "tests.fuzz.signing",
+                    "CARDSVC_FUZZ_BASE_URL": base_url,
+                    "CARDSVC_FUZZ_TERMINAL": terminal_no,
+                },
+                operations=admitted(spec, "terminal"),
+            )
+        )
+    found.append(
+        Caller(
+            "the demo bank",
+            env={"SCHEMATHESIS_HOOKS": "tests.fuzz.signing", "CARDSVC_FUZZ_BANK": "DEMO"},
+            operations=admitted(spec, "bank"),
+        )
+    )
+    for role in ROLES:
+        answer = httpx.post(
+            f"{base_url}/api/v1/staff/login",
+            json={"username": role.value, "password": PASSWORD},
+            timeout=30,
+        )
+        answer.raise_for_status()
+        token = answer.json()["access_token"]
+        found.append(
+            Caller(
+                role.value,
+                headers={"Authorization": f"Bearer {token}"},
+                operations=admitted(spec, "staff", role),
+            )
+        )
+    return found
+
+
+def fuzz(base_url: str, caller: Caller, examples: int, seed: int, report: Path) -> Outcome:
+    command = [
+        sys.executable, "-m", "schemathesis.cli", "run", f"{base_url}/openapi.json",
+        "--checks", "not_a_server_error",
+        "--max-examples", str(examples),
+        "--seed", str(seed),
+        "--workers", "1",
+        "--phases", "examples,coverage,fuzzing",
+        "--suppress-health-check", "all",
+        "--request-timeout", "30",
+        "--no-color",
+        "--report", "junit",
+        "--report-junit-path", str(report),
+    ]  # fmt: skip
+    for name, value in caller.headers.items():
+        command += ["--header", f"{name}: {value}"]
+    for operation_id in caller.operations:
+        command += ["--include-operation-id", operation_id]
+    started = time.monotonic()
+    # In the run's own directory (schemathesis keeps what it found there), with this checkout on
+    # the path for the hooks.
+    root = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run(
+        command,
+        cwd=report.parent,
+        env={**os.environ, **caller.env, "PYTHONPATH": root},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    if done.returncode:
+        summary = "\n".join(lines[-60:])
+    else:  # how much was tried
+        summary = "\n".join(line for line in lines if "generated" in line or "Tested:" in line)
+    return Outcome(caller.name, done.returncode, time.monotonic() - started, summary)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--examples", type=int, default=10, help="per operation and caller")
+    parser.add_argument("--seed", type=int, default=20261201)
+    parser.add_argument("--database-url", default=None, help="PostgreSQL (default: SQLite)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="cardsvc-fuzz-") as tmp:
+        var_dir = Path(tmp) / "var"
+        env = server_env(var_dir, args.database_url)
+        port = free_port()
+        base_url = f"http://127.0.0.1:{port}"
+        server = start_server(env, port)
+        outcomes: list[Outcome] = []
+        try:
+            settings = Settings(
+                mode=Mode.development,
+                var_dir=var_dir,
+                database_url=env.get("CARDSVC_DATABASE_URL", ""),
+                hsm_url="spawn",
+            )
+            asyncio.run(seed(settings))
+            for n, caller in enumerate(callers(base_url)):
+                outcome = fuzz(base_url, caller, args.examples, args.seed, Path(tmp) / f"{n}.xml")
+                outcomes.append(outcome)
+                status = "ok" if outcome.code == 0 else f"FAILED (exit {outcome.code})"
+                print(f"== {outcome.caller}: {status} in {outcome.seconds:.0f} s", flush=True)
+                print(outcome.summary, flush=True)
+        finally:
+            server.send_signal(signal.SIGINT)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    failed = [o.caller for o in outcomes if o.code != 0]
+    print(f"schemathesis: {len(outcomes) - len(failed)} of {len(outcomes)} callers found no 5xx")
+    if failed:
+        print(f"5xx (or a failed run) for: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
