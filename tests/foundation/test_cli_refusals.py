@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from cardsvc.settings import get_settings
 from hsm_sim.audit import verify_file
 from hsm_sim.lock import STATE_BUSY_EXIT, StateLock, holder
 from tests.online.helpers import free_port
+from tests.serving import dev_env, serving
 
 PASSWORD = "correct horse battery"
 
@@ -42,27 +41,13 @@ def refused(result: Result, name: str) -> str:
     return result.stderr
 
 
-def dev_env(var_dir: Path, **more: str) -> dict[str, str]:
-    """A developer's shell: development mode, SQLite and the spawned HSM under ``var_dir``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CARDSVC_", "HSM_SIM_"))}
-    env.update(
-        CARDSVC_MODE="development",
-        CARDSVC_VAR_DIR=str(var_dir),
-        CARDSVC_HSM_URL="spawn",
-        CARDSVC_LOG_LEVEL="WARNING",
-        CARDSVC_ADMIN_PASSWORD=PASSWORD,
-        **more,
-    )
-    return env
-
-
 @pytest.fixture
 def developer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The environment of ``dev_env`` in this process, the schema upgraded; the var dir."""
     var_dir = tmp_path / "var"
     for name in [k for k in os.environ if k.startswith(("CARDSVC_", "HSM_SIM_"))]:
         monkeypatch.delenv(name)
-    for name, value in dev_env(var_dir).items():
+    for name, value in dev_env(var_dir, CARDSVC_ADMIN_PASSWORD=PASSWORD).items():
         monkeypatch.setenv(name, value)
     assert run("db", "upgrade").exit_code == 0
     return var_dir
@@ -128,36 +113,10 @@ def test_a_holder_that_does_not_answer_is_refused(developer: Path) -> None:
 def served(tmp_path: Path) -> Iterator[tuple[str, Path, dict[str, str]]]:
     """``cardsvc serve`` in development on a var dir of its own, with its spawned HSM."""
     var_dir = tmp_path / "var"
-    env = dev_env(var_dir, CARDSVC_AUDIT_SEAL_INTERVAL_SECONDS="0.2")
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cardsvc", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"cardsvc serve did not start:\n{process.communicate()[1][-3000:]}")
-            time.sleep(0.1)
+    env = dev_env(var_dir, CARDSVC_AUDIT_SEAL_INTERVAL_SECONDS="0.2",
+                  CARDSVC_ADMIN_PASSWORD=PASSWORD)  # fmt: skip
+    with serving(env, ready="/readyz") as base:
         yield base, var_dir, env
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def commands(audit_log: Path) -> list[str]:

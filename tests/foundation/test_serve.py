@@ -6,19 +6,14 @@ answered by any one of them, must report the requests of all of them.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.online.helpers import free_port
+from tests.serving import dev_env, serving
 
 WORKERS = 2
 
@@ -31,44 +26,10 @@ def healthz_count(metrics_text: str) -> int:
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """``cardsvc serve --workers 2`` on SQLite with the in-process HSM; (base URL, var dir)."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CARDSVC_", "PROMETHEUS_"))}
     var_dir = tmp_path / "var"
-    env.update(
-        CARDSVC_MODE="development",
-        CARDSVC_VAR_DIR=str(var_dir),
-        CARDSVC_HSM_URL="local://dev",
-        CARDSVC_LOG_LEVEL="WARNING",
-    )
-    command = [sys.executable, "-m", "cardsvc", "serve", "--workers", str(WORKERS)]
-    process = subprocess.Popen(
-        [*command, "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"cardsvc serve did not start:\n{process.communicate()[1][-3000:]}")
-            time.sleep(0.1)
+    env = dev_env(var_dir, CARDSVC_HSM_URL="local://dev")
+    with serving(env, "--workers", str(WORKERS)) as base:
         yield base, var_dir
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def test_metrics_report_every_worker(served: tuple[str, Path]) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from cardsvc.staff.auth import Role
 from terminals.registry import service as registry
 from terminals.registry.models import MerchantCategory, TerminalKind
 from tests.issuance.helpers import resident_id
+from tests.serving import dev_env, serving
 
 PASSWORD = "fuzzing the whole api"
 MERCHANT = "321100000000099"
@@ -61,48 +61,12 @@ class Outcome:
     summary: str
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def server_env(var_dir: Path, database_url: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CARDSVC_", "HSM_SIM_"))}
-    env.update(
-        CARDSVC_MODE="development",
-        CARDSVC_VAR_DIR=str(var_dir),
-        CARDSVC_HSM_URL="spawn",
-        CARDSVC_LOG_LEVEL="WARNING",
-        # Failed logins from this one address are the fuzzer's: do not lock it out of the rest.
-        CARDSVC_STAFF_MAX_FAILED_LOGINS_PER_ADDRESS="10000",
-    )
+    # Failed logins from this one address are the fuzzer's: do not lock it out of the rest.
+    env = dev_env(var_dir, CARDSVC_STAFF_MAX_FAILED_LOGINS_PER_ADDRESS="10000")
     if database_url:
         env["CARDSVC_DATABASE_URL"] = database_url
     return env
-
-
-def start_server(env: dict[str, str], port: int) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cardsvc", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise SystemExit(f"cardsvc serve did not start:\n{process.communicate()[1][-3000:]}")
-        time.sleep(0.2)
 
 
 async def seed(settings: Settings) -> None:
@@ -233,11 +197,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="cardsvc-fuzz-") as tmp:
         var_dir = Path(tmp) / "var"
         env = server_env(var_dir, args.database_url)
-        port = free_port()
-        base_url = f"http://127.0.0.1:{port}"
-        server = start_server(env, port)
         outcomes: list[Outcome] = []
-        try:
+        with serving(env, ready="/readyz") as base_url:
             settings = Settings(
                 mode=Mode.development,
                 var_dir=var_dir,
@@ -251,12 +212,6 @@ def main() -> int:
                 status = "ok" if outcome.code == 0 else f"FAILED (exit {outcome.code})"
                 print(f"== {outcome.caller}: {status} in {outcome.seconds:.0f} s", flush=True)
                 print(outcome.summary, flush=True)
-        finally:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
     failed = [o.caller for o in outcomes if o.code != 0]
     print(f"schemathesis: {len(outcomes) - len(failed)} of {len(outcomes)} callers found no 5xx")
     if failed:
