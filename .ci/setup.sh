@@ -9,7 +9,7 @@ export UV_PYTHON_DOWNLOADS=never
 want_services="${1:-}"
 
 need_pkgs=()
-for pkg in pcscd vsmartcard-vpcd libpcsclite-dev swig; do
+for pkg in pcscd vsmartcard-vpcd libpcsclite-dev swig chromium fonts-wqy-microhei; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
 if [ "$want_services" = services ]; then

@@ -165,7 +165,11 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
     app.state.pin_pads = terminals.components.pin_pads()
     for exc_class, handler in HANDLERS.items():
         app.add_exception_handler(exc_class, handler)
-    mounted = [("", health), *(("/api/v1", router) for router in domain_routers())]
+    mounted = [
+        ("", health),
+        *(("", router) for router in settlement.components.pages()),
+        *(("/api/v1", router) for router in domain_routers()),
+    ]
     routes: list[tuple[str, GuardedRoute]] = []
     for prefix, router in mounted:
         for route in router.routes:

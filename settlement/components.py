@@ -17,6 +17,13 @@ def routers() -> list[APIRouter]:
     return []
 
 
+def pages() -> list[APIRouter]:
+    """The finance pages (HTML, mounted at the root: ``/finance/...``)."""
+    from settlement.web.endpoints import router
+
+    return [router]
+
+
 def cli_groups() -> list[click.Command]:
     return []
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException
 
@@ -109,6 +109,16 @@ def summary(problems: list[FieldProblem]) -> str:
     return shown + (f" (and {more} more)" if more > 0 else "")
 
 
+def _page_error(request: Request, status: int, error: str, detail: str) -> Response | None:
+    """A route that renders pages (the finance pages) renders its refusals as a page: the same
+    name, status and detail, in HTML."""
+    render = getattr(request.scope.get("route"), "render_error", None)
+    if render is None:
+        return None
+    response: Response = render(request, status, error, detail)
+    return response
+
+
 def _validation(problems: list[FieldProblem]) -> JSONResponse:
     return error_response(
         422,
@@ -118,9 +128,12 @@ def _validation(problems: list[FieldProblem]) -> JSONResponse:
     )
 
 
-async def domain_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+async def domain_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)  # noqa: S101 - registered for DomainError only
     DOMAIN_ERRORS.labels(type(exc).__name__).inc()
+    as_page = _page_error(request, exc.status_code, type(exc).__name__, exc.detail)
+    if as_page is not None:
+        return as_page
     headers = (
         {"Retry-After": str(RETRY_AFTER_SECONDS)}
         if isinstance(exc, DependencyUnavailable | RateLimited)
@@ -129,9 +142,11 @@ async def domain_error_handler(_request: Request, exc: Exception) -> JSONRespons
     return error_response(exc.status_code, type(exc).__name__, exc.detail, headers=headers)
 
 
-async def validation_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+async def validation_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)  # noqa: S101
-    return _validation(field_problems(exc.errors()))
+    problems = field_problems(exc.errors())
+    as_page = _page_error(request, 422, "RequestValidationFailed", summary(problems))
+    return as_page if as_page is not None else _validation(problems)
 
 
 # Starlette's own refusals (no route, wrong method, a body over the limit) by status.
@@ -145,10 +160,11 @@ HTTP_ERROR_NAMES = {
 }
 
 
-async def http_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+async def http_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)  # noqa: S101
     if isinstance(exc, InputRefused):
-        return _validation(exc.problems)
+        as_page = _page_error(request, 422, "RequestValidationFailed", summary(exc.problems))
+        return as_page if as_page is not None else _validation(exc.problems)
     from cardsvc.api.limits import BodyTooLarge
 
     if isinstance(exc, BodyTooLarge):

@@ -6,7 +6,7 @@ from collections.abc import Collection, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, select, text, tuple_, update
+from sqlalchemy import Table, and_, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.breaks.models import BreakItem, BreakKind, BreakStatus
@@ -63,6 +63,55 @@ async def listing(
     if asn is not None:
         stmt = stmt.where(BreakItem.asn == asn)
     return list((await session.execute(stmt)).scalars())
+
+
+# The orders a search may take: a column, then the id to break ties (a stable order for pages).
+SORTS: dict[str, Any] = {
+    "id": BreakItem.id,
+    "clearing_date": BreakItem.clearing_date,
+    "amount": BreakItem.amount,
+    "kind": BreakItem.kind,
+    "created_at": BreakItem.created_at,
+}
+
+
+def _filtered(stmt: Any, filters: dict[str, Any]) -> Any:
+    if filters.get("status") is not None:
+        stmt = stmt.where(BreakItem.status == filters["status"])
+    if filters.get("kinds"):
+        stmt = stmt.where(BreakItem.kind.in_(filters["kinds"]))
+    if filters.get("date_from") is not None:
+        stmt = stmt.where(BreakItem.clearing_date >= filters["date_from"])
+    if filters.get("date_to") is not None:
+        stmt = stmt.where(BreakItem.clearing_date <= filters["date_to"])
+    for name in ("asn", "terminal_no", "reference"):
+        if filters.get(name) is not None:
+            stmt = stmt.where(getattr(BreakItem, name) == filters[name])
+    return stmt
+
+
+async def search(
+    session: AsyncSession,
+    filters: dict[str, Any],
+    *,
+    sort: str,
+    descending: bool,
+    offset: int,
+    limit: int,
+) -> list[BreakItem]:
+    column = SORTS[sort]
+    order = [column.desc(), BreakItem.id.desc()] if descending else [column, BreakItem.id]
+    stmt = _filtered(select(BreakItem), filters).order_by(*order).offset(offset).limit(limit)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def count(session: AsyncSession, filters: dict[str, Any]) -> tuple[int, int]:
+    """How many breaks match, and the sum of their known amounts (fen)."""
+    totals = select(func.count(), func.coalesce(func.sum(BreakItem.amount), 0)).select_from(
+        BreakItem
+    )
+    found, total = (await session.execute(_filtered(totals, filters))).one()
+    return int(found), int(total)
 
 
 def _resolved(values: dict[str, Any], now: datetime) -> dict[str, Any]:

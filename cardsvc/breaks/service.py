@@ -9,6 +9,7 @@ that owns the money posts it in the same unit of work. Services never commit.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -18,7 +19,7 @@ from cardsvc import clock
 from cardsvc.breaks import repository
 from cardsvc.breaks.models import BreakItem, BreakKind, BreakStatus
 from cardsvc.breaks.schemas import BreakView, NewBreak, Resolve
-from cardsvc.errors import InvalidStateTransition, NotFound
+from cardsvc.errors import InvalidStateTransition, NotFound, ValidationFailed
 
 MAX_PAGE = 500
 
@@ -88,6 +89,54 @@ async def list_breaks(
     return [BreakView.model_validate(row) for row in rows]
 
 
+@dataclass(frozen=True)
+class BreakFilter:
+    """What an inbox search keeps: every field that is set must match."""
+
+    status: BreakStatus | None = None
+    kinds: tuple[BreakKind, ...] = ()
+    date_from: date | None = None
+    date_to: date | None = None
+    asn: str | None = None
+    terminal_no: str | None = None
+    reference: str | None = None
+
+
+@dataclass(frozen=True)
+class BreakPage:
+    items: list[BreakView]
+    total: int  # breaks that match, over every page
+    amount: int  # the sum of their known amounts, fen
+
+
+SORTS = tuple(repository.SORTS)
+
+
+async def search_breaks(
+    session: AsyncSession,
+    where: BreakFilter,
+    *,
+    sort: str = "id",
+    descending: bool = False,
+    offset: int = 0,
+    limit: int = 50,
+) -> BreakPage:
+    """One page of the breaks that match, in ``sort`` order (ties by id), with the totals."""
+    if sort not in repository.SORTS:
+        raise ValidationFailed(f"sort by one of: {', '.join(SORTS)}")
+    filters = {**asdict(where), "asn": where.asn.upper() if where.asn else None}
+    rows = await repository.search(
+        session,
+        filters,
+        sort=sort,
+        descending=descending,
+        offset=max(0, offset),
+        limit=max(1, min(limit, MAX_PAGE)),
+    )
+    total, amount = await repository.count(session, filters)
+    return BreakPage([BreakView.model_validate(row) for row in rows], total, amount)
+
+
 async def get_break(session: AsyncSession, break_id: int) -> BreakView:
     row = await repository.get(session, break_id)
     if row is None:
@@ -97,6 +146,14 @@ async def get_break(session: AsyncSession, break_id: int) -> BreakView:
 
 def _values(how: Resolve) -> dict[str, Any]:
     return {"resolver": how.resolver, "resolution": how.resolution, "note": how.note}
+
+
+async def lock_break(session: AsyncSession, break_id: int) -> BreakView:
+    """The break, its row locked until the caller's transaction ends (NotFound when none)."""
+    row = await repository.get(session, break_id, for_update=True)
+    if row is None:
+        raise NotFound(f"no break item {break_id}")
+    return BreakView.model_validate(row)
 
 
 async def resolve(session: AsyncSession, break_id: int, how: Resolve) -> BreakView:

@@ -48,6 +48,9 @@ class AccountKind(StrEnum):
     suspense_short = "suspense_short"  # short-balance items
     suspense_bank = "suspense_bank"  # unmatched bank statement lines
     refund_clearing = "refund_clearing"  # lost/cancelled card balances in their waiting period
+    # Break amounts finance wrote off (approved by a second person): the operator's own result,
+    # of either sign.
+    break_written_off = "break_written_off"
 
 
 class Side(StrEnum):
@@ -80,6 +83,7 @@ KIND_RULES: dict[AccountKind, KindRule] = {
     AccountKind.suspense_short: KindRule(Side.credit, may_go_negative=True),
     AccountKind.suspense_bank: KindRule(Side.credit, may_go_negative=True),
     AccountKind.refund_clearing: KindRule(Side.credit, may_go_negative=False),
+    AccountKind.break_written_off: KindRule(Side.credit, may_go_negative=True),
 }
 
 

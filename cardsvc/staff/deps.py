@@ -11,24 +11,25 @@ from typing import Annotated
 
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cardsvc import clock
 from cardsvc.deps import SessionsDep, SettingsDep
 from cardsvc.errors import NotAuthenticated
+from cardsvc.settings import Settings
 from cardsvc.staff import repository
 from cardsvc.staff.auth import Role, StaffPrincipal, check_roles, parse_roles, verify_token
 
 _bearer = HTTPBearer(auto_error=False)
 
 
-async def current_principal(
-    sessions: SessionsDep,
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+async def principal_for_token(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, token: str
 ) -> StaffPrincipal:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise NotAuthenticated("bearer token required")
-    claimed = verify_token(settings, credentials.credentials)
+    """The staff a token (a bearer token, or the finance pages' session cookie) names, as its row
+    is now: NotAuthenticated when the token is forged or expired, or the account was locked,
+    disabled or given other roles since."""
+    claimed = verify_token(settings, token)
     # A short read of its own: the request's session opens only when the route writes, so a route
     # that asks the HSM first holds no connection meanwhile (docs/architecture.md §11).
     async with sessions() as reading:
@@ -48,6 +49,16 @@ async def current_principal(
         roles=parse_roles(user.roles),
         session_version=user.session_version,
     )
+
+
+async def current_principal(
+    sessions: SessionsDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> StaffPrincipal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise NotAuthenticated("bearer token required")
+    return await principal_for_token(sessions, settings, credentials.credentials)
 
 
 current_principal.__admits__ = ()  # type: ignore[attr-defined]  # any staff (cardsvc.api.openapi)

@@ -237,3 +237,13 @@ async def unlock(session: AsyncSession, staff_id: int, *, actor: str) -> StaffUs
         before=before,
     )
     return user
+
+
+async def end_sessions(session: AsyncSession, staff_id: int, *, actor: str) -> None:
+    """Log out: every live session and token of the account ends at once."""
+    user = await _get(session, staff_id)
+    user.session_version += 1
+    await session.flush()
+    await audit.record(
+        session, actor=actor, action="staff.logout", entity="staff", entity_id=str(user.id)
+    )

@@ -1,0 +1,409 @@
+"""The finance pages (docs/finance-pages.md): sign-in, breaks and their maker-checker
+resolutions. Thin routes: read the form or query, call the services, render a template."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from datetime import date
+from typing import Annotated, Final, Literal
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import Response, StreamingResponse
+
+from cardsvc.api.limits import BodyLimit, body_limit
+from cardsvc.audit import service as audit
+from cardsvc.breaks import service as breaks
+from cardsvc.breaks.models import BreakKind, BreakStatus
+from cardsvc.deps import CacheDep, SessionDep, SessionsDep, SettingsDep
+from cardsvc.errors import Forbidden, ValidationFailed
+from cardsvc.staff import service as staff
+from cardsvc.staff.auth import check_roles, issue_token
+from settlement.resolutions import service as resolutions
+from settlement.resolutions.models import Action
+from settlement.resolutions.schemas import NewProposal
+from settlement.web import i18n
+from settlement.web.auth import (
+    PAGE_ROLES,
+    PRESESSION_COOKIE,
+    SESSION_COOKIE,
+    Posted,
+    SignedIn,
+    check_csrf,
+    csrf_token,
+    int_field,
+    int_list,
+    presession,
+    read_form,
+    set_cookie,
+    text_field,
+)
+from settlement.web.formatting import csv_cell, yuan
+from settlement.web.render import HERE, SECURITY_HEADERS, PageRoute, page, redirect
+
+router = APIRouter(prefix="/finance", route_class=PageRoute, include_in_schema=False)
+
+PAGE_SIZE: Final = 50
+EXPORT_MAX_ROWS: Final = 100_000
+STATIC: Final = {"finance.css": "text/css; charset=utf-8"}
+BreakId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
+def _next(value: str | None) -> str:
+    """Where to go after signing in: a finance page only (never another site)."""
+    if value and value.startswith("/finance/") and "//" not in value and "\\" not in value:
+        return value
+    return "/finance/breaks"
+
+
+@router.get("/")
+async def home() -> Response:
+    return redirect("/finance/breaks")
+
+
+@router.get("/static/{name}")
+async def static(name: Annotated[str, Path(max_length=64)]) -> Response:
+    media = STATIC.get(name)
+    if media is None:
+        return Response(status_code=404)
+    content = (HERE / "static" / name).read_bytes()
+    return Response(content, media_type=media, headers={"Cache-Control": "max-age=3600"})
+
+
+@router.get("/lang/{code}")
+async def choose_language(
+    request: Request,
+    code: Literal["zh", "en"],
+    next: Annotated[str | None, Query(max_length=300)] = None,
+) -> Response:
+    response = redirect(_next(next) if next != "/finance/login" else next)
+    set_cookie(request, response, i18n.COOKIE, code, 365 * 86400)
+    return response
+
+
+@router.get("/login")
+async def login_form(
+    request: Request,
+    settings: SettingsDep,
+    next: Annotated[str | None, Query(max_length=300)] = None,
+) -> Response:
+    anchor, fresh = presession(request)
+    response = page(
+        request, "login.html", csrf=csrf_token(settings, anchor), next=_next(next), failed=None
+    )
+    if fresh:
+        set_cookie(request, response, PRESESSION_COOKIE, anchor, 3600)
+    return response
+
+
+@router.post("/login")
+@body_limit(BodyLimit(max_bytes=4096, max_values=16))
+async def login(
+    request: Request,
+    session: SessionDep,
+    sessions: SessionsDep,
+    settings: SettingsDep,
+    cache: CacheDep,
+) -> Response:
+    form = await read_form(request)
+    given = form.get("csrf")
+    check_csrf(
+        settings, request.cookies.get(PRESESSION_COOKIE), given if isinstance(given, str) else None
+    )
+    username = text_field(form, "username", required=True, max_length=64) or ""
+    password = form.get("password")
+    if not isinstance(password, str) or not 1 <= len(password) <= 256:
+        raise ValidationFailed("form field 'password' is required (at most 256 characters)")
+    target = _next(text_field(form, "next", max_length=300))
+    t = i18n.translator(i18n.language(request.cookies.get(i18n.COOKIE)))
+    address = request.client.host if request.client else None
+    anchor = request.cookies.get(PRESESSION_COOKIE) or ""
+    try:
+        principal = await staff.authenticate(
+            sessions, session, settings, cache, username, password, address=address
+        )
+    except staff.LoginFailed:
+        await session.commit()  # the failure count must survive (the lockout)
+        return page(
+            request,
+            "login.html",
+            401,
+            csrf=csrf_token(settings, anchor),
+            next=target,
+            failed=t["login_failed"],
+        )
+    try:
+        check_roles(principal, PAGE_ROLES)
+    except Forbidden:
+        return page(
+            request,
+            "login.html",
+            403,
+            csrf=csrf_token(settings, anchor),
+            next=target,
+            failed=t["not_finance_role"],
+        )
+    await audit.record(
+        session,
+        actor=principal.username,
+        action="finance.login",
+        entity="staff",
+        entity_id=str(principal.id),
+    )
+    response = redirect(target)
+    set_cookie(
+        request,
+        response,
+        SESSION_COOKIE,
+        issue_token(settings, principal),
+        settings.token_ttl_seconds,
+    )
+    response.delete_cookie(PRESESSION_COOKIE, path="/finance")
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, posted: Posted, session: SessionDep) -> Response:
+    you, _form = posted
+    await staff.end_sessions(session, you.principal.id, actor=you.principal.username)
+    response = redirect("/finance/login")
+    response.delete_cookie(SESSION_COOKIE, path="/finance")
+    return response
+
+
+# --- breaks ------------------------------------------------------------------------------------
+
+StatusChoice = Literal["open", "resolved", "all"]
+
+
+class _Filters:
+    def __init__(
+        self,
+        status: Annotated[StatusChoice, Query()] = "open",
+        kind: Annotated[str, Query(max_length=32)] = "",
+        date_from: Annotated[date | None, Query()] = None,
+        date_to: Annotated[date | None, Query()] = None,
+        asn: Annotated[str, Query(max_length=16, pattern=r"^[0-9A-Fa-f]{0,16}$")] = "",
+        terminal_no: Annotated[str, Query(max_length=12, pattern=r"^\d{0,12}$")] = "",
+        reference: Annotated[str, Query(max_length=64)] = "",
+        sort: Annotated[str, Query(max_length=16)] = "id",
+        dir: Annotated[Literal["asc", "desc"], Query()] = "desc",
+    ) -> None:
+        if kind and kind not in BreakKind.__members__:
+            raise ValidationFailed(f"no break kind {kind!r}")
+        if sort not in breaks.SORTS:
+            raise ValidationFailed(f"sort by one of: {', '.join(breaks.SORTS)}")
+        self.status, self.kind, self.sort, self.dir = status, kind, sort, dir
+        self.date_from, self.date_to = date_from, date_to
+        self.asn, self.terminal_no, self.reference = asn, terminal_no, reference
+
+    def where(self) -> breaks.BreakFilter:
+        return breaks.BreakFilter(
+            status=None if self.status == "all" else BreakStatus(self.status),
+            kinds=(BreakKind(self.kind),) if self.kind else (),
+            date_from=self.date_from,
+            date_to=self.date_to,
+            asn=self.asn or None,
+            terminal_no=self.terminal_no or None,
+            reference=self.reference or None,
+        )
+
+
+Filters = Annotated[_Filters, Depends(_Filters)]
+
+
+@router.get("/breaks")
+async def break_list(
+    request: Request,
+    you: SignedIn,
+    session: SessionDep,
+    filters: Filters,
+    number: Annotated[int, Query(alias="page", ge=1, le=1_000_000)] = 1,
+) -> Response:
+    result = await breaks.search_breaks(
+        session,
+        filters.where(),
+        sort=filters.sort,
+        descending=filters.dir == "desc",
+        offset=(number - 1) * PAGE_SIZE,
+        limit=PAGE_SIZE,
+    )
+    pages = max(1, -(-result.total // PAGE_SIZE))
+    kept = [(k, v) for k, v in request.query_params.multi_items() if k != "page"]
+
+    def page_link(n: int) -> str:
+        return "/finance/breaks?" + urlencode([*kept, ("page", str(n))])
+
+    waiting = await resolutions.pending_of(session, [item.id for item in result.items])
+    return page(
+        request,
+        "breaks.html",
+        page=you,
+        result=result,
+        filters=filters,
+        kinds=[k.value for k in BreakKind],
+        sorts=breaks.SORTS,
+        number=number,
+        pages=pages,
+        page_link=page_link,
+        waiting=waiting,
+    )
+
+
+CSV_COLUMNS: Final = (
+    "id", "kind", "status", "clearing_date", "amount_yuan", "reason", "source", "source_id",
+    "asn", "counter", "terminal_no", "reference", "created_at", "resolver", "resolution", "note",
+    "resolved_at",
+)  # fmt: skip
+
+
+@router.get("/breaks.csv")
+async def break_export(
+    you: SignedIn, session: SessionDep, sessions: SessionsDep, filters: Filters
+) -> Response:
+    """Every break that matches (at most 100 000 rows), as CSV (UTF-8 with a byte order mark,
+    so that spreadsheets read the Chinese), its cells escaped against formulas."""
+    where = filters.where()
+    await audit.record(
+        session,
+        actor=you.principal.username,
+        action="break.export",
+        entity="break_items",
+        entity_id="csv",
+        after={"status": filters.status, "kind": filters.kind or None},
+    )
+
+    async def rows() -> AsyncIterator[str]:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n")
+        writer.writerow(CSV_COLUMNS)
+        yield "\ufeff" + out.getvalue()
+        offset = 0
+        async with sessions() as reading:
+            while offset < EXPORT_MAX_ROWS:
+                chunk = await breaks.search_breaks(
+                    reading,
+                    where,
+                    sort=filters.sort,
+                    descending=filters.dir == "desc",
+                    offset=offset,
+                    limit=breaks.MAX_PAGE,
+                )
+                out.seek(0)
+                out.truncate()
+                for item in chunk.items:
+                    writer.writerow(
+                        csv_cell(value)
+                        for value in (
+                            item.id,
+                            item.kind.value,
+                            item.status.value,
+                            item.clearing_date,
+                            yuan(item.amount).replace(",", ""),
+                            item.reason,
+                            item.source,
+                            item.source_id,
+                            item.asn,
+                            item.counter,
+                            item.terminal_no,
+                            item.reference,
+                            item.created_at.isoformat(),
+                            item.resolver,
+                            item.resolution,
+                            item.note,
+                            item.resolved_at.isoformat() if item.resolved_at else None,
+                        )
+                    )
+                yield out.getvalue()
+                if len(chunk.items) < breaks.MAX_PAGE:
+                    break
+                offset += breaks.MAX_PAGE
+
+    return StreamingResponse(
+        rows(),
+        media_type="text/csv; charset=utf-8",
+        headers={**SECURITY_HEADERS, "Content-Disposition": 'attachment; filename="breaks.csv"'},
+    )
+
+
+@router.get("/breaks/{break_id}")
+async def break_detail(
+    request: Request, you: SignedIn, session: SessionDep, break_id: BreakId
+) -> Response:
+    item = await breaks.get_break(session, break_id)
+    proposals = await resolutions.of_break(session, break_id)
+    return page(
+        request,
+        "break.html",
+        page=you,
+        item=item,
+        proposals=proposals,
+        pending=any(p.status.value == "proposed" for p in proposals),
+        actions=[a.value for a in Action],
+        batch=False,
+    )
+
+
+@router.post("/breaks/{break_id}/proposals")
+async def propose(posted: Posted, session: SessionDep, break_id: BreakId) -> Response:
+    you, form = posted
+    action = text_field(form, "action", required=True, max_length=32) or ""
+    if action not in Action.__members__:
+        raise ValidationFailed(f"no action {action!r}")
+    new = NewProposal(
+        action=Action(action),
+        amount=int_field(form, "amount"),
+        target=text_field(form, "target", max_length=32),
+        note=text_field(form, "note", required=True, max_length=500) or "",
+    )
+    await resolutions.propose(session, you.principal, break_id, new)
+    return redirect(f"/finance/breaks/{break_id}")
+
+
+@router.post("/proposals/{proposal_id}/approve")
+async def approve(
+    posted: Posted, session: SessionDep, settings: SettingsDep, proposal_id: BreakId
+) -> Response:
+    you, _form = posted
+    decided = await resolutions.approve(session, settings, you.principal, proposal_id)
+    return redirect(f"/finance/breaks/{decided.break_id}")
+
+
+@router.post("/proposals/{proposal_id}/reject")
+async def reject(posted: Posted, session: SessionDep, proposal_id: BreakId) -> Response:
+    you, _form = posted
+    decided = await resolutions.reject(session, you.principal, proposal_id)
+    return redirect(f"/finance/breaks/{decided.break_id}")
+
+
+@router.get("/approvals")
+async def approvals(request: Request, you: SignedIn, session: SessionDep) -> Response:
+    return page(
+        request,
+        "approvals.html",
+        page=you,
+        proposals=await resolutions.pending(session),
+        decisions=None,
+        batch=True,
+    )
+
+
+@router.post("/approvals")
+async def approve_selected(
+    request: Request, posted: Posted, session: SessionDep, settings: SettingsDep
+) -> Response:
+    """Approve every proposal ticked: each on its own (one refused leaves the others approved);
+    the page lists what happened to each."""
+    you, form = posted
+    chosen = int_list(form, "proposal", most=resolutions.MAX_BATCH)
+    decisions = await resolutions.approve_many(session, settings, you.principal, chosen)
+    return page(
+        request,
+        "approvals.html",
+        page=you,
+        proposals=await resolutions.pending(session),
+        decisions=decisions,
+        batch=True,
+    )
