@@ -183,8 +183,9 @@ class _Filters:
         self,
         status: Annotated[StatusChoice, Query()] = "open",
         kind: Annotated[str, Query(max_length=32)] = "",
-        date_from: Annotated[date | None, Query()] = None,
-        date_to: Annotated[date | None, Query()] = None,
+        # Text, so that a form's empty field means "no bound".
+        date_from: Annotated[str, Query(pattern=r"^(\d{4}-\d{2}-\d{2})?$")] = "",
+        date_to: Annotated[str, Query(pattern=r"^(\d{4}-\d{2}-\d{2})?$")] = "",
         asn: Annotated[str, Query(max_length=16, pattern=r"^[0-9A-Fa-f]{0,16}$")] = "",
         terminal_no: Annotated[str, Query(max_length=12, pattern=r"^\d{0,12}$")] = "",
         reference: Annotated[str, Query(max_length=64)] = "",
@@ -196,7 +197,11 @@ class _Filters:
         if sort not in breaks.SORTS:
             raise ValidationFailed(f"sort by one of: {', '.join(breaks.SORTS)}")
         self.status, self.kind, self.sort, self.dir = status, kind, sort, dir
-        self.date_from, self.date_to = date_from, date_to
+        try:
+            self.date_from = date.fromisoformat(date_from) if date_from else None
+            self.date_to = date.fromisoformat(date_to) if date_to else None
+        except ValueError as exc:
+            raise ValidationFailed(f"not a date: {exc}") from None
         self.asn, self.terminal_no, self.reference = asn, terminal_no, reference
 
     def where(self) -> breaks.BreakFilter:

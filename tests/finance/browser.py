@@ -10,8 +10,8 @@ import asyncio
 import os
 import re
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,9 +61,11 @@ class Server:
         database (what the seeding and the checks use)."""
 
         async def go() -> Any:
-            async with open_resources(self.settings) as resources:
-                async with unit_of_work(resources.sessions) as session:
-                    return await work(session, resources)
+            async with (
+                open_resources(self.settings) as resources,
+                unit_of_work(resources.sessions) as session,
+            ):
+                return await work(session, resources)
 
         # In a thread of its own: the test's thread may have an event loop running.
         with ThreadPoolExecutor(1) as pool:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from cardsvc.breaks import service as breaks
@@ -192,7 +193,7 @@ def test_filter_page_and_export(pages: Any, server: Server) -> None:
     assert page.locator("#total").inner_text() == "1"
     with page.expect_download() as caught:
         page.click("#export")
-    text = open(caught.value.path(), encoding="utf-8-sig").read()
+    text = Path(caught.value.path()).read_text(encoding="utf-8-sig")
     lines = text.splitlines()
     assert lines[0].startswith("id,kind,status")
     assert len(lines) == 2
