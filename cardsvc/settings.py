@@ -146,16 +146,6 @@ class Settings(BaseSettings):
         default_factory=list
     )
     bank_credit_file_max_lines: Annotated[int, Field(ge=1, le=100_000)] = 10_000
-    # Utility bills (docs/bills.md, docs/biller-protocol.md): our channel id towards billers, how
-    # long a request to a biller may take, how long an unknown payment is asked about before it is
-    # reversed (a pending one: ``bills_pending_deadline_seconds``), the longest pause between two
-    # attempts of the outbox, and how many payments one run of the outbox job sends at once.
-    bills_channel_id: Annotated[str, Field(pattern=r"^[A-Z0-9]{2,16}$")] = "CITYCARD"
-    bills_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
-    bills_unknown_deadline_seconds: Annotated[int, Field(ge=1, le=86400)] = 900
-    bills_pending_deadline_seconds: Annotated[int, Field(ge=1, le=7 * 86400)] = 86400
-    bills_max_backoff_seconds: Annotated[int, Field(ge=1, le=3600)] = 300
-    bills_outbox_batch: Annotated[int, Field(ge=1, le=1000)] = 100
 
     # `cardsvc worker`: how often each periodic job runs. An expired hold still blocks the
     # resident's money until its job runs; the card jobs act on dates and waiting periods of days.
