@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.bills.sim import SimControl, data_set
 from terminals.devices.billersim.child import start_biller_process
+from tests.bills.sim import SimControl, data_set
 
 
 @pytest.fixture(scope="session")
