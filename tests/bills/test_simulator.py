@@ -64,7 +64,8 @@ async def test_payment_once_per_serial_and_per_bill(channel: BillerClient, sim: 
     biller = water(sim)
     p = await present(channel, biller, "3100000002")
     first = await pay(channel, biller, "S1", p, "3100000002")
-    assert first.result == "success" and first.body["receipt_no"]
+    assert first.result == "success"
+    assert first.body["receipt_no"]
     again = await pay(channel, biller, "S1", p, "3100000002")
     assert again.body == first.body
     other = await pay(channel, biller, "S2", p, "3100000002")
