@@ -62,7 +62,7 @@ ERROR_FIELDS = {"error", "detail", "fields", "limit"}
 
 
 def canonical(
-    method: str, target: str, terminal_no: str, session: str, seq: int, body: bytes
+    method: str, target: str, terminal_no: str, session: str, seq: int | str, body: bytes
 ) -> bytes:
     """§3: seven lines joined by LF, no trailing LF."""
     lines = [
@@ -165,22 +165,32 @@ class VendorTerminal:
         return json.dumps(payload, separators=(",", ":")).encode()
 
     async def send(
-        self, method: str, target: str, payload: dict[str, Any] | None = None
+        self,
+        method: str,
+        target: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        seq: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
-        """A signed request with the next sequence number (a retry too: §9)."""
+        """A signed request with the next sequence number (a retry too: §9); ``seq`` sends that
+        text as ``X-Seq`` instead (and MACs it as sent), ``headers``
+        replace signed ones as given."""
         body = b"" if payload is None else self.encode(payload)
-        self.seq += 1
+        if seq is None:
+            self.seq += 1
+            seq = str(self.seq)
         mac = pboc.full_mac(
             self.session_key,
-            canonical(method, target, self.terminal_no, self.session_id, self.seq, body),
+            canonical(method, target, self.terminal_no, self.session_id, seq, body),
         )
-        headers = {
+        sent = {
             "X-Terminal-No": self.terminal_no, "X-Session-Id": self.session_id,
-            "X-Seq": str(self.seq), "X-Mac": mac.hex().upper(),
+            "X-Seq": seq, "X-Mac": mac.hex().upper(), **(headers or {}),
         }  # fmt: skip
         if payload is not None:
-            headers["Content-Type"] = "application/json"
-        return await self.http.request(method, target, content=body, headers=headers)
+            sent["Content-Type"] = "application/json"
+        return await self.http.request(method, target, content=body, headers=sent)
 
     async def ok(self, target: str, payload: dict[str, Any]) -> dict[str, Any]:
         response = await self.send("POST", target, payload)

@@ -223,3 +223,24 @@ async def test_a_reversal_naming_another_terminals_message_undoes_nothing_of_it(
     late = await desk.online("purchase", terminal_serial=7, asn=db_card.asn, amount=800)
     assert late["response_code"] == "12"
     assert await balance(resources, AccountKind.resident_account, str(db_card.resident_id)) == 4_200
+
+
+async def test_the_signed_headers_as_section_3_bounds_them(
+    resources: Resources, client: httpx.AsyncClient, shop: Site
+) -> None:
+    """§3 and §6.1: each malformed header gets its named refusal; X-Seq is 1 … 10^18 − 1 with no
+    leading zeros; a refused X-Seq uses no number, the highest one is accepted."""
+    pos = await vendor(client, shop)
+    target = "/api/v1/terminal/lists/blacklist?since=0"
+    for seq in ("0", "01", "+1", "1000000000000000000", "", "1e3"):
+        check_error(await pos.send("GET", target, seq=seq), 401, "ReplayRefused")
+    for headers, status, error in (
+        ({"X-Terminal-No": shop.terminal_no[1:]}, 403, "TerminalUnknown"),
+        ({"X-Session-Id": pos.session_id.upper()}, 401, "SessionExpired"),
+        ({"X-Mac": "0" * 15}, 401, "MacInvalid"),
+        ({"X-Mac": "0" * 16}, 401, "MacInvalid"),
+    ):
+        check_error(await pos.send("GET", target, seq="1", headers=headers), status, error)
+    assert (await pos.send("GET", target, seq="1")).status_code == 200
+    assert (await pos.send("GET", target, seq="999999999999999999")).status_code == 200
+    check_error(await pos.send("GET", target, seq="999999999999999999"), 401, "ReplayRefused")
