@@ -25,7 +25,9 @@ def pages() -> list[APIRouter]:
 
 
 def cli_groups() -> list[click.Command]:
-    return []
+    from settlement.nightly.cli import settlement
+
+    return [settlement]
 
 
 def jobs() -> list[Job]:
