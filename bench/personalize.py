@@ -21,7 +21,7 @@ from cardsvc.applications import service as applications
 from cardsvc.cache import MemoryCache
 from cardsvc.db import create_engine, read_sessions, session_factory, unit_of_work
 from cardsvc.hsm.connect import connect_hsm
-from cardsvc.personalization.service import PersoResult, personalize
+from cardsvc.personalization.local import PersoResult, personalize
 from cardsvc.reader.link import InProcessLink
 from cardsvc.reader.pcsc import PcscLink, list_readers, wait_for_card, wait_for_removal
 from cardsvc.residents import service as residents
@@ -87,9 +87,7 @@ async def main(cards: int) -> None:
             with InProcessLink(make_blank_card(bytes.fromhex(f"BE{i:014X}"))) as link:
                 inproc.append(
                     await personalize(
-                        resources.sessions,
-                        hsm,
-                        settings,
+                        resources,
                         link,
                         application,
                         reader="inproc",
@@ -111,9 +109,7 @@ async def main(cards: int) -> None:
                 with PcscLink(reader) as link:
                     pcsc.append(
                         await personalize(
-                            resources.sessions,
-                            hsm,
-                            settings,
+                            resources,
                             link,
                             application,
                             reader=reader,

@@ -36,7 +36,6 @@ KNOWN_REPOSITORY_CROSSINGS = frozenset(
         ("cardsvc.applications.service", "cardsvc.residents.repository"),
         ("cardsvc.cards.service", "cardsvc.applications.repository"),
         ("cardsvc.cards.tasks", "cardsvc.applications.repository"),
-        ("cardsvc.personalization.service", "cardsvc.residents.repository"),
         ("terminals.access.service", "terminals.registry.repository"),
         ("terminals.lists.service", "terminals.registry.repository"),
         ("terminals.online.cli", "terminals.loads.repository"),

@@ -9,7 +9,7 @@ import click
 from cardsvc.cards.numbers import mask_card_no
 from cardsvc.errors import DomainError
 from cardsvc.personalization import files
-from cardsvc.personalization.service import PersoResult, personalize
+from cardsvc.personalization.local import PersoResult, personalize
 from cardsvc.reader.link import CardLink, VirtualCards
 from cardsvc.resources import open_resources
 from cardsvc.settings import get_settings
@@ -73,9 +73,7 @@ def personalize_cmd(
                 pass
             with open_link() as link:
                 return await personalize(
-                    resources.sessions,
-                    resources.hsm,
-                    settings,
+                    resources,
                     link,
                     application_id,
                     reader=reader,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from cardsvc.personalization.service import PersoResult, personalize
+from cardsvc.personalization.local import PersoResult, personalize
 from cardsvc.reader.link import CardLink
 from cardsvc.resources import Resources
 
@@ -42,9 +42,7 @@ async def register_and_apply(
 
 async def personalize_card(resources: Resources, link: CardLink, application: int) -> PersoResult:
     return await personalize(
-        resources.sessions,
-        resources.hsm,
-        resources.settings,
+        resources,
         link,
         application,
         reader="test",
