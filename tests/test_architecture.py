@@ -147,6 +147,26 @@ def test_domain_logic_never_reaches_the_web_layer(kind: str) -> None:
     assert chains == []
 
 
+# The counter agent runs on counter PCs, which hold no database or HSM credential: nothing it
+# loads, directly or through a chain of imports, opens a database or reaches the HSM.
+AGENT = "cardsvc.agent"
+AGENT_NEVER = (
+    "cardsvc.db", "cardsvc.settings", "cardsvc.hsm", "cardsvc.resources", "hsm_sim",
+    "sqlalchemy", "asyncpg", "aiosqlite", "redis", "fastapi", "starlette",
+)  # fmt: skip
+
+
+def test_the_counter_agent_reaches_neither_database_nor_hsm() -> None:
+    g = graph()
+    found = [
+        f"{module} leads to {reached}"
+        for module in modules_of(AGENT)
+        for reached in sorted(g.find_upstream_modules(module))
+        if within(reached, AGENT_NEVER)
+    ]
+    assert not found, found
+
+
 def test_production_code_never_imports_tests_or_benchmarks() -> None:
     assert violations(modules_of(*PRODUCTION), ("tests", "bench")) == []
 
