@@ -34,7 +34,11 @@ NEXT_STEP = {
     "SessionSpoiled": "ask a supervisor to abandon the session, then use a new blank card",
     "InvalidStateTransition": "check the application's state at the counter",
     "NotFound": "check the number",
-    "Conflict": "present a blank card",
+    "Conflict": "check the card and the application at the counter",
+    "WrongCard": "present the card named",
+    "PinPadUnavailable": "sign the PIN pad in (switch it off and on), then try again",
+    "PinBlockUnreadable": "check the PIN pad's number and that it is signed in, then try again",
+    "PinRefused": "the holder chooses another PIN and types it again",
 }
 
 
@@ -251,6 +255,182 @@ def run_session(
         turn["detail"],
         "keep this card apart; ask a supervisor to abandon the session, then use a new blank card",
     )
+
+
+def _record(counter: Counter, card_no: str) -> dict[str, Any]:
+    record: dict[str, Any] = counter.call("GET", f"/api/v1/cards/{card_no}")
+    return record
+
+
+def _presented(link: PcscLink) -> tuple[str, str]:
+    """(card number, chip serial) of the card in the reader."""
+    from cardsvc.reader.purse import read_binary_sfi, select_purse
+
+    try:
+        select_purse(link)
+    except CardError as exc:
+        if exc.sw != 0x6A81:  # a blocked purse still shows its files
+            raise
+    return read_binary_sfi(link, 0x15)[12:20].hex(), link.atr()[-8:].hex().upper()
+
+
+def _yuan(fen: int) -> str:
+    return f"{fen // 100}.{fen % 100:02d} yuan"
+
+
+@agent.command("read")
+@reader_option
+@wait_option
+@click.pass_obj
+def read(counter: Counter, reader: str | None, wait: float) -> None:
+    """Read the presented card (chip, card number, balance, recent purchases and loads) and show
+    its record."""
+    from cardsvc.reader.purse import read_card
+
+    name = choose_reader(reader)
+    with card_in(name, wait, "the card") as link:
+        try:
+            snap = read_card(link)
+        except CardError as exc:
+            fail(exc.detail, "take the card out, put it back and run the command again")
+    chip = snap.atr[-8:].hex().upper()
+    say(f"chip serial   {chip}")
+    say(f"card number   {snap.card_no}")
+    say(f"balance       {_yuan(snap.balance)} on the chip")
+    if snap.blocked:
+        say(f"purse         blocked ({snap.blocked})")
+    say(f"counters      offline {snap.offline_counter}, online {snap.online_counter}")
+    for title, records in (("purchases", snap.purchases), ("loads", snap.loads)):
+        say(f"last {title}:" if records else f"last {title}: none")
+        for r in records[:5]:
+            when = f"{r.datetime14[:4]}-{r.datetime14[4:6]}-{r.datetime14[6:8]} {r.datetime14[8:10]}:{r.datetime14[10:12]}"
+            say(f"  #{r.counter:<5} {when}  {_yuan(r.amount):>14}  terminal {r.terminal_no}")
+    record = _record(counter, snap.card_no)
+    say(f"on record     {record['status']}, {record['card_type']}, expires {record['expires_on']}")
+    say(f"balance       {_yuan(record['float_balance'])} on record")
+    if record["chip_serial"] != chip:
+        say(
+            f"WARNING: this chip is not the one on record ({record['chip_serial']}): keep the card and call a supervisor."
+        )
+
+
+@agent.command("handover")
+@click.option("--application", "application_id", type=click.IntRange(1, 2**63 - 1), required=True)
+@reader_option
+@wait_option
+@click.pass_obj
+def handover(counter: Counter, application_id: int, reader: str | None, wait: float) -> None:
+    """Hand the personalized card over: the card in the reader must be the application's."""
+    name = choose_reader(reader)
+    application = counter.call("GET", f"/api/v1/applications/{application_id}")
+    with card_in(name, wait, f"the card of application {application_id}") as link:
+        try:
+            card_no, chip = _presented(link)
+        except CardError as exc:
+            fail(exc.detail, "take the card out, put it back and run the command again")
+    record = _record(counter, card_no)
+    if card_no != application["card_no"] or record["chip_serial"] != chip:
+        fail(
+            f"the card in the reader is not the card of application {application_id}",
+            "find the card personalized for this application",
+        )
+    card = counter.call("POST", f"/api/v1/applications/{application_id}/handover")
+    say(f"Card {mask(card['card_no'])} is {card['status']}: hand it to the holder.")
+
+
+def _purse_lock(
+    counter: Counter, reader: str | None, wait: float, card_no: str, action: str
+) -> None:
+    from cardsvc.reader.link import command
+
+    name = choose_reader(reader)
+    with card_in(name, wait, f"card {mask(card_no)}") as link:
+        say("Do not remove the card until you are told.")
+        try:
+            presented, chip = _presented(link)
+            if presented != card_no:
+                fail(
+                    f"the card in the reader is {mask(presented)}", f"present card {mask(card_no)}"
+                )
+            challenge = command(link, bytes.fromhex("0084000004"), "get challenge")
+            answer = counter.call(
+                "POST",
+                f"/api/v1/cards/{card_no}/purse-lock",
+                {"action": action, "chip_serial": chip, "challenge": challenge.hex()},
+            )
+            command(link, bytes.fromhex(answer["command"]), f"application {action}")
+            _data, sw = link.transmit(bytes.fromhex("00A4040009A00000000386980701"))
+        except CardRemoved:
+            fail("the card was removed", "put the card back and run the command again")
+        except CardError as exc:
+            fail(exc.detail, "run the command again; if it fails again, call a supervisor")
+    if (sw == 0x6A81) != (action == "block"):
+        fail(f"the purse answers SW {sw:04X} after the {action}", "call a supervisor")
+    say(f"Done: the purse of card {mask(card_no)} is {action}ed. Remove the card.")
+
+
+@agent.command("block")
+@click.option("--card", "card_no", required=True, help="The card number (16 digits).")
+@reader_option
+@wait_option
+@click.pass_obj
+def block(counter: Counter, card_no: str, reader: str | None, wait: float) -> None:
+    """Block the purse of a lost (found), frozen or ended card with secure messaging."""
+    _purse_lock(counter, reader, wait, card_no, "block")
+
+
+@agent.command("unblock")
+@click.option("--card", "card_no", required=True, help="The card number (16 digits).")
+@reader_option
+@wait_option
+@click.pass_obj
+def unblock(counter: Counter, card_no: str, reader: str | None, wait: float) -> None:
+    """Unblock the purse of an active card (recovered or unfrozen)."""
+    _purse_lock(counter, reader, wait, card_no, "unblock")
+
+
+@agent.command("pin")
+@click.option("--pin-pad", "terminal_no", required=True,
+              help="The counter PIN pad's terminal number (12 digits).")  # fmt: skip
+@click.option("--pin-pad-command", envvar="CARDSVC_AGENT_PIN_PAD_COMMAND", required=True,
+              help="The PIN pad's driver: run with the card number as its last argument, it prints the encrypted PIN block (CARDSVC_AGENT_PIN_PAD_COMMAND).")  # fmt: skip
+@reader_option
+@wait_option
+@click.pass_obj
+def pin(
+    counter: Counter, terminal_no: str, pin_pad_command: str, reader: str | None, wait: float
+) -> None:
+    """Set or reset the online PIN of the presented card's holder from the counter's PIN pad:
+    only the PIN block, encrypted by the PIN pad, passes through here."""
+    import shlex
+    import subprocess
+
+    name = choose_reader(reader)
+    with card_in(name, wait, "the holder's card") as link:
+        try:
+            card_no, _chip = _presented(link)
+        except CardError as exc:
+            fail(exc.detail, "take the card out, put it back and run the command again")
+    account = counter.call("POST", "/api/v1/accounts/lookup", {"card_no": card_no})
+    say("The holder types the new PIN twice on the PIN pad.")
+    try:
+        typed = subprocess.run(  # noqa: S603 - the PIN pad driver the counter PC is set up with
+            [*shlex.split(pin_pad_command), card_no],
+            capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as exc:
+        fail(
+            f"the PIN pad did not answer ({type(exc).__name__})", "check the PIN pad and try again"
+        )
+    block = typed.stdout.strip()
+    result = counter.call(
+        "POST",
+        f"/api/v1/accounts/{account['reference']}/pin",
+        {"card_no": card_no, "terminal_no": terminal_no, "pin_block": block},
+    )
+    if not result["pin_set"]:
+        fail("the PIN was not set", "try again")
+    say("Done: the new PIN is set. Remove the card.")
 
 
 def main() -> None:

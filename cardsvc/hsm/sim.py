@@ -128,6 +128,20 @@ class CommandClient:
         )
         return _unhex(answer.get("mac"), "mac")
 
+    async def purse_lock_command(
+        self, asn: bytes, key_version: int, action: str, challenge4: bytes
+    ) -> bytes:
+        answer = await self._call(
+            "PURSE_LOCK_MAC",
+            {
+                "asn": _hex(asn),
+                "key_version": key_version,
+                "action": action,
+                "challenge4": _hex(challenge4),
+            },
+        )
+        return _unhex(answer.get("command"), "command")
+
     async def tac_verify(self, records: Sequence[Mapping[str, object]]) -> TacVerifyResult:
         wire = [_wire_record(r) for r in records]
         answer = await self._call(

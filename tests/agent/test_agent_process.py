@@ -18,10 +18,12 @@ from cardsvc.settings import Mode, Settings
 from cardsvc.staff import service as staff
 from cardsvc.staff.auth import Role
 from terminals.devices.apdu import CardTorn
-from terminals.devices.card import VirtualCard, make_blank_card
+from terminals.devices.card import Lock, VirtualCard, make_blank_card
 from terminals.devices.vpcd import VpcdCard
+from terminals.registry.models import MerchantCategory, TerminalKind
 from tests.conftest_pcsc import inserted
 from tests.issuance.helpers import resident_id
+from tests.online.helpers import Site, make_site, signed_in
 from tests.serving import dev_env, serving
 
 pytestmark = pytest.mark.pcsc
@@ -34,12 +36,17 @@ STAFF = {
 }
 
 
+PIN_PAD = 777
+
+
 async def _seed(settings: Settings) -> None:
-    async with open_resources(settings) as resources, unit_of_work(resources.sessions) as session:
-        for username, role in STAFF.items():
-            await staff.create_staff(
-                session, username=username, password=PASSWORD, roles=[role], actor="test"
-            )
+    async with open_resources(settings) as resources:
+        async with unit_of_work(resources.sessions) as session:
+            for username, role in STAFF.items():
+                await staff.create_staff(
+                    session, username=username, password=PASSWORD, roles=[role], actor="test"
+                )
+        await make_site(resources, PIN_PAD, MerchantCategory.retail, TerminalKind.counter)
 
 
 @pytest.fixture(scope="module")
@@ -183,3 +190,73 @@ def test_restart_another_card_and_role(api: str, pcscd: str) -> None:
     assert again.returncode == 0, again.stdout + again.stderr
     assert "Resuming" in again.stdout
     assert _status(api, application) == "personalized"
+
+
+def _lock(card: VirtualCard) -> Lock:
+    return card.state.lock
+
+
+async def _pin_block(api: str, pin: str, card_no: str) -> str:
+    """What the counter's PIN pad (a signed-in counter terminal) sends for the typed PIN."""
+    site = Site(f"{PIN_PAD:015d}", f"{PIN_PAD:012d}", MerchantCategory.retail, 0, 0,
+                TerminalKind.counter)  # fmt: skip
+    async with httpx.AsyncClient(base_url=api) as client:
+        pad = await signed_in(client, site)
+        block: str = pad.pin_block(pin, card_no)
+    return block
+
+
+def test_counter_work_through_the_agent(api: str, pcscd: str) -> None:
+    """Hand-over, reading the card and its record, purse block and unblock, the online PIN."""
+    application = _approved_application(api)
+    card = make_blank_card(bytes.fromhex("A6E0000000000005"))
+    with inserted(card, pcscd):
+        assert (
+            agent(api, "personalize", "--application", str(application), "--reader", "0").returncode
+            == 0
+        )
+    with inserted(make_blank_card(bytes.fromhex("A6E0000000000006")), pcscd):
+        wrong = agent(api, "handover", "--application", str(application), "--reader", "0")
+    assert wrong.returncode == 1
+    assert "not the card of application" in wrong.stderr
+    with inserted(card, pcscd):
+        handed = agent(api, "handover", "--application", str(application), "--reader", "0")
+        read = agent(api, "read", "--reader", "0")
+    assert handed.returncode == 0, handed.stdout + handed.stderr
+    assert "is active: hand it to the holder" in handed.stdout
+    card_no = card.state.files[0x15][12:20].hex()
+    assert read.returncode == 0, read.stderr
+    assert f"card number   {card_no}" in read.stdout
+    assert "chip serial   A6E0000000000005" in read.stdout
+    assert "on record     active" in read.stdout
+    assert "WARNING" not in read.stdout
+    # Frozen by a supervisor: the counter blocks the purse on the chip; an active card's purse
+    # cannot be blocked, a frozen one's cannot be unblocked.
+    boss = _headers(api, "boss")
+    with inserted(card, pcscd):
+        active = agent(api, "block", "--card", card_no, "--reader", "0")
+        assert httpx.post(f"{api}/api/v1/cards/{card_no}/freeze", headers=boss).status_code == 200
+        blocked = agent(api, "block", "--card", card_no, "--reader", "0")
+        early = agent(api, "unblock", "--card", card_no, "--reader", "0")
+    assert active.returncode == 1
+    assert "InvalidStateTransition" in active.stderr
+    assert blocked.returncode == 0, blocked.stdout + blocked.stderr
+    assert _lock(card) is Lock.TEMPORARY
+    assert early.returncode == 1
+    assert httpx.post(f"{api}/api/v1/cards/{card_no}/unfreeze", headers=boss).status_code == 200
+    with inserted(card, pcscd):
+        unblocked = agent(api, "unblock", "--card", card_no, "--reader", "0")
+    assert unblocked.returncode == 0, unblocked.stdout + unblocked.stderr
+    assert _lock(card) is Lock.NONE
+    # The online PIN from the counter's PIN pad: only its encrypted block reaches the agent.
+    block = asyncio.run(_pin_block(api, "482915", card_no))
+    with inserted(card, pcscd):
+        pinned = agent(
+            api, "pin", "--pin-pad", f"{PIN_PAD:012d}", "--reader", "0",
+            "--pin-pad-command", f"sh -c 'echo {block}' pin-pad",
+        )  # fmt: skip
+    assert pinned.returncode == 0, pinned.stdout + pinned.stderr
+    r = httpx.post(
+        f"{api}/api/v1/accounts/lookup", json={"card_no": card_no}, headers=_headers(api, "clerk")
+    )
+    assert r.json()["pin_set"] is True
