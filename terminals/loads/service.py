@@ -63,7 +63,6 @@ from cardsvc.errors import (
     Conflict,
     DependencyUnavailable,
     Forbidden,
-    IdempotencyConflict,
     NotFound,
     ValidationFailed,
 )
@@ -232,7 +231,7 @@ async def authorize_load(
     if claimed.claim is Claim.replay:
         existing = await repo.by_serial(session, terminal.terminal_no, request.terminal_serial)
         if existing is None:  # pragma: no cover - the claim and the load commit together
-            raise IdempotencyConflict("terminal serial is being used concurrently; retry")
+            raise Conflict("terminal serial is being used concurrently; retry")
         return LoadOutcome(existing, replayed=True)
     row = await repo.add(session, _new_load(terminal, request, digest))
     if claimed.claim is Claim.reversed:
@@ -246,8 +245,11 @@ async def authorize_load(
     return outcome
 
 
-async def _mac2(hsm: HsmClient, request: LoadRequest, host_datetime: str) -> bytes | Declined:
-    """The HSM verifies MAC1 and makes MAC2 (before any write: docs/architecture.md)."""
+async def _mac2(
+    hsm: HsmClient, request: LoadRequest, host_datetime: str
+) -> bytes | Declined | None:
+    """The HSM verifies MAC1 and makes MAC2 (before any write: docs/architecture.md); None when
+    it did not answer (no verdict: the load is not decided, so its serial stays free)."""
     try:
         return await hsm.load_authorize(
             asn=bytes.fromhex(request.asn),
@@ -264,7 +266,7 @@ async def _mac2(hsm: HsmClient, request: LoadRequest, host_datetime: str) -> byt
     except HsmMacInvalid:
         return Declined(ResponseCode.system_error, "mac1_invalid")
     except HsmUnavailable:
-        return Declined(ResponseCode.unavailable, "hsm_unavailable")
+        return None
     except HsmError as e:
         log.warning("load.hsm_error", code=e.code)
         return Declined(ResponseCode.system_error, f"hsm_{e.code}".lower())
@@ -320,7 +322,7 @@ async def _decide(
     terminal: TerminalContext,
     request: LoadRequest,
     row: PurseLoad,
-    verdict: bytes | Declined,
+    verdict: bytes | Declined | None,
     host_datetime: str,
     local: datetime,
     *,
@@ -335,6 +337,11 @@ async def _decide(
         return _decline(row, refusal or Declined(ResponseCode.unknown_card, "unknown_card"))
     row.card_no = standing.card_no
     row.resident_id = standing.resident_id
+    if verdict is None:
+        # An outage is not an answer: nothing of this load is kept (the request's transaction
+        # rolls back, its claim on the serial with it), so the same load sent again is decided
+        # then, and a replay of an earlier answer never needed the HSM.
+        raise DependencyUnavailable("the HSM did not answer; send the same load again")
     if isinstance(verdict, Declined):
         return _decline(row, verdict)
     # The card's loads, locked: requests about one card resolve its loads one at a time.

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc import clock
 from cardsvc.cards.models import CardStatus
-from cardsvc.errors import IdempotencyConflict
+from cardsvc.errors import Conflict, IdempotencyConflict
 from cardsvc.ledger.models import AccountKind
 from cardsvc.ledger.schemas import AccountRef
 from cardsvc.settings import Settings
@@ -51,7 +51,6 @@ MESSAGES: dict[str, str] = {
     ResponseCode.not_permitted_to_terminal: "transaction not permitted to terminal",
     ResponseCode.exceeds_limit: "exceeds limit",
     ResponseCode.restricted_card: "restricted card",
-    ResponseCode.unavailable: "service unavailable",
     ResponseCode.system_error: "system error",
 }
 
@@ -156,7 +155,7 @@ async def claim_serial(
     serial = values["terminal_serial"]
     existing = await repo.by_serial(session, terminal.terminal_no, serial)
     if existing is None:  # pragma: no cover - the conflicting insert rolled back
-        raise IdempotencyConflict("terminal serial is being used concurrently; retry")
+        raise Conflict("terminal serial is being used concurrently; retry")
     if existing.kind is MessageKind.void and existing.request_hash == "":
         # The first message on a serial reversed before it arrived: refused 12, and bound to
         # this message so that a repeat gets the same answer and another message a conflict.
@@ -167,7 +166,7 @@ async def claim_serial(
             await repo.save(session, existing)
             return Claimed(Claim.reversed, existing)
         if existing is None:  # pragma: no cover - rows are never deleted
-            raise IdempotencyConflict("terminal serial is being used concurrently; retry")
+            raise Conflict("terminal serial is being used concurrently; retry")
     if existing.request_hash != digest:
         raise IdempotencyConflict(
             f"terminal serial {serial} was used for another message",

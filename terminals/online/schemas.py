@@ -28,7 +28,6 @@ class ResponseCode(StrEnum):
     not_permitted_to_terminal = "58"  # this kind of terminal may not ask for it (TerminalKind)
     exceeds_limit = "61"  # daily online limit, or the purse ceiling for a load
     restricted_card = "62"  # frozen, cancelled, replaced, not yet issued, blacklisted
-    unavailable = "91"  # the HSM (or another backing service) did not answer
     system_error = "96"  # the card's cryptogram did not verify, or the card state is stale
 
 

@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc import clock
 from cardsvc.clearing.service import clearing_date as clearing_date_of
-from cardsvc.errors import IdempotencyConflict
+from cardsvc.errors import Conflict
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.errors import HoldExpired, InsufficientFunds, InvalidStateTransition
 from cardsvc.ledger.models import Side
@@ -382,7 +382,7 @@ async def reverse(
             session, terminal.terminal_no, request.original_serial, for_update=True
         )
         if original is None:  # pragma: no cover - the racing insert rolled back
-            raise IdempotencyConflict("original serial is being used concurrently; retry")
+            raise Conflict("original serial is being used concurrently; retry")
     if original.kind is MessageKind.void:
         return _approve(row, AuthStatus.approved, 0, now)  # reversed again: nothing to undo
     _link(row, original)

@@ -334,15 +334,17 @@ async def test_two_pending_loads_at_one_counter_are_told_apart_by_the_proof(
     assert (nothing["load_id"], nothing["tac_valid"]) == (None, False)
 
 
-async def test_hsm_unavailable_declines_with_91_and_moves_nothing(
+async def test_an_hsm_outage_is_a_503_that_keeps_the_serial_free(
     resources: Resources, terminal: CounterLoadTerminal, counter: Site
 ) -> None:
     from cardsvc.db import unit_of_work
     from cardsvc.errors import DependencyUnavailable
     from cardsvc.hsm.sim import TcpHsmClient
     from cardsvc.reader.link import InProcessLink
+    from terminals.loads import repository as loads_repo
     from terminals.loads import service as loads
     from terminals.loads.schemas import ConfirmRequest, LoadRequest
+    from terminals.online import repository as online_repo
     from tests.online.helpers import free_port
 
     db_card = await make_card(resources, 39)
@@ -356,12 +358,33 @@ async def test_hsm_unavailable_declines_with_91_and_moves_nothing(
         random=init.random.hex(), mac1=init.mac1.hex(),
     )  # fmt: skip
     try:
+        # No verdict is no answer: 503, nothing kept, so the same load sent again is decided
+        # then (docs/terminal-protocol.md §9.6: a timed-out load is resent on its serial).
+        with pytest.raises(DependencyUnavailable):
+            async with unit_of_work(resources.sessions) as s:
+                await loads.authorize_load(
+                    resources.sessions, s, await counter.signed(resources), request, hsm=dead,
+                    settings=resources.settings,
+                )  # fmt: skip
+        async with resources.sessions() as s:
+            assert await loads_repo.by_serial(s, counter.terminal_no, 77) is None
+            assert await online_repo.by_serial(s, counter.terminal_no, 77) is None
         async with unit_of_work(resources.sessions) as s:
             outcome = await loads.authorize_load(
-                resources.sessions, s, await counter.signed(resources), request, hsm=dead,
+                resources.sessions, s, await counter.signed(resources, seq=2), request,
+                hsm=resources.hsm, settings=resources.settings,
+            )  # fmt: skip
+            assert outcome.row.response_code == "00"
+        async with unit_of_work(resources.sessions) as s:  # and its repeat needs no HSM
+            again = await loads.authorize_load(
+                resources.sessions, s, await counter.signed(resources, seq=3), request, hsm=dead,
                 settings=resources.settings,
             )  # fmt: skip
-            assert (outcome.row.response_code, outcome.response().mac2) == ("91", None)
+            assert (again.replayed, again.row.id) == (True, outcome.row.id)
+        undo = await terminal.host.post(
+            "/api/v1/online/reversal", {"terminal_serial": 78, "original_serial": 77}
+        )
+        assert (undo.json()["response_code"], undo.json()["approved_amount"]) == ("00", 1_000)
         # Judging a TAC needs the HSM too: no verdict without it (a repeat of the TAC already
         # accepted needs none); the client may retry.
         ok = await terminal.load(InProcessLink(card).__enter__(), 500)

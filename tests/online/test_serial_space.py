@@ -318,3 +318,37 @@ async def test_a_pending_load_ages_into_a_break_and_is_not_refunded(
         [closed] = await breaks.list_breaks(s, kind=BreakKind.aged_load)
     assert (closed.resolver, closed.resolution) == ("system:loads", "load_refunded")
     await assert_books_agree(resources, card, db_card.card_no, counter, cash=2_000)
+
+
+async def test_a_cash_load_whose_drawer_was_emptied_is_not_voided(
+    resources: Resources, client: httpx.AsyncClient, counter: Site
+) -> None:
+    """The reversal of a pending cash load after the drawer's cash went to the bank: 51 in a
+    200, nothing moves, the load stays pending (its evidence or its ageing settles it)."""
+    from cardsvc.db import unit_of_work
+    from cardsvc.ledger.models import Side
+    from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
+    from tests.online.helpers import BANK
+
+    db_card = await make_card(resources, 60)
+    card = make_dev_personalized_card(db_card.card_no, 0)
+    terminal = CounterLoadTerminal(await signed_in(client, counter))
+    with InProcessLink(card) as link:
+        pending = await terminal.authorize(terminal.initialize(link, 2_000), source="cash")
+    assert pending.approved
+    drawer = AccountRef(AccountKind.counter_cash, counter.terminal_no)
+    async with unit_of_work(resources.sessions) as s:
+        await ledger.post(
+            s,
+            PostingRequest(
+                idempotency_key="drawer-to-bank", tx_type="transfer",
+                clearing_date=clock.now().date(),
+                entries=[Entry(BANK, Side.debit, 2_000), Entry(drawer, Side.credit, 2_000)],
+            ),
+        )  # fmt: skip
+    undo = await terminal.reverse(pending.terminal_serial)
+    assert (undo["response_code"], undo["approved"], undo["approved_amount"]) == ("51", False, 0)
+    assert await loads_of(resources, db_card.asn) == [("pending", None, 2_000)]
+    assert await balance(resources, AccountKind.card_float, db_card.card_no) == 2_000
+    async with resources.sessions() as s:
+        assert (await ledger.check_invariants(s)).ok
