@@ -328,8 +328,7 @@ def handover(counter: Counter, application_id: int, reader: str | None, wait: fl
             card_no, chip = _presented(link)
         except CardError as exc:
             fail(exc.detail, "take the card out, put it back and run the command again")
-    record = _record(counter, card_no)
-    if card_no != application["card_no"] or record["chip_serial"] != chip:
+    if card_no != application["card_no"] or _record(counter, card_no)["chip_serial"] != chip:
         fail(
             f"the card in the reader is not the card of application {application_id}",
             "find the card personalized for this application",
