@@ -93,10 +93,11 @@ def running_api(env: dict[str, str], workers: int) -> Iterator[tuple[int, str]]:
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        # Two workers importing and starting on a busy shared machine can take tens of seconds.
+        deadline = time.monotonic() + 120
         while not _answers(base + "/healthz"):
             if time.monotonic() > deadline:
-                raise RuntimeError("the API did not answer /healthz within 30 s")
+                raise RuntimeError("the API did not answer /healthz within 120 s")
             time.sleep(0.1)
         yield server.pid, base
     finally:

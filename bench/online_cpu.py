@@ -31,15 +31,15 @@ from cardsvc.app import create_app
 from cardsvc.ledger import repository as ledger_repo
 from cardsvc.ledger import service as ledger_service
 from cardsvc.settings import Settings
-from terminals.access import auth
 from terminals.access import repository as access_repo
+from terminals.access import service as access_service
 from terminals.devices.host_client import HostClient, dev_tmk, encode_body
 from terminals.online import repository as online_repo
 from terminals.online import service as online_service
 
 STEPS: list[tuple[ModuleType, list[str]]] = [
     (access_repo, ["take_seq"]),
-    (auth, ["verify_mac"]),
+    (access_service, ["verify_mac"]),
     (online_service, ["authorize", "complete"]),
     (online_repo, ["insert_if_new", "card_standing", "reserve_usage", "by_serial", "save"]),
     (ledger_service, ["post", "place_hold", "post_hold"]),

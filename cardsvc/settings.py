@@ -173,6 +173,14 @@ class Settings(BaseSettings):
     # How often ``cardsvc worker`` checks whether the day is due to be cut.
     worker_day_cut_interval_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
 
+    # Nightly settlement (docs/settlement.md): where each day's files go (empty: <var dir>/
+    # settlement), and how many merchants' postings one transaction writes.
+    settlement_dir: Path | None = None
+    settlement_posting_chunk: Annotated[int, Field(ge=1, le=10000)] = 500
+    # Development only: the run kills its own process (SIGKILL) at this point, to prove that a
+    # rerun resumes (docs/settlement.md, "Crash points"); refused outside development.
+    settlement_crash_at: str | None = None
+
     # Web and logs.
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
@@ -232,6 +240,8 @@ class Settings(BaseSettings):
             )
         if self.redis_url and urlsplit(self.redis_url).password:
             problems.append("CARDSVC_REDIS_URL carries no password; it is CARDSVC_REDIS_PASSWORD")
+        if self.settlement_crash_at and not self.development:
+            problems.append("CARDSVC_SETTLEMENT_CRASH_AT exists only in development")
         if self.development:
             if problems:
                 raise ValueError("; ".join(problems))
@@ -251,6 +261,11 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def settlement_root(self) -> Path:
+        """Where the settlement files of each day go (``<root>/<YYYY-MM-DD>/``)."""
+        return self.settlement_dir or self.var_dir / "settlement"
 
     @property
     def is_sqlite(self) -> bool:

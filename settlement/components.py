@@ -18,7 +18,9 @@ def routers() -> list[APIRouter]:
 
 
 def cli_groups() -> list[click.Command]:
-    return []
+    from settlement.nightly.cli import settlement
+
+    return [settlement]
 
 
 def jobs() -> list[Job]:
