@@ -22,6 +22,7 @@ def routers() -> list[APIRouter]:
     from cardsvc.applications.endpoints import router as applications_router
     from cardsvc.audit.endpoints import router as audit_router
     from cardsvc.bank.endpoints import router as bank_router
+    from cardsvc.bills.endpoints import router as bills_router
     from cardsvc.blacklist.endpoints import router as blacklist_router
     from cardsvc.cards.endpoints import router as cards_router
     from cardsvc.personalization.endpoints import router as personalization_router
@@ -38,6 +39,7 @@ def routers() -> list[APIRouter]:
         audit_router,
         accounts_router,
         bank_router,
+        bills_router,
     ]
 
 

@@ -47,6 +47,7 @@ USAGES: Final = {
     "file-mac": TDES,
     "pin-verification": TDES,
     "bank-mac": HMAC_SHA256,
+    "biller-mac": HMAC_SHA256,
     "pii": AES256,
     "pii-index": HMAC_SHA256,
     "audit-mac": HMAC_SHA256,

@@ -75,6 +75,8 @@ PIN_AAD: Final = b"hsm-sim terminal PIN key v1"
 PVK: Final = "PVK"
 PVK_USAGE: Final = "pin-verification"
 BANK_MAC_USAGE: Final = "bank-mac"
+BILLER_MAC_USAGE: Final = "biller-mac"
+HMAC_USAGES: Final = (BANK_MAC_USAGE, BILLER_MAC_USAGE)
 FILE_MAC_USAGE: Final = "file-mac"
 AUDIT_MAC_USAGE: Final = "audit-mac"
 MAX_AUDIT_ENTRIES: Final = 10_000  # per AUDIT_CHECKPOINT or AUDIT_VERIFY
@@ -679,14 +681,16 @@ class HsmService:
         raise HsmError(E.BAD_REQUEST, "key kind must be terminal_master, session or label")
 
     def _label_mac_keys(self, ctx: Context, label: str, purpose: str) -> list[tuple[str, bytes]]:
-        """A stored MAC key: ``file-mac`` (our files; generate and verify) or ``bank-mac`` (a
-        bank's notifications; verify only, so the host can never sign as the bank)."""
+        """A stored MAC key: ``file-mac`` (our files; generate and verify), ``bank-mac`` (a
+        bank's notifications; verify only, so the host can never sign as the bank) or
+        ``biller-mac`` (the key shared with one biller: our requests are signed with it and the
+        biller's answers and callbacks verified)."""
         usage = self.store.versions(label)[0].usage
         if usage == BANK_MAC_USAGE and purpose == GENERATE:
             raise HsmKeyError(E.KEY_USAGE, f"key {label} is a bank's key: it only verifies")
-        if usage not in (FILE_MAC_USAGE, BANK_MAC_USAGE):
+        if usage not in (FILE_MAC_USAGE, *HMAC_USAGES):
             raise HsmKeyError(E.KEY_USAGE, f"key {label} has usage {usage}, not a MAC usage")
-        algorithm = "hmac" if usage == BANK_MAC_USAGE else "retail"
+        algorithm = "hmac" if usage in HMAC_USAGES else "retail"
         if purpose == GENERATE:
             return [(algorithm, self.store.material(self._key(ctx, label, usage, GENERATE)))]
         found = [
@@ -724,9 +728,9 @@ class HsmService:
         mac = ctx.hex_field("mac", max_length=32)
         keys = self._mac_keys(ctx, VERIFY)
         if len(mac) < 4 or (keys[0][0] == "retail" and len(mac) > 8):
-            raise HsmError(E.BAD_REQUEST, "field 'mac' must be 4 to 8 bytes (32 for a bank key)")
+            raise HsmError(E.BAD_REQUEST, "field 'mac' must be 4 to 8 bytes (32 for an HMAC key)")
         if keys[0][0] == "hmac" and len(mac) != 32:
-            raise HsmError(E.BAD_REQUEST, "a bank key's MAC is 32 bytes (HMAC-SHA256)")
+            raise HsmError(E.BAD_REQUEST, "an HMAC key's MAC is 32 bytes (HMAC-SHA256)")
         valid = any(
             pboc.mac_equal(self._mac(algorithm, k, data)[: len(mac)], mac) for algorithm, k in keys
         )

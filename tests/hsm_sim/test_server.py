@@ -168,7 +168,7 @@ async def test_production_requires_authentication(tmp_path: Path) -> None:
         await client.ping()
         # Production: no clear key import.
         with pytest.raises(HsmError) as forbidden:
-            await client.key_import("X", "file-mac", bytes(16))  # type: ignore[attr-defined]
+            await client.key_import("X", "file-mac", bytes(16))
         assert forbidden.value.code == "FORBIDDEN"
         info = await client.key_generate("FILE_MAC", "file-mac")
         assert info.state == "active"

@@ -1,0 +1,1 @@
+"""Utility bills: billers, query and payment through the biller protocol, reconciliation."""
