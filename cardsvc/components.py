@@ -25,6 +25,7 @@ def routers() -> list[APIRouter]:
     from cardsvc.bills.endpoints import router as bills_router
     from cardsvc.blacklist.endpoints import router as blacklist_router
     from cardsvc.cards.endpoints import router as cards_router
+    from cardsvc.personalization.endpoints import router as personalization_router
     from cardsvc.residents.endpoints import router as residents_router
     from cardsvc.staff.endpoints import router as staff_router
 
@@ -32,6 +33,7 @@ def routers() -> list[APIRouter]:
         staff_router,
         residents_router,
         applications_router,
+        personalization_router,
         cards_router,
         blacklist_router,
         audit_router,

@@ -39,6 +39,12 @@ HTTP_LATENCY = Histogram(
     ["route", "method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+HSM_LATENCY = Histogram(
+    "cardsvc_hsm_command_duration_seconds",
+    "HSM commands over the wire, by command: from the request to its answer, retries included.",
+    ["command"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
 DOMAIN_ERRORS = Counter(
     "cardsvc_domain_errors_total",
     "Requests ended by a domain error, by error class.",

@@ -59,6 +59,12 @@ CARD_KEY_MASTERS: Final = ((0x01, MAMK), (0x02, MPK), (0x03, MLK), (0x04, MTK), 
 # DPUK (05) and DRPK (06) have no master of their own in DESIGN §6.1: they are one more level
 # under DAMK with the key id as factor (documented in docs/hsm-protocol.md).
 PIN_KEY_IDS: Final = (0x05, 0x06)
+# APPLICATION BLOCK (P2 00 temporary, 01 permanent) and UNBLOCK, Lc counting the MAC (pboc.md §6.5).
+PURSE_LOCK_HEADERS: Final = {
+    "block": bytes.fromhex("841E000004"),
+    "block_permanently": bytes.fromhex("841E000104"),
+    "unblock": bytes.fromhex("8418000004"),
+}
 
 SESSION_BLOB_VERSION: Final = b"\x01"
 SESSION_AAD: Final = b"hsm-sim terminal session key v1"
@@ -194,6 +200,7 @@ class HsmService:
             "CARD_KEYS_EXPORT": self._card_keys_export,
             "PERSO_AUTH": self._perso_auth,
             "PERSO_MAC": self._perso_mac,
+            "PURSE_LOCK_MAC": self._purse_lock_mac,
             "TAC_VERIFY": self._tac_verify,
             "LOAD_AUTHORIZE": self._load_authorize,
             "PURCHASE_MAC1": self._purchase_mac1,
@@ -533,6 +540,22 @@ class HsmService:
         return {
             "mac": pboc.mac4(transport, ctx.hex_field("data", max_length=4096), iv).hex().upper()
         }
+
+    def _purse_lock_mac(self, ctx: Context) -> dict[str, Any]:
+        """APPLICATION BLOCK / UNBLOCK of one card's purse with secure messaging under its DAMK
+        (pboc.md §6.5). The HSM builds the command itself: DAMK signs nothing else here."""
+        asn = ctx.asn()
+        action = ctx._get("action")
+        header = PURSE_LOCK_HEADERS.get(action) if isinstance(action, str) else None
+        if header is None:
+            raise HsmError(
+                E.BAD_REQUEST, f"field 'action' must be one of {sorted(PURSE_LOCK_HEADERS)}"
+            )
+        key_version = ctx.int_field("key_version", 255, optional=True, default=1)
+        iv = pboc.secure_messaging_iv(ctx.hex_field("challenge4", 4))
+        damk = self._card_key(ctx, MAMK, key_version, asn, GENERATE)
+        ctx.audit["action"] = action
+        return {"command": (header + pboc.mac4(damk, header, iv)).hex().upper()}
 
     # --- purse (pboc.md §3, §4) ---------------------------------------------------------------
 

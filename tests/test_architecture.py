@@ -36,7 +36,6 @@ KNOWN_REPOSITORY_CROSSINGS = frozenset(
         ("cardsvc.applications.service", "cardsvc.residents.repository"),
         ("cardsvc.cards.service", "cardsvc.applications.repository"),
         ("cardsvc.cards.tasks", "cardsvc.applications.repository"),
-        ("cardsvc.personalization.service", "cardsvc.residents.repository"),
         ("terminals.access.service", "terminals.registry.repository"),
         ("terminals.lists.service", "terminals.registry.repository"),
         ("terminals.online.cli", "terminals.loads.repository"),
@@ -146,6 +145,26 @@ def test_domain_logic_never_reaches_the_web_layer(kind: str) -> None:
             if chain:
                 chains.append(" -> ".join(chain))
     assert chains == []
+
+
+# The counter agent runs on counter PCs, which hold no database or HSM credential: nothing it
+# loads, directly or through a chain of imports, opens a database or reaches the HSM.
+AGENT = "cardsvc.agent"
+AGENT_NEVER = (
+    "cardsvc.db", "cardsvc.settings", "cardsvc.hsm", "cardsvc.resources", "hsm_sim",
+    "sqlalchemy", "asyncpg", "aiosqlite", "redis", "fastapi", "starlette",
+)  # fmt: skip
+
+
+def test_the_counter_agent_reaches_neither_database_nor_hsm() -> None:
+    g = graph()
+    found = [
+        f"{module} leads to {reached}"
+        for module in modules_of(AGENT)
+        for reached in sorted(g.find_upstream_modules(module))
+        if within(reached, AGENT_NEVER)
+    ]
+    assert not found, found
 
 
 def test_production_code_never_imports_tests_or_benchmarks() -> None:

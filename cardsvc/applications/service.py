@@ -188,10 +188,12 @@ async def start_production(
     return card
 
 
-async def card_of(session: AsyncSession, application: Application) -> Card:
+async def card_of(
+    session: AsyncSession, application: Application, *, for_update: bool = True
+) -> Card:
     if application.card_id is None:
         raise InvalidStateTransition("the application has no card yet; start production first")
-    card = await cards_repo.get(session, application.card_id, for_update=True)
+    card = await cards_repo.get(session, application.card_id, for_update=for_update)
     if card is None:
         raise NotFound("the application's card is missing")
     return card

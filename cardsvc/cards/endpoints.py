@@ -16,9 +16,11 @@ from cardsvc.cards.schemas import (
     CardOut,
     CashPayoutBody,
     CashPayoutOut,
+    PurseLockBody,
+    PurseLockOut,
     TransitionOut,
 )
-from cardsvc.deps import SessionDep, SettingsDep
+from cardsvc.deps import HsmDep, SessionDep, SessionsDep, SettingsDep
 from cardsvc.staff.auth import Role, StaffPrincipal
 from cardsvc.staff.deps import require_roles
 
@@ -179,3 +181,29 @@ async def expire(card_no: str, principal: Supervisor, session: SessionDep) -> Tr
     card = await service.require_card(session, check_card_no(card_no))
     await service.expire(session, card, actor=principal.username)
     return TransitionOut(card=card_out(card))
+
+
+@router.post(
+    "/{card_no}/purse-lock",
+    response_model=PurseLockOut,
+    summary="APPLICATION BLOCK or UNBLOCK for the presented chip (counter operator, supervisor)",
+)
+async def purse_lock(
+    card_no: str,
+    body: PurseLockBody,
+    principal: Counter,
+    session: SessionDep,
+    sessions: SessionsDep,
+    hsm: HsmDep,
+) -> PurseLockOut:
+    """The counter agent selects the purse and asks the card for a challenge; this answers the
+    command with its MAC (docs/counter-agent.md §3). Block: a lost, frozen, cancelled, replaced or
+    expired card; unblock: an active one. Audited as ``card.purse_block`` / ``card.purse_unblock``."""
+    async with sessions() as read:
+        card = await service.require_card(read, check_card_no(card_no), for_update=False)
+    command = await service.purse_lock_command(
+        hsm, card, action=body.action, chip_serial=body.chip_serial,
+        challenge=bytes.fromhex(body.challenge),
+    )  # fmt: skip
+    await service.record_purse_lock(session, card, action=body.action, actor=principal.username)
+    return PurseLockOut(card_no=card.card_no, action=body.action, command=command.hex().upper())

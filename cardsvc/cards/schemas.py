@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from cardsvc.cards.models import CardStatus, CardType
 
@@ -41,6 +41,25 @@ class TransitionOut(BaseModel):
 class CancelBody(BaseModel):
     refund_to: str = Field(default="resident_account", pattern=r"^(resident_account|counter_cash)$")
     counter_code: str | None = Field(default=None, max_length=32)
+
+
+class PurseLockBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: str = Field(pattern=r"^(block|unblock)$")
+    chip_serial: str = Field(
+        pattern=r"^[0-9A-Fa-f]{16}$",
+        description="the presented chip's serial (its ATR's last 8 bytes)",
+    )
+    challenge: str = Field(
+        pattern=r"^[0-9A-Fa-f]{8}$", description="the card's answer to GET CHALLENGE 4 (0084000004)"
+    )
+
+
+class PurseLockOut(BaseModel):
+    card_no: str
+    action: str
+    command: str = Field(description="the APDU to send (hex), its MAC made by the HSM under DAMK")
 
 
 class CashPayoutBody(BaseModel):

@@ -32,6 +32,7 @@ from cardsvc.cards.models import (
 from cardsvc.cards.numbers import asn_of, make_card_no, mask_card_no
 from cardsvc.clearing.service import clearing_date
 from cardsvc.errors import Conflict, InvalidStateTransition, NotFound, ValidationFailed
+from cardsvc.hsm import HsmClient
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
@@ -303,6 +304,44 @@ async def expire(session: AsyncSession, card: Card, *, actor: str) -> None:
     await _transition(
         session, card, (CardStatus.active,), CardStatus.expired, action="card.expire", actor=actor
     )
+
+
+class WrongCard(Conflict):
+    """The chip presented is not the one bound to the card named."""
+
+
+# The purse may be blocked on a card that must not pay (lost and found, frozen, ended), and
+# unblocked only on an active one (recovered, unfrozen).
+PURSE_LOCK_FROM = {
+    "block": (
+        CardStatus.lost, CardStatus.frozen, CardStatus.cancelled, CardStatus.replaced,
+        CardStatus.expired,
+    ),
+    "unblock": (CardStatus.active,),
+}  # fmt: skip
+
+
+async def purse_lock_command(
+    hsm: HsmClient, card: Card, *, action: str, chip_serial: str, challenge: bytes
+) -> bytes:
+    """APPLICATION BLOCK or UNBLOCK for the chip of this card, MACed by the HSM under its DAMK
+    over the card's own challenge (reference/pboc.md §6.5). Call it with no transaction open."""
+    if card.chip_serial is None or card.chip_serial != chip_serial.upper():
+        raise WrongCard(f"the card in the reader is not card {mask_card_no(card.card_no)}")
+    if card.status not in PURSE_LOCK_FROM[action]:
+        raise InvalidStateTransition(
+            f"cannot {action} the purse of a card that is {card.status.value}"
+        )
+    return await hsm.purse_lock_command(
+        bytes.fromhex(card.asn), card.key_version, action, challenge
+    )
+
+
+async def record_purse_lock(session: AsyncSession, card: Card, *, action: str, actor: str) -> None:
+    await audit.record(
+        session, actor=actor, action=f"card.purse_{action}", entity="card",
+        entity_id=str(card.id), after={"status": card.status.value},
+    )  # fmt: skip
 
 
 async def require_chip_free(session: AsyncSession, chip_serial: str, card: Card) -> None:

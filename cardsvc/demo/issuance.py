@@ -10,7 +10,7 @@ from cardsvc import clock
 from cardsvc.applications import service as applications
 from cardsvc.db import read_sessions, unit_of_work
 from cardsvc.personalization import files
-from cardsvc.personalization.service import personalize
+from cardsvc.personalization.local import personalize
 from cardsvc.reader.link import InProcessLink
 from cardsvc.reader.purse import read_card
 from cardsvc.residents import service as residents
@@ -66,9 +66,7 @@ async def step_issue_card(resources: Resources) -> None:
     blank = make_blank_card(bytes.fromhex("DE") + secrets.token_bytes(4) + bytes.fromhex(suffix))
     with InProcessLink(blank) as link:
         result = await personalize(
-            resources.sessions,
-            resources.hsm,
-            settings,
+            resources,
             link,
             application.id,
             reader="in-process",

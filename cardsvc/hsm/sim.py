@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,6 +34,7 @@ from cardsvc.hsm import (
     TerminalSession,
     error_for,
 )
+from cardsvc.metrics import HSM_LATENCY
 from hsm_sim.errors import BAD_FRAME
 from hsm_sim.protocol import (
     DEFAULT_MAX_MESSAGE,
@@ -127,6 +129,20 @@ class CommandClient:
             {"chip_serial": _hex(chip_serial), "challenge4": _hex(challenge4), "data": _hex(data)},
         )
         return _unhex(answer.get("mac"), "mac")
+
+    async def purse_lock_command(
+        self, asn: bytes, key_version: int, action: str, challenge4: bytes
+    ) -> bytes:
+        answer = await self._call(
+            "PURSE_LOCK_MAC",
+            {
+                "asn": _hex(asn),
+                "key_version": key_version,
+                "action": action,
+                "challenge4": _hex(challenge4),
+            },
+        )
+        return _unhex(answer.get("command"), "command")
 
     async def tac_verify(self, records: Sequence[Mapping[str, object]]) -> TacVerifyResult:
         wire = [_wire_record(r) for r in records]
@@ -478,6 +494,7 @@ class TcpHsmClient(CommandClient):
         self, cmd: str, fields: dict[str, Any], wait: float | None = None
     ) -> dict[str, Any]:
         attempts = 1 if cmd in NON_IDEMPOTENT else 1 + self._retries
+        started = time.perf_counter()
         for attempt in range(attempts):
             try:
                 connection = await self._connection()
@@ -487,6 +504,7 @@ class TcpHsmClient(CommandClient):
                     raise
                 await asyncio.sleep(0.05 * (attempt + 1))
                 continue
+            HSM_LATENCY.labels(cmd).observe(time.perf_counter() - started)
             return raise_for(answer)
         raise HsmUnavailable("unreachable")  # pragma: no cover - the loop returns or raises
 

@@ -1,35 +1,23 @@
-"""The personalization commands of our card OS (DESIGN §6.2), sent over any CardLink.
+"""The personalization commands of our card OS (DESIGN §6.2) as bytes, and the plan the server
+walks through with the card.
 
-The HSM computes every cryptogram (EXTERNAL AUTHENTICATE answer, key blocks under KT, secure
-messaging MACs); this module only builds the APDUs and relays. Links are synchronous (pyscard);
-each call here is one short exchange.
+Nothing here talks to the card or the HSM: the session service (``service.py``) fills the
+cryptograms in with the HSM and hands the commands to whoever holds the card (the counter agent,
+or the in-process link of the development shortcut).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Final
 
-from cardsvc.hsm import HsmClient
-from cardsvc.reader.link import CardLink, command
+from cardsvc.reader.purse import PURSE_AID, SS_NAME
 
-PURSE_AID: Final = bytes.fromhex("A00000000386980701")
-SS_NAME: Final = bytes.fromhex("7378312E73682EC9E7BBE1B1A3D5CF")  # "sx1.sh." + GBK 社会保障
 TX_LOAD_EP: Final = 0x02
-
-
-class CountingLink:
-    """Wraps a CardLink and counts the APDUs sent (for the job record and bench/personalize.py)."""
-
-    def __init__(self, link: CardLink) -> None:
-        self.link = link
-        self.count = 0
-
-    def transmit(self, apdu: bytes) -> tuple[bytes, int]:
-        self.count += 1
-        return self.link.transmit(apdu)
-
-    def atr(self) -> bytes:
-        return self.link.atr()
+END_PERSONALIZATION: Final = bytes.fromhex("80EE000000")
+# WRITE KEY ids (DESIGN §6.2): 01 DAMK, 02 DPK, 03 DLK, 04 DTK, 05 DPUK, 06 DRPK, 10 SS-app key.
+KEY_IDS: Final = (0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x10)
 
 
 def chip_serial_of(atr: bytes) -> bytes:
@@ -39,97 +27,99 @@ def chip_serial_of(atr: bytes) -> bytes:
     return atr[-8:]
 
 
-def get_challenge(link: CountingLink, size: int) -> bytes:
-    data = command(link, bytes((0x00, 0x84, 0x00, 0x00, size)), "get challenge")  # type: ignore[arg-type]
-    if len(data) != size:
-        raise ValueError("card returned a challenge of the wrong size")
-    return data
+def get_challenge(size: int) -> bytes:
+    return bytes((0x00, 0x84, 0x00, 0x00, size))
 
 
-def select(link: CountingLink, name: bytes) -> None:
-    command(link, bytes((0x00, 0xA4, 0x04, 0x00, len(name))) + name, "select")  # type: ignore[arg-type]
+def select(name: bytes) -> bytes:
+    return bytes((0x00, 0xA4, 0x04, 0x00, len(name))) + name
 
 
-async def open_session(link: CountingLink, hsm: HsmClient, serial: bytes) -> None:
-    """GET CHALLENGE 8 + EXTERNAL AUTHENTICATE 3DES(KT, R) (DESIGN §6.2 step 1)."""
-    challenge = get_challenge(link, 8)
-    answer = await hsm.perso_auth(serial, challenge)
-    command(link, bytes.fromhex("0082000008") + answer, "external authenticate")  # type: ignore[arg-type]
+def external_authenticate(answer: bytes) -> bytes:
+    """EXTERNAL AUTHENTICATE with 3DES(KT, R), R the 8-byte challenge (DESIGN §6.2 step 1)."""
+    return bytes.fromhex("0082000008") + answer
 
 
-async def secure_command(
-    link: CountingLink, hsm: HsmClient, serial: bytes, header: bytes, data: bytes, what: str
-) -> None:
-    """A command with a trailing MAC4 under KT: IV = fresh GET CHALLENGE 4 ‖ 00000000; the MAC
-    covers CLA INS P1 P2 Lc (Lc counting the MAC) ‖ data (reference/pboc.md §1.3)."""
-    full_header = header + bytes((len(data) + 4,))
-    challenge = get_challenge(link, 4)
-    mac = await hsm.perso_mac(serial, challenge, full_header + data)
-    command(link, full_header + data + mac, what)  # type: ignore[arg-type]
+def secure_header(cla_ins_p1_p2: bytes, data: bytes) -> bytes:
+    """The header a secure-messaging MAC covers: Lc counts the 4-byte MAC (reference §1.3)."""
+    return cla_ins_p1_p2 + bytes((len(data) + 4,))
 
 
-async def write_keys(
-    link: CountingLink, hsm: HsmClient, serial: bytes, asn: bytes, key_version: int
-) -> int:
-    """WRITE KEY 84D4 00 <id> for each block the HSM exports (DESIGN §6.2 step 2)."""
-    blocks = await hsm.card_keys_export(asn, serial, key_version)
-    for block in blocks:
-        await secure_command(
-            link,
-            hsm,
-            serial,
-            bytes((0x84, 0xD4, 0x00, block.key_id)),
-            block.block,
-            f"write key {block.key_id:02X}",
+def write_key_header(key_id: int, block: bytes) -> bytes:
+    return secure_header(bytes((0x84, 0xD4, 0x00, key_id)), block)
+
+
+def update_binary_header(sfi: int, data: bytes) -> bytes:
+    return secure_header(bytes((0x04, 0xD6, 0x80 | sfi, 0x00)), data)
+
+
+def initialize_for_load(terminal_no: bytes, amount: int = 0) -> bytes:
+    """INITIALIZE FOR LOAD (reference §4), key index 01; with amount 0 and no CREDIT FOR LOAD
+    after it, no money moves: it only makes the card show MAC1 under its DLK."""
+    return bytes.fromhex("805000020B") + b"\x01" + amount.to_bytes(4, "big") + terminal_no + b"\x10"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadInit:
+    balance: int
+    online_counter: int
+    key_version: int
+    random: bytes
+    mac1: bytes
+
+    @classmethod
+    def parse(cls, data: bytes) -> LoadInit:
+        if len(data) != 16:
+            raise ValueError("INITIALIZE FOR LOAD answered with the wrong length")
+        return cls(
+            balance=int.from_bytes(data[0:4], "big"),
+            online_counter=int.from_bytes(data[4:6], "big"),
+            key_version=data[6],
+            random=data[8:12],
+            mac1=data[12:16],
         )
-    return len(blocks)
 
 
-async def write_binary(
-    link: CountingLink, hsm: HsmClient, serial: bytes, sfi: int, data: bytes
-) -> None:
-    """UPDATE BINARY with secure messaging 04D6 <80|SFI> 00 (DESIGN §6.2 step 3)."""
-    await secure_command(
-        link,
-        hsm,
-        serial,
-        bytes((0x04, 0xD6, 0x80 | sfi, 0x00)),
-        data,
-        f"update binary SFI {sfi:02X}",
-    )
+class OpKind(StrEnum):
+    plain = "plain"  # a fixed command
+    auth = "auth"  # needs an 8-byte challenge: EXTERNAL AUTHENTICATE
+    key = "key"  # needs a 4-byte challenge: WRITE KEY with secure messaging
+    file = "file"  # needs a 4-byte challenge: UPDATE BINARY with secure messaging
+    end = "end"  # END PERSONALIZATION
+    proof = "proof"  # INITIALIZE FOR LOAD: the HSM checks the card's MAC1
 
 
-def end_personalization(link: CountingLink) -> None:
-    command(link, bytes.fromhex("80EE000000"), "end personalization")  # type: ignore[arg-type]
+@dataclass(frozen=True, slots=True)
+class Op:
+    kind: OpKind
+    what: str  # said to the clerk and in errors
+    arg: int = 0  # key id or SFI
+    apdu: bytes = b""  # the command of a plain op
+
+    @property
+    def challenge_size(self) -> int:
+        return {OpKind.auth: 8, OpKind.key: 4, OpKind.file: 4}.get(self.kind, 0)
 
 
-async def prove_load_key(
-    link: CountingLink,
-    hsm: HsmClient,
-    *,
-    asn: bytes,
-    terminal_no: bytes,
-    host_datetime: str,
-    amount: int = 0,
-) -> None:
-    """INITIALIZE FOR LOAD and let the HSM check MAC1 (reference/pboc.md §4): the card holds the
-    DLK the HSM derives for this ASN. No CREDIT FOR LOAD follows, so no money moves; selecting
-    the application again drops the load session."""
-    select(link, PURSE_AID)
-    apdu = bytes.fromhex("805000020B") + b"\x01" + amount.to_bytes(4, "big") + terminal_no + b"\x10"
-    data = command(link, apdu, "initialize for load")  # type: ignore[arg-type]
-    balance, online_counter = int.from_bytes(data[0:4], "big"), int.from_bytes(data[4:6], "big")
-    key_version, random, mac1 = data[6], data[8:12], data[12:16]
-    await hsm.load_authorize(
-        asn=asn,
-        key_version=key_version,
-        random=random,
-        online_counter=online_counter,
-        balance_before=balance,
-        amount=amount,
-        tx_type=TX_LOAD_EP,
-        terminal_no=terminal_no,
-        mac1=mac1,
-        host_datetime=host_datetime,
-    )
-    select(link, PURSE_AID)
+_SELECT_PURSE = Op(OpKind.plain, "select the purse application", apdu=select(PURSE_AID))
+
+PLAN: Final[tuple[Op, ...]] = (
+    Op(OpKind.auth, "open the personalization session"),
+    *(Op(OpKind.key, f"write key {key_id:02X}", key_id) for key_id in KEY_IDS),
+    _SELECT_PURSE,
+    Op(OpKind.file, "write file 0015", 0x15),
+    Op(OpKind.file, "write file 0016", 0x16),
+    Op(OpKind.plain, "select the social-security application", apdu=select(SS_NAME)),
+    Op(OpKind.file, "write file EF05", 0x05),
+    Op(OpKind.file, "write file EF06", 0x06),
+    Op(OpKind.end, "end personalization", apdu=END_PERSONALIZATION),
+    _SELECT_PURSE,
+    Op(OpKind.proof, "prove the load key"),
+    _SELECT_PURSE,  # drops the load session the proof opened
+)
+AUTH_OP: Final = 0
+LAST_KEY_OP: Final = len(KEY_IDS)
+END_OP: Final = next(i for i, op in enumerate(PLAN) if op.kind is OpKind.end)
+PROOF_FROM: Final = END_OP + 1  # where a session resumes once the transport key is gone
+PROOF_OP: Final = next(i for i, op in enumerate(PLAN) if op.kind is OpKind.proof)
+CHALLENGE: Final = -1  # the op number of a GET CHALLENGE in a batch

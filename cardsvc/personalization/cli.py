@@ -7,12 +7,12 @@ from pathlib import Path
 import click
 
 from cardsvc.cards.numbers import mask_card_no
-from cardsvc.errors import DomainError
+from cardsvc.errors import DomainError, Forbidden
 from cardsvc.personalization import files
-from cardsvc.personalization.service import PersoResult, personalize
+from cardsvc.personalization.local import PersoResult, personalize
 from cardsvc.reader.link import CardLink, VirtualCards
 from cardsvc.resources import open_resources
-from cardsvc.settings import get_settings
+from cardsvc.settings import Mode, get_settings
 from cardsvc.staff.auth import Role
 from cardsvc.staff.cli import fail, run_domain, signed_in, staff_options
 
@@ -46,7 +46,14 @@ def personalize_cmd(
     user: str,
     password: str,
 ) -> None:
-    """Personalize the blank card in the reader for an application in production (resumable)."""
+    """Development shortcut: personalize the blank card in a reader of this machine (or a virtual
+    card) for an approved application, through the same session service as the counter agent.
+    Outside development it is refused: counter PCs run cardsvc-agent and hold no credential."""
+    if get_settings().mode is not Mode.development:
+        raise Forbidden(
+            "counter PCs hold no database or HSM credential: personalize with cardsvc-agent "
+            "(docs/counter-agent.md); this command is a development shortcut"
+        )
     if reader_name and virtual_card:
         raise click.UsageError("choose one of --reader and --virtual-card")
     virtual_cards = click.get_current_context().find_object(VirtualCards)
@@ -73,9 +80,7 @@ def personalize_cmd(
                 pass
             with open_link() as link:
                 return await personalize(
-                    resources.sessions,
-                    resources.hsm,
-                    settings,
+                    resources,
                     link,
                     application_id,
                     reader=reader,

@@ -186,6 +186,27 @@ async def test_card_keys_export_and_perso(hsm_client: HsmClient) -> None:
     assert mac == pboc.mac4(transport, data, H("A1B2C3D400000000"))
 
 
+async def test_purse_lock_commands(hsm_client: HsmClient) -> None:
+    asn, challenge = H("3211000000000013"), H("A1B2C3D4")
+    damk = card_key("MAMK", asn)
+    iv = pboc.secure_messaging_iv(challenge)
+    for action, header in [
+        ("block", "841E000004"),
+        ("block_permanently", "841E000104"),
+        ("unblock", "8418000004"),
+    ]:
+        command = await hsm_client.purse_lock_command(asn, 1, action, challenge)
+        assert command == H(header) + pboc.mac4(damk, H(header), iv)
+    # Known answer (DESIGN §6.1 development keys), so the derivation cannot drift unnoticed.
+    assert damk == H("7099F699049B548EEEC88FB39B7D0FFA")
+    assert await hsm_client.purse_lock_command(asn, 1, "block", challenge) == H(
+        "841E0000044877A793"
+    )
+    with pytest.raises(HsmError) as caught:
+        await hsm_client.purse_lock_command(asn, 1, "update binary", challenge)
+    assert caught.value.code == "BAD_REQUEST"
+
+
 async def test_terminal_session_and_macs(hsm_client: HsmClient) -> None:
     tmk = pboc.diversify(MASTERS["MTMK"], b"\x00\x00" + TERMINAL)
     session = await hsm_client.terminal_session_open(TERMINAL)

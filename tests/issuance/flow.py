@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
-from cardsvc.personalization.service import PersoResult, personalize
+from cardsvc.personalization.local import PersoResult, personalize
 from cardsvc.reader.link import CardLink
+from cardsvc.reader.relay import relay
 from cardsvc.resources import Resources
 
 
@@ -42,11 +45,32 @@ async def register_and_apply(
 
 async def personalize_card(resources: Resources, link: CardLink, application: int) -> PersoResult:
     return await personalize(
-        resources.sessions,
-        resources.hsm,
-        resources.settings,
+        resources,
         link,
         application,
         reader="test",
         actor="operator",
     )
+
+
+async def personalize_over_api(
+    client: httpx.AsyncClient, headers: dict[str, str], link: CardLink, application: int
+) -> dict[str, Any]:
+    """What the counter agent does: start the session, relay every batch; the last answer."""
+    r = await client.post(
+        "/api/v1/personalization/sessions",
+        json={"application_id": application, "atr": link.atr().hex()},
+        headers=headers,
+    )
+    assert r.status_code == 200, r.text
+    turn: dict[str, Any] = r.json()
+    while turn["state"] == "running":
+        responses = relay(link, [bytes.fromhex(c) for c in turn["commands"]])
+        r = await client.post(
+            f"/api/v1/personalization/sessions/{turn['session_id']}/steps",
+            json={"seq": turn["seq"], "responses": [x.hex() for x in responses]},
+            headers=headers,
+        )
+        assert r.status_code == 200, r.text
+        turn = r.json()
+    return turn

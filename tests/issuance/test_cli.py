@@ -11,6 +11,7 @@ import asyncio
 import re
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
 
 from cardsvc import clock
@@ -26,6 +27,7 @@ from cardsvc.reader.link import InProcessLink
 from cardsvc.reader.purse import read_card
 from cardsvc.residents import service as residents
 from cardsvc.resources import Resources
+from cardsvc.settings import get_settings
 from cardsvc.staff import repository as staff_repo
 from cardsvc.staff.auth import Role
 from terminals.devices.card import VirtualCard, make_blank_card
@@ -309,3 +311,25 @@ async def test_refusals(cli_env: None, resources: Resources) -> None:
 
         rows = await applications_repo.list_by_status(session, None)
         assert [(a.id, a.status.value) for a in rows] == [(int(application), "rejected")]
+
+
+async def test_counter_personalize_is_refused_outside_development(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A counter PC in production opens neither the database nor the HSM: it runs the agent."""
+    database = tmp_path / "never.db"
+    monkeypatch.setenv("CARDSVC_MODE", "production")
+    monkeypatch.setenv("CARDSVC_DATABASE_URL", f"sqlite+aiosqlite:///{database}")
+    monkeypatch.setenv("CARDSVC_HSM_URL", "tcp://127.0.0.1:9")
+    monkeypatch.setenv("CARDSVC_HSM_SECRET", "a-secret-the-command-never-uses")
+    monkeypatch.setenv("CARDSVC_TOKEN_SECRET", "t" * 48)
+    monkeypatch.setenv("CARDSVC_VAR_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        result = await cli("counter", "personalize", "--application", "1", "--user", "op1")
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1
+    assert "error: Forbidden: counter PCs hold no database or HSM credential" in result.stderr
+    assert "cardsvc-agent" in result.stderr
+    assert not database.exists()

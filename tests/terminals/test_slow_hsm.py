@@ -22,8 +22,10 @@ from cardsvc.hsm import HsmClient
 from cardsvc.reader.link import InProcessLink
 from cardsvc.resources import Resources
 from cardsvc.staff.auth import Role
+from terminals.devices.card import make_blank_card
 from terminals.devices.counter_load import CounterLoadTerminal
 from terminals.registry.models import MerchantCategory, TerminalKind
+from tests.issuance.flow import personalize_over_api
 from tests.issuance.helpers import resident_id, staff_headers
 from tests.online.helpers import make_card, make_site, signed_in
 from tests.terminals.helpers import World, build_registry, bus, host, issue_cards, tap
@@ -203,11 +205,20 @@ async def test_no_connection_is_checked_out_while_the_hsm_works(
             "/api/v1/applications", json={"resident_id": resident}, headers=operator
         )
         assert applied.status_code == 201
+        # Its card personalized by the session API: challenges, key blocks, MACs and the proof.
+        application = applied.json()["id"]
+        supervisor = await staff_headers(api, "supervisor", Role.supervisor)
+        approved = await api.post(f"/api/v1/applications/{application}/approve", headers=supervisor)
+        assert approved.is_success
+        with InProcessLink(make_blank_card(bytes.fromhex("5105000000000001"))) as link:
+            turn = await personalize_over_api(api, operator, link, application)
+        assert turn["state"] == "done"
         audited = await api.get("/api/v1/audit/verify", headers=auditor)  # seals, then proves
         assert audited.json()["ok"] is True
         asked = {name for name, _ in n.hsm.calls}
         assert {"mac_verify", "tac_verify", "load_authorize", "data_decrypt", "pin_verify",
-                "pin_offset_generate", "audit_checkpoint", "audit_verify"} <= asked  # fmt: skip
+                "pin_offset_generate", "audit_checkpoint", "audit_verify", "perso_auth",
+                "perso_mac", "card_keys_export"} <= asked  # fmt: skip
         held = [(name, count) for name, count in n.hsm.calls if count]
         assert not held, f"connections checked out while the HSM worked: {held}"
 

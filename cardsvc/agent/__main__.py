@@ -1,0 +1,3 @@
+from cardsvc.agent.cli import main
+
+main()

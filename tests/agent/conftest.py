@@ -1,0 +1,3 @@
+from tests.conftest_pcsc import pcscd
+
+__all__ = ["pcscd"]
