@@ -31,11 +31,6 @@ NON_WEB_KINDS = ("service", "tasks", "repository", "models", "context")
 # the owning domain's service. The list may only shrink: a new crossing fails.
 KNOWN_REPOSITORY_CROSSINGS = frozenset(
     {
-        ("cardsvc.applications.endpoints", "cardsvc.cards.repository"),
-        ("cardsvc.applications.service", "cardsvc.cards.repository"),
-        ("cardsvc.applications.service", "cardsvc.residents.repository"),
-        ("cardsvc.cards.service", "cardsvc.applications.repository"),
-        ("cardsvc.cards.tasks", "cardsvc.applications.repository"),
         ("terminals.access.service", "terminals.registry.repository"),
         ("terminals.lists.service", "terminals.registry.repository"),
         ("terminals.online.cli", "terminals.loads.repository"),
