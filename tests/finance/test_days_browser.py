@@ -64,7 +64,12 @@ def test_a_settled_day_its_chart_and_a_script_named_merchant(pages: Any, server:
     day = settled_day(server)
     page = pages()
     dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    def seen(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", seen)
     log_in(page, "auditor1")
     page.goto("/finance/days")
     row = page.locator(f"#day-{day.isoformat()}")
