@@ -4,7 +4,6 @@ and the pages themselves over HTTP (signed in, amounts in yuan, names escaped)."
 
 from __future__ import annotations
 
-import re
 from datetime import date, timedelta
 
 import httpx
@@ -17,8 +16,6 @@ from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.resources import Resources
-from cardsvc.staff import service as staff
-from cardsvc.staff.auth import Role
 from settlement.days import service as days
 from settlement.nightly import repository as nightly_rows
 from settlement.nightly import service as nightly
@@ -27,6 +24,7 @@ from settlement.web import chart
 from settlement.web.formatting import yuan
 from terminals.registry import service as registry
 from terminals.registry.models import MerchantCategory
+from tests.finance.http import sign_in
 from tests.settlement.helpers import ride_day
 from tests.terminals.helpers import BUS_MERCHANT, World
 
@@ -148,22 +146,6 @@ async def test_days_after_a_settled_day(
     assert sum(c.gross for c in detail.classes) == settled.gross
     bus = next(m for m in detail.merchants if m.merchant_no == BUS_MERCHANT)
     assert bus.lines[0].tx_class == "offline"
-
-
-async def sign_in(client: httpx.AsyncClient, resources: Resources, username: str) -> None:
-    async with unit_of_work(resources.sessions) as session:
-        await staff.create_staff(
-            session, username=username, password="finance over http", roles=[Role.finance],
-            actor="test",
-        )  # fmt: skip
-    form = await client.get("/finance/login")
-    found = re.search(r'name="csrf" value="([0-9a-f]+)"', form.text)
-    assert found
-    answer = await client.post(
-        "/finance/login",
-        data={"username": username, "password": "finance over http", "csrf": found.group(1)},
-    )
-    assert answer.status_code == 303, answer.text
 
 
 async def test_the_pages_over_http(client: httpx.AsyncClient, resources: Resources) -> None:
