@@ -51,7 +51,7 @@ def upgrade() -> None:
     op.create_table(
         "bank_statement_lines",
         sa.Column("id", BIGINT_PK, nullable=False),
-        sa.Column("statement_id", sa.BigInteger(), nullable=False),
+        sa.Column("statement_id", BIGINT_PK, nullable=False),
         sa.Column("line_no", sa.Integer(), nullable=False),
         sa.Column("booking_date", sa.Date(), nullable=False),
         sa.Column("value_date", sa.Date(), nullable=True),
