@@ -501,7 +501,9 @@ async def upload_rows(session: AsyncSession, day: date) -> AsyncIterator[UploadR
     )
     result = await session.stream(stmt)
     async for row in result:
-        yield UploadRow(*row.tuple()[:10])
+        yield UploadRow(
+            row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9]
+        )
 
 
 @dataclass(frozen=True, slots=True)
