@@ -9,7 +9,18 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import and_, case, func, insert, literal, select, union, union_all, update
+from sqlalchemy import (
+    and_,
+    case,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    union,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.ledger.models import (
@@ -269,6 +280,85 @@ async def unbalanced_batches(session: AsyncSession, day: date) -> int:
     b = SettlementBatch
     stmt = select(func.count()).where(b.clearing_date == day, b.gross != b.net + b.fee)
     return int((await session.execute(stmt)).scalar_one())
+
+
+# --- the day's conservation checks ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UploadTotals:
+    batches: int
+    unbalanced: int  # batches whose records != accepted + refused (count or amount)
+    declared_records: int  # sum of the batches' record counts
+    stored_records: int  # records stored with the day's clearing date
+
+
+async def upload_totals(session: AsyncSession, day: date) -> UploadTotals:
+    """The day's uploads against their records: each batch's count and amount are its accepted
+    plus its refused ones, and the records of the day are those the batches declared."""
+    b = UploadBatch
+    off = or_(
+        b.record_count != b.accepted_count + b.refused_count,
+        b.total_amount != b.accepted_amount + b.refused_amount,
+    )
+    stmt = select(
+        func.count(),
+        func.count().filter(off),
+        func.coalesce(func.sum(b.record_count), 0),
+    ).where(b.clearing_date == day)
+    batches, unbalanced, declared = (await session.execute(stmt)).one()
+    stored = (
+        await session.execute(
+            select(func.count())
+            .select_from(OfflineRecord)
+            .where(OfflineRecord.clearing_date == day)
+        )
+    ).scalar_one()
+    return UploadTotals(int(batches), int(unbalanced), int(declared), int(stored))
+
+
+@dataclass(frozen=True, slots=True)
+class PostingTotals:
+    posted: int  # batches marked posted
+    keyed: int  # of those, the ones whose transaction carries the day's key for the merchant
+    gross: int  # the posted batches' gross
+    journal: int  # the amount of their ledger transactions
+
+
+async def posting_totals(session: AsyncSession, day: date) -> PostingTotals:
+    """The postings of the day's batches as the ledger holds them. The transactions are found
+    through their keys (not partitioned), then read with their clearing dates bound, so the
+    journal is read in the partitions of the days the postings landed on only."""
+    b, key, t = SettlementBatch, LedgerTransactionKey, LedgerTransaction
+    expected_key = literal(f"settlement:{day.isoformat()}:") + b.merchant_no + literal(":clear")
+    stmt = (
+        select(
+            func.count(),
+            func.count(key.idempotency_key).filter(key.idempotency_key == expected_key),
+            func.coalesce(func.sum(b.gross), 0),
+        )
+        .select_from(b)
+        .outerjoin(key, key.transaction_id == b.ledger_transaction_id)
+        .where(b.clearing_date == day, b.status == BatchStatus.posted)
+    )
+    posted, keyed, gross = (await session.execute(stmt)).one()
+    days_stmt = (
+        select(key.clearing_date)
+        .distinct()
+        .join(b, key.transaction_id == b.ledger_transaction_id)
+        .where(b.clearing_date == day, b.status == BatchStatus.posted)
+    )
+    landed = list((await session.execute(days_stmt)).scalars().all())
+    journal = 0
+    if landed:
+        ids = select(b.ledger_transaction_id).where(
+            b.clearing_date == day, b.status == BatchStatus.posted
+        )
+        journal_stmt = select(func.coalesce(func.sum(t.amount), 0)).where(
+            t.clearing_date.in_(landed), t.id.in_(ids)
+        )
+        journal = int((await session.execute(journal_stmt)).scalar_one())
+    return PostingTotals(int(posted), int(keyed), int(gross), journal)
 
 
 # --- what the files show --------------------------------------------------------------------

@@ -185,6 +185,12 @@ async def _files(ctx: Context) -> StepOutcome:
     writer = files.DayWriter(directory)
     try:
         async with ctx.sessions() as session:
+            # The report's checks first: a day that does not balance gets no file (no bank file
+            # above all) and fails here.
+            if problems := await money_problems(session, ctx.day):
+                raise SettlementUnbalanced(
+                    "settlement does not balance, no file written: " + "; ".join(problems)
+                )
             await _write_day(ctx, session, writer)
     except BaseException:
         writer.discard()
@@ -223,24 +229,51 @@ async def _write_day(ctx: Context, session: AsyncSession, writer: files.DayWrite
     await files.write_operator_files(writer, day, operators, streams)
 
 
-async def _report(ctx: Context, session: AsyncSession) -> StepOutcome:
-    """The day's money, checked from what this day touched (no scan of history)."""
+async def money_problems(session: AsyncSession, day: date) -> list[str]:
+    """What does not balance in the day's money, from what the day touched only (no scan of
+    history): the lines against the pending accounts' movement, the batches against the lines,
+    each batch against itself, the postings against the ledger, the uploads against their
+    records. Empty when the day balances."""
     problems: list[str] = []
-    lines, cleared = await repository.line_totals(session, ctx.day)
-    movement = await repository.pending_trade_movement(session, ctx.day)
+    _lines, cleared = await repository.line_totals(session, day)
+    movement = await repository.pending_trade_movement(session, day)
     if cleared != movement:
         problems.append(
             f"cleared {cleared} fen but merchants' pending accounts moved {movement} fen"
         )
-    totals = await repository.batch_totals(session, ctx.day)
+    totals = await repository.batch_totals(session, day)
     if totals.gross != cleared:
         problems.append(f"batches carry {totals.gross} fen of the {cleared} fen cleared")
-    if unbalanced := await repository.unbalanced_batches(session, ctx.day):
+    if unbalanced := await repository.unbalanced_batches(session, day):
         problems.append(f"{unbalanced} batch(es) where gross != net + fee")
     if totals.due:
         problems.append(f"{totals.due} batch(es) due and not posted")
-    if problems:
+    postings = await repository.posting_totals(session, day)
+    if postings.keyed != postings.posted:
+        problems.append(
+            f"{postings.posted - postings.keyed} posted batch(es) without their settlement posting"
+        )
+    if postings.journal != postings.gross:
+        problems.append(
+            f"posted batches carry {postings.gross} fen but their postings {postings.journal} fen"
+        )
+    uploads = await repository.upload_totals(session, day)
+    if uploads.unbalanced:
+        problems.append(f"{uploads.unbalanced} upload(s) where records != accepted + refused")
+    if uploads.declared_records != uploads.stored_records:
+        problems.append(
+            f"uploads declare {uploads.declared_records} record(s), "
+            f"{uploads.stored_records} stored for the day"
+        )
+    return problems
+
+
+async def _report(ctx: Context, session: AsyncSession) -> StepOutcome:
+    """The day's money, checked from what this day touched (no scan of history)."""
+    if problems := await money_problems(session, ctx.day):
         raise SettlementUnbalanced("settlement does not balance: " + "; ".join(problems))
+    lines, cleared = await repository.line_totals(session, ctx.day)
+    totals = await repository.batch_totals(session, ctx.day)
     return StepOutcome(
         lines,
         cleared,

@@ -18,8 +18,10 @@ from sqlalchemy import update
 from cardsvc.hsm import HsmClient
 from cardsvc.resources import Resources
 from settlement.nightly import files, manifest, service
+from settlement.nightly.models import RunStatus, SettlementLine
 from settlement.nightly.service import FileStatus, ManifestStatus
 from terminals.registry.models import Merchant
+from terminals.uploads.models import UploadBatch
 from tests.settlement.helpers import accepted_by_merchant, day_files, ride_day
 from tests.terminals.helpers import BUS_MERCHANT, TAXI_MERCHANT, World
 
@@ -282,3 +284,37 @@ async def test_a_run_killed_at_the_files_step_resumes_to_the_same_files(
     assert not [name for name in os.listdir(directory) if name.startswith(".")]
     assert (await service.verify_files(resources.settings, resources.hsm, day)).ok
     assert await settle(resources, day) == first
+
+
+@pytest.mark.parametrize("tamper", ["line", "upload"])
+async def test_a_day_that_does_not_balance_writes_no_file(
+    client: httpx.AsyncClient, world: World, resources: Resources, tamper: str
+) -> None:
+    day = await ride_day(client, world, resources)
+    written = await settle(resources, day)
+    directory = resources.settings.settlement_root / day.isoformat()
+    for name in written:
+        (directory / name).unlink()
+    async with resources.sessions() as session:
+        if tamper == "line":
+            await session.execute(
+                update(SettlementLine)
+                .where(SettlementLine.merchant_no == BUS_MERCHANT)
+                .values(gross=SettlementLine.gross + 1)
+            )
+        else:
+            await session.execute(
+                update(UploadBatch)
+                .where(UploadBatch.clearing_date == day)
+                .values(accepted_count=UploadBatch.accepted_count + 1)
+            )
+        await session.commit()
+
+    with pytest.raises(service.SettlementUnbalanced, match="no file written") as refused:
+        await service.run(resources.sessions, resources.settings, day, hsm=resources.hsm)
+    expected = "cleared" if tamper == "line" else "records != accepted + refused"
+    assert expected in str(refused.value)
+    assert os.listdir(directory) == []
+    async with resources.sessions() as session:
+        (state,) = await service.status(session, day)
+    assert state.run.status is RunStatus.failed
