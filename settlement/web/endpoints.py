@@ -21,10 +21,11 @@ from cardsvc.deps import CacheDep, SessionDep, SessionsDep, SettingsDep
 from cardsvc.errors import Forbidden, ValidationFailed
 from cardsvc.staff import service as staff
 from cardsvc.staff.auth import check_roles, issue_token
+from settlement.days import service as days
 from settlement.resolutions import service as resolutions
 from settlement.resolutions.models import Action
 from settlement.resolutions.schemas import NewProposal
-from settlement.web import i18n
+from settlement.web import chart, i18n
 from settlement.web.auth import (
     PAGE_ROLES,
     PRESESSION_COOKIE,
@@ -49,6 +50,7 @@ PAGE_SIZE: Final = 50
 EXPORT_MAX_ROWS: Final = 100_000
 STATIC: Final = {"finance.css": "text/css; charset=utf-8"}
 BreakId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+PageNumber = Annotated[int, Query(alias="page", ge=1, le=1_000_000)]
 
 
 def _next(value: str | None) -> str:
@@ -171,6 +173,41 @@ async def logout(request: Request, posted: Posted, session: SessionDep) -> Respo
     response = redirect("/finance/login")
     response.delete_cookie(SESSION_COOKIE, path="/finance")
     return response
+
+
+# --- days --------------------------------------------------------------------------------------
+
+
+@router.get("/days")
+async def day_list(
+    request: Request, you: SignedIn, session: SessionDep, number: PageNumber = 1
+) -> Response:
+    result = await days.list_days(session, page=number)
+    volume = await days.volume(session)
+    return page(
+        request,
+        "days.html",
+        page=you,
+        result=result,
+        chart=chart.build(volume) if volume is not None else None,
+        number=number,
+        pages=max(1, -(-result.total // days.DAYS_PAGE)),
+    )
+
+
+@router.get("/days/{day}")
+async def day_detail(
+    request: Request, you: SignedIn, session: SessionDep, day: date, number: PageNumber = 1
+) -> Response:
+    detail = await days.day_detail(session, day, page=number)
+    return page(
+        request,
+        "day.html",
+        page=you,
+        day=detail,
+        number=number,
+        pages=max(1, -(-detail.merchant_total // days.MERCHANTS_PAGE)),
+    )
 
 
 # --- breaks ------------------------------------------------------------------------------------
