@@ -105,7 +105,7 @@ async def test_days_after_a_settled_day(
 ) -> None:
     day = await ride_day(client, world, resources)
     assert await shop_trade(resources, 5000, 1200) == day
-    result = await nightly.run(resources.sessions, resources.settings, day)
+    result = await nightly.run(resources.sessions, resources.settings, day, hsm=resources.hsm)
     assert result.status is RunStatus.settled
 
     async with resources.sessions() as session:
@@ -150,7 +150,7 @@ async def test_days_after_a_settled_day(
 
 async def test_the_pages_over_http(client: httpx.AsyncClient, resources: Resources) -> None:
     day = await shop_trade(resources, 123456, 7)
-    await nightly.run(resources.sessions, resources.settings, day)
+    await nightly.run(resources.sessions, resources.settings, day, hsm=resources.hsm)
     assert (await client.get("/finance/days")).status_code == 303  # not signed in
     await sign_in(client, resources, "fin_days")
 
