@@ -69,8 +69,13 @@ def upgrade() -> None:
         sa.Column(
             "match",
             sa.Enum(
-                "matched", "unmatched", "differs", "pending",
-                name="matchstatus", native_enum=False, length=16,
+                "matched",
+                "unmatched",
+                "differs",
+                "pending",
+                name="matchstatus",
+                native_enum=False,
+                length=16,
             ),
             nullable=False,
         ),  # fmt: skip
