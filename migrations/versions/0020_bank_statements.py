@@ -78,7 +78,7 @@ def upgrade() -> None:
                 length=16,
             ),
             nullable=False,
-        ),  # fmt: skip
+        ),
         sa.Column("match_detail", sa.String(length=200), nullable=True),
         sa.Column("break_id", sa.BigInteger(), nullable=True),
         sa.CheckConstraint("amount > 0", name=op.f("ck_bank_statement_lines_amount_positive")),
