@@ -11,14 +11,14 @@ from typing import Annotated, Final, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
 
 from cardsvc.api.limits import BodyLimit, body_limit
 from cardsvc.audit import service as audit
 from cardsvc.breaks import service as breaks
 from cardsvc.breaks.models import BreakKind, BreakStatus
-from cardsvc.deps import CacheDep, SessionDep, SessionsDep, SettingsDep
+from cardsvc.deps import CacheDep, HsmDep, SessionDep, SessionsDep, SettingsDep
 from cardsvc.errors import Forbidden, ValidationFailed
 from cardsvc.staff import service as staff
 from cardsvc.staff.auth import check_roles, issue_token
@@ -211,6 +211,43 @@ async def day_detail(
         day=detail,
         number=number,
         pages=max(1, -(-detail.merchant_total // days.MERCHANTS_PAGE)),
+    )
+
+
+@router.get("/days/{day}/files")
+async def day_files(
+    request: Request, you: SignedIn, settings: SettingsDep, hsm: HsmDep, day: date
+) -> Response:
+    """The day's files against its manifest (the HSM verifies the manifest's MAC; no database
+    session is open meanwhile)."""
+    verification = await days.day_files(settings, hsm, day)
+    return page(request, "day_files.html", page=you, day=day, verification=verification)
+
+
+@router.get("/days/{day}/files/{name}")
+async def day_file_download(
+    you: SignedIn,
+    session: SessionDep,
+    settings: SettingsDep,
+    day: date,
+    name: Annotated[str, Path(max_length=128)],
+) -> Response:
+    """One file of the day, streamed; audited ``settlement.file_download`` (who, when, which)."""
+    found = days.day_file(settings, day, name)
+    await audit.record(
+        session,
+        actor=you.principal.username,
+        action="settlement.file_download",
+        entity="settlement_file",
+        entity_id=f"{day.isoformat()}/{found.name}",
+        after={"size": found.size},
+    )
+    await session.commit()  # the download is recorded before a byte of it leaves
+    return FileResponse(
+        found.path,
+        media_type=found.media_type,
+        filename=found.name,
+        headers=SECURITY_HEADERS,
     )
 
 
