@@ -257,7 +257,7 @@ async def test_a_day_is_charged_by_its_rules(
     await add(resources, category=MerchantCategory.taxi, effective_from=before, rate=100,
               tiers=[TierIn(amount_from=0, rate=5000), TierIn(amount_from=1000, rate=1000)])  # fmt: skip
 
-    result = await nightly.run(resources.sessions, resources.settings, day)
+    result = await nightly.run(resources.sessions, resources.settings, day, hsm=resources.hsm)
     assert result.status is RunStatus.settled
 
     async with resources.sessions() as session:
