@@ -208,7 +208,12 @@ async def make_batches(session: AsyncSession, day: date) -> tuple[int, int]:
             gross,
             fee,
             gross - fee,
-            case((gross > 0, BatchStatus.due.value), else_=BatchStatus.carried.value),
+            # Fees above the gross (minimum fees on a day of refunds) would leave the payable
+            # negative: such a day is carried like a day of refunds.
+            case(
+                (and_(gross > 0, gross - fee >= 0), BatchStatus.due.value),
+                else_=BatchStatus.carried.value,
+            ),
         )
         .where(line.clearing_date == day)
         .group_by(line.clearing_date, line.merchant_no, line.merchant_id)

@@ -36,6 +36,7 @@ from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.logging import get_logger
 from cardsvc.settings import Settings
+from settlement.fees import service as fees
 from settlement.nightly import files, manifest, repository
 from settlement.nightly.models import STEPS, RunStatus, SettlementRun, SettlementStep, Step
 
@@ -134,7 +135,10 @@ async def _clear(ctx: Context, session: AsyncSession) -> StepOutcome:
 
 
 async def _fees(ctx: Context, session: AsyncSession) -> StepOutcome:
-    return StepOutcome(0, 0, "no fee rules")
+    found = await fees.apply_day(session, ctx.day)
+    return StepOutcome(
+        found.lines_with_fee, found.total, f"{found.lines_with_fee} line(s) with a fee"
+    )
 
 
 async def _batches(ctx: Context, session: AsyncSession) -> StepOutcome:
