@@ -14,7 +14,9 @@ if TYPE_CHECKING:
 
 
 def routers() -> list[APIRouter]:
-    return []
+    from settlement.fees.endpoints import router as fee_rules
+
+    return [fee_rules]
 
 
 def pages() -> list[APIRouter]:
@@ -25,9 +27,10 @@ def pages() -> list[APIRouter]:
 
 
 def cli_groups() -> list[click.Command]:
+    from settlement.fees.cli import fees
     from settlement.nightly.cli import settlement
 
-    return [settlement]
+    return [settlement, fees]
 
 
 def jobs() -> list[Job]:

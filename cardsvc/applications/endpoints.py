@@ -10,7 +10,7 @@ from cardsvc.api.limits import GuardedRoute
 from cardsvc.applications import service
 from cardsvc.applications.models import Application, ApplicationStatus
 from cardsvc.applications.schemas import ApplicationCreate, ApplicationOut, RejectBody
-from cardsvc.cards import repository as cards_repo
+from cardsvc.cards import service as cards
 from cardsvc.cards.endpoints import card_out
 from cardsvc.cards.models import CardType
 from cardsvc.cards.schemas import CardOut
@@ -35,7 +35,7 @@ Reader = Annotated[StaffPrincipal, Depends(require_roles(*READER_ROLES))]
 async def application_out(session: SessionDep, application: Application) -> ApplicationOut:
     card_no = None
     if application.card_id is not None:
-        card = await cards_repo.get(session, application.card_id)
+        card = await cards.find(session, application.card_id)
         card_no = card.card_no if card else None
     return ApplicationOut(
         id=application.id,

@@ -9,15 +9,17 @@ from cardsvc import clock
 from cardsvc.applications import repository
 from cardsvc.applications.models import Application, ApplicationKind, ApplicationStatus
 from cardsvc.audit import service as audit
-from cardsvc.cards import repository as cards_repo
 from cardsvc.cards import service as cards
 from cardsvc.cards.models import Card, CardStatus, CardType
 from cardsvc.cards.numbers import mask_card_no
 from cardsvc.errors import Conflict, Forbidden, InvalidStateTransition, NotFound
 from cardsvc.hsm import HsmClient
-from cardsvc.residents import repository as residents_repo
 from cardsvc.residents import service as residents
 from cardsvc.settings import Settings
+
+
+async def find(session: AsyncSession, application_id: int) -> Application | None:
+    return await repository.get(session, application_id)
 
 
 async def get(
@@ -84,13 +86,11 @@ async def submit(
     """The card type follows the holder's age, whose birth date is only in the encrypted ID: it is
     read in a short session and decrypted by the HSM before the write transaction opens."""
     async with reads() as reading:
-        resident = await residents_repo.get(reading, resident_id)
-    if resident is None:
-        raise NotFound(f"no resident {resident_id}")
+        resident = await residents.get(reading, resident_id)
     birth_date = (await residents.reveal(hsm, resident)).birth_date
     if await repository.open_for_resident(session, resident_id) is not None:
         raise Conflict("the resident already has an open application")
-    held = await cards_repo.holding_cards(session, resident_id, cards.HOLDING_STATUSES)
+    held = await cards.holding_cards(session, resident_id)
     if held:
         raise Conflict(
             f"the resident already holds a card ({held[0].status.value}); report loss and replace it instead"
@@ -188,12 +188,48 @@ async def start_production(
     return card
 
 
+async def replace_card(
+    session: AsyncSession, settings: Settings, card: Card, *, actor: str
+) -> Application:
+    """Replace a lost card (补卡): a replacement application is submitted for approval and the
+    old card becomes ``replaced`` (``cards.service.mark_replaced``)."""
+    if await repository.open_for_resident(session, card.resident_id) is not None:
+        raise Conflict("the resident already has an open application")
+    application = await repository.add(
+        session,
+        Application(
+            resident_id=card.resident_id,
+            kind=ApplicationKind.replacement,
+            card_type=card.card_type.value,
+            status=ApplicationStatus.submitted,
+            submitted_by=actor,
+            replaces_card_id=card.id,
+        ),
+    )
+    await cards.mark_replaced(
+        session, settings, card, replacement_application_id=application.id, actor=actor
+    )
+    await audit.record(
+        session,
+        actor=actor,
+        action="application.submit",
+        entity="application",
+        entity_id=str(application.id),
+        after={
+            "kind": application.kind,
+            "card_type": application.card_type,
+            "replaces": mask_card_no(card.card_no),
+        },
+    )
+    return application
+
+
 async def card_of(
     session: AsyncSession, application: Application, *, for_update: bool = True
 ) -> Card:
     if application.card_id is None:
         raise InvalidStateTransition("the application has no card yet; start production first")
-    card = await cards_repo.get(session, application.card_id, for_update=for_update)
+    card = await cards.find(session, application.card_id, for_update=for_update)
     if card is None:
         raise NotFound("the application's card is missing")
     return card
@@ -247,7 +283,7 @@ async def handover(
     )
     application.issued_by, application.issued_at = actor, clock.now()
     if application.replaces_card_id is not None:
-        old = await cards_repo.get(session, application.replaces_card_id, for_update=True)
+        old = await cards.find(session, application.replaces_card_id, for_update=True)
         if old is not None:
             old.replaced_by_id = card.id
             await audit.record(

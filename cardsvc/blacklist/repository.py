@@ -32,8 +32,8 @@ async def add_change(session: AsyncSession, change: BlacklistChangeRow) -> None:
     await session.flush()
 
 
-async def put_entry(session: AsyncSession, entry: BlacklistEntry) -> None:
-    await session.merge(entry)
+async def add_entry(session: AsyncSession, entry: BlacklistEntry) -> None:
+    session.add(entry)
     await session.flush()
 
 

@@ -67,7 +67,7 @@ async def add(
             actor=actor,
         ),
     )
-    await repository.put_entry(
+    await repository.add_entry(
         session, BlacklistEntry(asn=asn, reason=reason, effective_at=effective, version=version)
     )
     await audit.record(

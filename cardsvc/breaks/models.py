@@ -35,6 +35,12 @@ class BreakKind(StrEnum):
     # The card proves a load the host undid (voided by a reversal, or refunded): the chip holds
     # money its source got back.
     load_undone_on_card = "load_undone_on_card"
+    # A line of the bank's statement of the payout account that matches no payout (no reference,
+    # an unknown one, a credit).
+    unmatched_bank_line = "unmatched_bank_line"
+    # A line naming a payout whose amount or state it contradicts (another amount, a payout not
+    # issued, or one already confirmed by another line).
+    bank_line_differs = "bank_line_differs"
 
 
 class BreakStatus(StrEnum):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import click
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cardsvc.applications import service as applications
 from cardsvc.cards import service, tasks
 from cardsvc.cards.endpoints import COUNTER_ROLES, READER_ROLES, SUPERVISOR_ROLES
 from cardsvc.cards.models import Card
@@ -196,7 +197,9 @@ def replace(card_no: str, user: str, password: str) -> None:
     """Replace a lost card (补卡); submits the replacement application (counter operator, supervisor)."""
 
     async def step(session: AsyncSession, resources: Resources, card: Card, actor: str) -> _Outcome:
-        application = await service.replace(session, resources.settings, card, actor=actor)
+        application = await applications.replace_card(
+            session, resources.settings, card, actor=actor
+        )
         return _Outcome(card.card_no, card.status.value, replacement_application_id=application.id)
 
     _lifecycle(card_no, user, password, COUNTER_ROLES, step)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from cardsvc.api.limits import GuardedRoute
+from cardsvc.applications import service as applications
 from cardsvc.cards import service
 from cardsvc.cards.models import Card
 from cardsvc.cards.numbers import check_card_no
@@ -120,7 +121,7 @@ async def replace(
     card_no: str, principal: Counter, session: SessionDep, settings: SettingsDep
 ) -> TransitionOut:
     card = await service.require_card(session, check_card_no(card_no))
-    application = await service.replace(session, settings, card, actor=principal.username)
+    application = await applications.replace_card(session, settings, card, actor=principal.username)
     return TransitionOut(card=card_out(card), replacement_application_id=application.id)
 
 

@@ -15,8 +15,6 @@ from datetime import date, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc import clock
-from cardsvc.applications import repository as applications_repo
-from cardsvc.applications.models import Application, ApplicationKind, ApplicationStatus
 from cardsvc.audit import service as audit
 from cardsvc.blacklist import service as blacklist
 from cardsvc.cards import repository
@@ -41,6 +39,15 @@ from cardsvc.settings import Settings
 # Statuses in which a resident still "holds" a card: a new application is refused.
 HOLDING_STATUSES = (CardStatus.personalizing, CardStatus.active, CardStatus.lost, CardStatus.frozen)
 REFUND_TARGETS = ("resident_account", "counter_cash")
+
+
+async def find(session: AsyncSession, card_id: int, *, for_update: bool = False) -> Card | None:
+    return await repository.get(session, card_id, for_update=for_update)
+
+
+async def holding_cards(session: AsyncSession, resident_id: int) -> list[Card]:
+    """The resident's cards that still count as held (a new card is refused while one is)."""
+    return await repository.holding_cards(session, resident_id, HOLDING_STATUSES)
 
 
 async def require_card(session: AsyncSession, card_no: str, *, for_update: bool = True) -> Card:
@@ -209,28 +216,19 @@ async def unfreeze(session: AsyncSession, card: Card, *, actor: str) -> int:
     return await blacklist.remove(session, asn=card.asn, reason="unfrozen", actor=actor)
 
 
-async def replace(
-    session: AsyncSession, settings: Settings, card: Card, *, actor: str
-) -> Application:
-    """Replace a lost card (补卡): the old card becomes ``replaced``; a replacement application is
-    submitted for approval; the old balance moves to the new card after the waiting period, counted
-    from the loss (when the card went on the blacklist)."""
+async def mark_replaced(
+    session: AsyncSession,
+    settings: Settings,
+    card: Card,
+    *,
+    replacement_application_id: int,
+    actor: str,
+) -> None:
+    """The lost card becomes ``replaced``; its balance moves to the replacement card after the
+    waiting period, counted from the loss (when the card went on the blacklist)."""
     lost_at = card.status_changed_at
-    if await applications_repo.open_for_resident(session, card.resident_id) is not None:
-        raise Conflict("the resident already has an open application")
     await _transition(
         session, card, (CardStatus.lost,), CardStatus.replaced, action="card.replace", actor=actor
-    )
-    application = await applications_repo.add(
-        session,
-        Application(
-            resident_id=card.resident_id,
-            kind=ApplicationKind.replacement,
-            card_type=card.card_type.value,
-            status=ApplicationStatus.submitted,
-            submitted_by=actor,
-            replaces_card_id=card.id,
-        ),
     )
     await repository.add_release(
         session,
@@ -238,24 +236,11 @@ async def replace(
             card_id=card.id,
             kind=ReleaseKind.to_new_card,
             due_at=lost_at + timedelta(days=settings.loss_waiting_period_days),
-            replacement_application_id=application.id,
+            replacement_application_id=replacement_application_id,
             status=ReleaseStatus.pending,
             created_by=actor,
         ),
     )
-    await audit.record(
-        session,
-        actor=actor,
-        action="application.submit",
-        entity="application",
-        entity_id=str(application.id),
-        after={
-            "kind": application.kind,
-            "card_type": application.card_type,
-            "replaces": mask_card_no(card.card_no),
-        },
-    )
-    return application
 
 
 async def cancel(

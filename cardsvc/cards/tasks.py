@@ -27,7 +27,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cardsvc import clock
-from cardsvc.applications import repository as applications_repo
+from cardsvc.applications import service as applications
 from cardsvc.applications.models import ApplicationStatus
 from cardsvc.audit import service as audit
 from cardsvc.cards import repository
@@ -76,7 +76,7 @@ async def _target(session: AsyncSession, release: BalanceRelease, old: Card) -> 
     """Where the balance goes; None while a replacement card has no number yet."""
     if release.kind is ReleaseKind.to_new_card:
         assert release.replacement_application_id is not None  # noqa: S101
-        application = await applications_repo.get(session, release.replacement_application_id)
+        application = await applications.find(session, release.replacement_application_id)
         if application is not None and application.status is ApplicationStatus.rejected:
             # No replacement will ever exist: the balance goes to the resident's online account.
             release.kind, release.refund_to = ReleaseKind.refund, "resident_account"

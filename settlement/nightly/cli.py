@@ -8,7 +8,7 @@ from datetime import date
 import click
 
 from cardsvc.clitools import run_async
-from cardsvc.resources import open_storage
+from cardsvc.resources import open_resources, open_storage
 from cardsvc.settings import get_settings
 from settlement.nightly import service
 from settlement.nightly.models import STEPS
@@ -47,8 +47,8 @@ def run_command(day: date) -> None:
     and a settled day's files are written again byte for byte."""
 
     async def go() -> service.RunResult:
-        async with open_storage(get_settings()) as storage:
-            return await service.run(storage.sessions, storage.settings, day, _print_step)
+        async with open_resources(get_settings()) as res:
+            return await service.run(res.sessions, res.settings, day, _print_step, hsm=res.hsm)
 
     result = run_async(go)
     click.echo(f"{day.isoformat()} {result.status.value}")
@@ -80,3 +80,28 @@ def status_command(day: date | None) -> None:
         for step in STEPS:
             if step not in done:
                 click.echo(f"  {step.value:<9} to do")
+
+
+@settlement.command("verify")
+@click.option("--date", "day", required=True, callback=_day, help="Clearing date (YYYY-MM-DD).")
+def verify_command(day: date) -> None:
+    """Check the files of clearing date DAY against its manifest.json: every file's size and
+    SHA-256, and the manifest's MAC (verified by the HSM under the file-MAC key). Prints one line
+    per file (ok, altered, missing, extra) and exits 0 only when all is intact; otherwise ends
+    with `error: SettlementFilesInvalid: ...` on stderr and exit status 1 (a day without files:
+    NotFound)."""
+
+    async def go() -> service.Verification:
+        async with open_resources(get_settings()) as res:
+            return await service.verify_files(res.settings, res.hsm, day)
+
+    result = run_async(go)
+    click.echo(f"manifest {result.manifest.value}: {result.detail}")
+    for check in result.files:
+        click.echo(f"  {check.status.value:<8} {check.name}")
+    if not result.ok:
+        problems = result.problems()
+        raise service.SettlementFilesInvalid(
+            f"{day.isoformat()}: {len(problems)} problem(s): " + "; ".join(problems)
+        )
+    click.echo(f"{day.isoformat()} files intact: {len(result.files)} file(s)")

@@ -40,8 +40,8 @@ class RunStatus(StrEnum):
 
 
 class BatchStatus(StrEnum):
-    due = "due"  # net positive: posted to the merchant's payable
-    carried = "carried"  # nothing positive to pay: the pending balance stays for a later day
+    due = "due"  # gross positive and fees within it: posted to the payable and fee income
+    carried = "carried"  # nothing positive to settle: the pending balance stays
     posted = "posted"
 
 
@@ -85,6 +85,8 @@ class SettlementLine(Base):
     count: Mapped[int] = mapped_column(BigInteger)
     gross: Mapped[int] = mapped_column(BigInteger)
     fee: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The fee rule the fees step chose for the line (null: none applied, the fee is 0).
+    fee_rule_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class SettlementBatch(Base):

@@ -9,10 +9,28 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import and_, case, func, insert, literal, select, update
+from sqlalchemy import (
+    and_,
+    case,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    union,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cardsvc.ledger.models import AccountKind, LedgerAccount, LedgerLine, LedgerTransaction, Side
+from cardsvc.ledger.models import (
+    AccountKind,
+    LedgerAccount,
+    LedgerLine,
+    LedgerTransaction,
+    LedgerTransactionKey,
+    Side,
+)
 from settlement.nightly.models import (
     BatchStatus,
     RunStatus,
@@ -22,13 +40,15 @@ from settlement.nightly.models import (
     SettlementStep,
     Step,
 )
-from terminals.registry.models import Merchant
-from terminals.uploads.models import CLAIMING_CODES, OfflineRecord
+from terminals.registry.models import Merchant, Terminal
+from terminals.uploads.models import CLAIMING_CODES, OfflineRecord, UploadBatch
 
 OFFLINE_CLASS = "offline"
 # Ledger transaction types that reach a merchant's pending account but are not the day's trade:
 # the offline batches (cleared record by record from the records instead) and settlement itself.
 NOT_TRADE = ("purchase_batch", "settlement")
+# Rows fetched per round trip when a file streams the day.
+YIELD_PER = 2000
 
 # --- runs and steps -------------------------------------------------------------------------
 
@@ -184,7 +204,12 @@ async def make_batches(session: AsyncSession, day: date) -> tuple[int, int]:
             gross,
             fee,
             gross - fee,
-            case((gross > 0, BatchStatus.due.value), else_=BatchStatus.carried.value),
+            # Fees above the gross (minimum fees on a day of refunds) would leave the payable
+            # negative: such a day is carried like a day of refunds.
+            case(
+                (and_(gross > 0, gross - fee >= 0), BatchStatus.due.value),
+                else_=BatchStatus.carried.value,
+            ),
         )
         .where(line.clearing_date == day)
         .group_by(line.clearing_date, line.merchant_no, line.merchant_id)
@@ -262,6 +287,85 @@ async def unbalanced_batches(session: AsyncSession, day: date) -> int:
     return int((await session.execute(stmt)).scalar_one())
 
 
+# --- the day's conservation checks ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UploadTotals:
+    batches: int
+    unbalanced: int  # batches whose records != accepted + refused (count or amount)
+    declared_records: int  # sum of the batches' record counts
+    stored_records: int  # records stored with the day's clearing date
+
+
+async def upload_totals(session: AsyncSession, day: date) -> UploadTotals:
+    """The day's uploads against their records: each batch's count and amount are its accepted
+    plus its refused ones, and the records of the day are those the batches declared."""
+    b = UploadBatch
+    off = or_(
+        b.record_count != b.accepted_count + b.refused_count,
+        b.total_amount != b.accepted_amount + b.refused_amount,
+    )
+    stmt = select(
+        func.count(),
+        func.count().filter(off),
+        func.coalesce(func.sum(b.record_count), 0),
+    ).where(b.clearing_date == day)
+    batches, unbalanced, declared = (await session.execute(stmt)).one()
+    stored = (
+        await session.execute(
+            select(func.count())
+            .select_from(OfflineRecord)
+            .where(OfflineRecord.clearing_date == day)
+        )
+    ).scalar_one()
+    return UploadTotals(int(batches), int(unbalanced), int(declared), int(stored))
+
+
+@dataclass(frozen=True, slots=True)
+class PostingTotals:
+    posted: int  # batches marked posted
+    keyed: int  # of those, the ones whose transaction carries the day's key for the merchant
+    gross: int  # the posted batches' gross
+    journal: int  # the amount of their ledger transactions
+
+
+async def posting_totals(session: AsyncSession, day: date) -> PostingTotals:
+    """The postings of the day's batches as the ledger holds them. The transactions are found
+    through their keys (not partitioned), then read with their clearing dates bound, so the
+    journal is read in the partitions of the days the postings landed on only."""
+    b, key, t = SettlementBatch, LedgerTransactionKey, LedgerTransaction
+    expected_key = literal(f"settlement:{day.isoformat()}:") + b.merchant_no + literal(":clear")
+    stmt = (
+        select(
+            func.count(),
+            func.count(key.idempotency_key).filter(key.idempotency_key == expected_key),
+            func.coalesce(func.sum(b.gross), 0),
+        )
+        .select_from(b)
+        .outerjoin(key, key.transaction_id == b.ledger_transaction_id)
+        .where(b.clearing_date == day, b.status == BatchStatus.posted)
+    )
+    posted, keyed, gross = (await session.execute(stmt)).one()
+    days_stmt = (
+        select(key.clearing_date)
+        .distinct()
+        .join(b, key.transaction_id == b.ledger_transaction_id)
+        .where(b.clearing_date == day, b.status == BatchStatus.posted)
+    )
+    landed = list((await session.execute(days_stmt)).scalars().all())
+    journal = 0
+    if landed:
+        ids = select(b.ledger_transaction_id).where(
+            b.clearing_date == day, b.status == BatchStatus.posted
+        )
+        journal_stmt = select(func.coalesce(func.sum(t.amount), 0)).where(
+            t.clearing_date.in_(landed), t.id.in_(ids)
+        )
+        journal = int((await session.execute(journal_stmt)).scalar_one())
+    return PostingTotals(int(posted), int(keyed), int(gross), journal)
+
+
 # --- what the files show --------------------------------------------------------------------
 
 
@@ -288,6 +392,236 @@ async def summary_rows(session: AsyncSession, day: date) -> AsyncIterator[Summar
     result = await session.stream(stmt)
     async for row in result:
         yield SummaryRow(*row)
+
+
+@dataclass(frozen=True, slots=True)
+class DetailRow:
+    """One cleared record (offline) or transaction (online) of a merchant on the day."""
+
+    merchant_no: str
+    tx_class: str
+    source_id: int  # offline record id, or ledger transaction id
+    terminal_no: str | None
+    terminal_serial: int | None
+    asn: str | None
+    tx_datetime: str | None  # offline: the record's local YYYYMMDDhhmmss
+    posted_at: datetime | None  # online: when the ledger posted it (UTC)
+    amount: int
+    result_code: str | None
+    reference: str | None  # online: the idempotency key of the transaction
+
+
+async def detail_rows(session: AsyncSession, day: date) -> AsyncIterator[DetailRow]:
+    """Every cleared record and online transaction of the day, in file order (merchant number,
+    class, id), streamed: the offline records of the day's partition and the journal lines of
+    the merchants' pending accounts on the day."""
+    r = OfflineRecord
+    offline = (
+        select(
+            Merchant.merchant_no.label("merchant_no"),
+            literal(OFFLINE_CLASS).label("tx_class"),
+            r.id.label("source_id"),
+            r.terminal_no.label("terminal_no"),
+            r.terminal_serial.label("terminal_serial"),
+            r.asn.label("asn"),
+            r.tx_datetime.label("tx_datetime"),
+            literal(None, LedgerTransaction.posted_at.type).label("posted_at"),
+            func.coalesce(r.amount, 0).label("amount"),
+            r.result_code.label("result_code"),
+            literal(None, LedgerTransactionKey.idempotency_key.type).label("reference"),
+        )
+        .join(Merchant, Merchant.id == r.merchant_id)
+        .where(r.clearing_date == day, r.result_code.in_(sorted(CLAIMING_CODES)))
+    )
+    t, line, account, key = LedgerTransaction, LedgerLine, LedgerAccount, LedgerTransactionKey
+    signed = case((line.side == Side.credit, line.amount), else_=-line.amount)
+    journal = (
+        select(
+            account.owner_ref.label("merchant_no"),
+            t.tx_type.label("tx_class"),
+            t.id.label("source_id"),
+            literal(None, r.terminal_no.type).label("terminal_no"),
+            literal(None, r.terminal_serial.type).label("terminal_serial"),
+            literal(None, r.asn.type).label("asn"),
+            literal(None, r.tx_datetime.type).label("tx_datetime"),
+            t.posted_at.label("posted_at"),
+            func.sum(signed).label("amount"),
+            literal(None, r.result_code.type).label("result_code"),
+            key.idempotency_key.label("reference"),
+        )
+        .select_from(line)
+        .join(account, account.id == line.account_id)
+        .join(t, and_(t.id == line.transaction_id, t.clearing_date == day))
+        .outerjoin(key, key.transaction_id == t.id)
+        .where(
+            line.clearing_date == day,
+            account.kind == AccountKind.merchant_pending,
+            t.tx_type.not_in(NOT_TRADE),
+        )
+        .group_by(account.owner_ref, t.tx_type, t.id, t.posted_at, key.idempotency_key)
+    )
+    both = union_all(offline, journal).subquery()
+    stmt = (
+        select(*both.c)
+        .order_by(both.c.merchant_no, both.c.tx_class, both.c.source_id)
+        .execution_options(yield_per=YIELD_PER)
+    )
+    result = await session.stream(stmt)
+    async for row in result:
+        yield DetailRow(*row)
+
+
+async def operators_of(session: AsyncSession, day: date) -> list[str]:
+    """The merchant numbers of the day's operators, in order: every merchant with an upload
+    cleared on the day or a settlement line. (One short string per merchant, never per record.)"""
+    uploads = (
+        select(Merchant.merchant_no)
+        .join(UploadBatch, UploadBatch.merchant_id == Merchant.id)
+        .where(UploadBatch.clearing_date == day)
+    )
+    lines = select(SettlementLine.merchant_no).where(SettlementLine.clearing_date == day)
+    both = union(uploads, lines).subquery()
+    stmt = select(both.c[0]).order_by(both.c[0])
+    return [str(v) for v in (await session.execute(stmt)).scalars().all()]
+
+
+@dataclass(frozen=True, slots=True)
+class ResultTotal:
+    merchant_no: str
+    result_code: str
+    count: int
+    amount: int
+
+
+async def result_totals(session: AsyncSession, day: date) -> AsyncIterator[ResultTotal]:
+    """The day's uploaded records per merchant and result code (amounts where known)."""
+    r = OfflineRecord
+    stmt = (
+        select(
+            Merchant.merchant_no,
+            r.result_code,
+            func.count(),
+            func.coalesce(func.sum(r.amount), 0),
+        )
+        .join(Merchant, Merchant.id == r.merchant_id)
+        .where(r.clearing_date == day)
+        .group_by(Merchant.merchant_no, r.result_code)
+        .order_by(Merchant.merchant_no, r.result_code)
+        .execution_options(yield_per=YIELD_PER)
+    )
+    result = await session.stream(stmt)
+    async for row in result:
+        yield ResultTotal(str(row[0]), str(row[1]), int(row[2]), int(row[3] or 0))
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedRow:
+    merchant_no: str
+    terminal_no: str  # the terminal that uploaded it
+    batch_no: int
+    position: int
+    record_id: int
+    result_code: str
+    asn: str | None
+    terminal_serial: int | None
+    tx_datetime: str | None
+    amount: int | None
+    gray: bool
+
+
+async def refused_rows(session: AsyncSession, day: date) -> AsyncIterator[RefusedRow]:
+    """The day's refused records, in file order (merchant, uploading terminal, batch, position)."""
+    r, b = OfflineRecord, UploadBatch
+    stmt = (
+        select(
+            Merchant.merchant_no,
+            Terminal.terminal_no,
+            b.batch_no,
+            r.position,
+            r.id,
+            r.result_code,
+            r.asn,
+            r.terminal_serial,
+            r.tx_datetime,
+            r.amount,
+            r.gray,
+        )
+        .join(Merchant, Merchant.id == r.merchant_id)
+        .join(b, b.id == r.batch_id)
+        .join(Terminal, Terminal.id == b.terminal_id)
+        .where(r.clearing_date == day, r.result_code.not_in(sorted(CLAIMING_CODES)))
+        .order_by(Merchant.merchant_no, Terminal.terminal_no, b.batch_no, r.position)
+        .execution_options(yield_per=YIELD_PER)
+    )
+    result = await session.stream(stmt)
+    async for row in result:
+        yield RefusedRow(*row)
+
+
+@dataclass(frozen=True, slots=True)
+class UploadRow:
+    merchant_no: str
+    terminal_no: str
+    batch_no: int
+    record_count: int
+    total_amount: int
+    accepted_count: int
+    accepted_amount: int
+    refused_count: int
+    refused_amount: int
+    content_hash: str
+
+
+async def upload_rows(session: AsyncSession, day: date) -> AsyncIterator[UploadRow]:
+    """The uploads cleared on the day, in file order (merchant, terminal, batch number)."""
+    b = UploadBatch
+    stmt = (
+        select(
+            Merchant.merchant_no,
+            Terminal.terminal_no,
+            b.batch_no,
+            b.record_count,
+            b.total_amount,
+            b.accepted_count,
+            b.accepted_amount,
+            b.refused_count,
+            b.refused_amount,
+            b.content_hash,
+        )
+        .join(Merchant, Merchant.id == b.merchant_id)
+        .join(Terminal, Terminal.id == b.terminal_id)
+        .where(b.clearing_date == day)
+        .order_by(Merchant.merchant_no, Terminal.terminal_no, b.batch_no)
+        .execution_options(yield_per=YIELD_PER)
+    )
+    result = await session.stream(stmt)
+    async for row in result:
+        yield UploadRow(
+            row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9]
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LineRow:
+    merchant_no: str
+    tx_class: str
+    count: int
+    gross: int
+    fee: int
+
+
+async def line_rows(session: AsyncSession, day: date) -> AsyncIterator[LineRow]:
+    """The day's lines without names, in order (merchant number, class)."""
+    line = SettlementLine
+    stmt = (
+        select(line.merchant_no, line.tx_class, line.count, line.gross, line.fee)
+        .where(line.clearing_date == day)
+        .order_by(line.merchant_no, line.tx_class)
+        .execution_options(yield_per=YIELD_PER)
+    )
+    result = await session.stream(stmt)
+    async for row in result:
+        yield LineRow(*row)
 
 
 # --- run rows -------------------------------------------------------------------------------

@@ -13,12 +13,16 @@ day rewrites the same bytes.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date
+from enum import StrEnum
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -26,12 +30,14 @@ from cardsvc import clock
 from cardsvc.clearing import service as clearing
 from cardsvc.db import unit_of_work
 from cardsvc.errors import Conflict, NotFound
+from cardsvc.hsm import HsmClient, KeyRef
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.logging import get_logger
 from cardsvc.settings import Settings
-from settlement.nightly import files, repository
+from settlement.fees import service as fees
+from settlement.nightly import files, manifest, repository
 from settlement.nightly.models import STEPS, RunStatus, SettlementRun, SettlementStep, Step
 
 log = get_logger(__name__)
@@ -45,6 +51,11 @@ class SettlementUnbalanced(Conflict):
 
 class SettlementFailed(Conflict):
     """A step of the run refused; the day stays resumable (``cardsvc settlement run`` again)."""
+
+
+class SettlementFilesInvalid(Conflict):
+    """``cardsvc settlement verify``: a file of the day is altered, missing or extra, or the
+    manifest's MAC does not verify."""
 
 
 def posting_key(day: date, merchant_no: str) -> str:
@@ -83,6 +94,7 @@ class Context:
     sessions: async_sessionmaker[AsyncSession]
     settings: Settings
     day: date
+    hsm: HsmClient
 
     def crash_point(self, point: str) -> None:
         """Development only: die here, as a kill would (docs/settlement.md, "Crash points")."""
@@ -91,8 +103,12 @@ class Context:
             os.kill(os.getpid(), signal.SIGKILL)
 
     @property
-    def directory(self) -> str:
-        return str(self.settings.settlement_root / self.day.isoformat())
+    def directory(self) -> Path:
+        return day_directory(self.settings, self.day)
+
+
+def day_directory(settings: Settings, day: date) -> Path:
+    return settings.settlement_root / day.isoformat()
 
 
 # --- the steps ------------------------------------------------------------------------------
@@ -115,7 +131,10 @@ async def _clear(ctx: Context, session: AsyncSession) -> StepOutcome:
 
 
 async def _fees(ctx: Context, session: AsyncSession) -> StepOutcome:
-    return StepOutcome(0, 0, "no fee rules")
+    found = await fees.apply_day(session, ctx.day)
+    return StepOutcome(
+        found.lines_with_fee, found.total, f"{found.lines_with_fee} line(s) with a fee"
+    )
 
 
 async def _batches(ctx: Context, session: AsyncSession) -> StepOutcome:
@@ -163,33 +182,102 @@ def _posting(day: date, posting_day: date, batch: repository.DueBatch) -> Postin
     )
 
 
-async def _files(ctx: Context, session: AsyncSession) -> StepOutcome:
-    from pathlib import Path
+async def _files(ctx: Context) -> StepOutcome:
+    """Write the day's files aside while their rows stream from the database, put them in
+    place, then (no transaction open) have the HSM MAC the manifest and write it last."""
+    directory = ctx.directory
+    writer = files.DayWriter(directory)
+    try:
+        async with ctx.sessions() as session:
+            # The report's checks first: a day that does not balance gets no file (no bank file
+            # above all) and fails here.
+            if problems := await money_problems(session, ctx.day):
+                raise SettlementUnbalanced(
+                    "settlement does not balance, no file written: " + "; ".join(problems)
+                )
+            await _write_day(ctx, session, writer)
+    except BaseException:
+        writer.discard()
+        raise
+    ctx.crash_point("files:asides")
+    written = writer.publish()
+    ctx.crash_point("files:published")
+    entries = [manifest.Entry(f.name, f.size, f.sha256) for f in written]
+    body = await sign_manifest(ctx.hsm, ctx.day, entries)
+    files.write_atomically(directory / files.MANIFEST, body)
+    size = sum(f.size for f in written) + len(body)
+    count = len(written) + 1
+    return StepOutcome(count, size, f"{count} file(s) in {directory}")
 
-    directory = Path(ctx.directory)
-    written = [await files.write_summary(directory, repository.summary_rows(session, ctx.day))]
-    size = sum(p.stat().st_size for p in written)
-    return StepOutcome(len(written), size, f"{len(written)} file(s) in {directory}")
+
+async def sign_manifest(hsm: HsmClient, day: date, entries: list[manifest.Entry]) -> bytes:
+    """The bytes of ``manifest.json``: the listing and the HSM's MAC over its canonical bytes
+    under the file-MAC key. Call it with no database transaction open."""
+    mac = await hsm.mac_generate(KeyRef.label(manifest.MAC_KEY), manifest.canonical(day, entries))
+    return manifest.render(manifest.Manifest(day, tuple(entries), mac.hex().upper()))
 
 
-async def _report(ctx: Context, session: AsyncSession) -> StepOutcome:
-    """The day's money, checked from what this day touched (no scan of history)."""
+async def _write_day(ctx: Context, session: AsyncSession, writer: files.DayWriter) -> None:
+    day = ctx.day
+    await writer.write(files.SUMMARY, files.summary_lines(repository.summary_rows(session, day)))
+    await writer.write(
+        files.DETAIL, files.detail_lines(repository.detail_rows(session, day), ctx.settings.zone)
+    )
+    operators = await repository.operators_of(session, day)
+    streams = files.OperatorStreams(
+        lines=lambda: repository.line_rows(session, day),
+        results=lambda: repository.result_totals(session, day),
+        refused=lambda: repository.refused_rows(session, day),
+        uploads=lambda: repository.upload_rows(session, day),
+    )
+    await files.write_operator_files(writer, day, operators, streams)
+
+
+async def money_problems(session: AsyncSession, day: date) -> list[str]:
+    """What does not balance in the day's money, from what the day touched only (no scan of
+    history): the lines against the pending accounts' movement, the batches against the lines,
+    each batch against itself, the postings against the ledger, the uploads against their
+    records. Empty when the day balances."""
     problems: list[str] = []
-    lines, cleared = await repository.line_totals(session, ctx.day)
-    movement = await repository.pending_trade_movement(session, ctx.day)
+    _lines, cleared = await repository.line_totals(session, day)
+    movement = await repository.pending_trade_movement(session, day)
     if cleared != movement:
         problems.append(
             f"cleared {cleared} fen but merchants' pending accounts moved {movement} fen"
         )
-    totals = await repository.batch_totals(session, ctx.day)
+    totals = await repository.batch_totals(session, day)
     if totals.gross != cleared:
         problems.append(f"batches carry {totals.gross} fen of the {cleared} fen cleared")
-    if unbalanced := await repository.unbalanced_batches(session, ctx.day):
+    if unbalanced := await repository.unbalanced_batches(session, day):
         problems.append(f"{unbalanced} batch(es) where gross != net + fee")
     if totals.due:
         problems.append(f"{totals.due} batch(es) due and not posted")
-    if problems:
+    postings = await repository.posting_totals(session, day)
+    if postings.keyed != postings.posted:
+        problems.append(
+            f"{postings.posted - postings.keyed} posted batch(es) without their settlement posting"
+        )
+    if postings.journal != postings.gross:
+        problems.append(
+            f"posted batches carry {postings.gross} fen but their postings {postings.journal} fen"
+        )
+    uploads = await repository.upload_totals(session, day)
+    if uploads.unbalanced:
+        problems.append(f"{uploads.unbalanced} upload(s) where records != accepted + refused")
+    if uploads.declared_records != uploads.stored_records:
+        problems.append(
+            f"uploads declare {uploads.declared_records} record(s), "
+            f"{uploads.stored_records} stored for the day"
+        )
+    return problems
+
+
+async def _report(ctx: Context, session: AsyncSession) -> StepOutcome:
+    """The day's money, checked from what this day touched (no scan of history)."""
+    if problems := await money_problems(session, ctx.day):
         raise SettlementUnbalanced("settlement does not balance: " + "; ".join(problems))
+    lines, cleared = await repository.line_totals(session, ctx.day)
+    totals = await repository.batch_totals(session, ctx.day)
     return StepOutcome(
         lines,
         cleared,
@@ -205,8 +293,12 @@ STEP_WORK: dict[Step, Callable[[Context, AsyncSession], Awaitable[StepOutcome]]]
     Step.fees: _fees,
     Step.batches: _batches,
     Step.postings: _postings,
-    Step.files: _files,
     Step.report: _report,
+}
+# Steps that open their own sessions (and ask the HSM with none open): run before the step's
+# recording transaction begins.
+OUTSIDE_TRANSACTION: dict[Step, Callable[[Context], Awaitable[StepOutcome]]] = {
+    Step.files: _files,
 }
 # Steps that run again on a day already past them: they only read what the others stored.
 ALWAYS_RUN = frozenset({Step.files})
@@ -220,9 +312,11 @@ async def run(
     settings: Settings,
     day: date,
     progress: Progress | None = None,
+    *,
+    hsm: HsmClient,
 ) -> RunResult:
     """Settle ``day``, or continue its settlement where an earlier run stopped."""
-    ctx = Context(sessions, settings, day)
+    ctx = Context(sessions, settings, day, hsm)
     await _start(ctx)
     result = RunResult(day, RunStatus.running)
     try:
@@ -279,8 +373,12 @@ async def _step_row(
 
 async def _run_step(ctx: Context, step: Step, *, already: bool) -> StepDone:
     started = time.monotonic()
+    outside = OUTSIDE_TRANSACTION.get(step)
+    if outside is not None:
+        outcome = await outside(ctx)
     async with unit_of_work(ctx.sessions) as session:
-        outcome = await STEP_WORK[step](ctx, session)
+        if outside is None:
+            outcome = await STEP_WORK[step](ctx, session)
         seconds = time.monotonic() - started
         if already:
             await repository.refresh_step(session, ctx.day, step, seconds=seconds, now=clock.now())
@@ -331,3 +429,113 @@ async def status(session: AsyncSession, day: date | None, limit: int = 14) -> li
         )
         out.append(DayStatus(row, steps))
     return out
+
+
+# --- verification of the files --------------------------------------------------------------
+
+
+class FileStatus(StrEnum):
+    ok = "ok"
+    altered = "altered"  # listed, but its size or SHA-256 differs
+    missing = "missing"  # listed, not in the directory
+    extra = "extra"  # in the directory, not listed
+
+
+class ManifestStatus(StrEnum):
+    ok = "ok"  # read, and its MAC verifies under the file-MAC key
+    missing = "missing"
+    invalid = "invalid"  # not a manifest of this system, or of another day
+    mac_invalid = "mac_invalid"  # the HSM says the MAC is not over this listing
+
+
+@dataclass(frozen=True, slots=True)
+class FileCheck:
+    name: str
+    status: FileStatus
+    expected_size: int | None
+    size: int | None
+    expected_sha256: str | None
+    sha256: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """What ``verify_files`` found: the manifest's state and one check per file (listed files in
+    name order, then the extra ones in name order)."""
+
+    clearing_date: date
+    directory: Path
+    manifest: ManifestStatus
+    detail: str
+    files: tuple[FileCheck, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.manifest is ManifestStatus.ok and all(
+            f.status is FileStatus.ok for f in self.files
+        )
+
+    def problems(self) -> list[str]:
+        found = [] if self.manifest is ManifestStatus.ok else [f"manifest: {self.detail}"]
+        found += [
+            f"{f.status.value}: {f.name}" for f in self.files if f.status is not FileStatus.ok
+        ]
+        return found
+
+
+def _hash_file(path: Path) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as source:
+        while chunk := source.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+async def verify_files(settings: Settings, hsm: HsmClient, day: date) -> Verification:
+    """Recompute every file's size and SHA-256 against the day's manifest, have the HSM verify
+    the manifest's MAC, and name every altered, missing or extra file. Reads no database."""
+    directory = day_directory(settings, day)
+    if not directory.is_dir():
+        raise NotFound(f"no settlement files for {day.isoformat()} in {directory}")
+    present = sorted(p.name for p in directory.iterdir() if p.name != files.MANIFEST)
+    listed: dict[str, manifest.Entry] = {}
+    path = directory / files.MANIFEST
+    if not path.is_file():
+        state, detail = ManifestStatus.missing, f"{files.MANIFEST} is missing"
+    else:
+        try:
+            found = manifest.parse(await asyncio.to_thread(path.read_bytes))
+            if found.clearing_date != day:
+                raise manifest.ManifestInvalid(f"the manifest is of {found.clearing_date}")
+        except manifest.ManifestInvalid as exc:
+            state, detail = ManifestStatus.invalid, str(exc)
+        else:
+            listed = {f.name: f for f in found.files}
+            valid = await hsm.mac_verify(
+                KeyRef.label(manifest.MAC_KEY),
+                manifest.canonical(day, found.files),
+                bytes.fromhex(found.mac),
+            )
+            if valid:
+                state, detail = ManifestStatus.ok, f"MAC verified under {manifest.MAC_KEY}"
+            else:
+                state, detail = ManifestStatus.mac_invalid, "the MAC does not verify"
+    checks: list[FileCheck] = []
+    for name, entry in sorted(listed.items()):
+        target = directory / name
+        if not target.is_file():
+            checks.append(FileCheck(name, FileStatus.missing, entry.size, None, entry.sha256, None))
+            continue
+        size, sha = await asyncio.to_thread(_hash_file, target)
+        status = FileStatus.ok if (size, sha) == (entry.size, entry.sha256) else FileStatus.altered
+        checks.append(FileCheck(name, status, entry.size, size, entry.sha256, sha))
+    for name in present:
+        if name not in listed:
+            target = directory / name
+            found_size: int | None = None
+            found_sha: str | None = None
+            if target.is_file():
+                found_size, found_sha = await asyncio.to_thread(_hash_file, target)
+            checks.append(FileCheck(name, FileStatus.extra, None, found_size, None, found_sha))
+    return Verification(day, directory, state, detail, tuple(checks))

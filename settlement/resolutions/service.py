@@ -63,6 +63,8 @@ SUSPENSE: dict[BreakKind, AccountKind] = {
     BreakKind.refused_paid: AccountKind.suspense_gray,
     BreakKind.unmatched_bank_credit: AccountKind.suspense_bank,
     BreakKind.bank_credit_conflict: AccountKind.suspense_bank,
+    BreakKind.unmatched_bank_line: AccountKind.suspense_bank,
+    BreakKind.bank_line_differs: AccountKind.suspense_bank,
 }
 RESOLUTION_CODE: dict[Action, str] = {
     Action.write_off: "written_off",

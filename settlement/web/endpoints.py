@@ -11,20 +11,25 @@ from typing import Annotated, Final, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
+from starlette.datastructures import UploadFile
 
 from cardsvc.api.limits import BodyLimit, body_limit
 from cardsvc.audit import service as audit
 from cardsvc.breaks import service as breaks
 from cardsvc.breaks.models import BreakKind, BreakStatus
-from cardsvc.deps import CacheDep, SessionDep, SessionsDep, SettingsDep
+from cardsvc.deps import CacheDep, HsmDep, SessionDep, SessionsDep, SettingsDep
 from cardsvc.errors import Forbidden, ValidationFailed
 from cardsvc.staff import service as staff
 from cardsvc.staff.auth import check_roles, issue_token
+from settlement.days import service as days
 from settlement.resolutions import service as resolutions
 from settlement.resolutions.models import Action
 from settlement.resolutions.schemas import NewProposal
-from settlement.web import i18n
+from settlement.statements import service as statements
+from settlement.statements.parsing import MAX_BYTES as STATEMENT_MAX_BYTES
+from settlement.statements.parsing import Format
+from settlement.web import chart, i18n
 from settlement.web.auth import (
     PAGE_ROLES,
     PRESESSION_COOKIE,
@@ -49,6 +54,7 @@ PAGE_SIZE: Final = 50
 EXPORT_MAX_ROWS: Final = 100_000
 STATIC: Final = {"finance.css": "text/css; charset=utf-8"}
 BreakId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+PageNumber = Annotated[int, Query(alias="page", ge=1, le=1_000_000)]
 
 
 def _next(value: str | None) -> str:
@@ -171,6 +177,144 @@ async def logout(request: Request, posted: Posted, session: SessionDep) -> Respo
     response = redirect("/finance/login")
     response.delete_cookie(SESSION_COOKIE, path="/finance")
     return response
+
+
+# --- days --------------------------------------------------------------------------------------
+
+
+@router.get("/days")
+async def day_list(
+    request: Request, you: SignedIn, session: SessionDep, number: PageNumber = 1
+) -> Response:
+    result = await days.list_days(session, page=number)
+    volume = await days.volume(session)
+    return page(
+        request,
+        "days.html",
+        page=you,
+        result=result,
+        chart=chart.build(volume) if volume is not None else None,
+        number=number,
+        pages=max(1, -(-result.total // days.DAYS_PAGE)),
+    )
+
+
+@router.get("/days/{day}")
+async def day_detail(
+    request: Request, you: SignedIn, session: SessionDep, day: date, number: PageNumber = 1
+) -> Response:
+    detail = await days.day_detail(session, day, page=number)
+    return page(
+        request,
+        "day.html",
+        page=you,
+        day=detail,
+        number=number,
+        pages=max(1, -(-detail.merchant_total // days.MERCHANTS_PAGE)),
+    )
+
+
+@router.get("/days/{day}/files")
+async def day_files(
+    request: Request, you: SignedIn, settings: SettingsDep, hsm: HsmDep, day: date
+) -> Response:
+    """The day's files against its manifest (the HSM verifies the manifest's MAC; no database
+    session is open meanwhile)."""
+    verification = await days.day_files(settings, hsm, day)
+    return page(request, "day_files.html", page=you, day=day, verification=verification)
+
+
+@router.get("/days/{day}/files/{name}")
+async def day_file_download(
+    you: SignedIn,
+    session: SessionDep,
+    settings: SettingsDep,
+    day: date,
+    name: Annotated[str, Path(max_length=128)],
+) -> Response:
+    """One file of the day, streamed; audited ``settlement.file_download`` (who, when, which)."""
+    found = days.day_file(settings, day, name)
+    await audit.record(
+        session,
+        actor=you.principal.username,
+        action="settlement.file_download",
+        entity="settlement_file",
+        entity_id=f"{day.isoformat()}/{found.name}",
+        after={"size": found.size},
+    )
+    await session.commit()  # the download is recorded before a byte of it leaves
+    return FileResponse(
+        found.path,
+        media_type=found.media_type,
+        filename=found.name,
+        headers=SECURITY_HEADERS,
+    )
+
+
+# --- bank statements ---------------------------------------------------------------------------
+
+StatementId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+# The file, its boundary and the two small fields.
+STATEMENT_UPLOAD: Final = BodyLimit(max_bytes=STATEMENT_MAX_BYTES + 16 * 1024, max_values=16)
+
+
+@router.get("/statements")
+async def statement_list(
+    request: Request, you: SignedIn, session: SessionDep, number: PageNumber = 1
+) -> Response:
+    result = await statements.list_statements(session, page=number)
+    return page(
+        request,
+        "statements.html",
+        page=you,
+        result=result,
+        number=number,
+        pages=max(1, -(-result.total // statements.STATEMENTS_PAGE)),
+    )
+
+
+@router.post("/statements")
+@body_limit(STATEMENT_UPLOAD)
+async def statement_import(posted: Posted, session: SessionDep) -> Response:
+    """Import the uploaded statement file (docs/bank-statements.md, "Import")."""
+    you, form = posted
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise ValidationFailed("form field 'file' is required (the statement file)")
+    data = await upload.read(STATEMENT_MAX_BYTES + 1)
+    chosen = text_field(form, "format", max_length=16) or "auto"
+    if chosen not in ("auto", *Format.__members__):
+        raise ValidationFailed("form field 'format' is auto, csv or camt053")
+    imported = await statements.import_statement(
+        session,
+        you.principal,
+        data,
+        format=None if chosen == "auto" else Format(chosen),
+        payouts=statements.payouts_port(),
+    )
+    notice = "replayed" if imported.replayed else "imported"
+    return redirect(f"/finance/statements/{imported.statement.id}?notice={notice}")
+
+
+@router.get("/statements/{statement_id}")
+async def statement_detail(
+    request: Request,
+    you: SignedIn,
+    session: SessionDep,
+    statement_id: StatementId,
+    number: PageNumber = 1,
+    notice: Annotated[Literal["imported", "replayed", ""], Query()] = "",
+) -> Response:
+    detail = await statements.statement_detail(session, statement_id, page=number)
+    return page(
+        request,
+        "statement.html",
+        page=you,
+        detail=detail,
+        notice=notice,
+        number=number,
+        pages=max(1, -(-detail.statement.line_count // statements.LINES_PAGE)),
+    )
 
 
 # --- breaks ------------------------------------------------------------------------------------

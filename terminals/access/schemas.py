@@ -55,7 +55,7 @@ class SignInResponse(BaseModel):
     # payment from the online account needs one.
     no_pin_limit: int
     seq: int  # the last sequence number used; the first signed request carries seq + 1
-    server_time: str  # local YYYYMMDDhhmmss (Asia/Shanghai): the terminal sets its clock from it
+    server_time: str  # local YYYYMMDDhhmmss (settings.timezone): the terminal sets its clock
     expires_at: datetime
     merchant_no: str
     merchant_category: str

@@ -26,8 +26,8 @@ async def get_entry(session: AsyncSession, table: str, key: str) -> ParameterEnt
     return await session.get(ParameterEntry, (table, key))
 
 
-async def put_entry(session: AsyncSession, entry: ParameterEntry) -> None:
-    await session.merge(entry)
+async def add_entry(session: AsyncSession, entry: ParameterEntry) -> None:
+    session.add(entry)
     await session.flush()
 
 

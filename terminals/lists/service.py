@@ -119,9 +119,13 @@ async def set_parameter(
             version=version, table_name=table, key=key, action="set", value=value, actor=actor
         ),
     )
-    await repository.put_entry(
-        session, ParameterEntry(table_name=table, key=key, value=dict(value), version=version)
-    )
+    entry = await repository.get_entry(session, table, key)
+    if entry is None:
+        await repository.add_entry(
+            session, ParameterEntry(table_name=table, key=key, value=dict(value), version=version)
+        )
+    else:
+        entry.value, entry.version = dict(value), version
     return version
 
 

@@ -69,7 +69,7 @@ class OnlineAuthorization(Base):
     original_serial: Mapped[int | None] = mapped_column(BigInteger)
     hold_id: Mapped[int | None] = mapped_column(BigInteger)
     ledger_transaction_id: Mapped[int | None] = mapped_column(BigInteger)
-    local_date: Mapped[date] = mapped_column(Date)  # Asia/Shanghai business day of the message
+    local_date: Mapped[date] = mapped_column(Date)  # local day of the message (settings.timezone)
     clearing_date: Mapped[date | None] = mapped_column(Date)
     expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=clock.now)

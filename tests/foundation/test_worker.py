@@ -13,14 +13,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
+from click.testing import CliRunner
+from click.testing import Result as Result_
 from prometheus_client import REGISTRY
 
+from cardsvc.cli import main
 from cardsvc.jobs.table import all_jobs
 from cardsvc.jobs.worker import Job, Result, lock_name, run_forever, run_pass
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind
 from cardsvc.ledger.schemas import AccountRef
 from cardsvc.resources import Resources, Storage
+from cardsvc.settings import get_settings
 from terminals.online import repository as online_repo
 from terminals.online.models import AuthStatus
 from terminals.registry.models import MerchantCategory
@@ -188,7 +193,7 @@ async def test_the_loop_sleeps_until_due_and_stops_after_the_job_in_progress(
     await asyncio.wait_for(loop, timeout=1)
 
 
-# --- the command, in a process of its own ------------------------------------------------------
+# --- the command: in this process, except where the process itself (signals) is the point ------
 
 
 def worker_env(tmp_path: Path) -> dict[str, str]:
@@ -214,16 +219,36 @@ def cardsvc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
     )
 
 
-def test_worker_once_runs_each_job_and_exits(tmp_path: Path) -> None:
-    env = worker_env(tmp_path)
+def in_process(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Callable[..., Result_]:
+    """``cardsvc ARGS`` in this process, in ``env`` alone (the subprocess's environment)."""
+    for name in [k for k in os.environ if k.startswith("CARDSVC_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        if name.startswith("CARDSVC_"):
+            monkeypatch.setenv(name, value)
+
+    def invoke(*args: str) -> Result_:
+        get_settings.cache_clear()
+        try:
+            return CliRunner().invoke(main, list(args), catch_exceptions=False)
+        finally:
+            get_settings.cache_clear()
+
+    return invoke
+
+
+def test_worker_once_runs_each_job_and_exits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cardsvc = in_process(monkeypatch, worker_env(tmp_path))
     # Without the schema every job fails: the exit status tells cron.
-    failed = cardsvc(env, "worker", "--once", "--job", "expire-holds")
-    assert failed.returncode == 1, failed.stdout + failed.stderr
+    failed = cardsvc("worker", "--once", "--job", "expire-holds")
+    assert failed.exit_code == 1, failed.output
     assert failed.stdout.startswith("expire-holds: failed: OperationalError")
 
-    assert cardsvc(env, "db", "upgrade").returncode == 0
-    result = cardsvc(env, "worker", "--once")
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert cardsvc("db", "upgrade").exit_code == 0
+    result = cardsvc("worker", "--once")
+    assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
         "expire-holds: ok: released 0 expired pre-authorization hold(s)",
         "age-loads: ok: 0 pending load(s) without card evidence opened an aged_load break",
@@ -269,13 +294,15 @@ def test_worker_serves_metrics_and_exits_0_on_sigterm(tmp_path: Path) -> None:
             process.communicate()
 
 
-def test_the_job_commands_run_the_workers_jobs(tmp_path: Path) -> None:
+def test_the_job_commands_run_the_workers_jobs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``cards release-balances``, ``cards expire-due`` and ``online expire-holds`` are one run of
     the worker's job each, by hand: the same summary, and no HSM needed."""
-    env = worker_env(tmp_path)
-    assert cardsvc(env, "db", "upgrade").returncode == 0
+    cardsvc = in_process(monkeypatch, worker_env(tmp_path))
+    assert cardsvc("db", "upgrade").exit_code == 0
     outputs = [
-        cardsvc(env, *command)
+        cardsvc(*command)
         for command in (
             ("cards", "release-balances"),
             ("cards", "expire-due"),
@@ -283,7 +310,7 @@ def test_the_job_commands_run_the_workers_jobs(tmp_path: Path) -> None:
         )
     ]
     # The summary is the last line (the task's own log line may come before it).
-    assert [(r.returncode, r.stdout.splitlines()[-1]) for r in outputs] == [
+    assert [(r.exit_code, r.stdout.splitlines()[-1]) for r in outputs] == [
         (0, "moved 0 balances (0 fen); 0 empty; 0 wait for their new card"),
         (0, "expired 0 cards"),
         (0, "released 0 expired pre-authorization hold(s)"),

@@ -39,7 +39,9 @@ async def test_a_day_settles_once(
     day = await ride_day(client, world, resources)
     accepted = await accepted_by_merchant(resources, day)
     seen: list[service.StepDone] = []
-    result = await service.run(resources.sessions, resources.settings, day, seen.append)
+    result = await service.run(
+        resources.sessions, resources.settings, day, seen.append, hsm=resources.hsm
+    )
     assert result.status is RunStatus.settled
     assert [s.step for s in seen] == list(STEPS)
 
@@ -63,13 +65,15 @@ async def test_a_day_settles_once(
     assert f"{BUS_MERCHANT},City Bus Co.,offline,6,{bus_gross},0.00,{bus_gross}\r\n" in summary
 
     # A rerun of the settled day posts nothing and writes the same bytes.
-    again = await service.run(resources.sessions, resources.settings, day)
+    again = await service.run(resources.sessions, resources.settings, day, hsm=resources.hsm)
     assert [s.resumed for s in again.steps] == [s is not s.files for s in STEPS]
     assert await books(resources) == after
     assert day_files(resources.settings.settlement_root, day) == first
 
     # The next day: the settlement postings landed on it, and are not cleared again.
-    nxt = await service.run(resources.sessions, resources.settings, day + timedelta(days=1))
+    nxt = await service.run(
+        resources.sessions, resources.settings, day + timedelta(days=1), hsm=resources.hsm
+    )
     assert nxt.status is RunStatus.settled
     assert await books(resources) == after
 
@@ -78,7 +82,9 @@ async def test_a_day_not_opened_yet_is_refused(resources: Resources) -> None:
     from cardsvc.errors import NotFound
 
     with pytest.raises(NotFound, match="not been opened"):
-        await service.run(resources.sessions, resources.settings, date(2999, 1, 1))
+        await service.run(
+            resources.sessions, resources.settings, date(2999, 1, 1), hsm=resources.hsm
+        )
 
 
 # Inside a step's transaction, between two committed chunks, and after the last step's files.
@@ -129,6 +135,6 @@ async def test_a_killed_run_resumes_to_the_same_books(
     files = day_files(resources.settings.settlement_root, day)
 
     # Run again: the same bytes, the same books.
-    await service.run(resources.sessions, resources.settings, day)
+    await service.run(resources.sessions, resources.settings, day, hsm=resources.hsm)
     assert day_files(resources.settings.settlement_root, day) == files
     assert await books(resources) == after
