@@ -60,7 +60,9 @@ class Payouts(Protocol):
         """The payouts of these references (locked for the rest of the transaction)."""
         ...
 
-    async def confirm(self, session: AsyncSession, reference: str, *, evidence: str) -> None:
+    async def confirm(
+        self, session: AsyncSession, reference: str, *, evidence: str, actor: str
+    ) -> None:
         """Mark the payout confirmed by the bank; ``evidence`` names the statement line."""
         ...
 
@@ -93,6 +95,7 @@ async def _match(
     payouts: Payouts,
     statement_id: int,
     lines: Sequence[ParsedLine],
+    actor: str,
 ) -> list[Outcome]:
     """Each line against the payout of its reference, in statement order; a payout confirmed by
     one line is not confirmed again by a later one (that line differs)."""
@@ -115,7 +118,7 @@ async def _match(
             and line.amount == payout.amount
             and payout.status in CONFIRMABLE
         ):
-            await payouts.confirm(session, payout.reference, evidence=evidence)
+            await payouts.confirm(session, payout.reference, evidence=evidence, actor=actor)
             found[payout.reference] = replace(payout, status="confirmed")
             out.append(Outcome(MatchStatus.matched, f"payout {payout.reference} confirmed", None))
             continue
@@ -210,7 +213,7 @@ async def import_statement(
     if payouts is None:
         outcomes = [Outcome(MatchStatus.pending, None, None)] * len(lines)
     else:
-        outcomes = await _match(session, payouts, statement.id, lines)
+        outcomes = await _match(session, payouts, statement.id, lines, principal.username)
     await repository.insert_lines(
         session, [_line_row(statement.id, ln, o) for ln, o in zip(lines, outcomes, strict=True)]
     )
@@ -248,6 +251,9 @@ def _line_row(statement_id: int, line: ParsedLine, outcome: Outcome) -> dict[str
     }
 
 
+MATCHER: Final = "system:statement-match"
+
+
 async def match_pending(session: AsyncSession, payouts: Payouts, *, limit: int = 5000) -> int:
     """Match lines stored while no payouts were read (oldest first, at most ``limit``); returns
     how many were matched (confirmed or opened as breaks)."""
@@ -263,7 +269,7 @@ async def match_pending(session: AsyncSession, payouts: Payouts, *, limit: int =
             )
             for r in group
         ]  # fmt: skip
-        outcomes = await _match(session, payouts, statement_id, lines)
+        outcomes = await _match(session, payouts, statement_id, lines, MATCHER)
         for row, outcome in zip(group, outcomes, strict=True):
             await repository.set_match(
                 session, row["id"], outcome.match, outcome.detail, outcome.break_id

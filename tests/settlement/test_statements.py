@@ -51,7 +51,9 @@ class FakePayouts:
     ) -> Mapping[str, statements.Payout]:
         return {r: self.rows[r] for r in references if r in self.rows}
 
-    async def confirm(self, session: AsyncSession, reference: str, *, evidence: str) -> None:
+    async def confirm(
+        self, session: AsyncSession, reference: str, *, evidence: str, actor: str
+    ) -> None:
         self.rows[reference] = replace(self.rows[reference], status="confirmed")
         self.confirmed.append((reference, evidence))
 
