@@ -172,6 +172,8 @@ class Settings(BaseSettings):
     partitions_ahead_days: Annotated[int, Field(ge=1, le=366)] = 7
     # How often ``cardsvc worker`` checks whether the day is due to be cut.
     worker_day_cut_interval_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
+    # How often ``cardsvc worker`` looks for a day past its cutoff to settle.
+    worker_settlement_interval_seconds: Annotated[int, Field(ge=1, le=86400)] = 300
 
     # Nightly settlement (docs/settlement.md): where each day's files go (empty: <var dir>/
     # settlement), and how many merchants' postings one transaction writes.

@@ -36,4 +36,6 @@ def cli_groups() -> list[click.Command]:
 
 
 def jobs() -> list[Job]:
-    return []
+    from settlement.nightly.tasks import SETTLEMENT
+
+    return [SETTLEMENT]

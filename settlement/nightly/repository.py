@@ -5,9 +5,12 @@ partition of the records and of the journal on PostgreSQL; nothing loads the day
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
+from pathlib import Path
 
 from sqlalchemy import (
     and_,
@@ -21,8 +24,9 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from cardsvc.clearing.models import ClearingDay
 from cardsvc.ledger.models import (
     AccountKind,
     LedgerAccount,
@@ -622,6 +626,68 @@ async def line_rows(session: AsyncSession, day: date) -> AsyncIterator[LineRow]:
     result = await session.stream(stmt)
     async for row in result:
         yield LineRow(*row)
+
+
+# --- one run at a time ---------------------------------------------------------------------
+
+# The key of the PostgreSQL advisory lock that one settlement run holds (any day).
+RUN_LOCK_KEY = 0x5E77_1E00
+
+
+@asynccontextmanager
+async def run_guard(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[bool]:
+    """Hold the database's one-run-at-a-time guard for the block; yields False (and holds
+    nothing) when another run holds it.
+
+    PostgreSQL: a session-level advisory lock on a connection of its own, kept for the run and
+    idle between statements (no transaction stays open, so the day cut's fence never waits for
+    it); a killed run's connection ends, and its lock with it. SQLite (one host): an exclusive
+    ``flock`` on a file beside the database, released by the kernel when the process dies.
+    """
+    engine: AsyncEngine = sessions.kw["bind"]
+    if engine.dialect.name == "postgresql":
+        async with engine.connect() as conn:
+            got = bool(
+                (await conn.execute(select(func.pg_try_advisory_lock(RUN_LOCK_KEY)))).scalar_one()
+            )
+            await conn.commit()
+            try:
+                yield got
+            finally:
+                if got:
+                    await conn.execute(select(func.pg_advisory_unlock(RUN_LOCK_KEY)))
+                    await conn.commit()
+        return
+    database = engine.url.database or ""
+    path = Path(f"{database}.settlement-lock") if database else None
+    if path is None or database == ":memory:":
+        yield True
+        return
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+async def unsettled_days(session: AsyncSession, through: date) -> list[date]:
+    """Clearing days up to ``through`` whose settlement is not done, oldest first."""
+    day, run = ClearingDay, SettlementRun
+    stmt = (
+        select(day.clearing_date)
+        .outerjoin(run, run.clearing_date == day.clearing_date)
+        .where(
+            day.clearing_date <= through,
+            or_(run.clearing_date.is_(None), run.status != RunStatus.settled),
+        )
+        .order_by(day.clearing_date)
+    )
+    return list((await session.execute(stmt)).scalars().all())
 
 
 # --- run rows -------------------------------------------------------------------------------

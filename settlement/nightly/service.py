@@ -54,6 +54,10 @@ class SettlementFailed(Conflict):
     """A step of the run refused; the day stays resumable (``cardsvc settlement run`` again)."""
 
 
+class SettlementRunning(Conflict):
+    """Another settlement run holds the database's guard: one run at a time, whatever the day."""
+
+
 class SettlementFilesInvalid(Conflict):
     """``cardsvc settlement verify``: a file of the day is altered, missing or extra, or the
     manifest's MAC does not verify."""
@@ -323,7 +327,22 @@ async def run(
     *,
     hsm: HsmClient,
 ) -> RunResult:
-    """Settle ``day``, or continue its settlement where an earlier run stopped."""
+    """Settle ``day``, or continue its settlement where an earlier run stopped. One run at a
+    time: while another holds the database's guard this one is refused (``SettlementRunning``)
+    before it touches anything."""
+    async with repository.run_guard(sessions) as held:
+        if not held:
+            raise SettlementRunning("another settlement run is in progress; try again when it ends")
+        return await _run(sessions, settings, day, progress, hsm)
+
+
+async def _run(
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    day: date,
+    progress: Progress | None,
+    hsm: HsmClient,
+) -> RunResult:
     ctx = Context(sessions, settings, day, hsm)
     await _start(ctx)
     result = RunResult(day, RunStatus.running)
