@@ -193,6 +193,12 @@ LABELS: Final[dict[str, dict[str, str]]] = {
         "ms_missing": "缺失",
         "ms_invalid": "无效",
         "ms_mac_invalid": "MAC 验证失败",
+        "merchant_statement": "商户结算单",
+        "merchant_search": "商户号或名称",
+        "category": "类别",
+        "period": "期间",
+        "settled_days": "结算天数",
+        "print_hint": "打印本页即得结算单（导航与表单不会打印）。",
     },
     "en": {
         "app": "Citizen card finance",
@@ -378,6 +384,12 @@ LABELS: Final[dict[str, dict[str, str]]] = {
         "ms_missing": "Missing",
         "ms_invalid": "Invalid",
         "ms_mac_invalid": "MAC does not verify",
+        "merchant_statement": "Merchant statement",
+        "merchant_search": "Merchant number or name",
+        "category": "Category",
+        "period": "Period",
+        "settled_days": "Days settled",
+        "print_hint": "Print this page for the statement (navigation and forms are not printed).",
     },
 }
 

@@ -136,3 +136,28 @@ def test_download_a_file_and_check_it_against_the_manifest(pages: Any, settled: 
     assert len(data) == listed["summary.csv"]["size"]
     shown = page.locator('tr[id="file-summary.csv"] .file-sha256').inner_text()
     assert shown == listed["summary.csv"]["sha256"]
+
+
+def test_a_merchant_statement_prints_and_exports(pages: Any, settled: date) -> None:
+    page = pages()
+    log_in(page, "auditor1")
+    page.goto("/finance/merchants")
+    page.fill("#q", SHOP)
+    page.click("#search")
+    assert page.locator(f"#merchant-{SHOP} .merchant-name").inner_text() == SCRIPT
+    page.click(f'a[href="/finance/merchants/{SHOP}/statement"]')
+    assert page.locator("#merchant-name").inner_text() == SCRIPT
+    assert page.locator("#total-gross").inner_text() == "191.34"
+    assert page.locator(f"#day-{settled.isoformat()}").is_visible()
+    with page.expect_download() as caught:
+        page.click("#export")
+    lines = Path(caught.value.path()).read_text(encoding="utf-8-sig").splitlines()
+    assert lines[0].startswith("merchant_no,merchant_name,clearing_date,class")
+    assert (
+        lines[1]
+        == f"{SHOP},{SCRIPT},{settled.isoformat()},online_purchase,2,191.34,0.00,191.34,posted"
+    )
+    page.emulate_media(media="print")  # on paper: the statement, without the form and navigation
+    assert page.locator("#statement").is_visible()
+    assert not page.locator("#export").is_visible()
+    assert not page.locator("header.top").is_visible()
