@@ -179,6 +179,9 @@ class Settings(BaseSettings):
     # settlement), and how many merchants' postings one transaction writes.
     settlement_dir: Path | None = None
     settlement_posting_chunk: Annotated[int, Field(ge=1, le=10000)] = 500
+    # The bank account (ledger ``bank:<code>``) merchants' payouts are paid from when the bank
+    # file is issued (docs/payouts.md); empty: the first of ``bank_codes``.
+    settlement_payout_bank: Annotated[str, Field(pattern=r"^([A-Z0-9]{2,16})?$")] = ""
     # Development only: the run kills its own process (SIGKILL) at this point, to prove that a
     # rerun resumes (docs/settlement.md, "Crash points"); refused outside development.
     settlement_crash_at: str | None = None

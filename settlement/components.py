@@ -15,8 +15,9 @@ if TYPE_CHECKING:
 
 def routers() -> list[APIRouter]:
     from settlement.fees.endpoints import router as fee_rules
+    from settlement.payouts.endpoints import router as payouts
 
-    return [fee_rules]
+    return [fee_rules, payouts]
 
 
 def pages() -> list[APIRouter]:
@@ -29,8 +30,9 @@ def pages() -> list[APIRouter]:
 def cli_groups() -> list[click.Command]:
     from settlement.fees.cli import fees
     from settlement.nightly.cli import settlement
+    from settlement.payouts.cli import payouts
 
-    return [settlement, fees]
+    return [settlement, fees, payouts]
 
 
 def jobs() -> list[Job]:

@@ -39,6 +39,7 @@ from cardsvc.settings import Settings
 from settlement.fees import service as fees
 from settlement.nightly import files, manifest, repository
 from settlement.nightly.models import STEPS, RunStatus, SettlementRun, SettlementStep, Step
+from settlement.payouts import service as payouts
 
 log = get_logger(__name__)
 
@@ -163,7 +164,14 @@ async def _postings(ctx: Context, session: AsyncSession) -> StepOutcome:
             ctx.crash_point(f"postings:{chunk}:uncommitted")
         ctx.crash_point(f"postings:{chunk}")
     totals = await repository.batch_totals(session, ctx.day)
-    return StepOutcome(totals.posted, totals.posted_gross, f"{totals.posted} posting(s)")
+    # The day's payouts, in the step's own transaction: recorded with it or not at all.
+    made = await payouts.make_day_payouts(session, ctx.day)
+    return StepOutcome(
+        totals.posted,
+        totals.posted_gross,
+        f"{totals.posted} posting(s); payouts {made.due} due ({made.due_amount} fen), "
+        f"{made.held} held ({made.held_amount} fen)",
+    )
 
 
 def _posting(day: date, posting_day: date, batch: repository.DueBatch) -> PostingRequest:
@@ -265,6 +273,7 @@ async def money_problems(session: AsyncSession, day: date) -> list[str]:
         problems.append(
             f"posted batches carry {postings.gross} fen but their postings {postings.journal} fen"
         )
+    problems.extend(await payouts.problems(session, day))
     uploads = await repository.upload_totals(session, day)
     if uploads.unbalanced:
         problems.append(f"{uploads.unbalanced} upload(s) where records != accepted + refused")
@@ -282,11 +291,14 @@ async def _report(ctx: Context, session: AsyncSession) -> StepOutcome:
         raise SettlementUnbalanced("settlement does not balance: " + "; ".join(problems))
     lines, cleared = await repository.line_totals(session, ctx.day)
     totals = await repository.batch_totals(session, ctx.day)
+    paid = await payouts.totals(session, ctx.day)
     return StepOutcome(
         lines,
         cleared,
         f"balanced: cleared {cleared}, fees {totals.fee}, net {totals.net}, "
-        f"{totals.posted} posted, {totals.batches - totals.posted} carried",
+        f"{totals.posted} posted, {totals.batches - totals.posted} carried; payouts "
+        f"{paid.due + paid.issued} to pay ({paid.due_amount + paid.issued_amount} fen), "
+        f"{paid.held} held ({paid.held_amount} fen)",
     )
 
 

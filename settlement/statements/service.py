@@ -148,6 +148,23 @@ async def _match(
     return out
 
 
+async def _imported(
+    session: AsyncSession, account: str, statement_id: str, sha256: str
+) -> Imported | None:
+    """The statement already stored under this account and id (the same file: a replay; another
+    file: refused), or under this SHA-256."""
+    existing = await repository.by_account_and_id(session, account, statement_id)
+    if existing is not None:
+        if existing.sha256 != sha256:
+            raise StatementConflict(
+                f"statement {statement_id} of account {account} was imported from another "
+                f"file (SHA-256 {existing.sha256}); nothing was stored"
+            )
+        return Imported(existing, replayed=True)
+    same_bytes = await repository.by_sha256(session, sha256)
+    return Imported(same_bytes, replayed=True) if same_bytes is not None else None
+
+
 async def import_statement(
     session: AsyncSession,
     principal: StaffPrincipal,
@@ -160,17 +177,9 @@ async def import_statement(
     check_roles(principal, (Role.finance,))
     parsed = parse(data, format)
     sha256 = hashlib.sha256(data).hexdigest()
-    existing = await repository.by_account_and_id(session, parsed.account, parsed.statement_id)
-    if existing is not None:
-        if existing.sha256 != sha256:
-            raise StatementConflict(
-                f"statement {parsed.statement_id} of account {parsed.account} was imported "
-                f"from another file (SHA-256 {existing.sha256}); nothing was stored"
-            )
-        return Imported(existing, replayed=True)
-    same_bytes = await repository.by_sha256(session, sha256)
-    if same_bytes is not None:  # pragma: no cover - the same bytes parse to the same ids
-        return Imported(same_bytes, replayed=True)
+    found = await _imported(session, parsed.account, parsed.statement_id, sha256)
+    if found is not None:
+        return found
     lines = parsed.lines
     bookings = [ln.booking_date for ln in lines]
     statement = await repository.add(
@@ -193,6 +202,11 @@ async def import_statement(
             imported_at=clock.now(),
         ),
     )
+    if statement is None:  # imported meanwhile by another request
+        found = await _imported(session, parsed.account, parsed.statement_id, sha256)
+        if found is None:  # pragma: no cover - the other import rolled back: try again
+            raise StatementConflict("the statement is being imported by another request; retry")
+        return found
     if payouts is None:
         outcomes = [Outcome(MatchStatus.pending, None, None)] * len(lines)
     else:

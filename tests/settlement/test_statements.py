@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import date
+from typing import Any
 
 import httpx
 import pytest
@@ -254,3 +255,28 @@ async def test_an_auditor_sees_but_does_not_import(
     files = {"file": ("s.csv", csv_layout.write(STATEMENT), "text/csv")}
     answer = await client.post("/finance/statements", files=files, data={"csrf": csrf})
     assert answer.status_code == 403
+
+
+async def test_an_import_that_loses_the_race_answers_the_winner(
+    resources: Resources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = csv_layout.write(STATEMENT)
+    async with unit_of_work(resources.sessions) as session:
+        first = await statements.import_statement(session, FINANCE, data)
+    # The second import checked before the first committed: it finds nothing, then its insert
+    # meets the stored statement.
+    real = statements._imported
+    calls: list[int] = []
+
+    async def late(*args: Any) -> statements.Imported | None:
+        calls.append(1)
+        return None if len(calls) == 1 else await real(*args)
+
+    monkeypatch.setattr(statements, "_imported", late)
+    async with unit_of_work(resources.sessions) as session:
+        second = await statements.import_statement(session, FINANCE, data)
+    assert second.replayed
+    assert second.statement.id == first.statement.id
+    async with resources.sessions() as session:
+        assert await count(session, BankStatement) == 1
+        assert await count(session, BankStatementLine) == 6
