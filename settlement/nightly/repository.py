@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
     and_,
@@ -53,6 +54,15 @@ OFFLINE_CLASS = "offline"
 NOT_TRADE = ("purchase_batch", "settlement")
 # Rows fetched per round trip when a file streams the day.
 YIELD_PER = 2000
+
+
+async def _rows(result: Any) -> AsyncIterator[Any]:  # an AsyncResult of any row shape
+    """The rows of a streamed result, fetched ``YIELD_PER`` at a time: one switch into the
+    driver per chunk rather than per row, which is most of the cost of a million rows."""
+    async for chunk in result.partitions(YIELD_PER):
+        for row in chunk:
+            yield row
+
 
 # --- runs and steps -------------------------------------------------------------------------
 
@@ -394,7 +404,7 @@ async def summary_rows(session: AsyncSession, day: date) -> AsyncIterator[Summar
         .execution_options(yield_per=1000)
     )
     result = await session.stream(stmt)
-    async for row in result:
+    async for row in _rows(result):
         yield SummaryRow(*row)
 
 
@@ -471,7 +481,7 @@ async def detail_rows(session: AsyncSession, day: date) -> AsyncIterator[DetailR
         .execution_options(yield_per=YIELD_PER)
     )
     result = await session.stream(stmt)
-    async for row in result:
+    async for row in _rows(result):
         yield DetailRow(*row)
 
 
@@ -514,7 +524,7 @@ async def result_totals(session: AsyncSession, day: date) -> AsyncIterator[Resul
         .execution_options(yield_per=YIELD_PER)
     )
     result = await session.stream(stmt)
-    async for row in result:
+    async for row in _rows(result):
         yield ResultTotal(str(row[0]), str(row[1]), int(row[2]), int(row[3] or 0))
 
 
@@ -558,7 +568,7 @@ async def refused_rows(session: AsyncSession, day: date) -> AsyncIterator[Refuse
         .execution_options(yield_per=YIELD_PER)
     )
     result = await session.stream(stmt)
-    async for row in result:
+    async for row in _rows(result):
         yield RefusedRow(*row)
 
 
@@ -599,7 +609,7 @@ async def upload_rows(session: AsyncSession, day: date) -> AsyncIterator[UploadR
         .execution_options(yield_per=YIELD_PER)
     )
     result = await session.stream(stmt)
-    async for row in result:
+    async for row in _rows(result):
         yield UploadRow(
             row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9]
         )
@@ -624,7 +634,7 @@ async def line_rows(session: AsyncSession, day: date) -> AsyncIterator[LineRow]:
         .execution_options(yield_per=YIELD_PER)
     )
     result = await session.stream(stmt)
-    async for row in result:
+    async for row in _rows(result):
         yield LineRow(*row)
 
 
