@@ -88,7 +88,9 @@ async def test_paid_on_its_cycle_held_without_bank_details(
 ) -> None:
     day = await ride_day(client, world, resources)
     await set_payee(resources, BUS_MERCHANT, **BANK)
-    await settle(resources, day)
+    # The run issues the day's payouts once its bank file is out: held back here, to look at the
+    # payouts while they are due.
+    await settle_without_issuing(resources, day)
     before = await books(resources)
     bus, taxi = before.payable[BUS_MERCHANT], before.payable[TAXI_MERCHANT]
     assert await payouts_of(resources, day) == {
@@ -120,9 +122,8 @@ async def test_paid_on_its_cycle_held_without_bank_details(
     nxt = day + timedelta(days=1)
     await set_payee(resources, TAXI_MERCHANT, cycle="weekly", cycle_day=nxt.isoweekday(),
                     **{**BANK, "account_holder": "Taxi Co."})  # fmt: skip
-    await settle(resources, nxt)
-    assert await payouts_of(resources, nxt) == {TAXI_MERCHANT: (PayoutStatus.due, taxi)}
-    await service.issue_payouts(resources.sessions, resources.settings, nxt)
+    await settle(resources, nxt)  # issued by the run, after its bank file
+    assert await payouts_of(resources, nxt) == {TAXI_MERCHANT: (PayoutStatus.issued, taxi)}
     assert (await books(resources)).payable == {BUS_MERCHANT: 0, TAXI_MERCHANT: 0}
     async with resources.sessions() as session:
         refs = {b.merchant_no: b.payout_reference
@@ -135,6 +136,19 @@ class Crash(Exception):
     pass
 
 
+async def _not_issued(*_args: object, **_kwargs: object) -> service.IssueResult:
+    return service.IssueResult(0, 0)
+
+
+async def settle_without_issuing(resources: Resources, day: date) -> None:
+    """A run whose files step does not issue the payouts of its bank file: the payouts stay
+    due, and the report refuses the day for it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(service, "issue_payouts", _not_issued)
+        with pytest.raises(nightly.SettlementUnbalanced, match="due and not issued"):
+            await settle(resources, day)
+
+
 @pytest.mark.settings(settlement_posting_chunk=1)
 @pytest.mark.parametrize("point", ["payouts:1:uncommitted", "payouts:1", "payouts:2:uncommitted"])
 async def test_a_crash_inside_the_payout_postings_pays_each_once(
@@ -143,7 +157,7 @@ async def test_a_crash_inside_the_payout_postings_pays_each_once(
     day = await ride_day(client, world, resources)
     await set_payee(resources, BUS_MERCHANT, **BANK)
     await set_payee(resources, TAXI_MERCHANT, **{**BANK, "account_holder": "Taxi Co."})
-    await settle(resources, day)
+    await settle_without_issuing(resources, day)
     owed = (await books(resources)).payable
 
     def crash(at: str) -> None:
@@ -203,7 +217,7 @@ async def test_an_issued_payout_is_confirmed_once(
 
     day = await ride_day(client, world, resources)
     await set_payee(resources, BUS_MERCHANT, **BANK)
-    await settle(resources, day)
+    await settle_without_issuing(resources, day)
     ref = f"P{day:%Y%m%d}{BUS_MERCHANT}"
     async with resources.sessions() as session:
         with pytest.raises(InvalidStateTransition, match="is due"):
