@@ -172,11 +172,16 @@ class Settings(BaseSettings):
     partitions_ahead_days: Annotated[int, Field(ge=1, le=366)] = 7
     # How often ``cardsvc worker`` checks whether the day is due to be cut.
     worker_day_cut_interval_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
+    # How often ``cardsvc worker`` looks for a day past its cutoff to settle.
+    worker_settlement_interval_seconds: Annotated[int, Field(ge=1, le=86400)] = 300
 
     # Nightly settlement (docs/settlement.md): where each day's files go (empty: <var dir>/
     # settlement), and how many merchants' postings one transaction writes.
     settlement_dir: Path | None = None
     settlement_posting_chunk: Annotated[int, Field(ge=1, le=10000)] = 500
+    # The bank account (ledger ``bank:<code>``) merchants' payouts are paid from when the bank
+    # file is issued (docs/payouts.md); empty: the first of ``bank_codes``.
+    settlement_payout_bank: Annotated[str, Field(pattern=r"^([A-Z0-9]{2,16})?$")] = ""
     # Development only: the run kills its own process (SIGKILL) at this point, to prove that a
     # rerun resumes (docs/settlement.md, "Crash points"); refused outside development.
     settlement_crash_at: str | None = None

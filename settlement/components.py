@@ -14,7 +14,10 @@ if TYPE_CHECKING:
 
 
 def routers() -> list[APIRouter]:
-    return []
+    from settlement.fees.endpoints import router as fee_rules
+    from settlement.payouts.endpoints import router as payouts
+
+    return [fee_rules, payouts]
 
 
 def pages() -> list[APIRouter]:
@@ -25,10 +28,14 @@ def pages() -> list[APIRouter]:
 
 
 def cli_groups() -> list[click.Command]:
+    from settlement.fees.cli import fees
     from settlement.nightly.cli import settlement
+    from settlement.payouts.cli import payouts
 
-    return [settlement]
+    return [settlement, fees, payouts]
 
 
 def jobs() -> list[Job]:
-    return []
+    from settlement.nightly.tasks import SETTLEMENT
+
+    return [SETTLEMENT]

@@ -36,10 +36,13 @@ CODES = {
     "25": "original not found",
     "41": "lost card",
     "51": "insufficient funds",
+    "55": "incorrect PIN",
     "54": "expired card",
     "58": "transaction not permitted to terminal",
     "61": "exceeds limit",
     "62": "restricted card",
+    "75": "allowable number of PIN tries exceeded",
+    "81": "PIN cryptographic error",
     "91": "service unavailable",
     "96": "system error",
 }
@@ -136,6 +139,7 @@ class VendorTerminal:
         self.tmk = pboc.tdes_encrypt(DEV_MTMK, factor) + pboc.tdes_encrypt(DEV_MTMK, inverse)
         self.session_id = ""
         self.session_key = b""
+        self.pin_key = b""
         self.seq = 0
 
     async def sign_in(self) -> None:
@@ -159,6 +163,17 @@ class VendorTerminal:
         assert pboc.tdes_encrypt(key, bytes(8))[:3].hex().upper() == answer["key_kcv"].upper()
         self.session_id, self.session_key, self.seq = answer["session_id"], key, answer["seq"]
         assert self.seq == 0
+        # §2, §4: the PIN key, delivered like the session key.
+        pin_key = pboc.tdes_decrypt(self.tmk, bytes.fromhex(answer["pin_key"]))
+        assert pboc.tdes_encrypt(pin_key, bytes(8))[:3].hex().upper() == answer["pin_kcv"].upper()
+        self.pin_key = pin_key
+
+    def pin_block(self, pin: str, card_no: str) -> str:
+        """§10: the format 0 block, PIN field XOR PAN field, 3DES-ECB under the PIN key."""
+        pin_field = bytes.fromhex(("0" + format(len(pin), "X") + pin).ljust(16, "F"))
+        pan_field = bytes.fromhex("0000" + card_no[-13:-1])
+        clear = bytes(a ^ b for a, b in zip(pin_field, pan_field, strict=True))
+        return pboc.tdes_encrypt(self.pin_key, clear).hex().upper()
 
     @staticmethod
     def encode(payload: dict[str, Any]) -> bytes:
@@ -200,7 +215,12 @@ class VendorTerminal:
 
     # --- §9.2–§9.5 ------------------------------------------------------------------------
 
-    async def online(self, message: str, **payload: Any) -> dict[str, Any]:
+    async def online(
+        self, message: str, *, pin: str | None = None, **payload: Any
+    ) -> dict[str, Any]:
+        """§9.2–§9.5; a purchase or pre-authorization with ``pin`` carries its block (§10)."""
+        if pin is not None:
+            payload["pin_block"] = self.pin_block(pin, payload["asn"])
         body = await self.ok(f"/api/v1/online/{message}", payload)
         return check_online(body, payload["terminal_serial"])
 

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.accounts.models import AccountMovement, MovementKind, OnlineAccount
+from cardsvc.pgdirect import Query
 from cardsvc.sql import insert_ignore, insert_ignore_stmt
 
 
@@ -92,17 +93,14 @@ class PinTry:
 
 _accounts: Table = OnlineAccount.__table__  # type: ignore[assignment]
 
-
-async def take_pin_try(session: AsyncSession, resident_id: int, limit: int) -> PinTry | None:
-    """Count a try on the resident's PIN unless it has none or its tries are used up (None).
-
-    One guarded UPDATE: concurrent tries serialize on the row, and each sees the others' counts."""
-    stmt = (
+# The PIN statements run on every online payment (pgdirect: straight on the driver on PostgreSQL).
+_TAKE_PIN_TRY = Query(
+    lambda _dialect: (
         update(_accounts)
         .where(
-            _accounts.c.resident_id == resident_id,
+            _accounts.c.resident_id == bindparam("b_resident_id"),
             _accounts.c.pin_offset.is_not(None),
-            _accounts.c.pin_failures < limit,
+            _accounts.c.pin_failures < bindparam("b_limit"),
         )
         .values(pin_failures=_accounts.c.pin_failures + 1)
         .returning(
@@ -113,30 +111,48 @@ async def take_pin_try(session: AsyncSession, resident_id: int, limit: int) -> P
             _accounts.c.pin_failures,
         )
     )
-    row = (await session.execute(stmt)).first()
+)
+
+
+async def take_pin_try(session: AsyncSession, resident_id: int, limit: int) -> PinTry | None:
+    """Count a try on the resident's PIN unless it has none or its tries are used up (None).
+
+    One guarded UPDATE: concurrent tries serialize on the row, and each sees the others' counts."""
+    row = await _TAKE_PIN_TRY.first(session, {"b_resident_id": resident_id, "b_limit": limit})
     return None if row is None else PinTry(int(row[0]), row[1], row[2], int(row[3]), int(row[4]))
 
 
-async def give_pin_try_back(session: AsyncSession, account_id: int) -> None:
-    await session.execute(
+_GIVE_PIN_TRY_BACK = Query(
+    lambda _dialect: (
         update(_accounts)
-        .where(_accounts.c.id == account_id, _accounts.c.pin_failures > 0)
+        .where(_accounts.c.id == bindparam("b_account_id"), _accounts.c.pin_failures > 0)
         .values(pin_failures=_accounts.c.pin_failures - 1)
     )
+)
+_CLEAR_PIN_FAILURES = Query(
+    lambda _dialect: (
+        update(_accounts)
+        .where(_accounts.c.id == bindparam("b_account_id"))
+        .values(pin_failures=0, pin_locked_at=None)
+    )
+)
+_STAMP_PIN_LOCK = Query(
+    lambda _dialect: (
+        update(_accounts)
+        .where(_accounts.c.id == bindparam("b_account_id"), _accounts.c.pin_locked_at.is_(None))
+        .values(pin_locked_at=bindparam("b_now", type_=_accounts.c.pin_locked_at.type))
+    )
+)
+
+
+async def give_pin_try_back(session: AsyncSession, account_id: int) -> None:
+    await _GIVE_PIN_TRY_BACK.rows(session, {"b_account_id": account_id})
 
 
 async def clear_pin_failures(session: AsyncSession, account_id: int) -> None:
-    await session.execute(
-        update(_accounts)
-        .where(_accounts.c.id == account_id)
-        .values(pin_failures=0, pin_locked_at=None)
-    )
+    await _CLEAR_PIN_FAILURES.rows(session, {"b_account_id": account_id})
 
 
 async def stamp_pin_lock(session: AsyncSession, account_id: int, now: datetime) -> None:
     """When the PIN was locked (the lock itself is the count reaching the limit)."""
-    await session.execute(
-        update(_accounts)
-        .where(_accounts.c.id == account_id, _accounts.c.pin_locked_at.is_(None))
-        .values(pin_locked_at=now)
-    )
+    await _STAMP_PIN_LOCK.rows(session, {"b_account_id": account_id, "b_now": now})

@@ -80,6 +80,10 @@ class PinNotSet(Conflict):
     """The account has no PIN yet: it is set at a counter."""
 
 
+class PinChecksBusy(Conflict):
+    """Every try left is taken by PIN checks of the account still in the HSM: send again."""
+
+
 class PinBlockUnreadable(ValidationFailed):
     """The PIN block is not format 0 for this card under this PIN pad's key (not a wrong PIN)."""
 
@@ -89,6 +93,8 @@ class PinRefused(ValidationFailed):
 
 
 # --- values ---------------------------------------------------------------------------------
+
+PinTry = repo.PinTry  # a try taken on an account's PIN, settled after the HSM's verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +113,7 @@ class PinOutcome(StrEnum):
     locked = "locked"  # the limit is reached (now or before): refused until a counter resets
     not_set = "not_set"
     unreadable = "unreadable"  # not a format 0 block for this card: not counted
+    busy = "busy"  # every try left is taken by checks still in the HSM: send again
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +332,59 @@ async def store_pin(
     return await view(session, settings, account)
 
 
+async def take_pin_try(
+    session: AsyncSession, settings: Settings, resident_id: int
+) -> PinTry | PinCheck:
+    """Take a try on the resident's PIN (the count goes up first, so concurrent guesses can never
+    take more tries than are left), or say why none can be taken: no PIN (``not_set``), no try
+    left (``locked``: the wrong PIN that used the last one stamped the lock), or every try left
+    taken by checks still running (``busy``). Commit it before the HSM checks the block."""
+    reserved = await repo.take_pin_try(session, resident_id, settings.pin_max_failures)
+    if reserved is not None:
+        return reserved
+    state = await repo.by_resident(session, resident_id)
+    if state is None or state.pin_offset is None:
+        return PinCheck(PinOutcome.not_set, 0)
+    if state.pin_locked_at is None:
+        return PinCheck(PinOutcome.busy, 0)
+    return PinCheck(PinOutcome.locked, 0)
+
+
+async def verify_pin_try(hsm: HsmClient, reserved: PinTry, entry: PinEntry) -> bool | None:
+    """The HSM's verdict on the PIN in ``entry`` against the try's verification data, in one
+    call: True or False, None when the block cannot be read (not a try). ``HsmUnavailable``
+    propagates: the caller gives the try back."""
+    try:
+        return await hsm.pin_verify(
+            entry.key,
+            entry.pin_block,
+            pan=entry.card_no,
+            validation_data=reserved.reference,
+            stored=PinOffset(reserved.offset, reserved.pvk_version),
+        )
+    except HsmPinBlockInvalid:
+        return None
+
+
+async def settle_pin_try(
+    session: AsyncSession, settings: Settings, reserved: PinTry, valid: bool | None
+) -> PinCheck:
+    """Settle a try by the HSM's verdict: a right PIN puts the count back to zero, an unreadable
+    block (``None``) gives the try back, a wrong PIN keeps it, and the one that uses the last try
+    locks the PIN."""
+    limit = settings.pin_max_failures
+    if valid is None:
+        await repo.give_pin_try_back(session, reserved.account_id)
+        return PinCheck(PinOutcome.unreadable, limit - reserved.failures + 1)
+    if valid:
+        await repo.clear_pin_failures(session, reserved.account_id)
+        return PinCheck(PinOutcome.verified, limit)
+    left = limit - reserved.failures
+    if left <= 0:
+        await repo.stamp_pin_lock(session, reserved.account_id, clock.now())
+    return PinCheck(PinOutcome.wrong if left > 0 else PinOutcome.locked, max(0, left))
+
+
 async def check_pin(
     sessions: async_sessionmaker[AsyncSession],
     hsm: HsmClient,
@@ -335,44 +395,21 @@ async def check_pin(
     """Check the cardholder's PIN for a debit of the resident's account, counting wrong ones.
 
     Three steps, none holding the database while the HSM works: a short transaction of its own
-    takes a try (the count goes up first, so concurrent guesses can never take more tries than
-    are left), the HSM checks the block, and a second short transaction settles the try: a right
-    PIN puts the count back to zero, an unreadable block (or an HSM that did not answer) gives
-    the try back, a wrong PIN keeps it, and the one that uses the last try locks the PIN. Both
-    commit on their own, whatever the caller then decides. ``HsmUnavailable`` propagates."""
-    limit = settings.pin_max_failures
+    takes a try (:func:`take_pin_try`), the HSM checks the block (:func:`verify_pin_try`), and a
+    second short transaction settles the try (:func:`settle_pin_try`; an HSM that did not answer
+    gives it back). Both commit on their own, whatever the caller then decides.
+    ``HsmUnavailable`` propagates."""
     async with unit_of_work(sessions) as session:
-        reserved = await repo.take_pin_try(session, resident_id, limit)
-        state = None if reserved is not None else await repo.by_resident(session, resident_id)
-    if reserved is None:
-        if state is None or state.pin_offset is None:
-            return PinCheck(PinOutcome.not_set, 0)
-        return PinCheck(PinOutcome.locked, 0)
+        taken = await take_pin_try(session, settings, resident_id)
+    if isinstance(taken, PinCheck):
+        return taken
     valid: bool | None = None
     try:
-        valid = await hsm.pin_verify(
-            entry.key,
-            entry.pin_block,
-            pan=entry.card_no,
-            validation_data=reserved.reference,
-            stored=PinOffset(reserved.offset, reserved.pvk_version),
-        )
-    except HsmPinBlockInvalid:
-        pass
+        valid = await verify_pin_try(hsm, taken, entry)
     finally:
         async with unit_of_work(sessions) as session:
-            if valid is None:  # unreadable, or no answer: not a try
-                await repo.give_pin_try_back(session, reserved.account_id)
-            elif valid:
-                await repo.clear_pin_failures(session, reserved.account_id)
-            elif reserved.failures >= limit:
-                await repo.stamp_pin_lock(session, reserved.account_id, clock.now())
-    if valid is None:
-        return PinCheck(PinOutcome.unreadable, limit - reserved.failures + 1)
-    if valid:
-        return PinCheck(PinOutcome.verified, limit)
-    left = limit - reserved.failures
-    return PinCheck(PinOutcome.wrong if left > 0 else PinOutcome.locked, left)
+            check = await settle_pin_try(session, settings, taken, valid)
+    return check
 
 
 def require_verified(check: PinCheck) -> None:
@@ -385,6 +422,8 @@ def require_verified(check: PinCheck) -> None:
         raise PinLocked("too many wrong PINs: the PIN is locked until it is reset at a counter")
     if check.outcome is PinOutcome.not_set:
         raise PinNotSet("the account has no PIN yet; set it first")
+    if check.outcome is PinOutcome.busy:
+        raise PinChecksBusy("other PIN checks of this account are running; send again")
     raise PinBlockUnreadable("the PIN block is not format 0 for this card under the PIN pad's key")
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import text
 from cardsvc import migrate
 from cardsvc.audit import service as audit
 from cardsvc.db import read_sessions
+from cardsvc.logging import configure_logging
 from cardsvc.resources import Resources, open_resources
 from cardsvc.settings import Mode, Settings
 
@@ -54,6 +55,7 @@ async def step_audit_trail(resources: Resources) -> None:
 def demo_steps() -> list[tuple[str, DemoStep]]:
     from cardsvc.demo.issuance import step_issue_card
     from cardsvc.demo.online_day import step_online_day
+    from cardsvc.demo.settlement_day import step_settlement
     from cardsvc.demo.terminal_day import step_terminal_day
 
     return [
@@ -65,6 +67,7 @@ def demo_steps() -> list[tuple[str, DemoStep]]:
         ("A bus and taxi day: fares on the cards, offline uploads, ledger", step_terminal_day),
         ("Online: a counter load, a parking exit and a fuel purchase", step_online_day),
         ("The audit trail: every staff action sealed in the HSM", step_audit_trail),
+        ("The nightly settlement of the day: clearing, postings, files, manifest", step_settlement),
     ]
 
 
@@ -79,6 +82,8 @@ def run_demo(var_dir: str) -> None:
         log_level="WARNING",
     )
     settings.var_dir.mkdir(parents=True, exist_ok=True)
+    # The demo speaks in its own lines; the services' info logs would bury them.
+    configure_logging(settings.log_level, settings.log_json)
     click.echo(f"Citizen card demo: database {settings.database_url}")
     migrate.upgrade(settings.database_url)
 

@@ -1,10 +1,11 @@
 """Demo step: a counter load, a parking stay and a fuel fill (``cardsvc demo``).
 
 Registers a service counter, a car park and a filling station (once), issues a card with money
-in the holder's online account, then: the counter loads 50 yuan cash onto the purse (圈存), the
-car park takes the fee at the exit gate from the purse (compound records, uploaded offline), the
-pump pre-authorizes 300 yuan on the online account and completes for what it dispensed. The card,
-the ledger and the records must agree.
+in the holder's online account, then: the holder sets the account's PIN on the counter's PIN pad,
+the counter loads 50 yuan cash onto the purse (圈存), the car park takes the fee at the exit gate
+from the purse (compound records, uploaded offline) and a monthly permit from the online account
+with the PIN typed on the gate's PIN pad, the pump pre-authorizes 300 yuan on the online account
+(PIN again) and completes for what it dispensed. The card, the ledger and the records must agree.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import click
 import httpx
 
 from cardsvc import clock
+from cardsvc.accounts import service as accounts
 from cardsvc.cards import repository as cards_repository
 from cardsvc.cards.models import CONCESSION_CODES, Card, CardStatus, CardType
 from cardsvc.cards.numbers import make_card_no
@@ -28,6 +30,7 @@ from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.reader.link import InProcessLink
 from cardsvc.residents.models import Resident
 from cardsvc.resources import Resources
+from terminals.access.pinpads import SessionPinPads
 from terminals.devices.card import make_dev_personalized_card
 from terminals.devices.counter_load import CounterLoadTerminal
 from terminals.devices.fuel import FuelPump
@@ -43,6 +46,8 @@ COUNTER_CO = "321100000000201"
 PARKING_CO = "321100000000202"
 FUEL_CO = "321100000000203"
 COUNTER = "321100030001"
+DEMO_PIN = "258147"  # typed on the PIN pads only: the host sees PIN blocks, the HSM the PIN
+PERMIT = 12_000  # fen: the car park's monthly permit, paid from the online account
 GATE = "321100040001"
 PUMP = "321100050001"
 
@@ -119,6 +124,22 @@ async def _balance(resources: Resources, kind: AccountKind, owner: str) -> int:
         return await ledger.balance(session, AccountRef(kind, owner))
 
 
+async def _set_pin(resources: Resources, desk: HostClient, card_no: str) -> None:
+    """The holder types the PIN on the counter's PIN pad; the counter sets it (the PIN pad's
+    block goes to the HSM, which answers the offset the account keeps)."""
+    settings = resources.settings
+    async with unit_of_work(resources.sessions) as session:
+        key = await SessionPinPads().counter_pin_key(session, COUNTER)
+        account = await accounts.for_card(session, settings, card_no)
+        target = await accounts.pin_target(session, account, card_no)
+    block = bytes.fromhex(desk.pin_block(DEMO_PIN, card_no))
+    made = await accounts.make_pin(
+        resources.hsm, settings, target, accounts.PinEntry(key, block, card_no)
+    )
+    async with unit_of_work(resources.sessions) as session:
+        await accounts.store_pin(session, settings, target, made, actor="demo-operator")
+
+
 async def step_online_day(resources: Resources) -> None:
     from cardsvc.app import create_app
 
@@ -138,6 +159,8 @@ async def step_online_day(resources: Resources) -> None:
         desk_host = HostClient(http, COUNTER, dev_tmk(COUNTER), psam_no=_psam_no(COUNTER))
         await desk_host.sign_in()
         desk = CounterLoadTerminal(desk_host, first_serial=run)
+        await _set_pin(resources, desk_host, card_no)
+        click.echo("  PIN set at the counter from its PIN pad (a format 0 block; the HSM keeps it)")
         gate = ParkingTerminal(
             HostClient(http, GATE, dev_tmk(GATE), psam_no=_psam_no(GATE)),
             psam,
@@ -167,7 +190,15 @@ async def step_online_day(resources: Resources) -> None:
             f"upload accepted {answers[0]['accepted_count']} records"
         )
         with InProcessLink(chip) as link:
-            preauth, completion = await pump.fuel(link, max_amount=30_000, millilitres=31_500)
+            permit = await gate.pay_from_account(link, PERMIT, pin=DEMO_PIN, terminal_serial=run)
+        click.echo(
+            f"  monthly permit {PERMIT / 100:.2f} yuan at the gate from the online account with "
+            f"the PIN: code {permit.response_code}"
+        )
+        with InProcessLink(chip) as link:
+            preauth, completion = await pump.fuel(
+                link, max_amount=30_000, millilitres=31_500, pin=DEMO_PIN
+            )
         fuel = completion.approved_amount if completion else 0
         click.echo(
             f"  fuel: pre-authorized 300.00 yuan (code {preauth.response_code}), "
@@ -184,7 +215,8 @@ async def step_online_day(resources: Resources) -> None:
     if (
         loaded.status != "confirmed"
         or chip.state.balance != float_
-        or account != 50_000 - fuel
+        or not permit.approved
+        or account != 50_000 - PERMIT - fuel
         or not report.ok
     ):
         raise click.ClickException("online day does not add up:\n" + report.render())

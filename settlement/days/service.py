@@ -4,15 +4,20 @@ day's detail per merchant and class, and the progress of its run. Read only."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Final
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.clearing.models import DayStatus
 from cardsvc.errors import NotFound
+from cardsvc.hsm import HsmClient
+from cardsvc.settings import Settings
 from settlement.days import repository
+from settlement.nightly import service as nightly
 from settlement.nightly.models import STEPS, BatchStatus, RunStatus, Step
 
 DAYS_PAGE: Final = 30
@@ -202,4 +207,45 @@ async def day_detail(session: AsyncSession, day: date, *, page: int = 1) -> DayD
         classes,
         merchants,
         await repository.count_merchants(session, day),
+    )
+
+
+# --- the day's files --------------------------------------------------------------------------
+
+_FILE_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MEDIA_TYPES: Final = {
+    ".csv": "text/csv; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+    ".json": "application/json",
+}
+
+
+async def day_files(settings: Settings, hsm: HsmClient, day: date) -> nightly.Verification:
+    """Every file of the day with its size and SHA-256 against the manifest, whose MAC the HSM
+    verifies (``settlement.nightly.service.verify_files``; no database, no transaction open)."""
+    return await nightly.verify_files(settings, hsm, day)
+
+
+@dataclass(frozen=True, slots=True)
+class DayFile:
+    path: Path
+    name: str
+    size: int
+    media_type: str
+
+
+def day_file(settings: Settings, day: date, name: str) -> DayFile:
+    """A file of the day's directory to download: a plain name (no path, not hidden), a regular
+    file there (a link is not followed), else ``NotFound``."""
+    directory = nightly.day_directory(settings, day)
+    path = directory / name
+    if (
+        not _FILE_NAME.match(name)
+        or path.is_symlink()
+        or not path.is_file()
+        or path.resolve().parent != directory.resolve()
+    ):
+        raise NotFound(f"no settlement file {name!r} for {day.isoformat()}")
+    return DayFile(
+        path, name, path.stat().st_size, MEDIA_TYPES.get(path.suffix, "application/octet-stream")
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -32,6 +33,8 @@ from settlement.nightly.repository import (
 BOM = "\ufeff"
 # A spreadsheet runs a cell that starts with one of these as a formula.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_FIRST = frozenset(FORMULA_STARTS)
+_NEEDS_QUOTES = re.compile(r'[,"\n\r]')
 SUMMARY = "summary.csv"
 SUMMARY_HEADER = ("merchant_no", "merchant_name", "class", "count", "gross", "fee", "net")
 DETAIL = "detail.csv"
@@ -54,9 +57,9 @@ def cell(value: str) -> str:
     """One CSV cell: quoted when it needs it, and a text that a spreadsheet would run as a
     formula prefixed with an apostrophe. Amounts are written by :func:`yuan` and never escaped:
     a negative amount is a number, not a formula."""
-    if value.startswith(FORMULA_STARTS):
+    if value[:1] in _FORMULA_FIRST:
         value = "'" + value
-    if any(ch in value for ch in ',"\n\r'):
+    if _NEEDS_QUOTES.search(value):
         value = '"' + value.replace('"', '""') + '"'
     return value
 

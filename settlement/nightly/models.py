@@ -40,8 +40,8 @@ class RunStatus(StrEnum):
 
 
 class BatchStatus(StrEnum):
-    due = "due"  # net positive: posted to the merchant's payable
-    carried = "carried"  # nothing positive to pay: the pending balance stays for a later day
+    due = "due"  # gross positive and fees within it: posted to the payable and fee income
+    carried = "carried"  # nothing positive to settle: the pending balance stays
     posted = "posted"
 
 
@@ -85,6 +85,8 @@ class SettlementLine(Base):
     count: Mapped[int] = mapped_column(BigInteger)
     gross: Mapped[int] = mapped_column(BigInteger)
     fee: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The fee rule the fees step chose for the line (null: none applied, the fee is 0).
+    fee_rule_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class SettlementBatch(Base):
@@ -102,3 +104,5 @@ class SettlementBatch(Base):
     net: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[BatchStatus] = mapped_column(Enum(BatchStatus, native_enum=False, length=16))
     ledger_transaction_id: Mapped[int | None] = mapped_column(BigInteger)
+    # The payout that paid this batch's net (settlement_payouts.reference); null until then.
+    payout_reference: Mapped[str | None] = mapped_column(String(24))

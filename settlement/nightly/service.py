@@ -36,8 +36,10 @@ from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.logging import get_logger
 from cardsvc.settings import Settings
+from settlement.fees import service as fees
 from settlement.nightly import files, manifest, repository
 from settlement.nightly.models import STEPS, RunStatus, SettlementRun, SettlementStep, Step
+from settlement.payouts import service as payouts
 
 log = get_logger(__name__)
 
@@ -50,6 +52,10 @@ class SettlementUnbalanced(Conflict):
 
 class SettlementFailed(Conflict):
     """A step of the run refused; the day stays resumable (``cardsvc settlement run`` again)."""
+
+
+class SettlementRunning(Conflict):
+    """Another settlement run holds the database's guard: one run at a time, whatever the day."""
 
 
 class SettlementFilesInvalid(Conflict):
@@ -130,7 +136,10 @@ async def _clear(ctx: Context, session: AsyncSession) -> StepOutcome:
 
 
 async def _fees(ctx: Context, session: AsyncSession) -> StepOutcome:
-    return StepOutcome(0, 0, "no fee rules")
+    found = await fees.apply_day(session, ctx.day)
+    return StepOutcome(
+        found.lines_with_fee, found.total, f"{found.lines_with_fee} line(s) with a fee"
+    )
 
 
 async def _batches(ctx: Context, session: AsyncSession) -> StepOutcome:
@@ -155,7 +164,14 @@ async def _postings(ctx: Context, session: AsyncSession) -> StepOutcome:
             ctx.crash_point(f"postings:{chunk}:uncommitted")
         ctx.crash_point(f"postings:{chunk}")
     totals = await repository.batch_totals(session, ctx.day)
-    return StepOutcome(totals.posted, totals.posted_gross, f"{totals.posted} posting(s)")
+    # The day's payouts, in the step's own transaction: recorded with it or not at all.
+    made = await payouts.make_day_payouts(session, ctx.day)
+    return StepOutcome(
+        totals.posted,
+        totals.posted_gross,
+        f"{totals.posted} posting(s); payouts {made.due} due ({made.due_amount} fen), "
+        f"{made.held} held ({made.held_amount} fen)",
+    )
 
 
 def _posting(day: date, posting_day: date, batch: repository.DueBatch) -> PostingRequest:
@@ -257,6 +273,7 @@ async def money_problems(session: AsyncSession, day: date) -> list[str]:
         problems.append(
             f"posted batches carry {postings.gross} fen but their postings {postings.journal} fen"
         )
+    problems.extend(await payouts.problems(session, day))
     uploads = await repository.upload_totals(session, day)
     if uploads.unbalanced:
         problems.append(f"{uploads.unbalanced} upload(s) where records != accepted + refused")
@@ -274,11 +291,14 @@ async def _report(ctx: Context, session: AsyncSession) -> StepOutcome:
         raise SettlementUnbalanced("settlement does not balance: " + "; ".join(problems))
     lines, cleared = await repository.line_totals(session, ctx.day)
     totals = await repository.batch_totals(session, ctx.day)
+    paid = await payouts.totals(session, ctx.day)
     return StepOutcome(
         lines,
         cleared,
         f"balanced: cleared {cleared}, fees {totals.fee}, net {totals.net}, "
-        f"{totals.posted} posted, {totals.batches - totals.posted} carried",
+        f"{totals.posted} posted, {totals.batches - totals.posted} carried; payouts "
+        f"{paid.due + paid.issued} to pay ({paid.due_amount + paid.issued_amount} fen), "
+        f"{paid.held} held ({paid.held_amount} fen)",
     )
 
 
@@ -311,7 +331,22 @@ async def run(
     *,
     hsm: HsmClient,
 ) -> RunResult:
-    """Settle ``day``, or continue its settlement where an earlier run stopped."""
+    """Settle ``day``, or continue its settlement where an earlier run stopped. One run at a
+    time: while another holds the database's guard this one is refused (``SettlementRunning``)
+    before it touches anything."""
+    async with repository.run_guard(sessions) as held:
+        if not held:
+            raise SettlementRunning("another settlement run is in progress; try again when it ends")
+        return await _run(sessions, settings, day, progress, hsm)
+
+
+async def _run(
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    day: date,
+    progress: Progress | None,
+    hsm: HsmClient,
+) -> RunResult:
     ctx = Context(sessions, settings, day, hsm)
     await _start(ctx)
     result = RunResult(day, RunStatus.running)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from settlement.statements.models import BankStatement, BankStatementLine, MatchStatus
@@ -30,9 +31,15 @@ async def get(session: AsyncSession, statement_id: int) -> BankStatement | None:
     return await session.get(BankStatement, statement_id)
 
 
-async def add(session: AsyncSession, statement: BankStatement) -> BankStatement:
-    session.add(statement)
-    await session.flush()
+async def add(session: AsyncSession, statement: BankStatement) -> BankStatement | None:
+    """Insert the statement; None when another transaction stored the same account and id (or
+    the same file) first: the caller reads that one."""
+    try:
+        async with session.begin_nested():
+            session.add(statement)
+            await session.flush()
+    except IntegrityError:
+        return None
     return statement
 
 

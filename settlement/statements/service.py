@@ -8,16 +8,16 @@ opened commit together or not at all (a malformed file is refused before anythin
 The same file again finds the statement it stored and changes nothing.
 
 Payouts belong to another domain; matching reaches them through the :class:`Payouts` port, given
-by the caller. Without one, lines are stored ``pending`` and matched later (:func:`match_pending`).
+by the caller (:func:`payouts_port`: the settlement's payouts). Without one, lines are stored
+``pending`` and matched later (:func:`match_pending`, also run by every import that matches).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import date
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,6 +31,10 @@ from cardsvc.staff.auth import Role, StaffPrincipal, check_roles
 from settlement.statements import repository
 from settlement.statements.models import BankStatement, BankStatementLine, MatchStatus
 from settlement.statements.parsing import Direction, Format, ParsedLine, parse
+from settlement.statements.payouts import SettlementPayouts
+from settlement.statements.ports import Payout, Payouts
+
+__all__ = ["Payout", "Payouts"]
 
 LINES_PAGE: Final = 200
 STATEMENTS_PAGE: Final = 50
@@ -44,31 +48,9 @@ class StatementConflict(Conflict):
     statement with a new id, never by sending other content under the same one."""
 
 
-@dataclass(frozen=True, slots=True)
-class Payout:
-    reference: str
-    merchant_no: str
-    clearing_date: date
-    amount: int  # fen
-    status: str  # held, due, issued, confirmed
-
-
-class Payouts(Protocol):
-    """What matching needs of the payouts (the port; the payouts domain is the adapter)."""
-
-    async def find(self, session: AsyncSession, references: Sequence[str]) -> Mapping[str, Payout]:
-        """The payouts of these references (locked for the rest of the transaction)."""
-        ...
-
-    async def confirm(self, session: AsyncSession, reference: str, *, evidence: str) -> None:
-        """Mark the payout confirmed by the bank; ``evidence`` names the statement line."""
-        ...
-
-
-def payouts_port() -> Payouts | None:
-    """The payouts adapter matching uses; None while this host keeps no payouts (lines are
-    stored ``pending`` and matched by :func:`match_pending` once it does)."""
-    return None
+def payouts_port() -> Payouts:
+    """The payouts adapter matching uses: the settlement's payouts."""
+    return SettlementPayouts()
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +75,7 @@ async def _match(
     payouts: Payouts,
     statement_id: int,
     lines: Sequence[ParsedLine],
+    actor: str,
 ) -> list[Outcome]:
     """Each line against the payout of its reference, in statement order; a payout confirmed by
     one line is not confirmed again by a later one (that line differs)."""
@@ -115,7 +98,7 @@ async def _match(
             and line.amount == payout.amount
             and payout.status in CONFIRMABLE
         ):
-            await payouts.confirm(session, payout.reference, evidence=evidence)
+            await payouts.confirm(session, payout.reference, evidence=evidence, actor=actor)
             found[payout.reference] = replace(payout, status="confirmed")
             out.append(Outcome(MatchStatus.matched, f"payout {payout.reference} confirmed", None))
             continue
@@ -148,6 +131,23 @@ async def _match(
     return out
 
 
+async def _imported(
+    session: AsyncSession, account: str, statement_id: str, sha256: str
+) -> Imported | None:
+    """The statement already stored under this account and id (the same file: a replay; another
+    file: refused), or under this SHA-256."""
+    existing = await repository.by_account_and_id(session, account, statement_id)
+    if existing is not None:
+        if existing.sha256 != sha256:
+            raise StatementConflict(
+                f"statement {statement_id} of account {account} was imported from another "
+                f"file (SHA-256 {existing.sha256}); nothing was stored"
+            )
+        return Imported(existing, replayed=True)
+    same_bytes = await repository.by_sha256(session, sha256)
+    return Imported(same_bytes, replayed=True) if same_bytes is not None else None
+
+
 async def import_statement(
     session: AsyncSession,
     principal: StaffPrincipal,
@@ -160,17 +160,9 @@ async def import_statement(
     check_roles(principal, (Role.finance,))
     parsed = parse(data, format)
     sha256 = hashlib.sha256(data).hexdigest()
-    existing = await repository.by_account_and_id(session, parsed.account, parsed.statement_id)
-    if existing is not None:
-        if existing.sha256 != sha256:
-            raise StatementConflict(
-                f"statement {parsed.statement_id} of account {parsed.account} was imported "
-                f"from another file (SHA-256 {existing.sha256}); nothing was stored"
-            )
-        return Imported(existing, replayed=True)
-    same_bytes = await repository.by_sha256(session, sha256)
-    if same_bytes is not None:  # pragma: no cover - the same bytes parse to the same ids
-        return Imported(same_bytes, replayed=True)
+    found = await _imported(session, parsed.account, parsed.statement_id, sha256)
+    if found is not None:
+        return found
     lines = parsed.lines
     bookings = [ln.booking_date for ln in lines]
     statement = await repository.add(
@@ -193,13 +185,20 @@ async def import_statement(
             imported_at=clock.now(),
         ),
     )
+    if statement is None:  # imported meanwhile by another request
+        found = await _imported(session, parsed.account, parsed.statement_id, sha256)
+        if found is None:  # pragma: no cover - the other import rolled back: try again
+            raise StatementConflict("the statement is being imported by another request; retry")
+        return found
     if payouts is None:
         outcomes = [Outcome(MatchStatus.pending, None, None)] * len(lines)
     else:
-        outcomes = await _match(session, payouts, statement.id, lines)
+        outcomes = await _match(session, payouts, statement.id, lines, principal.username)
     await repository.insert_lines(
         session, [_line_row(statement.id, ln, o) for ln, o in zip(lines, outcomes, strict=True)]
     )
+    if payouts is not None:  # lines an earlier import stored before it could match
+        await match_pending(session, payouts)
     counts = {m.value: sum(1 for o in outcomes if o.match is m) for m in MatchStatus}
     await audit.record(
         session,
@@ -234,6 +233,9 @@ def _line_row(statement_id: int, line: ParsedLine, outcome: Outcome) -> dict[str
     }
 
 
+MATCHER: Final = "system:statement-match"
+
+
 async def match_pending(session: AsyncSession, payouts: Payouts, *, limit: int = 5000) -> int:
     """Match lines stored while no payouts were read (oldest first, at most ``limit``); returns
     how many were matched (confirmed or opened as breaks)."""
@@ -249,7 +251,7 @@ async def match_pending(session: AsyncSession, payouts: Payouts, *, limit: int =
             )
             for r in group
         ]  # fmt: skip
-        outcomes = await _match(session, payouts, statement_id, lines)
+        outcomes = await _match(session, payouts, statement_id, lines, MATCHER)
         for row, outcome in zip(group, outcomes, strict=True):
             await repository.set_match(
                 session, row["id"], outcome.match, outcome.detail, outcome.break_id

@@ -11,18 +11,20 @@ from typing import Annotated, Final, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
 
+from cardsvc import clock
 from cardsvc.api.limits import BodyLimit, body_limit
 from cardsvc.audit import service as audit
 from cardsvc.breaks import service as breaks
 from cardsvc.breaks.models import BreakKind, BreakStatus
-from cardsvc.deps import CacheDep, SessionDep, SessionsDep, SettingsDep
+from cardsvc.deps import CacheDep, HsmDep, SessionDep, SessionsDep, SettingsDep
 from cardsvc.errors import Forbidden, ValidationFailed
 from cardsvc.staff import service as staff
 from cardsvc.staff.auth import check_roles, issue_token
 from settlement.days import service as days
+from settlement.merchants import service as merchants
 from settlement.resolutions import service as resolutions
 from settlement.resolutions.models import Action
 from settlement.resolutions.schemas import NewProposal
@@ -211,6 +213,143 @@ async def day_detail(
         day=detail,
         number=number,
         pages=max(1, -(-detail.merchant_total // days.MERCHANTS_PAGE)),
+    )
+
+
+@router.get("/days/{day}/files")
+async def day_files(
+    request: Request, you: SignedIn, settings: SettingsDep, hsm: HsmDep, day: date
+) -> Response:
+    """The day's files against its manifest (the HSM verifies the manifest's MAC; no database
+    session is open meanwhile)."""
+    verification = await days.day_files(settings, hsm, day)
+    return page(request, "day_files.html", page=you, day=day, verification=verification)
+
+
+@router.get("/days/{day}/files/{name}")
+async def day_file_download(
+    you: SignedIn,
+    session: SessionDep,
+    settings: SettingsDep,
+    day: date,
+    name: Annotated[str, Path(max_length=128)],
+) -> Response:
+    """One file of the day, streamed; audited ``settlement.file_download`` (who, when, which)."""
+    found = days.day_file(settings, day, name)
+    await audit.record(
+        session,
+        actor=you.principal.username,
+        action="settlement.file_download",
+        entity="settlement_file",
+        entity_id=f"{day.isoformat()}/{found.name}",
+        after={"size": found.size},
+    )
+    await session.commit()  # the download is recorded before a byte of it leaves
+    return FileResponse(
+        found.path,
+        media_type=found.media_type,
+        filename=found.name,
+        headers=SECURITY_HEADERS,
+    )
+
+
+# --- merchant statements -----------------------------------------------------------------------
+
+MerchantNo = Annotated[str, Path(pattern=r"^\d{15}$")]
+# Text, so that a form's empty field means the default.
+DateText = Annotated[str, Query(pattern=r"^(\d{4}-\d{2}-\d{2})?$")]
+
+
+def _period(
+    settings: SettingsDep, date_from: DateText = "", date_to: DateText = ""
+) -> tuple[date, date]:
+    try:
+        first = date.fromisoformat(date_from) if date_from else None
+        last = date.fromisoformat(date_to) if date_to else None
+    except ValueError as exc:
+        raise ValidationFailed(f"not a date: {exc}") from None
+    return merchants.period(first, last, settings.local_date(clock.now()))
+
+
+Period = Annotated[tuple[date, date], Depends(_period)]
+
+
+@router.get("/merchants")
+async def merchant_list(
+    request: Request,
+    you: SignedIn,
+    session: SessionDep,
+    q: Annotated[str, Query(max_length=100)] = "",
+) -> Response:
+    found = await merchants.find_merchants(session, q.strip())
+    return page(request, "merchants.html", page=you, merchants=found, q=q)
+
+
+@router.get("/merchants/{merchant_no}/statement")
+async def merchant_statement(
+    request: Request, you: SignedIn, session: SessionDep, merchant_no: MerchantNo, period: Period
+) -> Response:
+    found = await merchants.statement(session, merchant_no, *period)
+    return page(request, "merchant_statement.html", page=you, statement=found)
+
+
+MERCHANT_CSV_COLUMNS: Final = (
+    "merchant_no", "merchant_name", "clearing_date", "class", "count", "gross", "fee", "net",
+    "batch_status",
+)  # fmt: skip
+
+
+@router.get("/merchants/{merchant_no}/statement.csv")
+async def merchant_statement_export(
+    you: SignedIn,
+    session: SessionDep,
+    sessions: SessionsDep,
+    merchant_no: MerchantNo,
+    period: Period,
+) -> Response:
+    """The merchant's lines over the period as CSV (UTF-8 with a byte order mark, CRLF, amounts
+    in yuan, text cells escaped against formulas); audited ``merchant_statement.export``."""
+    merchant = await merchants.merchant_of(session, merchant_no)
+    first, last = period
+    await audit.record(
+        session,
+        actor=you.principal.username,
+        action="merchant_statement.export",
+        entity="merchant",
+        entity_id=merchant_no,
+        after={"from": first.isoformat(), "to": last.isoformat()},
+    )
+
+    async def rows() -> AsyncIterator[str]:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n")
+        writer.writerow(MERCHANT_CSV_COLUMNS)
+        yield "\ufeff" + out.getvalue()
+        async with sessions() as reading:
+            _found, found_rows = await merchants.export_rows(reading, merchant_no, first, last)
+            async for row in found_rows:
+                out.seek(0)
+                out.truncate()
+                writer.writerow(
+                    (
+                        csv_cell(merchant.merchant_no),
+                        csv_cell(merchant.name),
+                        row.clearing_date.isoformat(),
+                        csv_cell(row.tx_class),
+                        row.count,
+                        yuan(row.gross).replace(",", ""),
+                        yuan(row.fee).replace(",", ""),
+                        yuan(row.gross - row.fee).replace(",", ""),
+                        row.batch_status.value if row.batch_status else "",
+                    )
+                )
+                yield out.getvalue()
+
+    filename = f"statement-{merchant_no}-{first.isoformat()}-{last.isoformat()}.csv"
+    return StreamingResponse(
+        rows(),
+        media_type="text/csv; charset=utf-8",
+        headers={**SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{filename}"'},
     )
 
 

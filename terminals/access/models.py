@@ -23,6 +23,9 @@ class TerminalSession(Base):
     # sessions opened before PIN keys existed.
     pin_key_blob: Mapped[bytes | None] = mapped_column(LargeBinary)
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The highest sequence number a cardholder's PIN was checked for (before that number is
+    # taken): a copy of a request in flight finds it and checks no PIN, so takes no try.
+    pin_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
     expires_at: Mapped[datetime] = mapped_column(index=True)
     revoked: Mapped[bool] = mapped_column(default=False)

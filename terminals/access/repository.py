@@ -165,6 +165,29 @@ async def advance_seq(session: AsyncSession, session_id: str, seq: int) -> bool:
     return int(getattr(result, "rowcount", 0) or 0) == 1
 
 
+_GUARD_PIN_SEQ = Query(
+    lambda _dialect: (
+        update(_sessions)
+        .where(
+            _sessions.c.id == bindparam("b_session_id"),
+            _sessions.c.last_seq < bindparam("b_seq", type_=BigInteger),
+            _sessions.c.pin_seq < bindparam("b_seq", type_=BigInteger),
+        )
+        .values(pin_seq=bindparam("b_seq", type_=BigInteger))
+        .returning(_sessions.c.id)
+    )
+)
+
+
+async def mark_pin_seq(session: AsyncSession, session_id: str, seq: int) -> bool:
+    """Record that a PIN is checked for sequence number ``seq`` of the session; False when the
+    number is taken already or a PIN was checked for it (or a later one) before: a copy of a
+    request then checks no PIN. One guarded UPDATE, so of two racing copies one passes."""
+    return (
+        await _GUARD_PIN_SEQ.first(session, {"b_session_id": session_id, "b_seq": seq}) is not None
+    )
+
+
 async def live_pin_key(
     session: AsyncSession, terminal_no: str, kind: TerminalKind, now: datetime
 ) -> bytes | None:

@@ -37,7 +37,13 @@ from terminals.access.repository import SessionRow
 from terminals.access.schemas import ListVersions, SignInRequest, SignInResponse
 from terminals.lists import service as lists
 from terminals.registry import repository as registry
-from terminals.registry.models import Merchant, MerchantStatus, Terminal, TerminalStatus
+from terminals.registry.models import (
+    Merchant,
+    MerchantStatus,
+    Terminal,
+    TerminalKind,
+    TerminalStatus,
+)
 
 _TERMINAL_NO = re.compile(r"^\d{12}$")
 
@@ -66,18 +72,32 @@ class SignedRequest:
     seq: int
     terminal_id: int
     psam_no: str
+    # The session's PIN key blob and the terminal's kind, as read when the session was first
+    # seen (a route that checks a PIN before taking the number needs them; ``claim`` rereads).
+    pin_key_blob: bytes | None = None
+    kind: TerminalKind | None = None
 
 
-# Session id → (key blob, terminal id, terminal number, PSAM number): a session's key never changes, so it is read once per
+@dataclass(frozen=True, slots=True)
+class _SessionKeys:
+    key_blob: bytes
+    terminal_id: int
+    terminal_no: str
+    psam_no: str
+    pin_key_blob: bytes | None
+    kind: TerminalKind
+
+
+# Session id → its keys and terminal: a session's keys never change, so they are read once per
 # process, in a short session of its own; whether the session is still live is decided by
 # ``claim`` (take_seq returns the row as it is).
-_SESSION_KEYS: OrderedDict[str, tuple[bytes, int, str, str]] = OrderedDict()
+_SESSION_KEYS: OrderedDict[str, _SessionKeys] = OrderedDict()
 SESSION_KEY_CACHE_SIZE: Final = 50_000
 
 
 async def _session_key(
     reads: async_sessionmaker[AsyncSession], session_id: str
-) -> tuple[bytes, int, str, str] | None:
+) -> _SessionKeys | None:
     found = _SESSION_KEYS.get(session_id)
     if found is not None:
         _SESSION_KEYS.move_to_end(session_id)
@@ -86,7 +106,10 @@ async def _session_key(
         row = await repository.session_with_terminal(reading, session_id)
     if row is None:
         return None
-    found = (row.key_blob, row.terminal_id, row.terminal_no, row.psam_no)
+    found = _SessionKeys(
+        row.key_blob, row.terminal_id, row.terminal_no, row.psam_no, row.pin_key_blob,
+        row.terminal_kind,
+    )  # fmt: skip
     _SESSION_KEYS[session_id] = found
     if len(_SESSION_KEYS) > SESSION_KEY_CACHE_SIZE:
         _SESSION_KEYS.popitem(last=False)
@@ -106,11 +129,13 @@ async def verify_signed(
     """The HSM verifies the request's MAC under its session key; no connection is held meanwhile
     (docs/architecture.md §11)."""
     found = await _session_key(reads, session_id)
-    if found is None or found[2] != terminal_no:
+    if found is None or found.terminal_no != terminal_no:
         raise SessionExpired("unknown session: sign in")
-    key_blob, terminal_id, _, psam_no = found
-    await verify_mac(hsm, KeyRef.session(key_blob), canonical, mac)
-    return SignedRequest(terminal_no, session_id, seq, terminal_id, psam_no)
+    await verify_mac(hsm, KeyRef.session(found.key_blob), canonical, mac)
+    return SignedRequest(
+        terminal_no, session_id, seq, found.terminal_id, found.psam_no, found.pin_key_blob,
+        found.kind,
+    )  # fmt: skip
 
 
 def _refusal(row: SessionRow | None, terminal_no: str) -> DomainError | None:
@@ -148,6 +173,13 @@ async def claim(session: AsyncSession, signed: SignedRequest) -> TerminalContext
         seq=signed.seq,
         pin_key_blob=row.pin_key_blob,
     )
+
+
+async def mark_pin_seq(session: AsyncSession, signed: SignedRequest) -> bool:
+    """Record that a PIN is checked for this request's sequence number, before the number is
+    taken; False when it was taken already or a PIN was checked for it: a copy of a request (a
+    replay in flight) then checks no PIN and takes no try."""
+    return await repository.mark_pin_seq(session, signed.session_id, signed.seq)
 
 
 async def verify_mac(hsm: HsmClient, key: KeyRef, data: bytes, mac: bytes) -> None:
@@ -230,6 +262,7 @@ async def open_session(
         key_kcv=opened.kcv.hex().upper(),
         pin_key_blob=opened.pin_key_under_lmk,
         last_seq=0,
+        pin_seq=0,
         created_at=now,
         expires_at=now + timedelta(seconds=settings.terminal_session_ttl_seconds),
         revoked=False,

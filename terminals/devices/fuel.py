@@ -9,25 +9,13 @@ pre-authorization the pump gives up on is reversed (``/reversal``), so no hold i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
-
-import httpx
 
 from cardsvc.reader.link import CardLink
 from cardsvc.reader.purse import read_binary_sfi, select_purse
-from terminals.devices.host_client import HostClient, HostError
+from terminals.devices.host_client import Authorization, HostClient
 
-ONLINE = "/api/v1/online"
-
-
-@dataclass(frozen=True, slots=True)
-class Authorization:
-    terminal_serial: int
-    response_code: str
-    approved: bool
-    approved_amount: int
-    auth_code: str | None
+__all__ = ["Authorization", "FuelPump", "fuel_amount"]
 
 
 def fuel_amount(millilitres: int, price_per_litre: int) -> int:
@@ -52,24 +40,21 @@ class FuelPump:
         select_purse(link)
         return read_binary_sfi(link, 0x15)[12:20].hex().upper()
 
-    async def _send(self, message: str, payload: dict[str, Any]) -> Authorization:
-        response: httpx.Response = await self.host.post(f"{ONLINE}/{message}", payload)
-        if response.status_code != 200:
-            raise HostError(response.status_code, response.text)
-        body = response.json()
-        return Authorization(
-            terminal_serial=int(body["terminal_serial"]),
-            response_code=str(body["response_code"]),
-            approved=bool(body["approved"]),
-            approved_amount=int(body["approved_amount"]),
-            auth_code=body.get("auth_code"),
-        )
+    async def _send(
+        self, message: str, payload: dict[str, Any], pin: str | None = None
+    ) -> Authorization:
+        return await self.host.online(message, payload, pin=pin)
 
-    async def preauthorize(self, link: CardLink, max_amount: int) -> Authorization:
-        """Reserve ``max_amount`` fen on the card holder's account before fuelling."""
+    async def preauthorize(
+        self, link: CardLink, max_amount: int, *, pin: str | None = None
+    ) -> Authorization:
+        """Reserve ``max_amount`` fen on the card holder's account before fuelling, with the PIN
+        the holder typed on the pump's PIN pad."""
         asn = self.read_asn(link)
         return await self._send(
-            "preauth", {"terminal_serial": self.next_serial(), "asn": asn, "amount": max_amount}
+            "preauth",
+            {"terminal_serial": self.next_serial(), "asn": asn, "amount": max_amount},
+            pin,
         )
 
     async def complete(self, preauth: Authorization, millilitres: int) -> Authorization:
@@ -92,10 +77,10 @@ class FuelPump:
         )
 
     async def fuel(
-        self, link: CardLink, *, max_amount: int, millilitres: int
+        self, link: CardLink, *, max_amount: int, millilitres: int, pin: str | None = None
     ) -> tuple[Authorization, Authorization | None]:
         """One fill: pre-authorization, then the completion for the volume (None if declined)."""
-        preauth = await self.preauthorize(link, max_amount)
+        preauth = await self.preauthorize(link, max_amount, pin=pin)
         if not preauth.approved:
             return preauth, None
         return preauth, await self.complete(preauth, millilitres)

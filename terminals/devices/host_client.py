@@ -59,6 +59,20 @@ class SignInResult:
     no_pin_limit: int  # fen; payments up to it need no PIN (0: every one does)
 
 
+@dataclass(frozen=True, slots=True)
+class Authorization:
+    """The host's answer to an online message (docs/terminal-protocol.md §9.2)."""
+
+    terminal_serial: int
+    response_code: str
+    approved: bool
+    approved_amount: int
+    auth_code: str | None
+
+
+ONLINE = "/api/v1/online"
+
+
 class HostClient:
     """One terminal's connection to the host API over httpx (AsyncClient given, so tests use ASGITransport)."""
 
@@ -169,6 +183,26 @@ class HostClient:
         headers = self.signed_headers("POST", path, body)
         headers["Content-Type"] = "application/json"
         return await self.http.post(path, content=body, headers=headers)
+
+    async def online(
+        self, message: str, payload: Mapping[str, object], *, pin: str | None = None
+    ) -> Authorization:
+        """An online message (§9.2–§9.5). With ``pin`` (a purchase or pre-authorization), the PIN
+        the holder typed on the PIN pad goes as its block for the message's card (``asn``)."""
+        body = dict(payload)
+        if pin is not None:
+            body["pin_block"] = self.pin_block(pin, str(payload["asn"]))
+        response = await self.post(f"{ONLINE}/{message}", body)
+        if response.status_code != 200:
+            raise HostError(response.status_code, _body(response))
+        answer = response.json()
+        return Authorization(
+            terminal_serial=int(answer["terminal_serial"]),
+            response_code=str(answer["response_code"]),
+            approved=bool(answer["approved"]),
+            approved_amount=int(answer["approved_amount"]),
+            auth_code=answer.get("auth_code"),
+        )
 
     async def get(self, path: str) -> httpx.Response:
         """A signed GET (seq += 1); ``path`` may carry a query string, which the MAC covers."""

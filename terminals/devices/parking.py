@@ -21,6 +21,8 @@ from datetime import datetime
 from typing import Any
 
 from cardsvc.reader.link import CardLink
+from cardsvc.reader.purse import read_binary_sfi, select_purse
+from terminals.devices.host_client import Authorization
 from terminals.devices.validator import LOCAL_TZ, TapRefused, TapResult, Validator
 
 PARKING_TAG = 0x04
@@ -116,3 +118,15 @@ class ParkingTerminal(Validator):
             return fee, fee, compound, record
 
         return self.purchase(link, amount_for=amount_for, capp_tag=PARKING_TAG, tear=tear)
+
+    async def pay_from_account(
+        self, link: CardLink, amount: int, *, pin: str | None, terminal_serial: int
+    ) -> Authorization:
+        """Take a fee from the card holder's online account instead of the purse (a stay the
+        purse cannot cover, a monthly permit): an online purchase with the PIN the holder typed
+        on the gate's PIN pad (docs/terminal-protocol.md §9.2, §10)."""
+        select_purse(link)
+        asn = read_binary_sfi(link, 0x15)[12:20].hex().upper()
+        return await self.host.online(
+            "purchase", {"terminal_serial": terminal_serial, "asn": asn, "amount": amount}, pin=pin
+        )

@@ -7,8 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter
 
 from cardsvc.api.limits import GuardedRoute
-from cardsvc.deps import SessionDep, SettingsDep
-from terminals.access.auth import AuthenticatedTerminal, signed_body
+from cardsvc.deps import HsmDep, SessionDep, SessionsDep, SettingsDep
+from terminals.access.auth import (
+    AuthenticatedTerminal,
+    VerifiedTerminal,
+    signed_body,
+    verified_body,
+)
 from terminals.online import service
 from terminals.online.models import MessageKind
 from terminals.online.schemas import (
@@ -24,28 +29,32 @@ router = APIRouter(prefix="/online", tags=["online authorization"], route_class=
 
 @router.post("/purchase", response_model=AuthorizationResponse)
 async def purchase(
-    body: Annotated[PurchaseRequest, signed_body(PurchaseRequest)],
-    terminal: AuthenticatedTerminal,
+    signed: VerifiedTerminal,
+    body: Annotated[PurchaseRequest, verified_body(PurchaseRequest)],
     session: SessionDep,
+    sessions: SessionsDep,
+    hsm: HsmDep,
     settings: SettingsDep,
 ) -> AuthorizationResponse:
-    """Pay from the card holder's online account at once."""
+    """Pay from the card holder's online account at once (the holder's PIN checked first)."""
     outcome = await service.authorize(
-        session, terminal, body, kind=MessageKind.purchase, settings=settings
+        sessions, session, signed, body, kind=MessageKind.purchase, hsm=hsm, settings=settings
     )
     return outcome.response()
 
 
 @router.post("/preauth", response_model=AuthorizationResponse)
 async def preauth(
-    body: Annotated[PurchaseRequest, signed_body(PurchaseRequest)],
-    terminal: AuthenticatedTerminal,
+    signed: VerifiedTerminal,
+    body: Annotated[PurchaseRequest, verified_body(PurchaseRequest)],
     session: SessionDep,
+    sessions: SessionsDep,
+    hsm: HsmDep,
     settings: SettingsDep,
 ) -> AuthorizationResponse:
-    """Reserve an amount (fuel pump) until completion, reversal or expiry."""
+    """Reserve an amount (fuel pump) until completion, reversal or expiry (PIN checked first)."""
     outcome = await service.authorize(
-        session, terminal, body, kind=MessageKind.preauth, settings=settings
+        sessions, session, signed, body, kind=MessageKind.preauth, hsm=hsm, settings=settings
     )
     return outcome.response()
 

@@ -47,10 +47,13 @@ MESSAGES: dict[str, str] = {
     ResponseCode.original_not_found: "original not found",
     ResponseCode.lost_card: "lost card",
     ResponseCode.insufficient_funds: "insufficient funds",
+    ResponseCode.incorrect_pin: "incorrect PIN",
     ResponseCode.expired_card: "expired card",
     ResponseCode.not_permitted_to_terminal: "transaction not permitted to terminal",
     ResponseCode.exceeds_limit: "exceeds limit",
     ResponseCode.restricted_card: "restricted card",
+    ResponseCode.pin_tries_exceeded: "allowable number of PIN tries exceeded",
+    ResponseCode.pin_unreadable: "PIN cryptographic error",
     ResponseCode.system_error: "system error",
 }
 
@@ -69,10 +72,14 @@ def local_now(settings: Settings, now: datetime | None = None) -> datetime:
     return (now or clock.now()).astimezone(settings.zone)
 
 
+# Fields that are not part of a message's identity: a PIN block is new at every entry (and
+# under a new session's key after a sign-in), so a retry of the serial must not conflict with it.
+NOT_HASHED: set[str] = {"pin_block"}
+
+
 def request_hash(kind: str, request: BaseModel) -> str:
-    body = json.dumps(
-        {"kind": kind, **request.model_dump(mode="json")}, sort_keys=True, separators=(",", ":")
-    )
+    content = request.model_dump(mode="json", exclude=NOT_HASHED)
+    body = json.dumps({"kind": kind, **content}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -96,6 +103,13 @@ def card_refusal(standing: CardStanding | None, today: date) -> Declined | None:
 async def card_standing(session: AsyncSession, asn: str) -> CardStanding | None:
     """The card with this ASN as an online payment or load needs it, in one round trip."""
     return await repo.card_standing(session, asn, clock.now())
+
+
+async def card_standing_at_serial(
+    session: AsyncSession, asn: str, terminal_no: str, serial: int
+) -> tuple[CardStanding | None, bool]:
+    """The card's standing, and whether the terminal's serial already holds a message."""
+    return await repo.card_standing_at_serial(session, asn, clock.now(), terminal_no, serial)
 
 
 def resident_account(resident_id: int) -> AccountRef:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from terminals.access.schemas import Amount, Serial
 
 Asn = Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{16}$")]
+PinBlock = Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{16}$")]
 
 
 class ResponseCode(StrEnum):
@@ -24,10 +25,13 @@ class ResponseCode(StrEnum):
     original_not_found = "25"  # completion/reversal/refund naming no approved original
     lost_card = "41"
     insufficient_funds = "51"
+    incorrect_pin = "55"  # the PIN is wrong, missing, or the account has none
     expired_card = "54"
     not_permitted_to_terminal = "58"  # this kind of terminal may not ask for it (TerminalKind)
     exceeds_limit = "61"  # daily online limit, or the purse ceiling for a load
     restricted_card = "62"  # frozen, cancelled, replaced, not yet issued, blacklisted
+    pin_tries_exceeded = "75"  # the account's PIN is locked until a counter resets it
+    pin_unreadable = "81"  # the PIN block is not format 0 for this card under the session's key
     system_error = "96"  # the card's cryptogram did not verify, or the card state is stale
 
 
@@ -42,6 +46,10 @@ class PurchaseRequest(_Message):
 
     asn: Asn
     amount: Amount
+    # The cardholder's PIN: an ISO 9564 format 0 block under the session's PIN key. Left out only
+    # up to the merchant category's no-PIN limit. Not part of the message's identity: a retry of
+    # the serial gets the first answer whatever block it carries.
+    pin_block: PinBlock | None = None
 
 
 class CompletionRequest(_Message):

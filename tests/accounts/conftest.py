@@ -52,9 +52,9 @@ async def desk(resources: Resources, client: httpx.AsyncClient) -> Desk:
 
 @pytest.fixture
 async def card(resources: Resources) -> Card:
-    return await make_card(resources, 11)
+    return await make_card(resources, 11, pin=None)
 
 
 @pytest.fixture
 async def other_card(resources: Resources) -> Card:
-    return await make_card(resources, 12)
+    return await make_card(resources, 12, pin=None)

@@ -451,8 +451,9 @@ async def test_concurrent_guesses_take_no_more_tries_than_are_left(
         *(withdraw(client, operator, desk, card, 100, f"W-{g}", g) for g in guesses)
     )
     errors = sorted(a.json()["error"] for a in answers)
-    assert errors.count("WrongPin") + errors.count("PinLocked") == len(guesses)
-    # Exactly three tries were taken: two answered wrong, the third (and the rest) locked.
+    assert set(errors) <= {"WrongPin", "PinLocked", "PinChecksBusy"}
+    # Exactly three tries were taken: two answered wrong, the third locked; the rest found them
+    # all taken by checks still running (busy) or found the lock.
     assert errors.count("WrongPin") == 2
     shown = (await client.get(f"{API}/{reference}", headers=operator)).json()
     assert (shown["pin_tries_left"], shown["pin_locked"]) == (0, True)

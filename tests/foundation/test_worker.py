@@ -29,7 +29,7 @@ from cardsvc.settings import get_settings
 from terminals.online import repository as online_repo
 from terminals.online.models import AuthStatus
 from terminals.registry.models import MerchantCategory
-from tests.online.helpers import free_port, make_card, make_site, signed_in
+from tests.online.helpers import PIN, free_port, make_card, make_site, signed_in
 
 JOBS = all_jobs()
 
@@ -77,7 +77,13 @@ async def test_one_pass_releases_a_due_preauthorization_hold(
     account = AccountRef(AccountKind.resident_account, str(card.resident_id))
     host = await signed_in(client, pump)
     response = await host.post(
-        "/api/v1/online/preauth", {"terminal_serial": 1, "asn": card.asn, "amount": 8_000}
+        "/api/v1/online/preauth",
+        {
+            "terminal_serial": 1,
+            "asn": card.asn,
+            "amount": 8_000,
+            "pin_block": host.pin_block(PIN, card.card_no),
+        },
     )
     assert response.json()["response_code"] == "00", response.text
 
@@ -249,6 +255,7 @@ def test_worker_once_runs_each_job_and_exits(
         "day-cut: ok: closed none; open day none yet; 0 partition(s) made",
         "release-balances: ok: moved 0 balances (0 fen); 0 empty; 0 wait for their new card",
         "expire-cards: ok: expired 0 cards",
+        "settlement: ok: no day to settle",
     ]
 
 

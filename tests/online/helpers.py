@@ -5,18 +5,23 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import httpx
 
 from cardsvc import clock
+from cardsvc.accounts import service as accounts
 from cardsvc.cards import service as cards
 from cardsvc.cards.models import Card, CardStatus, CardType
 from cardsvc.db import unit_of_work
+from cardsvc.hsm import PinKeyRef
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.residents import service as residents
 from cardsvc.resources import Resources
+from hsm_sim import pboc
+from hsm_sim.pin import format0_block
 from terminals.access.context import TerminalContext
 from terminals.access.models import TerminalSession
 from terminals.access.service import SignedRequest
@@ -27,6 +32,36 @@ from tests.issuance.helpers import resident_id
 
 ACTOR = "test"
 BANK = AccountRef(AccountKind.bank, "TESTBANK")
+# The PIN every test card's account gets (make_card), typed on the terminals' PIN pads.
+PIN = "730518"
+# Clear PIN keys of the sessions Site.signed opened, by session id (what the PIN pad holds).
+_PIN_KEYS: dict[str, bytes] = {}
+
+
+def pin_block_for(signed: SignedRequest, card_no: str, pin: str = PIN) -> str:
+    """The PIN pad's block for ``pin`` under the PIN key of a session from Site.signed."""
+    return (
+        pboc.tdes_encrypt(_PIN_KEYS[signed.session_id], format0_block(pin, card_no)).hex().upper()
+    )
+
+
+async def set_pin(resources: Resources, card: Card, pin: str = PIN) -> None:
+    """Give the card holder's account ``pin``, as a counter does: typed on a PIN pad, its block
+    turned by the HSM into the offset the account stores (no PIN key outside the HSM here)."""
+    pad = "999999999999"
+    opened = await resources.hsm.terminal_session_open(bytes.fromhex(pad))
+    pin_key = pboc.tdes_decrypt(dev_tmk(pad), opened.pin_key_under_tmk)
+    entry = accounts.PinEntry(
+        PinKeyRef(opened.pin_key_under_lmk),
+        pboc.tdes_encrypt(pin_key, format0_block(pin, card.card_no)),
+        card.card_no,
+    )
+    async with unit_of_work(resources.sessions) as s:
+        account = await accounts.open_account(s, resources.settings, card.resident_id)
+        target = await accounts.pin_target(s, account, card.card_no)
+    made = await accounts.make_pin(resources.hsm, resources.settings, target, entry)
+    async with unit_of_work(resources.sessions) as s:
+        await accounts.store_pin(s, resources.settings, target, made, actor=ACTOR)
 
 
 @dataclass(frozen=True)
@@ -40,18 +75,25 @@ class Site:
 
     async def signed(self, resources: Resources, seq: int = 1) -> SignedRequest:
         """What VerifiedTerminal gives an endpoint (for service-level tests): a live session of
-        this terminal, as if its MAC had verified."""
+        this terminal, as if its MAC had verified, with a PIN key from the HSM (its clear value
+        kept for :func:`pin_block_for`)."""
         session_id = secrets.token_hex(16)
+        opened = await resources.hsm.terminal_session_open(bytes.fromhex(self.terminal_no))
+        _PIN_KEYS[session_id] = pboc.tdes_decrypt(
+            dev_tmk(self.terminal_no), opened.pin_key_under_tmk
+        )
         async with unit_of_work(resources.sessions) as session:
             session.add(
                 TerminalSession(
                     id=session_id, terminal_id=self.terminal_id, key_blob=b"-", key_kcv="000000",
-                    last_seq=seq - 1, expires_at=clock.now() + timedelta(hours=1),
+                    pin_key_blob=opened.pin_key_under_lmk, last_seq=seq - 1,
+                    expires_at=clock.now() + timedelta(hours=1),
                 )
             )  # fmt: skip
         return SignedRequest(
-            self.terminal_no, session_id, seq, self.terminal_id, "50" + self.terminal_no + "00"
-        )
+            self.terminal_no, session_id, seq, self.terminal_id, "50" + self.terminal_no + "00",
+            opened.pin_key_under_lmk, self.kind,
+        )  # fmt: skip
 
     def context(self, seq: int = 1) -> TerminalContext:
         """What AuthenticatedTerminal gives an endpoint (for service-level tests)."""
@@ -100,8 +142,27 @@ async def make_card(
     account: int = 0,
     status: CardStatus = CardStatus.active,
     expires_on: date | None = None,
+    pin: str | None = PIN,
 ) -> Card:
-    """A resident with an issued card and ``account`` fen in the online account."""
+    """A resident with an issued card, ``account`` fen in the online account and, when the card
+    is active, ``pin`` as the account's PIN (None: no PIN set)."""
+    card = await _make_card(
+        resources, order, card_type=card_type, account=account, status=status, expires_on=expires_on
+    )
+    if pin is not None and status is CardStatus.active:
+        await set_pin(resources, card, pin)
+    return card
+
+
+async def _make_card(
+    resources: Resources,
+    order: int,
+    *,
+    card_type: CardType,
+    account: int,
+    status: CardStatus,
+    expires_on: date | None,
+) -> Card:
     async with unit_of_work(resources.sessions) as s:
         resident = await residents.register(
             s,
@@ -147,6 +208,13 @@ async def balance(resources: Resources, kind: AccountKind, owner: str) -> int:
 async def available(resources: Resources, kind: AccountKind, owner: str) -> int:
     async with resources.sessions() as s:
         return await ledger.available(s, AccountRef(kind, owner))
+
+
+def with_pin(host: HostClient, message: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """A purchase or pre-authorization carries the holder's PIN (docs/terminal-protocol.md §10)."""
+    if message in ("purchase", "preauth") and "pin_block" not in payload:
+        return {**payload, "pin_block": host.pin_block(PIN, str(payload["asn"]))}
+    return payload
 
 
 async def signed_in(client: httpx.AsyncClient, site: Site) -> HostClient:

@@ -22,10 +22,17 @@ FUNDS = 7_500  # room for 7 of the 12
 async def _authorize(
     resources: Resources, site: Site, asn: str, serial: int, kind: MessageKind
 ) -> str:
+    signed = await site.signed(resources)  # each its own session: they really run at once
+    # Below the no-PIN limit: at most as many PIN checks of one account run at once as it has
+    # tries left (tests/online/test_pin.py), and this is about the money.
+    settings = resources.settings.model_copy(
+        update={"online_no_pin_limits": {"retail": AMOUNT, "fuel": AMOUNT}}
+    )
+    request = PurchaseRequest(terminal_serial=serial, asn=asn, amount=AMOUNT)
     async with unit_of_work(resources.sessions) as s:
         outcome = await service.authorize(
-            s, site.context(serial), PurchaseRequest(terminal_serial=serial, asn=asn, amount=AMOUNT),
-            kind=kind, settings=resources.settings,
+            resources.sessions, s, signed, request, kind=kind, hsm=resources.hsm,
+            settings=settings,
         )  # fmt: skip
         return outcome.row.response_code
 

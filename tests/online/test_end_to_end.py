@@ -20,7 +20,7 @@ from terminals.devices.psam import Psam
 from terminals.devices.validator import LOCAL_TZ
 from terminals.registry.models import MerchantCategory
 from tests.conftest_pcsc import Connect
-from tests.online.helpers import Site, balance, make_card, make_site, signed_in
+from tests.online.helpers import PIN, Site, balance, make_card, make_site, signed_in
 
 
 async def test_load_bus_parking_fuel_agree(
@@ -62,7 +62,7 @@ async def test_load_bus_parking_fuel_agree(
         wall["now"] = now
         leave = gate.tap(link)
     with connect(card) as link:
-        preauth, completion = await pumps.fuel(link, max_amount=30_000, millilitres=25_340)
+        preauth, completion = await pumps.fuel(link, max_amount=30_000, millilitres=25_340, pin=PIN)
 
     assert (ride.amount, entry.amount, leave.amount) == (
         200,

@@ -19,11 +19,22 @@ from terminals.devices.host_client import HostClient, encode_body
 from terminals.online import repository as online_repo
 from terminals.online.tasks import expire_holds
 from terminals.registry.models import MerchantCategory, TerminalKind
-from tests.online.helpers import Site, available, balance, make_card, make_site, signed_in
+from tests.online.helpers import (
+    PIN,
+    Site,
+    available,
+    balance,
+    make_card,
+    make_site,
+    signed_in,
+    with_pin,
+)
+
+JSON = {"Content-Type": "application/json"}
 
 
 async def call(host: HostClient, message: str, **payload: Any) -> dict[str, Any]:
-    response = await host.post(f"/api/v1/online/{message}", payload)
+    response = await host.post(f"/api/v1/online/{message}", with_pin(host, message, payload))
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
@@ -297,7 +308,14 @@ async def test_unsigned_or_replayed_requests_are_refused(
         f"/api/v1/online/{message}", json={"terminal_serial": 1, "asn": card.asn, "amount": 1}
     )
     assert unsigned.status_code in (401, 403)
-    body = b'{"terminal_serial":2,"asn":"%s","amount":100}' % card.asn.encode()
+    body = encode_body(
+        {
+            "terminal_serial": 2,
+            "asn": card.asn,
+            "amount": 100,
+            "pin_block": host.pin_block(PIN, card.card_no),
+        }
+    )
     headers = host.signed_headers("POST", f"/api/v1/online/{message}", body)
     headers["Content-Type"] = "application/json"
     assert (
@@ -355,10 +373,15 @@ async def test_a_request_refused_after_authentication_still_uses_its_sequence_nu
     replay = await client.post(path, content=body, headers=headers)
     assert replay.status_code == 401
     assert replay.json()["error"] == "ReplayRefused"
-    # A body the schema refuses (422) consumes its number too; the next number still works.
+    # A body the schema refuses (422) consumes its number too (a purchase's body is read before
+    # its number is taken, to check the PIN first): a good body signed with it is a replay.
     bad = encode_body({"terminal_serial": 2, "asn": card.asn, "amount": -5})
     bad_headers = {**host.signed_headers("POST", path, bad), "Content-Type": "application/json"}
     assert (await client.post(path, content=bad, headers=bad_headers)).status_code == 422
-    again = await client.post(path, content=bad, headers=bad_headers)
+    good = encode_body(
+        with_pin(host, "purchase", {"terminal_serial": 2, "asn": card.asn, "amount": 5})
+    )
+    same_seq = host.signed_headers("POST", path, good, seq=int(bad_headers["X-Seq"]))
+    again = await client.post(path, content=good, headers={**same_seq, **JSON})
     assert again.json()["error"] == "ReplayRefused"
     assert (await call(host, "purchase", terminal_serial=2, asn=card.asn, amount=5))["approved"]

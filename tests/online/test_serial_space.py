@@ -24,12 +24,12 @@ from terminals.devices.counter_load import CounterLoadTerminal
 from terminals.devices.host_client import HostClient
 from terminals.loads.models import PurseLoad
 from terminals.online import repository as online_repo
-from tests.online.helpers import Site, balance, make_card, signed_in
+from tests.online.helpers import Site, balance, make_card, signed_in, with_pin
 from tests.online.test_loads import assert_books_agree, loads_of
 
 
 async def online(host: HostClient, message: str, **payload: Any) -> httpx.Response:
-    return await host.post(f"/api/v1/online/{message}", payload)
+    return await host.post(f"/api/v1/online/{message}", with_pin(host, message, payload))
 
 
 async def answer(host: HostClient, message: str, **payload: Any) -> dict[str, Any]:

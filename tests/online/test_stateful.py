@@ -51,7 +51,7 @@ from terminals.loads.tasks import age_pending_loads
 from terminals.online.models import OnlineAuthorization
 from terminals.online.tasks import expire_holds
 from terminals.registry.models import MerchantCategory, TerminalKind
-from tests.online.helpers import make_card, make_site, signed_in
+from tests.online.helpers import make_card, make_site, signed_in, with_pin
 
 FUNDED = 60_000
 START = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)
@@ -173,7 +173,9 @@ class TerminalMoney(RuleBasedStateMachine):
         return number
 
     async def send(self, terminal_no: str, path: str, body: dict[str, Any]) -> httpx.Response:
-        return await self.hosts[terminal_no].post(path, body)
+        host = self.hosts[terminal_no]
+        message = path.rsplit("/", 1)[-1] if path.startswith("/api/v1/online/") else ""
+        return await host.post(path, with_pin(host, message, body))
 
     def first(self, terminal_no: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """Send a new message on a fresh serial; record its answer as the serial's one answer."""

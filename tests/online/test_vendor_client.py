@@ -5,6 +5,7 @@ text, and the books say what the document says they say."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -15,7 +16,7 @@ from cardsvc.reader.errors import CardRemoved
 from cardsvc.reader.link import InProcessLink
 from cardsvc.resources import Resources
 from terminals.devices.card import make_dev_personalized_card
-from tests.online.helpers import Site, balance, make_card
+from tests.online.helpers import PIN, Site, balance, make_card
 from tests.online.test_loads import assert_books_agree, loads_of
 from tests.vendor import VendorTerminal, check_error, check_load, local_datetime
 
@@ -138,14 +139,18 @@ async def test_one_serial_space_for_loads_and_payments(
                            {"terminal_serial": 1, "asn": init.asn, "amount": 5}),
             409, "IdempotencyConflict",
         )  # fmt: skip
-        paid = await pos.online("purchase", terminal_serial=2, asn=init.asn, amount=300)
+        paid = await pos.online("purchase", pin=PIN, terminal_serial=2, asn=init.asn, amount=300)
         assert paid["response_code"] == "00"
         check_error(
             await pos.send("POST", "/api/v1/loads",
                            pos.load_body(2, pos.initialize(link, 500), "cash")),
             409, "IdempotencyConflict",
         )  # fmt: skip
-    for message, extra in (("completion", {"amount": 100}), ("refund", {"amount": 1})):
+    extras: list[tuple[str, dict[str, Any]]] = [
+        ("completion", {"amount": 100}),
+        ("refund", {"amount": 1}),
+    ]
+    for message, extra in extras:
         refused = await pos.online(
             message, terminal_serial=3 + len(message), original_serial=1, **extra
         )
@@ -215,12 +220,12 @@ async def test_a_reversal_naming_another_terminals_message_undoes_nothing_of_it(
     db_card = await make_card(resources, 67, account=5_000)
     till = await vendor(client, shop)
     desk = await vendor(client, counter)
-    paid = await till.online("purchase", terminal_serial=7, asn=db_card.asn, amount=800)
+    paid = await till.online("purchase", pin=PIN, terminal_serial=7, asn=db_card.asn, amount=800)
     assert paid["response_code"] == "00"
     undo = await desk.reverse(8, 7)
     assert (undo["response_code"], undo["approved_amount"]) == ("00", 0)
     assert await balance(resources, AccountKind.merchant_pending, shop.merchant_no) == 800
-    late = await desk.online("purchase", terminal_serial=7, asn=db_card.asn, amount=800)
+    late = await desk.online("purchase", pin=PIN, terminal_serial=7, asn=db_card.asn, amount=800)
     assert late["response_code"] == "12"
     assert await balance(resources, AccountKind.resident_account, str(db_card.resident_id)) == 4_200
 

@@ -4,11 +4,15 @@ and the pages themselves over HTTP (signed in, amounts in yuan, names escaped)."
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import date, timedelta
 
 import httpx
+from sqlalchemy import select
 
 from cardsvc import clock
+from cardsvc.audit.models import AuditEntry
 from cardsvc.clearing import service as clearing
 from cardsvc.clearing.models import DayStatus
 from cardsvc.db import unit_of_work
@@ -196,3 +200,54 @@ async def test_a_running_day_shows_its_progress(
     shown = await client.get(f"/finance/days/{day.isoformat()}")
     assert 'http-equiv="refresh" content="10"' in shown.text
     assert '<progress id="progress" max="8" value="1">' in shown.text
+
+
+async def test_the_files_page_and_audited_downloads(
+    client: httpx.AsyncClient, resources: Resources
+) -> None:
+    day = await shop_trade(resources, 4200, 200)
+    await nightly.run(resources.sessions, resources.settings, day, hsm=resources.hsm)
+    await sign_in(client, resources, "fin_files")
+    shown = await client.get(f"/finance/days/{day.isoformat()}/files")
+    assert shown.status_code == 200
+    assert 'id="manifest-status" class="ok"' in shown.text
+    assert 'id="verified" class="ok"' in shown.text
+    assert 'class="file-altered"' not in shown.text
+    directory = resources.settings.settlement_root / day.isoformat()
+    listed = json.loads((directory / "manifest.json").read_bytes())["files"]
+    for entry in listed:
+        assert f'<code class="file-sha256">{entry["sha256"]}</code>' in shown.text
+
+    summary = next(e for e in listed if e["name"] == "summary.csv")
+    answer = await client.get(f"/finance/days/{day.isoformat()}/files/summary.csv")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "text/csv; charset=utf-8"
+    assert 'attachment; filename="summary.csv"' in answer.headers["content-disposition"]
+    assert hashlib.sha256(answer.content).hexdigest() == summary["sha256"]
+    async with resources.sessions() as session:
+        entries = (
+            (
+                await session.execute(
+                    select(AuditEntry).where(AuditEntry.action == "settlement.file_download")
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert [(e.actor, e.entity_id) for e in entries] == [
+        ("fin_files", f"{day.isoformat()}/summary.csv")
+    ]
+    assert (
+        await client.get(f"/finance/days/{day.isoformat()}/files/manifest.json")
+    ).status_code == 200
+
+    for bad in ("..%2F..%2Fetc%2Fpasswd", ".summary.csv.part", "nothing.csv", "%2Fetc%2Fpasswd"):
+        assert (await client.get(f"/finance/days/{day.isoformat()}/files/{bad}")).status_code == 404
+
+    # A file changed on disk: the page says which, and what it should be.
+    (directory / "summary.csv").write_bytes(b"changed\r\n")
+    shown = await client.get(f"/finance/days/{day.isoformat()}/files")
+    assert 'id="verified" class="error"' in shown.text
+    assert 'id="file-summary.csv" class="file-altered"' in shown.text
+    assert summary["sha256"] in shown.text
+    assert (await client.get("/finance/days/2001-01-01/files")).status_code == 404

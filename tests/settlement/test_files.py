@@ -9,17 +9,19 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import date
+from datetime import date, timedelta
 
 import httpx
 import pytest
 from sqlalchemy import update
 
+from cardsvc.clearing.service import cut_moment
 from cardsvc.hsm import HsmClient
 from cardsvc.resources import Resources
-from settlement.nightly import files, manifest, service
+from settlement.nightly import files, manifest, repository, service
 from settlement.nightly.models import RunStatus, SettlementLine
 from settlement.nightly.service import FileStatus, ManifestStatus
+from settlement.nightly.tasks import settle_due
 from terminals.registry.models import Merchant
 from terminals.uploads.models import UploadBatch
 from tests.settlement.helpers import accepted_by_merchant, day_files, ride_day
@@ -318,3 +320,32 @@ async def test_a_day_that_does_not_balance_writes_no_file(
     async with resources.sessions() as session:
         (state,) = await service.status(session, day)
     assert state.run.status is RunStatus.failed
+
+
+async def test_one_run_at_a_time(
+    client: httpx.AsyncClient, world: World, resources: Resources
+) -> None:
+    day = await ride_day(client, world, resources)
+    async with repository.run_guard(resources.sessions) as held:
+        assert held
+        with pytest.raises(service.SettlementRunning):
+            await service.run(resources.sessions, resources.settings, day, hsm=resources.hsm)
+        async with repository.run_guard(resources.sessions) as second:
+            assert not second
+    result = await service.run(resources.sessions, resources.settings, day, hsm=resources.hsm)
+    assert result.status is RunStatus.settled
+
+
+async def test_the_worker_settles_the_days_past_their_cutoff(
+    client: httpx.AsyncClient, world: World, resources: Resources
+) -> None:
+    day = await ride_day(client, world, resources)
+    before_cut = cut_moment(resources.settings, day) - timedelta(seconds=1)
+    assert await settle_due(resources, before_cut) == "no day to settle"
+    after_cut = cut_moment(resources.settings, day) + timedelta(seconds=1)
+    assert await settle_due(resources, after_cut) == f"settled {day.isoformat()}"
+    async with resources.sessions() as session:
+        (state,) = await service.status(session, day)
+    assert state.run.status is RunStatus.settled
+    assert (await service.verify_files(resources.settings, resources.hsm, day)).ok
+    assert await settle_due(resources, after_cut) == "no day to settle"

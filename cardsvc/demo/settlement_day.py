@@ -1,0 +1,48 @@
+"""Demo step: the nightly settlement of the demo's day (``cardsvc demo``).
+
+Settles the clearing day the demo's rides and purchases landed on (the run closes it: a manual
+day cut, so the next demo run trades on the next day), prints each step, where the files are and
+what they hold, then checks the files against their manifest and its HSM MAC as
+``cardsvc settlement verify`` does.
+"""
+
+from __future__ import annotations
+
+import click
+
+from cardsvc.clearing import service as clearing
+from cardsvc.resources import Resources
+from settlement.nightly import service as nightly
+from settlement.nightly.files import yuan
+from settlement.nightly.models import STEPS, Step
+
+
+def _print_step(done: nightly.StepDone) -> None:
+    how = "done earlier" if done.resumed else f"{done.seconds:.2f} s"
+    click.echo(
+        f"  {STEPS.index(done.step) + 1}/{len(STEPS)} {done.step.value:<9} {done.detail} ({how})"
+    )
+
+
+async def step_settlement(resources: Resources) -> None:
+    async with resources.sessions() as session:
+        day = await clearing.clearing_date(session, resources.settings)
+        await session.rollback()
+    result = await nightly.run(
+        resources.sessions, resources.settings, day, _print_step, hsm=resources.hsm
+    )
+    checked = await nightly.verify_files(resources.settings, resources.hsm, day)
+    click.echo(f"  {day.isoformat()} {result.status.value}; files in {checked.directory}:")
+    for found in checked.files:
+        click.echo(f"    {found.name} ({found.size} bytes): {found.status.value}")
+    if not checked.ok:
+        raise click.ClickException(
+            "settlement files do not verify: " + "; ".join(checked.problems())
+        )
+    amounts = {done.step: done.amount for done in result.steps}
+    gross, fee = amounts.get(Step.report, 0), amounts.get(Step.fees, 0)
+    click.echo(
+        f"  totals: cleared {yuan(gross)} yuan, fees {yuan(fee)} yuan, "
+        f"net {yuan(gross - fee)} yuan to the merchants"
+    )
+    click.echo(f"  manifest.json: {checked.detail}; every file as listed")
