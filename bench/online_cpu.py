@@ -25,8 +25,11 @@ from typing import Any
 
 import httpx
 from _common import scratch
+from online import PIN, set_pins
 from online_auth import seed
 
+from cardsvc.accounts import repository as accounts_repo
+from cardsvc.accounts import service as accounts_service
 from cardsvc.app import create_app
 from cardsvc.ledger import repository as ledger_repo
 from cardsvc.ledger import service as ledger_service
@@ -38,9 +41,11 @@ from terminals.online import repository as online_repo
 from terminals.online import service as online_service
 
 STEPS: list[tuple[ModuleType, list[str]]] = [
-    (access_repo, ["take_seq"]),
+    (access_repo, ["take_seq", "mark_pin_seq"]),
     (access_service, ["verify_mac"]),
-    (online_service, ["authorize", "complete"]),
+    (online_service, ["authorize", "complete", "_pin_step"]),
+    (accounts_service, ["take_pin_try", "verify_pin_try", "settle_pin_try"]),
+    (accounts_repo, ["take_pin_try", "clear_pin_failures"]),
     (online_repo, ["insert_if_new", "card_standing", "reserve_usage", "by_serial", "save"]),
     (ledger_service, ["post", "place_hold", "post_hold"]),
     (ledger_repo, ["lock_accounts_by_ref", "write_transaction", "insert_hold", "apply_deltas"]),
@@ -100,9 +105,12 @@ async def call(app: Any, host: HostClient, path: str, payload: Mapping[str, obje
 async def run(db_url: str, hsm_url: str, var_dir: Path, requests: int) -> None:
     terminals = [f"3211800{i:05d}" for i in range(8)]
     cards = await seed(db_url, terminals, 500, 100_000_000, 4)
+    await set_pins(db_url, hsm_url, cards)
+    # The shops' payments of 10 yuan go without a PIN unless they carry one (then it is checked).
     settings = Settings(
         mode="development", database_url=db_url, hsm_url=hsm_url, log_level="WARNING",
         var_dir=str(var_dir), online_daily_limit_default=10**12, online_daily_limits={},
+        online_no_pin_limits={"retail": 1000},
     )  # fmt: skip
     app = create_app(settings)
     rng = random.Random(1)
@@ -114,11 +122,14 @@ async def run(db_url: str, hsm_url: str, var_dir: Path, requests: int) -> None:
                 await host.sign_in()
         serials = dict.fromkeys(terminals, 0)
 
-        async def one(i: int, kind: str) -> None:
+        async def one(i: int, kind: str, pin: bool = False) -> None:
             host = hosts[i % len(hosts)]
             serials[host.terminal_no] += 1
             serial = serials[host.terminal_no]
-            payload = {"terminal_serial": serial, "asn": rng.choice(cards), "amount": 1000}
+            asn = rng.choice(cards)
+            payload = {"terminal_serial": serial, "asn": asn, "amount": 1000}
+            if pin:
+                payload["pin_block"] = host.pin_block(PIN, asn)
             statuses = [await call(app, host, f"/api/v1/online/{kind}", payload)]
             if kind == "preauth":
                 serials[host.terminal_no] += 1
@@ -134,15 +145,17 @@ async def run(db_url: str, hsm_url: str, var_dir: Path, requests: int) -> None:
         for i in range(200):  # warm up: connections, prepared statements, imports
             await one(i, "purchase" if i % 4 else "preauth")
         instrument()
-        for kind, label in (
-            ("purchase", "purchase"),
-            ("preauth", "pre-authorization + completion"),
+        for kind, pin, label in (
+            ("purchase", False, "purchase without PIN"),
+            ("purchase", True, "purchase with PIN"),
+            ("preauth", False, "pre-authorization + completion without PIN"),
+            ("preauth", True, "pre-authorization (with PIN) + completion"),
         ):
             spent.clear()
             calls.clear()
             started = time.process_time()
             for i in range(requests):
-                await one(i, kind)
+                await one(i, kind, pin)
             total = (time.process_time() - started) * 1000 / requests
             print(
                 f"{label}: {total:.2f} ms of CPU in this process per {kind} (incl. the client's signing)"

@@ -295,6 +295,12 @@ async def set_line_fees(session: AsyncSession, day: date, fees: Sequence[LineFee
     await session.execute(stmt, [{"m": f.merchant_no, "c": f.tx_class, "f": f.fee} for f in fees])
 
 
+async def lines_with_rule(session: AsyncSession, day: date) -> int:
+    line = SettlementLine
+    stmt = select(func.count()).where(line.clearing_date == day, line.fee_rule_id.is_not(None))
+    return int((await session.execute(stmt)).scalar_one())
+
+
 async def fee_totals(session: AsyncSession, day: date) -> tuple[int, int]:
     line = SettlementLine
     stmt = select(func.count().filter(line.fee != 0), func.coalesce(func.sum(line.fee), 0)).where(

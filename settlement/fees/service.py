@@ -141,6 +141,8 @@ class DayFees:
 async def apply_day(session: AsyncSession, day: date) -> DayFees:
     """Fill the fee of each of the day's settlement lines (the nightly ``fees`` step)."""
     await repository.choose_rules(session, day)
-    await repository.set_line_fees(session, day, await repository.line_fees(session, day))
+    if await repository.lines_with_rule(session, day):
+        # Only then read the day's records again: a day without rules costs one statement.
+        await repository.set_line_fees(session, day, await repository.line_fees(session, day))
     count, total = await repository.fee_totals(session, day)
     return DayFees(count, total)

@@ -296,6 +296,7 @@ async def money_problems(session: AsyncSession, day: date) -> list[str]:
         problems.append(
             f"posted batches carry {postings.gross} fen but their postings {postings.journal} fen"
         )
+    problems.extend(await payouts.problems(session, day))
     uploads = await repository.upload_totals(session, day)
     if uploads.unbalanced:
         problems.append(f"{uploads.unbalanced} upload(s) where records != accepted + refused")
@@ -316,11 +317,14 @@ async def _report(ctx: Context, session: AsyncSession) -> StepOutcome:
         raise SettlementUnbalanced("settlement does not balance: " + "; ".join(problems))
     lines, cleared = await repository.line_totals(session, ctx.day)
     totals = await repository.batch_totals(session, ctx.day)
+    paid = await payouts.totals(session, ctx.day)
     return StepOutcome(
         lines,
         cleared,
         f"balanced: cleared {cleared}, fees {totals.fee}, net {totals.net}, "
-        f"{totals.posted} posted, {totals.batches - totals.posted} carried",
+        f"{totals.posted} posted, {totals.batches - totals.posted} carried; payouts "
+        f"{paid.due + paid.issued} to pay ({paid.due_amount + paid.issued_amount} fen), "
+        f"{paid.held} held ({paid.held_amount} fen)",
     )
 
 

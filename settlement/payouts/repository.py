@@ -248,3 +248,25 @@ async def mark_confirmed(session: AsyncSession, reference: str, now: datetime) -
         .values(status=PayoutStatus.confirmed, confirmed_at=now)
     )
     return bool(getattr(result, "rowcount", 0))
+
+
+async def unbalanced_payouts(session: AsyncSession, day: date) -> int:
+    """Payouts of ``day`` (not held) whose amount is not the net of the batches they pay."""
+    o, b = SettlementPayout, SettlementBatch
+    paid = (
+        select(b.payout_reference.label("reference"), func.sum(b.net).label("net"))
+        .where(b.payout_reference.like(f"P{day:%Y%m%d}%"))
+        .group_by(b.payout_reference)
+        .subquery()
+    )
+    stmt = (
+        select(func.count())
+        .select_from(o)
+        .outerjoin(paid, paid.c.reference == o.reference)
+        .where(
+            o.clearing_date == day,
+            o.status != PayoutStatus.held,
+            or_(paid.c.net.is_(None), paid.c.net != o.amount),
+        )
+    )
+    return int((await session.execute(stmt)).scalar_one())

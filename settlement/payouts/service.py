@@ -174,6 +174,13 @@ async def totals(session: AsyncSession, day: date) -> PayoutTotals:
     return await repository.payout_totals(session, day)
 
 
+async def problems(session: AsyncSession, day: date) -> list[str]:
+    """What does not balance in the day's payouts (for the day's money check)."""
+    if unbalanced := await repository.unbalanced_payouts(session, day):
+        return [f"{unbalanced} payout(s) whose amount is not the net of the batches they pay"]
+    return []
+
+
 def bank_file_payouts(session: AsyncSession, day: date) -> AsyncIterator[PayoutLine]:
     """The rows of the day's bank file: due, issued and confirmed payouts (never held ones), by
     reference. Issued ones stay in, so that a rerun writes the same file."""

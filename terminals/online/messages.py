@@ -105,6 +105,13 @@ async def card_standing(session: AsyncSession, asn: str) -> CardStanding | None:
     return await repo.card_standing(session, asn, clock.now())
 
 
+async def card_standing_at_serial(
+    session: AsyncSession, asn: str, terminal_no: str, serial: int
+) -> tuple[CardStanding | None, bool]:
+    """The card's standing, and whether the terminal's serial already holds a message."""
+    return await repo.card_standing_at_serial(session, asn, clock.now(), terminal_no, serial)
+
+
 def resident_account(resident_id: int) -> AccountRef:
     return AccountRef(AccountKind.resident_account, str(resident_id))
 

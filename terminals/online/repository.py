@@ -95,12 +95,29 @@ def _build_card_standing(_dialect: str) -> Any:
 _CARD_STANDING = Query(_build_card_standing)
 
 
+def _build_card_standing_at_serial(dialect: str) -> Any:
+    answered = (
+        exists()
+        .where(
+            _messages.c.terminal_no == bindparam("terminal_no"),
+            _messages.c.terminal_serial == bindparam("terminal_serial"),
+        )
+        .correlate(None)
+    )
+    return _build_card_standing(dialect).add_columns(answered)
+
+
+_CARD_STANDING_AT_SERIAL = Query(_build_card_standing_at_serial)
+
+
 async def card_standing(session: AsyncSession, asn: str, now: datetime) -> CardStanding | None:
     """The card with this ASN, whether it is blacklisted, and the open clearing day; None when no
     card has this ASN."""
     row = await _CARD_STANDING.first(session, {"asn": asn.upper(), "now": now})
-    if row is None:
-        return None
+    return None if row is None else _standing(row)
+
+
+def _standing(row: Sequence[Any]) -> CardStanding:
     return CardStanding(
         card_no=row[0],
         resident_id=row[1],
@@ -110,6 +127,21 @@ async def card_standing(session: AsyncSession, asn: str, now: datetime) -> CardS
         blacklisted=bool(row[5]),
         open_clearing_date=row[6],
     )
+
+
+async def card_standing_at_serial(
+    session: AsyncSession, asn: str, now: datetime, terminal_no: str, terminal_serial: int
+) -> tuple[CardStanding | None, bool]:
+    """:func:`card_standing`, and whether the terminal's serial already holds a message, in one
+    round trip (a card no one has: None and False, whatever the serial holds)."""
+    params = {
+        "asn": asn.upper(), "now": now, "terminal_no": terminal_no,
+        "terminal_serial": terminal_serial,
+    }  # fmt: skip
+    row = await _CARD_STANDING_AT_SERIAL.first(session, params)
+    if row is None:
+        return None, False
+    return _standing(row), bool(row[7])
 
 
 _MESSAGE_ROW = (_messages.c.id, *(_messages.c[name] for name in _MESSAGE_COLUMNS))

@@ -218,10 +218,14 @@ async def _pin_step(
     when the message will need it: a serial that already holds a message is answered by it (no
     PIN); a card that is refused is answered by its code (no try). A PIN is checked at most once
     per sequence number (``mark_pin_seq``), so a copy of a request takes no second try."""
+    if request.pin_block is None or signed.pin_key_blob is None:
+        return PinStep()  # no PIN to check: the request's transaction reads what it needs
     async with unit_of_work(sessions) as reading:
-        if await repo.by_serial(reading, signed.terminal_no, request.terminal_serial) is not None:
+        standing, answered = await messages.card_standing_at_serial(
+            reading, request.asn, signed.terminal_no, request.terminal_serial
+        )
+        if answered:
             return PinStep()
-        standing = await messages.card_standing(reading, request.asn)
         entry = None if standing is None else _pin_entry(signed, request, standing.card_no)
         if (
             entry is None

@@ -378,3 +378,44 @@ async def test_rules_from_the_command_line(world: World) -> None:
     assert listed.stdout.count("\n") == 1
     assert _fees_cli("retire", "1").returncode == 0
     assert _fees_cli("list").stdout == "no fee rule\n"
+
+
+async def test_online_trade_is_charged_per_transaction(world: World, resources: Resources) -> None:
+    """Online classes: a record is one ledger transaction on the merchant's pending account; a
+    refund pays no fee and its line gets no daily fee."""
+    from cardsvc.clearing import service as clearing
+    from cardsvc.ledger import service as ledger
+    from cardsvc.ledger.models import AccountKind, Side
+    from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
+
+    pending = AccountRef(AccountKind.merchant_pending, TAXI_MERCHANT)
+    outside = AccountRef(AccountKind.bank, "DEMO")
+    trade = [("online_purchase", 1250), ("online_purchase", 1249), ("online_purchase", 80000),
+             ("online_refund", -1250)]  # fmt: skip
+    async with resources.sessions() as session:
+        day = await clearing.clearing_date(session, resources.settings)
+        for n, (tx_type, amount) in enumerate(trade):
+            to_merchant = amount > 0
+            await ledger.post(session, PostingRequest(
+                idempotency_key=f"test-online:{n}", tx_type=tx_type, clearing_date=day,
+                entries=[Entry(outside if to_merchant else pending, Side.debit, abs(amount)),
+                         Entry(pending if to_merchant else outside, Side.credit, abs(amount))],
+            ))  # fmt: skip
+        await session.commit()
+    # 0.6% with at most 3.00 yuan per transaction, and 0.10 yuan a day, on every online class.
+    await add(resources, category=MerchantCategory.taxi, tx_class="online_purchase",
+              effective_from=day - timedelta(days=1), rate=600, max_fee=300, daily=10)  # fmt: skip
+    await add(resources, category=MerchantCategory.taxi, tx_class="online_refund",
+              effective_from=day - timedelta(days=1), per_record=5, daily=10)  # fmt: skip
+    await nightly.run(resources.sessions, resources.settings, day, hsm=resources.hsm)
+    async with resources.sessions() as session:
+        lines = {
+            (line.merchant_no, line.tx_class): (line.count, line.gross, line.fee)
+            for line in (await session.execute(select(SettlementLine))).scalars()
+        }
+    # 7.5 -> 8, 7.494 -> 7, 480 -> 300 (the maximum), + 10 a day; the refund pays nothing.
+    assert lines == {
+        (TAXI_MERCHANT, "online_purchase"): (3, 82499, 8 + 7 + 300 + 10),
+        (TAXI_MERCHANT, "online_refund"): (1, -1250, 0),
+    }
+    assert (await books(resources)).fee_income == 325

@@ -8,7 +8,7 @@ from datetime import date, timedelta
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from cardsvc import clock
 from cardsvc.ledger import service as ledger
@@ -19,7 +19,7 @@ from cardsvc.staff.auth import Role
 from settlement.nightly import service as nightly
 from settlement.nightly.models import SettlementBatch
 from settlement.payouts import repository, service
-from settlement.payouts.models import Cycle, PayoutStatus, SettlementPayee
+from settlement.payouts.models import Cycle, PayoutStatus, SettlementPayee, SettlementPayout
 from settlement.payouts.schemas import PayeeIn
 from tests.issuance.helpers import staff_headers
 from tests.settlement.helpers import books, ride_day
@@ -116,6 +116,9 @@ async def test_paid_on_its_cycle_held_without_bank_details(
     async with resources.sessions() as session:
         listed_again = [p.reference async for p in service.bank_file_payouts(session, day)]
     assert listed_again == [f"P{day:%Y%m%d}{BUS_MERCHANT}"]  # the same bank file on a rerun
+    # With its payouts issued the day settles, and its report names them.
+    result = await nightly.run(resources.sessions, resources.settings, day, hsm=resources.hsm)
+    assert result.steps[-1].detail.endswith(f"payouts 1 to pay ({bus} fen), 1 held ({taxi} fen)")
 
     # The taxi company gives its bank details and is paid weekly on the next day's weekday: the
     # next day's payout carries the held amount; the bus company is owed nothing new.
@@ -130,6 +133,19 @@ async def test_paid_on_its_cycle_held_without_bank_details(
                 for b in (await session.execute(select(SettlementBatch))).scalars()}  # fmt: skip
     assert refs == {BUS_MERCHANT: f"P{day:%Y%m%d}{BUS_MERCHANT}",
                     TAXI_MERCHANT: f"P{nxt:%Y%m%d}{TAXI_MERCHANT}"}  # fmt: skip
+
+    # The day's money check covers the payouts: one that does not pay its batches' net is named.
+    async with resources.sessions() as session:
+        assert await nightly.money_problems(session, nxt) == []
+        await session.execute(
+            update(SettlementPayout)
+            .where(SettlementPayout.merchant_no == TAXI_MERCHANT)
+            .values(amount=SettlementPayout.amount + 1)
+        )
+        assert await nightly.money_problems(session, nxt) == [
+            "1 payout(s) whose amount is not the net of the batches they pay"
+        ]
+        await session.rollback()
 
 
 class Crash(Exception):
