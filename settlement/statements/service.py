@@ -8,16 +8,16 @@ opened commit together or not at all (a malformed file is refused before anythin
 The same file again finds the statement it stored and changes nothing.
 
 Payouts belong to another domain; matching reaches them through the :class:`Payouts` port, given
-by the caller. Without one, lines are stored ``pending`` and matched later (:func:`match_pending`).
+by the caller (:func:`payouts_port`: the settlement's payouts). Without one, lines are stored
+``pending`` and matched later (:func:`match_pending`, also run by every import that matches).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import date
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,6 +31,10 @@ from cardsvc.staff.auth import Role, StaffPrincipal, check_roles
 from settlement.statements import repository
 from settlement.statements.models import BankStatement, BankStatementLine, MatchStatus
 from settlement.statements.parsing import Direction, Format, ParsedLine, parse
+from settlement.statements.payouts import SettlementPayouts
+from settlement.statements.ports import Payout, Payouts
+
+__all__ = ["Payout", "Payouts"]
 
 LINES_PAGE: Final = 200
 STATEMENTS_PAGE: Final = 50
@@ -44,31 +48,9 @@ class StatementConflict(Conflict):
     statement with a new id, never by sending other content under the same one."""
 
 
-@dataclass(frozen=True, slots=True)
-class Payout:
-    reference: str
-    merchant_no: str
-    clearing_date: date
-    amount: int  # fen
-    status: str  # held, due, issued, confirmed
-
-
-class Payouts(Protocol):
-    """What matching needs of the payouts (the port; the payouts domain is the adapter)."""
-
-    async def find(self, session: AsyncSession, references: Sequence[str]) -> Mapping[str, Payout]:
-        """The payouts of these references (locked for the rest of the transaction)."""
-        ...
-
-    async def confirm(self, session: AsyncSession, reference: str, *, evidence: str) -> None:
-        """Mark the payout confirmed by the bank; ``evidence`` names the statement line."""
-        ...
-
-
-def payouts_port() -> Payouts | None:
-    """The payouts adapter matching uses; None while this host keeps no payouts (lines are
-    stored ``pending`` and matched by :func:`match_pending` once it does)."""
-    return None
+def payouts_port() -> Payouts:
+    """The payouts adapter matching uses: the settlement's payouts."""
+    return SettlementPayouts()
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +75,7 @@ async def _match(
     payouts: Payouts,
     statement_id: int,
     lines: Sequence[ParsedLine],
+    actor: str,
 ) -> list[Outcome]:
     """Each line against the payout of its reference, in statement order; a payout confirmed by
     one line is not confirmed again by a later one (that line differs)."""
@@ -115,7 +98,7 @@ async def _match(
             and line.amount == payout.amount
             and payout.status in CONFIRMABLE
         ):
-            await payouts.confirm(session, payout.reference, evidence=evidence)
+            await payouts.confirm(session, payout.reference, evidence=evidence, actor=actor)
             found[payout.reference] = replace(payout, status="confirmed")
             out.append(Outcome(MatchStatus.matched, f"payout {payout.reference} confirmed", None))
             continue
@@ -210,10 +193,12 @@ async def import_statement(
     if payouts is None:
         outcomes = [Outcome(MatchStatus.pending, None, None)] * len(lines)
     else:
-        outcomes = await _match(session, payouts, statement.id, lines)
+        outcomes = await _match(session, payouts, statement.id, lines, principal.username)
     await repository.insert_lines(
         session, [_line_row(statement.id, ln, o) for ln, o in zip(lines, outcomes, strict=True)]
     )
+    if payouts is not None:  # lines an earlier import stored before it could match
+        await match_pending(session, payouts)
     counts = {m.value: sum(1 for o in outcomes if o.match is m) for m in MatchStatus}
     await audit.record(
         session,
@@ -248,6 +233,9 @@ def _line_row(statement_id: int, line: ParsedLine, outcome: Outcome) -> dict[str
     }
 
 
+MATCHER: Final = "system:statement-match"
+
+
 async def match_pending(session: AsyncSession, payouts: Payouts, *, limit: int = 5000) -> int:
     """Match lines stored while no payouts were read (oldest first, at most ``limit``); returns
     how many were matched (confirmed or opened as breaks)."""
@@ -263,7 +251,7 @@ async def match_pending(session: AsyncSession, payouts: Payouts, *, limit: int =
             )
             for r in group
         ]  # fmt: skip
-        outcomes = await _match(session, payouts, statement_id, lines)
+        outcomes = await _match(session, payouts, statement_id, lines, MATCHER)
         for row, outcome in zip(group, outcomes, strict=True):
             await repository.set_match(
                 session, row["id"], outcome.match, outcome.detail, outcome.break_id

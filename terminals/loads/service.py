@@ -732,3 +732,8 @@ async def age_pending_loads(session: AsyncSession, settings: Settings, now: date
             ),
         )
     return len(rows)
+
+
+async def pending(session: AsyncSession) -> list[PurseLoad]:
+    """Loads still waiting for card evidence, oldest first."""
+    return await repo.pending(session)

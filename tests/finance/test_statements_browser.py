@@ -1,23 +1,99 @@
-"""Bank statements in a real browser: finance uploads the bank's camt.053 statement and sees
-its lines and their match state; the same file again changes nothing; a malformed file is
-refused with the line and field named."""
+"""Bank statements in a real browser: a day settled by ``cardsvc settlement run`` pays a shop;
+finance uploads the bank's camt.053 statement and sees the payout's line matched (the payout
+confirmed) and the bank's fee unmatched, with its break; the same file again changes nothing; a
+malformed file is refused with the line and field named."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import date
 from typing import Any
 
+import pytest
+
+from cardsvc.clearing import service as clearing
+from cardsvc.ledger import service as ledger
+from cardsvc.ledger.models import AccountKind, Side
+from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
+from settlement.payouts import service as payouts
+from settlement.payouts.schemas import PayeeIn
 from settlement.statements import camt053, csv_layout
 from settlement.statements.parsing import Direction, Format, ParsedLine, ParsedStatement
+from terminals.registry import service as registry
+from terminals.registry.models import MerchantCategory
 from tests.finance.browser import Server, log_in
+from tests.serving import dev_env
 
-STATEMENT = ParsedStatement(
-    Format.camt053, "BROWSER-20261202", "6222000012345678", "CNY", 100000, 69800,
-    [
-        ParsedLine(1, date(2026, 12, 2), None, Direction.debit, 30000, "PO-B1", "BK-1", "6222000011112222", "City Bus Co.", None),
-        ParsedLine(2, date(2026, 12, 2), None, Direction.debit, 200, None, "BK-2", None, None, "bank fee"),
-    ],
-)  # fmt: skip
+SHOP = "900000000000021"
+AMOUNT = 30000
+
+
+def statement_of(reference: str) -> ParsedStatement:
+    return ParsedStatement(
+        Format.camt053, "BROWSER-20261202", "6222000012345678", "CNY", 100000, 69800,
+        [
+            ParsedLine(1, date(2026, 12, 2), None, Direction.debit, AMOUNT, reference, "BK-1", "6222000011112222", "Shop", None),
+            ParsedLine(2, date(2026, 12, 2), None, Direction.debit, 200, None, "BK-2", None, None, "bank fee"),
+        ],
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def paid(server: Server) -> str:
+    """A shop with bank details sells on the open day; the day is settled by the command and
+    its payout issued: the payout's reference."""
+
+    async def trade(session: Any, resources: Any) -> date:
+        await registry.create_merchant(
+            session, merchant_no=SHOP, name="Shop", category=MerchantCategory.retail,
+            settlement_account="6222000011112222", actor="test",
+        )  # fmt: skip
+        await payouts.set_payee(
+            session, SHOP,
+            PayeeIn(bank_name="城市银行", bank_branch="东门支行", account_no="6222000011112222",
+                    account_holder="Shop"),
+            actor="test",
+        )  # fmt: skip
+        day = await clearing.clearing_date(session, resources.settings)
+        await ledger.post(
+            session,
+            PostingRequest(
+                idempotency_key="browser-statement:1",
+                tx_type="online_purchase",
+                clearing_date=day,
+                entries=[
+                    Entry(AccountRef(AccountKind.bank, "test"), Side.debit, AMOUNT),
+                    Entry(AccountRef(AccountKind.merchant_pending, SHOP), Side.credit, AMOUNT),
+                ],
+            ),
+        )
+        return day
+
+    day: date = server.run(trade)
+    done = subprocess.run(
+        [sys.executable, "-m", "cardsvc", "settlement", "run", "--date", day.isoformat()],
+        env=dev_env(server.settings.var_dir),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+
+    async def issue(_session: Any, resources: Any) -> None:
+        await payouts.issue_payouts(resources.sessions, resources.settings, day)
+
+    server.run(issue)
+    return payouts.reference(day, SHOP)
+
+
+def payout_status(server: Server, reference: str) -> str:
+    async def read(session: Any, _resources: Any) -> str:
+        found = await payouts.by_references(session, [reference])
+        return found[reference].status.value
+
+    status: str = server.run(read)
+    return status
 
 
 def upload(page: Any, name: str, data: bytes, mime: str) -> None:
@@ -28,22 +104,25 @@ def upload(page: Any, name: str, data: bytes, mime: str) -> None:
     page.click("#import")
 
 
-def test_import_a_statement(pages: Any, server: Server) -> None:
+def test_import_a_statement(pages: Any, server: Server, paid: str) -> None:
+    assert payout_status(server, paid) == "issued"
     page = pages()
     log_in(page, "fin_maker")
-    data = camt053.write(STATEMENT)
+    statement = statement_of(paid)
+    data = camt053.write(statement)
     upload(page, "statement.xml", data, "application/xml")
     assert page.locator("#notice").inner_text() == "对账单已导入。"
     assert page.locator("#statement-id").inner_text() == "BROWSER-20261202"
     assert page.locator("#lines tbody tr").count() == 2
     assert "300.00" in page.locator("#line-1").inner_text()
-    assert page.locator("#line-1 .match-state").inner_text() in (
-        "待匹配",
-        "已匹配",
-        "未匹配",
-        "不符",
-    )
+    assert page.locator("#line-1 .match-state").inner_text() == "已匹配"
+    assert payout_status(server, paid) == "confirmed"
+    assert page.locator("#line-2 .match-state").inner_text() == "未匹配"
     shown = page.url
+    page.click("#line-2 a.break-link")
+    assert page.locator("#break-amount").inner_text() == "2.00"
+    assert page.locator("#break-reference").inner_text() == "BK-2"
+    page.goto(shown)
 
     upload(page, "statement.xml", data, "application/xml")  # again: nothing changes
     assert page.locator("#notice").inner_text() == "此对账单已导入过，本次未作任何更改。"
@@ -51,7 +130,7 @@ def test_import_a_statement(pages: Any, server: Server) -> None:
     page.goto("/finance/statements")
     assert page.locator("#statements tbody tr", has_text="BROWSER-20261202").count() == 1
 
-    broken = csv_layout.write(STATEMENT).replace(b"30000", b"300.00")
+    broken = csv_layout.write(statement).replace(b"30000", b"300.00")
     upload(page, "statement.csv", broken, "text/csv")
     assert page.locator("#error-name").inner_text() == "StatementMalformed"
     assert page.locator("#error-detail").inner_text().startswith("amount at line 2, field amount")

@@ -17,10 +17,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.audit.models import AuditEntry
 from cardsvc.breaks.models import BreakItem, BreakKind
+from cardsvc.clearing import service as clearing
 from cardsvc.db import unit_of_work
 from cardsvc.errors import Forbidden
+from cardsvc.ledger import service as ledger
+from cardsvc.ledger.models import AccountKind, Side
+from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.resources import Resources
 from cardsvc.staff.auth import Role, StaffPrincipal
+from settlement.nightly import service as nightly
+from settlement.payouts import service as payouts
+from settlement.payouts.models import PayoutStatus
+from settlement.payouts.schemas import PayeeIn
 from settlement.statements import camt053, csv_layout
 from settlement.statements import service as statements
 from settlement.statements.models import BankStatement, BankStatementLine, MatchStatus
@@ -32,6 +40,8 @@ from settlement.statements.parsing import (
     ParsedStatement,
     StatementMalformed,
 )
+from terminals.registry import service as registry
+from terminals.registry.models import MerchantCategory
 from tests.finance.http import sign_in
 
 DAY = date(2026, 12, 2)
@@ -51,7 +61,9 @@ class FakePayouts:
     ) -> Mapping[str, statements.Payout]:
         return {r: self.rows[r] for r in references if r in self.rows}
 
-    async def confirm(self, session: AsyncSession, reference: str, *, evidence: str) -> None:
+    async def confirm(
+        self, session: AsyncSession, reference: str, *, evidence: str, actor: str
+    ) -> None:
         self.rows[reference] = replace(self.rows[reference], status="confirmed")
         self.confirmed.append((reference, evidence))
 
@@ -213,7 +225,7 @@ async def test_the_statement_pages_over_http(
     assert shown.status_code == 200
     assert "STMT-20261202" in shown.text
     assert shown.text.count('class="match-state"') == 6
-    assert "待匹配" in shown.text  # no payouts on this host yet: pending
+    assert "未匹配" in shown.text  # no payout of these references
 
     again = await client.post(
         "/finance/statements", files=files, data={"csrf": csrf, "format": "camt053"}
@@ -280,3 +292,73 @@ async def test_an_import_that_loses_the_race_answers_the_winner(
     async with resources.sessions() as session:
         assert await count(session, BankStatement) == 1
         assert await count(session, BankStatementLine) == 6
+
+
+async def test_matching_the_settlements_payouts(resources: Resources) -> None:
+    """A day settled with two paid shops: the bank's statement confirms one payout, shows the
+    other for another amount, and a line no payout explains."""
+    shops = {"900000000000011": 12000, "900000000000012": 3400}
+    async with unit_of_work(resources.sessions) as session:
+        day = await clearing.clearing_date(session, resources.settings)
+        for n, (merchant_no, amount) in enumerate(shops.items()):
+            await registry.create_merchant(
+                session, merchant_no=merchant_no, name=f"Shop {n}",
+                category=MerchantCategory.retail, settlement_account="6222000055556666",
+                actor="test",
+            )  # fmt: skip
+            await payouts.set_payee(
+                session, merchant_no,
+                PayeeIn(bank_name="城市银行", bank_branch="东门支行",
+                        account_no=f"62220000{n:08d}", account_holder=f"Shop {n}"),
+                actor="test",
+            )  # fmt: skip
+            await ledger.post(
+                session,
+                PostingRequest(
+                    idempotency_key=f"statement-payouts:{n}",
+                    tx_type="online_purchase",
+                    clearing_date=day,
+                    entries=[
+                        Entry(AccountRef(AccountKind.bank, "test"), Side.debit, amount),
+                        Entry(
+                            AccountRef(AccountKind.merchant_pending, merchant_no),
+                            Side.credit,
+                            amount,
+                        ),
+                    ],
+                ),
+            )
+    await nightly.run(resources.sessions, resources.settings, day, hsm=resources.hsm)
+    await payouts.issue_payouts(resources.sessions, resources.settings, day)
+    first, second = (payouts.reference(day, m) for m in shops)
+    statement = replace(
+        STATEMENT,
+        statement_id="PAYOUTS-1",
+        lines=[line(1, 12000, first), line(2, 3401, second), line(3, 99, "P-NOT-OURS")],
+    )
+    async with unit_of_work(resources.sessions) as session:
+        imported = await statements.import_statement(
+            session, FINANCE, camt053.write(replace(statement, format=Format.camt053)),
+            payouts=statements.payouts_port(),
+        )  # fmt: skip
+    async with resources.sessions() as session:
+        detail = await statements.statement_detail(session, imported.statement.id)
+        found = {p.merchant_no: p.status for p in await payouts.day_payouts(session, day)}
+        confirmations = (
+            (
+                await session.execute(
+                    select(AuditEntry.entity_id).where(AuditEntry.action == "payout.confirm")
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert [ln.match for ln in detail.lines] == [
+        MatchStatus.matched, MatchStatus.differs, MatchStatus.unmatched,
+    ]  # fmt: skip
+    assert found == {
+        "900000000000011": PayoutStatus.confirmed,
+        "900000000000012": PayoutStatus.issued,
+    }
+    assert confirmations == [first]
+    assert detail.lines[1].match_detail == f"payout {second} is 3400 fen, the bank 3401"
