@@ -4,13 +4,16 @@ crash comes in between."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, timedelta
 
 import httpx
 import pytest
+from click.testing import CliRunner, Result
 from sqlalchemy import select, update
 
 from cardsvc import clock
+from cardsvc.cli import main
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind
 from cardsvc.ledger.schemas import AccountRef
@@ -250,3 +253,28 @@ async def test_an_issued_payout_is_confirmed_once(
             await service.confirm(session, "P20000101000000000000000", evidence="x", actor="t")
         await session.commit()
     assert (await payouts_of(resources, day))[BUS_MERCHANT][0] is PayoutStatus.confirmed
+
+
+async def _payouts_cli(*args: str) -> Result:
+    """``cardsvc payouts ...`` in this process (a thread of its own: the command runs its own
+    event loop), so that coverage sees it."""
+    return await asyncio.to_thread(CliRunner().invoke, main, ["payouts", *args])
+
+
+@pytest.mark.usefixtures("cli_env")
+async def test_payees_from_the_command_line(world: World) -> None:
+    held = await _payouts_cli("payees")
+    assert held.exit_code == 0, held.stderr
+    assert f"{BUS_MERCHANT}  daily       HELD (no bank details)  City Bus Co." in held.stdout
+    bank = ["--bank-name", "城市银行", "--branch", "东门支行", "--account", "6222000011112222",
+            "--holder", "City Bus Co."]  # fmt: skip
+    set_ = await _payouts_cli("set-payee", BUS_MERCHANT, "--cycle", "weekly", "--day", "5", *bank)
+    assert set_.exit_code == 0, set_.stderr
+    assert "weekly 5" in set_.stdout
+    assert "6222000011112222" in set_.stdout
+    refused = await _payouts_cli("set-payee", BUS_MERCHANT, "--cycle", "weekly")
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith("error: PayeeInvalid: ")
+    assert (
+        await _payouts_cli("list", "--date", "2026-03-02")
+    ).stdout == "no payout on 2026-03-02\n"
