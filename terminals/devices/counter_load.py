@@ -156,7 +156,8 @@ class CounterLoadTerminal:
         body = _json(
             await self.host.post(
                 LOADS_PATH,
-                pin_field | {
+                pin_field
+                | {
                     "terminal_serial": serial,
                     "terminal_no": self.terminal_no,
                     "asn": init.asn,
