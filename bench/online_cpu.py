@@ -37,8 +37,8 @@ from cardsvc.settings import Settings
 from terminals.access import repository as access_repo
 from terminals.access import service as access_service
 from terminals.devices.host_client import HostClient, dev_tmk, encode_body
-from terminals.online import repository as online_repo
 from terminals.online import pins as online_pins
+from terminals.online import repository as online_repo
 from terminals.online import service as online_service
 
 STEPS: list[tuple[ModuleType, list[str]]] = [
