@@ -5,6 +5,7 @@ crash comes in between."""
 from __future__ import annotations
 
 import asyncio
+import signal
 from datetime import date, timedelta
 
 import httpx
@@ -253,6 +254,37 @@ async def test_an_issued_payout_is_confirmed_once(
             await service.confirm(session, "P20000101000000000000000", evidence="x", actor="t")
         await session.commit()
     assert (await payouts_of(resources, day))[BUS_MERCHANT][0] is PayoutStatus.confirmed
+
+
+@pytest.mark.usefixtures("cli_env")
+@pytest.mark.parametrize("point", ["payouts:1:uncommitted", "payouts:1"])
+async def test_a_run_killed_inside_the_payout_postings_resumes(
+    client: httpx.AsyncClient, world: World, resources: Resources, point: str
+) -> None:
+    from sqlalchemy import func
+
+    from cardsvc.ledger.models import LedgerTransaction
+    from tests.settlement.test_run import _cli
+
+    day = await ride_day(client, world, resources)
+    await set_payee(resources, BUS_MERCHANT, **BANK)
+    await set_payee(resources, TAXI_MERCHANT, **{**BANK, "account_holder": "Taxi Co."})
+    killed = _cli(resources.settings, day, CARDSVC_SETTLEMENT_CRASH_AT=point,
+                  CARDSVC_SETTLEMENT_POSTING_CHUNK="1")  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    resumed = _cli(resources.settings, day, CARDSVC_SETTLEMENT_POSTING_CHUNK="1")
+    assert resumed.returncode == 0, resumed.stderr
+    after = await books(resources)
+    assert after.payable == {BUS_MERCHANT: 0, TAXI_MERCHANT: 0}
+    async with resources.sessions() as session:
+        payouts = (
+            await session.execute(
+                select(func.count()).where(LedgerTransaction.tx_type == service.POSTING_TX_TYPE)
+            )
+        ).scalar_one()
+    assert payouts == 2
+    statuses = {m: s for m, (s, _a) in (await payouts_of(resources, day)).items()}
+    assert statuses == {BUS_MERCHANT: PayoutStatus.issued, TAXI_MERCHANT: PayoutStatus.issued}
 
 
 async def _payouts_cli(*args: str) -> Result:
