@@ -8,7 +8,7 @@ demo: setup
 	UV_PYTHON_DOWNLOADS=never uv run cardsvc demo
 
 test: setup
-	UV_PYTHON_DOWNLOADS=never uv run pytest
+	UV_PYTHON_DOWNLOADS=never uv run pytest -n auto --cov
 
 lint:
 	UV_PYTHON_DOWNLOADS=never uv run ruff format --check .
@@ -16,4 +16,4 @@ lint:
 	UV_PYTHON_DOWNLOADS=never uv run mypy
 
 clean:
-	rm -rf var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*

@@ -37,13 +37,15 @@ from cardsvc.settings import Settings
 from terminals.access import repository as access_repo
 from terminals.access import service as access_service
 from terminals.devices.host_client import HostClient, dev_tmk, encode_body
+from terminals.online import pins as online_pins
 from terminals.online import repository as online_repo
 from terminals.online import service as online_service
 
 STEPS: list[tuple[ModuleType, list[str]]] = [
     (access_repo, ["take_seq", "mark_pin_seq"]),
     (access_service, ["verify_mac"]),
-    (online_service, ["authorize", "complete", "_pin_step"]),
+    (online_service, ["authorize", "complete"]),
+    (online_pins, ["check_before_number", "settle"]),
     (accounts_service, ["take_pin_try", "verify_pin_try", "settle_pin_try"]),
     (accounts_repo, ["take_pin_try", "clear_pin_failures"]),
     (online_repo, ["insert_if_new", "card_standing", "reserve_usage", "by_serial", "save"]),

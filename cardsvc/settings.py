@@ -45,6 +45,8 @@ PLACEHOLDER_SECRETS = frozenset(
 
 # Development-only values, used when CARDSVC_MODE=development and nothing else is configured.
 DEV_TOKEN_SECRET = "development-only-token-secret-not-for-production"  # noqa: S105
+# The development payer of the bank file (a placeholder account, never a real one).
+DEV_PAYER_ACCOUNT = "DEV0000000001"
 
 # The zone of card and terminal wall-clock times and of local dates (docs/architecture.md §6).
 DEFAULT_TIMEZONE = "Asia/Shanghai"
@@ -182,6 +184,9 @@ class Settings(BaseSettings):
     # The bank account (ledger ``bank:<code>``) merchants' payouts are paid from when the bank
     # file is issued (docs/payouts.md); empty: the first of ``bank_codes``.
     settlement_payout_bank: Annotated[str, Field(pattern=r"^([A-Z0-9]{2,16})?$")] = ""
+    # Our account at that bank, the payer of every line of the bank file (docs/settlement-files.md);
+    # required once a payout is due (development: a placeholder account).
+    settlement_payer_account: Annotated[str, Field(pattern=r"^([0-9A-Za-z]{6,34})?$")] = ""
     # Development only: the run kills its own process (SIGKILL) at this point, to prove that a
     # rerun resumes (docs/settlement.md, "Crash points"); refused outside development.
     settlement_crash_at: str | None = None
@@ -229,6 +234,9 @@ class Settings(BaseSettings):
             if data.get("token_secret") is None:
                 data["token_secret"] = DEV_TOKEN_SECRET
             data["bank_codes"] = data.get("bank_codes") or ["DEMO"]
+            data["settlement_payer_account"] = (
+                data.get("settlement_payer_account") or DEV_PAYER_ACCOUNT
+            )
         return data
 
     @model_validator(mode="after")

@@ -9,8 +9,10 @@ in-process cache, once on PostgreSQL with Redis. Schemas come from the migration
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -64,6 +66,21 @@ def pytest_configure(config: pytest.Config) -> None:
             "CARDSVC_REQUIRE_SERVICES=1 but CARDSVC_TEST_DATABASE_URL or "
             "CARDSVC_TEST_REDIS_URL is missing"
         )
+
+
+@pytest.fixture(autouse=True)
+def _one_at_a_time_on_the_reader(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tests marked ``pcsc`` share the one vpcd reader: across pytest-xdist's workers (``make
+    test`` runs two) and across concurrent test runs they take turns, under a file lock."""
+    if request.node.get_closest_marker("pcsc") is None:
+        yield
+        return
+    with (Path(tempfile.gettempdir()) / "cardsvc-vpcd.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture(autouse=True)

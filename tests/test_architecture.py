@@ -32,8 +32,6 @@ NON_WEB_KINDS = ("service", "tasks", "repository", "models", "context")
 KNOWN_REPOSITORY_CROSSINGS = frozenset(
     {
         ("terminals.access.service", "terminals.registry.repository"),
-        ("terminals.lists.service", "terminals.registry.repository"),
-        ("terminals.online.cli", "terminals.loads.repository"),
         ("terminals.online.repository", "cardsvc.clearing.repository"),
         ("terminals.registry.service", "terminals.access.repository"),
     }

@@ -252,8 +252,14 @@ class VendorTerminal:
             "algorithm": init.algorithm, "random": init.random, "mac1": init.mac1,
         }  # fmt: skip
 
-    async def load(self, serial: int, init: Init, source: str = "cash") -> dict[str, Any]:
-        body = await self.ok("/api/v1/loads", self.load_body(serial, init, source))
+    async def load(
+        self, serial: int, init: Init, source: str = "cash", pin: str | None = None
+    ) -> dict[str, Any]:
+        """§9.6; a load from the account with ``pin`` carries its block (§10)."""
+        payload = self.load_body(serial, init, source)
+        if pin is not None:
+            payload["pin_block"] = self.pin_block(pin, init.asn)
+        body = await self.ok("/api/v1/loads", payload)
         return check_load(body, serial)
 
     @staticmethod

@@ -16,6 +16,7 @@ from cardsvc.accounts.schemas import (
     AccountOut,
     DepositIn,
     MovementOut,
+    PinChange,
     PinSet,
     StatementLineOut,
     StatementOut,
@@ -173,6 +174,39 @@ async def set_pin(
         entry = await pin_entry(read, pin_pads, target.card_no, body.terminal_no, body.pin_block)
     made = await service.make_pin(hsm, settings, target, entry)
     found = await service.store_pin(session, settings, target, made, actor=principal.username)
+    return account_out(found)
+
+
+@router.post(
+    "/{reference}/pin/change",
+    response_model=AccountOut,
+    summary="The holder changes the online PIN at a counter: the old PIN, then the new one, both "
+    "from the counter's PIN pad (counter, supervisor)",
+)
+async def change_pin(
+    reference: str,
+    body: PinChange,
+    principal: Counter,
+    session: SessionDep,
+    sessions: SessionsDep,
+    settings: SettingsDep,
+    hsm: HsmDep,
+    pin_pads: PinPadsDep,
+) -> AccountOut:
+    async with sessions() as read:
+        account = await service.by_reference(read, reference)
+        target = await service.pin_target(read, account, body.card_no)
+        old = await pin_entry(read, pin_pads, target.card_no, body.terminal_no, body.old_pin_block)
+        new = await pin_entry(read, pin_pads, target.card_no, body.terminal_no, body.pin_block)
+    # The old PIN counts like any other (wrong ones are tries, and a locked PIN stays locked:
+    # only a reset with an identity document lifts it); the HSM then checks the new one's rules.
+    service.require_verified(
+        await service.check_pin(sessions, hsm, settings, target.resident_id, old)
+    )
+    made = await service.make_pin(hsm, settings, target, new)
+    found = await service.store_pin(
+        session, settings, target, made, actor=principal.username, changed_by_holder=True
+    )
     return account_out(found)
 
 

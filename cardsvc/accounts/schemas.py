@@ -49,6 +49,13 @@ class PinSet(_Body):
     pin_block: PinBlock
 
 
+class PinChange(PinSet):
+    """The holder's own change of PIN at a counter: the old PIN and the new one, each typed on
+    the PIN pad for card ``card_no`` (``pin_block`` is the new one)."""
+
+    old_pin_block: PinBlock
+
+
 class DepositIn(_Body):
     counter_code: CounterCode
     receipt_no: ReceiptNo

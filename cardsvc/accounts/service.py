@@ -305,9 +305,16 @@ async def make_pin(
 
 
 async def store_pin(
-    session: AsyncSession, settings: Settings, target: PinTarget, made: PinOffset, *, actor: str
+    session: AsyncSession,
+    settings: Settings,
+    target: PinTarget,
+    made: PinOffset,
+    *,
+    actor: str,
+    changed_by_holder: bool = False,
 ) -> AccountView:
-    """Set the account's PIN, or reset it (which also lifts a lock and gives every try back)."""
+    """Set the account's PIN, or reset it (which also lifts a lock and gives every try back);
+    ``changed_by_holder``: the holder changed it, proving the old one (``account.pin_change``)."""
     account = await repo.by_id(session, target.account_id, for_update=True)
     assert account is not None  # noqa: S101 - accounts are never deleted
     limit = settings.pin_max_failures
@@ -323,7 +330,13 @@ async def store_pin(
     await audit.record(
         session,
         actor=actor,
-        action="account.pin_reset" if before["pin_set"] else "account.pin_set",
+        action=(
+            "account.pin_change"
+            if changed_by_holder
+            else "account.pin_reset"
+            if before["pin_set"]
+            else "account.pin_set"
+        ),
         entity="online_account",
         entity_id=target.reference,
         before=before,

@@ -29,6 +29,7 @@ from settlement.nightly.repository import (
     SummaryRow,
     UploadRow,
 )
+from settlement.payouts.service import PayoutLine
 
 BOM = "\ufeff"
 # A spreadsheet runs a cell that starts with one of these as a formula.
@@ -217,6 +218,41 @@ async def detail_lines(rows: AsyncIterator[DetailRow], zone: ZoneInfo) -> AsyncI
                 cell(row.reference or ""),
             )
         )
+
+
+# --- the bank: bank-YYYYMMDD.csv ------------------------------------------------------------
+
+BANK_HEADER = (
+    "reference", "payer_account", "payee_bank", "payee_branch", "payee_account", "payee_name",
+    "amount", "currency", "merchant_no",
+)  # fmt: skip
+
+
+def bank_name(day: date) -> str:
+    return f"bank-{day:%Y%m%d}.csv"
+
+
+async def bank_lines(rows: AsyncIterator[PayoutLine], payer_account: str) -> AsyncIterator[str]:
+    """The batch payment file: one line per payout by reference, then a totals line."""
+    yield csv_line(BANK_HEADER)
+    count = total = 0
+    async for row in rows:
+        yield csv_line(
+            (
+                cell(row.reference),
+                cell(payer_account),
+                cell(row.bank_name or ""),
+                cell(row.bank_branch or ""),
+                cell(row.account_no or ""),
+                cell(row.account_holder or ""),
+                yuan(row.amount),
+                "CNY",
+                cell(row.merchant_no),
+            )
+        )
+        count += 1
+        total += row.amount
+    yield csv_line(("TOTAL", str(count), yuan(total)))
 
 
 # --- operators: fixed-width files -----------------------------------------------------------

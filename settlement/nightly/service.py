@@ -54,6 +54,10 @@ class SettlementFailed(Conflict):
     """A step of the run refused; the day stays resumable (``cardsvc settlement run`` again)."""
 
 
+class PayerAccountMissing(Conflict):
+    """Payouts are due but the account they are paid from is not configured."""
+
+
 class SettlementRunning(Conflict):
     """Another settlement run holds the database's guard: one run at a time, whatever the day."""
 
@@ -214,12 +218,18 @@ async def _files(ctx: Context) -> StepOutcome:
     ctx.crash_point("files:asides")
     written = writer.publish()
     ctx.crash_point("files:published")
+    # The bank file is in place: its due payouts are issued (posted payable -> bank, each once).
+    issued = await payouts.issue_payouts(ctx.sessions, ctx.settings, ctx.day, ctx.crash_point)
     entries = [manifest.Entry(f.name, f.size, f.sha256) for f in written]
     body = await sign_manifest(ctx.hsm, ctx.day, entries)
     files.write_atomically(directory / files.MANIFEST, body)
     size = sum(f.size for f in written) + len(body)
     count = len(written) + 1
-    return StepOutcome(count, size, f"{count} file(s) in {directory}")
+    return StepOutcome(
+        count,
+        size,
+        f"{count} file(s) in {directory}; {issued.issued} payout(s) issued ({issued.amount} fen)",
+    )
 
 
 async def sign_manifest(hsm: HsmClient, day: date, entries: list[manifest.Entry]) -> bytes:
@@ -243,6 +253,19 @@ async def _write_day(ctx: Context, session: AsyncSession, writer: files.DayWrite
         uploads=lambda: repository.upload_rows(session, day),
     )
     await files.write_operator_files(writer, day, operators, streams)
+    totals = await payouts.totals(session, day)
+    if totals.due:
+        payouts.payout_bank(ctx.settings)  # refuses before the file is out: PayoutBankMissing
+        if not ctx.settings.settlement_payer_account:
+            raise PayerAccountMissing(
+                "CARDSVC_SETTLEMENT_PAYER_ACCOUNT is not set: the bank file has no payer"
+            )
+    await writer.write(
+        files.bank_name(day),
+        files.bank_lines(
+            payouts.bank_file_payouts(session, day), ctx.settings.settlement_payer_account
+        ),
+    )
 
 
 async def money_problems(session: AsyncSession, day: date) -> list[str]:
@@ -287,7 +310,10 @@ async def money_problems(session: AsyncSession, day: date) -> list[str]:
 
 async def _report(ctx: Context, session: AsyncSession) -> StepOutcome:
     """The day's money, checked from what this day touched (no scan of history)."""
-    if problems := await money_problems(session, ctx.day):
+    problems = await money_problems(session, ctx.day)
+    if (left := await payouts.totals(session, ctx.day)).due:
+        problems.append(f"{left.due} payout(s) due and not issued ({left.due_amount} fen)")
+    if problems:
         raise SettlementUnbalanced("settlement does not balance: " + "; ".join(problems))
     lines, cleared = await repository.line_totals(session, ctx.day)
     totals = await repository.batch_totals(session, ctx.day)

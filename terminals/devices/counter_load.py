@@ -142,13 +142,22 @@ class CounterLoadTerminal:
     # --- host steps ----------------------------------------------------------------------
 
     async def authorize(
-        self, init: LoadInit, *, source: str, terminal_serial: int | None = None
+        self,
+        init: LoadInit,
+        *,
+        source: str,
+        terminal_serial: int | None = None,
+        pin: str | None = None,
     ) -> LoadAuthorization:
+        """The host's authorization of the load; ``pin``: the holder typed it on the PIN pad (a
+        load from the online account needs it, docs/terminal-protocol.md §9.6, §10)."""
         serial = terminal_serial if terminal_serial is not None else self.next_serial()
+        pin_field = {} if pin is None else {"pin_block": self.host.pin_block(pin, init.asn)}
         body = _json(
             await self.host.post(
                 LOADS_PATH,
-                {
+                pin_field
+                | {
                     "terminal_serial": serial,
                     "terminal_no": self.terminal_no,
                     "asn": init.asn,
@@ -206,10 +215,12 @@ class CounterLoadTerminal:
 
     # --- the whole transaction -----------------------------------------------------------
 
-    async def load(self, link: CardLink, amount: int, *, source: str = "cash") -> LoadResult:
+    async def load(
+        self, link: CardLink, amount: int, *, source: str = "cash", pin: str | None = None
+    ) -> LoadResult:
         """Load ``amount`` fen onto the card in ``link`` (opened by the caller)."""
         init = self.initialize(link, amount)
-        auth = await self.authorize(init, source=source)
+        auth = await self.authorize(init, source=source, pin=pin)
         if not auth.approved:
             return LoadResult(auth.response_code, auth.load_id, "declined")
         try:

@@ -24,7 +24,7 @@ from terminals.lists.schemas import (
     ParameterItem,
     ParametersResponse,
 )
-from terminals.registry import repository as registry
+from terminals.registry import service as registry
 
 MAX_DELTA = 5000
 _KEY = re.compile(r"^[0-9A-Za-z:_-]{1,32}$")

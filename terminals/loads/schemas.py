@@ -29,6 +29,9 @@ class LoadRequest(BaseModel):
     algorithm: Byte = 0
     random: Hex4
     mac1: Hex4
+    # A load from the online account carries the holder's PIN (docs/terminal-protocol.md §10):
+    # an ISO 9564 format 0 block under the session's PIN key. Not part of the load's identity.
+    pin_block: Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{16}$")] | None = None
 
 
 class LoadResponse(BaseModel):

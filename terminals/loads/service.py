@@ -55,6 +55,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cardsvc import clock
+from cardsvc.accounts.service import PinCheck
 from cardsvc.breaks import service as breaks
 from cardsvc.breaks.models import BreakKind
 from cardsvc.breaks.schemas import BreakRef, NewBreak, Resolve
@@ -86,7 +87,7 @@ from terminals.loads.schemas import (
     ProveRequest,
     TransferWaiting,
 )
-from terminals.online import messages
+from terminals.online import messages, pins
 from terminals.online.messages import (
     MESSAGES,
     Claim,
@@ -216,7 +217,15 @@ async def authorize_load(
         taken = await repo.host_datetimes_at(reading, request.asn.upper(), request.online_counter)
     host_datetime = _free_host_datetime(taken, local)
     verdict = await _mac2(hsm, request, host_datetime)
+    from_account = request.source is LoadSource.account
+    step = await pins.check_before_number(
+        reads, hsm, signed, settings, asn=request.asn, serial=request.terminal_serial,
+        pin_block=request.pin_block,
+        needed=from_account and signed.kind is not None
+        and load_refusal(signed.kind, request.source) is None,
+    )  # fmt: skip
     terminal = await access.claim(session, signed)
+    check = await pins.settle(session, settings, step)
     digest = request_hash("load", request)
     claimed = await messages.claim_serial(
         session,
@@ -238,7 +247,7 @@ async def authorize_load(
         # A reversal named this serial before the load arrived: refused, nothing moves.
         return _decline(row, Declined(ResponseCode.invalid_transaction, "reversed_before_arrival"))
     outcome = await _decide(
-        session, terminal, request, row, verdict, host_datetime, local, settings=settings
+        session, terminal, request, row, verdict, check, host_datetime, local, settings=settings
     )
     _mirror(claimed.row, row)
     await messages.record(session, claimed.row)
@@ -323,6 +332,7 @@ async def _decide(
     request: LoadRequest,
     row: PurseLoad,
     verdict: bytes | Declined | None,
+    check: PinCheck | None,
     host_datetime: str,
     local: datetime,
     *,
@@ -337,6 +347,10 @@ async def _decide(
         return _decline(row, refusal or Declined(ResponseCode.unknown_card, "unknown_card"))
     row.card_no = standing.card_no
     row.resident_id = standing.resident_id
+    if request.source is LoadSource.account:
+        refusal = pins.refusal(request.pin_block, request.amount, check, terminal, settings)
+        if refusal is not None:
+            return _decline(row, refusal)
     if verdict is None:
         # An outage is not an answer: nothing of this load is kept (the request's transaction
         # rolls back, its claim on the serial with it), so the same load sent again is decided
@@ -732,3 +746,8 @@ async def age_pending_loads(session: AsyncSession, settings: Settings, now: date
             ),
         )
     return len(rows)
+
+
+async def pending(session: AsyncSession) -> list[PurseLoad]:
+    """Loads still waiting for card evidence, oldest first."""
+    return await repo.pending(session)

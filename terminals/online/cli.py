@@ -35,12 +35,12 @@ def expire_holds_command(now_text: str | None) -> None:
 
 
 async def _pending_loads(url: str) -> list[tuple[int, str, str, int, int, str]]:
-    from terminals.loads import repository
+    from terminals.loads import service as loads
 
     engine = create_engine(url, pool_size=1)
     try:
         async with session_factory(engine)() as session:
-            rows = await repository.pending(session)
+            rows = await loads.pending(session)
             return [
                 (
                     r.id,

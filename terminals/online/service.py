@@ -36,12 +36,10 @@ from typing import Any, Concatenate, ParamSpec
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cardsvc import clock
-from cardsvc.accounts import service as accounts
-from cardsvc.accounts.service import PinCheck, PinEntry, PinOutcome, PinTry
+from cardsvc.accounts.service import PinCheck
 from cardsvc.clearing.service import clearing_date as clearing_date_of
-from cardsvc.db import unit_of_work
-from cardsvc.errors import Conflict, DependencyUnavailable
-from cardsvc.hsm import HsmClient, HsmUnavailable, PinKeyRef
+from cardsvc.errors import Conflict
+from cardsvc.hsm import HsmClient
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.errors import HoldExpired, InsufficientFunds, InvalidStateTransition
 from cardsvc.ledger.models import Side
@@ -51,7 +49,7 @@ from terminals.access import service as access
 from terminals.access.context import TerminalContext
 from terminals.access.service import SignedRequest
 from terminals.loads import service as loads
-from terminals.online import messages
+from terminals.online import messages, pins
 from terminals.online import repository as repo
 from terminals.online.messages import (
     MESSAGES,
@@ -189,88 +187,6 @@ def _key(row: OnlineAuthorization, prefix: str = "online") -> str:
 # --- purchase and pre-authorization ---------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class PinStep:
-    """What a purchase or pre-authorization read and had the HSM check before its sequence
-    number was taken (nothing is held while the HSM works: docs/architecture.md §11)."""
-
-    read: bool = False  # the card was read (False: the serial already held a message)
-    standing: CardStanding | None = None
-    taken: PinTry | None = None  # the try taken for the PIN block, settled after the number
-    valid: bool | None = None  # the HSM's verdict on it; None: the block could not be read
-    early: PinCheck | None = None  # no try could be taken: the account has no PIN, or is locked
-
-
-def _pin_entry(signed: SignedRequest, request: PurchaseRequest, card_no: str) -> PinEntry | None:
-    if request.pin_block is None or signed.pin_key_blob is None:
-        return None
-    return PinEntry(PinKeyRef(signed.pin_key_blob), bytes.fromhex(request.pin_block), card_no)
-
-
-async def _pin_step(
-    sessions: async_sessionmaker[AsyncSession],
-    hsm: HsmClient,
-    signed: SignedRequest,
-    request: PurchaseRequest,
-    settings: Settings,
-) -> PinStep:
-    """Read the serial and the card, and check the PIN block in the HSM, in that order and only
-    when the message will need it: a serial that already holds a message is answered by it (no
-    PIN); a card that is refused is answered by its code (no try). A PIN is checked at most once
-    per sequence number (``mark_pin_seq``), so a copy of a request takes no second try."""
-    if request.pin_block is None or signed.pin_key_blob is None:
-        return PinStep()  # no PIN to check: the request's transaction reads what it needs
-    async with unit_of_work(sessions) as reading:
-        standing, answered = await messages.card_standing_at_serial(
-            reading, request.asn, signed.terminal_no, request.terminal_serial
-        )
-        if answered:
-            return PinStep()
-        entry = None if standing is None else _pin_entry(signed, request, standing.card_no)
-        if (
-            entry is None
-            or standing is None
-            or signed.kind is TerminalKind.validator
-            or card_refusal(standing, local_now(settings).date()) is not None
-            or not await access.mark_pin_seq(reading, signed)
-        ):
-            return PinStep(read=True, standing=standing)
-        taken = await accounts.take_pin_try(reading, settings, standing.resident_id)
-    if isinstance(taken, PinCheck):
-        if taken.outcome is PinOutcome.busy:
-            raise Conflict("other PIN checks of this account are running; send again")
-        return PinStep(read=True, standing=standing, early=taken)
-    try:
-        valid = await accounts.verify_pin_try(hsm, taken, entry)
-    except HsmUnavailable:
-        async with unit_of_work(sessions) as settling:
-            await accounts.settle_pin_try(settling, settings, taken, None)
-        raise DependencyUnavailable("HSM unavailable") from None
-    return PinStep(read=True, standing=standing, taken=taken, valid=valid)
-
-
-def pin_refusal(
-    request: PurchaseRequest, check: PinCheck | None, terminal: TerminalContext, settings: Settings
-) -> Declined | None:
-    """Why the cardholder's PIN does not allow this payment, as a decline; None when it does."""
-    if request.pin_block is None:
-        limit = settings.online_no_pin_limits.get(terminal.merchant_category, 0)
-        return (
-            None if request.amount <= limit else Declined(ResponseCode.incorrect_pin, "pin_missing")
-        )
-    if check is None:  # the session has no PIN key (or a copy of the request checked none)
-        return Declined(ResponseCode.pin_unreadable, "pin_not_checked")
-    if check.outcome is PinOutcome.verified:
-        return None
-    if check.outcome is PinOutcome.wrong:
-        return Declined(ResponseCode.incorrect_pin, "pin_wrong")
-    if check.outcome is PinOutcome.not_set:
-        return Declined(ResponseCode.incorrect_pin, "pin_not_set")
-    if check.outcome is PinOutcome.locked:
-        return Declined(ResponseCode.pin_tries_exceeded, "pin_locked")
-    return Declined(ResponseCode.pin_unreadable, "pin_unreadable")
-
-
 async def authorize(
     sessions: async_sessionmaker[AsyncSession],
     session: AsyncSession,
@@ -283,16 +199,17 @@ async def authorize(
 ) -> Outcome:
     """A purchase (posted at once) or a pre-authorization (a hold until completed or expired).
 
-    The PIN is checked first, with nothing held (:func:`_pin_step`); then the sequence number is
+    The PIN is checked first, with nothing held (:func:`pins.check_before_number`); then the sequence number is
     taken, which opens the request's transaction, the PIN try is settled in it, and the message
     is decided, the PIN's verdict counting at its step of the order of checks."""
     if kind not in (MessageKind.purchase, MessageKind.preauth):
         raise ValueError(f"authorize handles purchases and pre-authorizations, not {kind}")
-    step = await _pin_step(sessions, hsm, signed, request, settings)
+    step = await pins.check_before_number(
+        sessions, hsm, signed, settings, asn=request.asn, serial=request.terminal_serial,
+        pin_block=request.pin_block, needed=signed.kind is not TerminalKind.validator,
+    )  # fmt: skip
     terminal = await access.claim(session, signed)
-    check = step.early
-    if step.taken is not None:
-        check = await accounts.settle_pin_try(session, settings, step.taken, step.valid)
+    check = await pins.settle(session, settings, step)
     return await _authorize(session, terminal, request, step, check, kind=kind, settings=settings)
 
 
@@ -301,7 +218,7 @@ async def _authorize(
     session: AsyncSession,
     terminal: TerminalContext,
     request: PurchaseRequest,
-    step: PinStep,
+    step: pins.PinStep,
     check: PinCheck | None,
     *,
     kind: MessageKind,
@@ -323,7 +240,7 @@ async def _authorize(
     refusal = card_refusal(standing, row.local_date)
     if refusal is not None or standing is None:
         return _decline(row, refusal or Declined(ResponseCode.unknown_card, "unknown_card"), now)
-    refusal = pin_refusal(request, check, terminal, settings)
+    refusal = pins.refusal(request.pin_block, request.amount, check, terminal, settings)
     if refusal is not None:
         row.card_no = standing.card_no
         row.resident_id = standing.resident_id

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.audit import service as audit
@@ -170,3 +172,14 @@ async def list_terminals(
         await terminal_view(session, t)
         for t in await repository.list_terminals(session, merchant_id)
     ]
+
+
+async def record_versions(
+    session: AsyncSession,
+    terminal_id: int,
+    blacklist_version: int,
+    params_version: int,
+    now: datetime,
+) -> None:
+    """The list versions a terminal reports it holds (the registry shows how far behind it is)."""
+    await repository.record_versions(session, terminal_id, blacklist_version, params_version, now)

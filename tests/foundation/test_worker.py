@@ -308,6 +308,7 @@ def test_the_job_commands_run_the_workers_jobs(
             ("cards", "release-balances"),
             ("cards", "expire-due"),
             ("online", "expire-holds", "--now", "2030-01-01T00:00:00"),
+            ("online", "pending-loads"),
         )
     ]
     # The summary is the last line (the task's own log line may come before it).
@@ -315,4 +316,5 @@ def test_the_job_commands_run_the_workers_jobs(
         (0, "moved 0 balances (0 fen); 0 empty; 0 wait for their new card"),
         (0, "expired 0 cards"),
         (0, "released 0 expired pre-authorization hold(s)"),
+        (0, "no pending loads"),
     ]

@@ -26,7 +26,7 @@ from terminals.devices.host_client import HostError
 from terminals.loads.models import LoadStatus, PurseLoad
 from terminals.registry.models import MerchantCategory, TerminalKind
 from tests.conftest_pcsc import Connect
-from tests.online.helpers import BANK, Site, balance, make_card, make_site, signed_in
+from tests.online.helpers import BANK, PIN, Site, balance, make_card, make_site, signed_in
 
 
 async def loads_of(resources: Resources, asn: str) -> list[tuple[str, str | None, int]]:
@@ -90,8 +90,10 @@ async def test_account_load_and_declines(
     db_card = await make_card(resources, 32, account=10_000)
     card = make_dev_personalized_card(db_card.card_no, 0)
     with connect(card) as link:
-        ok = await terminal.load(link, 4_000, source="account")
-        poor = await terminal.load(link, 6_001, source="account")  # 6,000 left in the account
+        ok = await terminal.load(link, 4_000, source="account", pin=PIN)
+        poor = await terminal.load(
+            link, 6_001, source="account", pin=PIN
+        )  # 6,000 left in the account
         ceiling = await terminal.load(link, 7_001)  # 4,000 + 7,001 > 11,000
     assert (ok.status, poor.response_code, ceiling.response_code) == ("confirmed", "51", "61")
     assert card.state.balance == 4_000
@@ -112,10 +114,10 @@ async def test_only_counters_take_cash_and_kiosks_load_from_the_account(
         init = at_shop.initialize(link, 1_000)
         refused = [
             await at_shop.authorize(init, source="cash"),
-            await at_shop.authorize(init, source="account"),
+            await at_shop.authorize(init, source="account", pin=PIN),
             await at_kiosk.authorize(init, source="cash"),  # cash at an unstaffed kiosk
         ]
-        loaded = await at_kiosk.load(link, 2_000, source="account")
+        loaded = await at_kiosk.load(link, 2_000, source="account", pin=PIN)
     assert [(r.response_code, r.mac2) for r in refused] == [("58", None)] * 3
     assert (loaded.response_code, loaded.status) == ("00", "confirmed")
     assert card.state.balance == 2_000

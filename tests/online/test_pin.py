@@ -22,8 +22,11 @@ from cardsvc.errors import Conflict
 from cardsvc.hsm import HsmUnavailable, PinKeyRef, PinOffset
 from cardsvc.ledger.models import AccountKind
 from cardsvc.logging import configure_logging
+from cardsvc.reader.link import InProcessLink
 from cardsvc.resources import Resources
 from hsm_sim import pboc
+from terminals.devices.card import make_dev_personalized_card
+from terminals.devices.counter_load import CounterLoadTerminal
 from terminals.devices.host_client import HostClient, encode_body
 from terminals.online import service
 from terminals.online.models import MessageKind
@@ -365,3 +368,22 @@ async def _every_value(resources: Resources) -> str:
                     value.hex().upper() if isinstance(value, bytes) else str(value) for value in row
                 )
     return "\n".join(parts)
+
+
+async def test_a_load_from_the_account_needs_the_pin_and_cash_does_not(
+    resources: Resources, client: httpx.AsyncClient, counter: Site
+) -> None:
+    db_card = await make_card(resources, 95, account=10_000)
+    chip = make_dev_personalized_card(db_card.card_no, 0)
+    desk = CounterLoadTerminal(await signed_in(client, counter))
+    with InProcessLink(chip) as link:
+        init = desk.initialize(link, 1_000)
+        missing = await desk.authorize(init, source="account")
+        wrong = await desk.authorize(init, source="account", pin=WRONG)
+        assert (missing.response_code, missing.mac2, wrong.response_code) == ("55", None, "55")
+        assert await pin_state(resources, db_card) == (False, 2)
+        loaded = await desk.load(link, 1_000, source="account", pin=PIN)
+        cash = await desk.load(link, 500)
+    assert (loaded.status, cash.status) == ("confirmed", "confirmed")
+    assert await pin_state(resources, db_card) == (False, 3)
+    assert await left(resources, db_card) == 9_000

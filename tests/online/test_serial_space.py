@@ -24,7 +24,7 @@ from terminals.devices.counter_load import CounterLoadTerminal
 from terminals.devices.host_client import HostClient
 from terminals.loads.models import PurseLoad
 from terminals.online import repository as online_repo
-from tests.online.helpers import Site, balance, make_card, signed_in, with_pin
+from tests.online.helpers import PIN, Site, balance, make_card, signed_in, with_pin
 from tests.online.test_loads import assert_books_agree, loads_of
 
 
@@ -87,7 +87,7 @@ async def test_a_reversal_voids_a_pending_load_back_to_its_source(
     with InProcessLink(card) as link:
         cash = await terminal.authorize(terminal.initialize(link, 2_000), source="cash")
     link = InProcessLink(card).__enter__()  # the card stays in the reader
-    account = await terminal.authorize(terminal.initialize(link, 1_500), source="account")
+    account = await terminal.authorize(terminal.initialize(link, 1_500), source="account", pin=PIN)
     assert cash.approved
     assert account.approved
     assert await balance(resources, AccountKind.card_float, db_card.card_no) == 3_500
@@ -179,7 +179,9 @@ async def test_two_equal_pending_loads_in_one_second_are_never_confused(
     with InProcessLink(card) as link:
         cash = await terminal.authorize(terminal.initialize(link, 3_000), source="cash")
     with InProcessLink(card) as link:
-        account = await terminal.authorize(terminal.initialize(link, 3_000), source="account")
+        account = await terminal.authorize(
+            terminal.initialize(link, 3_000), source="account", pin=PIN
+        )
         card.tear_next_commit()
         with pytest.raises(CardRemoved):  # the card committed; the answer was lost
             terminal.credit(link, account)
@@ -263,8 +265,8 @@ async def test_declined_load_reversal_and_load_serial_for_completion(
     card = make_dev_personalized_card(db_card.card_no, 0)
     terminal = CounterLoadTerminal(await signed_in(client, counter))
     with InProcessLink(card) as link:
-        poor = await terminal.authorize(terminal.initialize(link, 500), source="account")
-        ok = await terminal.load(link, 100, source="account")
+        poor = await terminal.authorize(terminal.initialize(link, 500), source="account", pin=PIN)
+        ok = await terminal.load(link, 100, source="account", pin=PIN)
     assert (poor.response_code, ok.status) == ("51", "confirmed")
     undo = await terminal.reverse(poor.terminal_serial)
     assert (undo["response_code"], undo["approved_amount"]) == ("00", 0)

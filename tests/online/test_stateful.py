@@ -175,6 +175,8 @@ class TerminalMoney(RuleBasedStateMachine):
     async def send(self, terminal_no: str, path: str, body: dict[str, Any]) -> httpx.Response:
         host = self.hosts[terminal_no]
         message = path.rsplit("/", 1)[-1] if path.startswith("/api/v1/online/") else ""
+        if path == "/api/v1/loads" and body.get("source") == "account":
+            message = "preauth"  # a load from the account carries the PIN like a payment
         return await host.post(path, with_pin(host, message, body))
 
     def first(self, terminal_no: str, path: str, body: dict[str, Any]) -> dict[str, Any]:

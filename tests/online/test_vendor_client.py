@@ -174,7 +174,7 @@ async def test_two_equal_pending_loads_at_one_counter_in_one_second(
     pos = await vendor(client, counter)
     with InProcessLink(card) as link:
         cash = await pos.load(1, pos.initialize(link, 3_000), "cash")
-        account = await pos.load(2, pos.initialize(link, 3_000), "account")
+        account = await pos.load(2, pos.initialize(link, 3_000), "account", PIN)
         card.tear_next_commit()
         with pytest.raises(CardRemoved):  # the card committed; its answer was lost
             pos.credit(link, account)
@@ -206,7 +206,7 @@ async def test_a_declined_load_answers_without_mac2(
     card = make_dev_personalized_card(db_card.card_no, 0)
     pos = await vendor(client, counter)
     with InProcessLink(card) as link:
-        poor = check_load(await pos.load(1, pos.initialize(link, 500), "account"), 1)
+        poor = check_load(await pos.load(1, pos.initialize(link, 500), "account", PIN), 1)
     assert poor["response_code"] == "51"
     undo = await pos.reverse(2, 1)
     assert (undo["response_code"], undo["approved_amount"]) == ("00", 0)

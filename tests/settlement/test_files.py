@@ -22,16 +22,19 @@ from settlement.nightly import files, manifest, repository, service
 from settlement.nightly.models import RunStatus, SettlementLine
 from settlement.nightly.service import FileStatus, ManifestStatus
 from settlement.nightly.tasks import settle_due
+from settlement.payouts import service as payouts
+from settlement.payouts.models import PayoutStatus
+from settlement.payouts.schemas import PayeeIn
 from terminals.registry.models import Merchant
 from terminals.uploads.models import UploadBatch
-from tests.settlement.helpers import accepted_by_merchant, day_files, ride_day
+from tests.settlement.helpers import accepted_by_merchant, books, day_files, ride_day
 from tests.terminals.helpers import BUS_MERCHANT, TAXI_MERCHANT, World
 
 OPERATOR_FILES = ("statement", "refusals", "uploads")
 
 
-def expected_names() -> set[str]:
-    names = {"summary.csv", "detail.csv", "manifest.json"}
+def expected_names(day: date) -> set[str]:
+    names = {"summary.csv", "detail.csv", "manifest.json", f"bank-{day:%Y%m%d}.csv"}
     for merchant in (BUS_MERCHANT, TAXI_MERCHANT):
         names |= {f"operator-{merchant}-{kind}.txt" for kind in OPERATOR_FILES}
     return names
@@ -112,7 +115,7 @@ async def test_a_day_writes_every_file_and_verifies(
     day = await ride_day(client, world, resources)
     accepted = await accepted_by_merchant(resources, day)
     written = await settle(resources, day)
-    assert set(written) == expected_names()
+    assert set(written) == expected_names(day)
 
     detail = written["detail.csv"].decode("utf-8")
     assert detail.startswith("\ufeff" + ",".join(files.DETAIL_HEADER) + "\r\n")
@@ -147,7 +150,7 @@ async def test_a_day_writes_every_file_and_verifies(
         assert uploads[-1][1:11] == "0000000001"
 
     listed = json.loads(written["manifest.json"])
-    assert [f["name"] for f in listed["files"]] == sorted(expected_names() - {"manifest.json"})
+    assert [f["name"] for f in listed["files"]] == sorted(expected_names(day) - {"manifest.json"})
     for entry in listed["files"]:
         data = written[entry["name"]]
         assert entry == {
@@ -157,7 +160,7 @@ async def test_a_day_writes_every_file_and_verifies(
     result = await service.verify_files(resources.settings, resources.hsm, day)
     assert result.ok, result.problems()
     assert result.manifest is ManifestStatus.ok
-    assert {f.name for f in result.files} == expected_names() - {"manifest.json"}
+    assert {f.name for f in result.files} == expected_names(day) - {"manifest.json"}
 
     # Removed and written again from the database: the same bytes.
     directory = resources.settings.settlement_root / day.isoformat()
@@ -275,6 +278,10 @@ async def test_a_run_killed_at_the_files_step_resumes_to_the_same_files(
     client: httpx.AsyncClient, world: World, resources: Resources, point: str
 ) -> None:
     day = await ride_day(client, world, resources)
+    async with resources.sessions() as session:
+        body = PayeeIn.model_validate({**BANK, "account_holder": "City Bus Co."})
+        await payouts.set_payee(session, BUS_MERCHANT, body, actor="t")
+        await session.commit()
     killed = _cli("run", "--date", day.isoformat(), CARDSVC_SETTLEMENT_CRASH_AT=point)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     directory = resources.settings.settlement_root / day.isoformat()
@@ -282,10 +289,13 @@ async def test_a_run_killed_at_the_files_step_resumes_to_the_same_files(
     resumed = _cli("run", "--date", day.isoformat())
     assert resumed.returncode == 0, resumed.stderr
     first = day_files(resources.settings.settlement_root, day)
-    assert set(first) == expected_names()
+    assert set(first) == expected_names(day)
     assert not [name for name in os.listdir(directory) if name.startswith(".")]
     assert (await service.verify_files(resources.settings, resources.hsm, day)).ok
+    paid = await books(resources)
+    assert paid.payable[BUS_MERCHANT] == 0  # issued once, after its bank file
     assert await settle(resources, day) == first
+    assert await books(resources) == paid
 
 
 @pytest.mark.parametrize("tamper", ["line", "upload"])
@@ -349,3 +359,38 @@ async def test_the_worker_settles_the_days_past_their_cutoff(
     assert state.run.status is RunStatus.settled
     assert (await service.verify_files(resources.settings, resources.hsm, day)).ok
     assert await settle_due(resources, after_cut) == "no day to settle"
+
+
+BANK = {"bank_name": "城市银行", "bank_branch": "东门支行", "account_no": "6222000011112222"}
+
+
+async def test_the_bank_file_pays_each_due_payout_once(
+    client: httpx.AsyncClient, world: World, resources: Resources
+) -> None:
+    day = await ride_day(client, world, resources)
+    async with resources.sessions() as session:
+        for merchant, holder in ((BUS_MERCHANT, "=City Bus Co."), (TAXI_MERCHANT, "Taxi Co.")):
+            body = PayeeIn.model_validate({**BANK, "account_holder": holder})
+            await payouts.set_payee(session, merchant, body, actor="t")
+        await session.commit()
+    written = await settle(resources, day)
+    owed = {m: (await books(resources)).payable[m] for m in (BUS_MERCHANT, TAXI_MERCHANT)}
+    assert owed == {BUS_MERCHANT: 0, TAXI_MERCHANT: 0}  # paid: payable -> bank
+    lines = written[f"bank-{day:%Y%m%d}.csv"].decode("utf-8").split("\r\n")
+    assert lines[0] == ",".join(files.BANK_HEADER)
+    async with resources.sessions() as session:
+        paid = await payouts.day_payouts(session, day)
+    assert {p.status for p in paid} == {PayoutStatus.issued}
+    amounts = {p.merchant_no: p.amount for p in paid}
+    assert lines[1:] == [
+        f"P{day:%Y%m%d}{BUS_MERCHANT},DEV0000000001,城市银行,东门支行,6222000011112222,"
+        f"'=City Bus Co.,{files.yuan(amounts[BUS_MERCHANT])},CNY,{BUS_MERCHANT}",
+        f"P{day:%Y%m%d}{TAXI_MERCHANT},DEV0000000001,城市银行,东门支行,6222000011112222,"
+        f"Taxi Co.,{files.yuan(amounts[TAXI_MERCHANT])},CNY,{TAXI_MERCHANT}",
+        f"TOTAL,2,{files.yuan(sum(amounts.values()))}",
+        "",
+    ]
+    bank = await books(resources)
+    # A rerun: the same bytes (issued payouts stay in the file), nothing paid twice.
+    assert await settle(resources, day) == written
+    assert await books(resources) == bank

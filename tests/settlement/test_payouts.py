@@ -4,13 +4,17 @@ crash comes in between."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from datetime import date, timedelta
 
 import httpx
 import pytest
+from click.testing import CliRunner, Result
 from sqlalchemy import select, update
 
 from cardsvc import clock
+from cardsvc.cli import main
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind
 from cardsvc.ledger.schemas import AccountRef
@@ -88,12 +92,9 @@ async def test_paid_on_its_cycle_held_without_bank_details(
 ) -> None:
     day = await ride_day(client, world, resources)
     await set_payee(resources, BUS_MERCHANT, **BANK)
-    result = await nightly.run(resources.sessions, resources.settings, day, hsm=resources.hsm)
-    owed = (await books(resources)).payable
-    bus_owed, taxi_owed = owed[BUS_MERCHANT], owed[TAXI_MERCHANT]
-    assert result.steps[-1].detail.endswith(
-        f"payouts 1 to pay ({bus_owed} fen), 1 held ({taxi_owed} fen)"
-    )
+    # The run issues the day's payouts once its bank file is out: held back here, to look at the
+    # payouts while they are due.
+    await settle_without_issuing(resources, day)
     before = await books(resources)
     bus, taxi = before.payable[BUS_MERCHANT], before.payable[TAXI_MERCHANT]
     assert await payouts_of(resources, day) == {
@@ -119,15 +120,17 @@ async def test_paid_on_its_cycle_held_without_bank_details(
     async with resources.sessions() as session:
         listed_again = [p.reference async for p in service.bank_file_payouts(session, day)]
     assert listed_again == [f"P{day:%Y%m%d}{BUS_MERCHANT}"]  # the same bank file on a rerun
+    # With its payouts issued the day settles, and its report names them.
+    result = await nightly.run(resources.sessions, resources.settings, day, hsm=resources.hsm)
+    assert result.steps[-1].detail.endswith(f"payouts 1 to pay ({bus} fen), 1 held ({taxi} fen)")
 
     # The taxi company gives its bank details and is paid weekly on the next day's weekday: the
     # next day's payout carries the held amount; the bus company is owed nothing new.
     nxt = day + timedelta(days=1)
     await set_payee(resources, TAXI_MERCHANT, cycle="weekly", cycle_day=nxt.isoweekday(),
                     **{**BANK, "account_holder": "Taxi Co."})  # fmt: skip
-    await settle(resources, nxt)
-    assert await payouts_of(resources, nxt) == {TAXI_MERCHANT: (PayoutStatus.due, taxi)}
-    await service.issue_payouts(resources.sessions, resources.settings, nxt)
+    await settle(resources, nxt)  # issued by the run, after its bank file
+    assert await payouts_of(resources, nxt) == {TAXI_MERCHANT: (PayoutStatus.issued, taxi)}
     assert (await books(resources)).payable == {BUS_MERCHANT: 0, TAXI_MERCHANT: 0}
     async with resources.sessions() as session:
         refs = {b.merchant_no: b.payout_reference
@@ -153,6 +156,19 @@ class Crash(Exception):
     pass
 
 
+async def _not_issued(*_args: object, **_kwargs: object) -> service.IssueResult:
+    return service.IssueResult(0, 0)
+
+
+async def settle_without_issuing(resources: Resources, day: date) -> None:
+    """A run whose files step does not issue the payouts of its bank file: the payouts stay
+    due, and the report refuses the day for it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(service, "issue_payouts", _not_issued)
+        with pytest.raises(nightly.SettlementUnbalanced, match="due and not issued"):
+            await settle(resources, day)
+
+
 @pytest.mark.settings(settlement_posting_chunk=1)
 @pytest.mark.parametrize("point", ["payouts:1:uncommitted", "payouts:1", "payouts:2:uncommitted"])
 async def test_a_crash_inside_the_payout_postings_pays_each_once(
@@ -161,7 +177,7 @@ async def test_a_crash_inside_the_payout_postings_pays_each_once(
     day = await ride_day(client, world, resources)
     await set_payee(resources, BUS_MERCHANT, **BANK)
     await set_payee(resources, TAXI_MERCHANT, **{**BANK, "account_holder": "Taxi Co."})
-    await settle(resources, day)
+    await settle_without_issuing(resources, day)
     owed = (await books(resources)).payable
 
     def crash(at: str) -> None:
@@ -221,7 +237,7 @@ async def test_an_issued_payout_is_confirmed_once(
 
     day = await ride_day(client, world, resources)
     await set_payee(resources, BUS_MERCHANT, **BANK)
-    await settle(resources, day)
+    await settle_without_issuing(resources, day)
     ref = f"P{day:%Y%m%d}{BUS_MERCHANT}"
     async with resources.sessions() as session:
         with pytest.raises(InvalidStateTransition, match="is due"):
@@ -238,3 +254,59 @@ async def test_an_issued_payout_is_confirmed_once(
             await service.confirm(session, "P20000101000000000000000", evidence="x", actor="t")
         await session.commit()
     assert (await payouts_of(resources, day))[BUS_MERCHANT][0] is PayoutStatus.confirmed
+
+
+@pytest.mark.usefixtures("cli_env")
+@pytest.mark.parametrize("point", ["payouts:1:uncommitted", "payouts:1"])
+async def test_a_run_killed_inside_the_payout_postings_resumes(
+    client: httpx.AsyncClient, world: World, resources: Resources, point: str
+) -> None:
+    from sqlalchemy import func
+
+    from cardsvc.ledger.models import LedgerTransaction
+    from tests.settlement.test_run import _cli
+
+    day = await ride_day(client, world, resources)
+    await set_payee(resources, BUS_MERCHANT, **BANK)
+    await set_payee(resources, TAXI_MERCHANT, **{**BANK, "account_holder": "Taxi Co."})
+    killed = _cli(resources.settings, day, CARDSVC_SETTLEMENT_CRASH_AT=point,
+                  CARDSVC_SETTLEMENT_POSTING_CHUNK="1")  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    resumed = _cli(resources.settings, day, CARDSVC_SETTLEMENT_POSTING_CHUNK="1")
+    assert resumed.returncode == 0, resumed.stderr
+    after = await books(resources)
+    assert after.payable == {BUS_MERCHANT: 0, TAXI_MERCHANT: 0}
+    async with resources.sessions() as session:
+        payouts = (
+            await session.execute(
+                select(func.count()).where(LedgerTransaction.tx_type == service.POSTING_TX_TYPE)
+            )
+        ).scalar_one()
+    assert payouts == 2
+    statuses = {m: s for m, (s, _a) in (await payouts_of(resources, day)).items()}
+    assert statuses == {BUS_MERCHANT: PayoutStatus.issued, TAXI_MERCHANT: PayoutStatus.issued}
+
+
+async def _payouts_cli(*args: str) -> Result:
+    """``cardsvc payouts ...`` in this process (a thread of its own: the command runs its own
+    event loop), so that coverage sees it."""
+    return await asyncio.to_thread(CliRunner().invoke, main, ["payouts", *args])
+
+
+@pytest.mark.usefixtures("cli_env")
+async def test_payees_from_the_command_line(world: World) -> None:
+    held = await _payouts_cli("payees")
+    assert held.exit_code == 0, held.stderr
+    assert f"{BUS_MERCHANT}  daily       HELD (no bank details)  City Bus Co." in held.stdout
+    bank = ["--bank-name", "城市银行", "--branch", "东门支行", "--account", "6222000011112222",
+            "--holder", "City Bus Co."]  # fmt: skip
+    set_ = await _payouts_cli("set-payee", BUS_MERCHANT, "--cycle", "weekly", "--day", "5", *bank)
+    assert set_.exit_code == 0, set_.stderr
+    assert "weekly 5" in set_.stdout
+    assert "6222000011112222" in set_.stdout
+    refused = await _payouts_cli("set-payee", BUS_MERCHANT, "--cycle", "weekly")
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith("error: PayeeInvalid: ")
+    assert (
+        await _payouts_cli("list", "--date", "2026-03-02")
+    ).stdout == "no payout on 2026-03-02\n"
