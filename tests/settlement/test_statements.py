@@ -254,6 +254,10 @@ async def test_the_statement_pages_over_http(
 
     listing = await client.get("/finance/statements")
     assert listing.text.count('<tr id="statement-') == 1
+    client.cookies.set("cardsvc_lang", "en")
+    assert "Unmatched" in (await client.get(location)).text
+    assert "Import a statement" in (await client.get("/finance/statements")).text
+    client.cookies.set("cardsvc_lang", "zh")
     assert (await client.get("/finance/statements/999")).status_code == 404
 
 
