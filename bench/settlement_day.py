@@ -8,9 +8,11 @@ server) and an hsm-sim process. For each run, a fresh clearing day is seeded in 
 (so its memory is not the run's): ``--records`` offline records spread evenly over
 ``--merchants`` merchants, one terminal each, uploads of at most 1,000 records (1 in 100 refused
 with a bad TAC), written with COPY, and the day's offline batch postings (one ledger
-transaction, every merchant's pending account credited). Then ``cardsvc settlement run`` of that
+transaction, every merchant's pending account credited); every merchant has bank details and a
+daily cycle, and one fee rule (0.6 per mille, at least 1 fen a record) applies to all. Then ``cardsvc settlement run`` of that
 day, in this process, as the command runs it: every step (close, re-examine, clear, fees,
-batches, postings, files, report), the HSM's manifest MAC and the files on disk.
+batches, postings, files with the bank file and the issue of every payout, report), the HSM's
+manifest MAC and the files on disk, then ``cardsvc settlement verify`` of them (not timed).
 
 Prints each step's seconds and rows/s, the run's seconds and records/s, the peak RSS of this
 process (the run only), the median over the runs, the target (≤ 60 s for 1,000,000 records) and
@@ -44,8 +46,10 @@ from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.resources import open_resources
 from cardsvc.settings import Mode, Settings
+from settlement.fees.models import FeeRule
 from settlement.nightly import service
-from settlement.nightly.models import STEPS
+from settlement.nightly.models import STEPS, Step
+from settlement.payouts.models import Cycle, SettlementPayee
 from terminals.registry.models import (
     Merchant,
     MerchantCategory,
@@ -115,6 +119,26 @@ async def _seed_registry(url: str, merchants: int) -> None:
                 ],
             )  # fmt: skip
             session.add(ClearingDay(clearing_date=FIRST_DAY, status=DayStatus.open, opened_at=now))
+            # Every merchant paid daily to its bank account (so the bank file has a line each and
+            # every payout is issued), and one fee rule for all: 0.6 per mille of each record,
+            # at least 1 fen.
+            await session.execute(
+                insert(SettlementPayee),
+                [
+                    {"merchant_no": merchant_no(m), "cycle": Cycle.daily, "cycle_day": None,
+                     "bank_name": "Bench Bank", "bank_branch": "Main", "account_no": f"6222{m:012d}",
+                     "account_holder": f"Bench merchant {m}", "updated_by": "bench",
+                     "updated_at": now}
+                    for m in range(merchants)
+                ],
+            )  # fmt: skip
+            session.add(
+                FeeRule(
+                    merchant_no=None, category=None, tx_class=None, effective_from=FIRST_DAY,
+                    effective_to=None, per_record=0, rate=60, daily=0, min_fee=1, max_fee=None,
+                    note="bench", created_by="bench", created_at=now,
+                )
+            )  # fmt: skip
             await session.commit()
     finally:
         await engine.dispose()
@@ -314,6 +338,7 @@ def main() -> None:
                     f"  {STEPS.index(step.step) + 1}/{len(STEPS)} {step.step.value:<9} "
                     f"{step.seconds:7.2f} s {step.rows:>9,} row(s) {rate}"
                 )
+            print(f"  files: {result.steps[STEPS.index(Step.files)].detail}")
             print(
                 f"  total     {seconds:7.2f} s  {args.records / seconds:,.0f} records/s; raw "
                 f"GROUP BY merchant {floor:.3f} s (ratio {seconds / floor:,.0f}x)"
@@ -321,17 +346,18 @@ def main() -> None:
             shutil.rmtree(box.workdir / "var" / "settlement" / day.isoformat(), ignore_errors=True)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     median = statistics.median(totals)
-    scaled = median * TARGET_RECORDS / args.records
+    floor = statistics.median(floors)
     print(f"median of {len(totals)} run(s): {median:.2f} s for {args.records:,} records")
     print(f"  peak RSS of the settling process: {peak_mib:.0f} MiB")
-    print(
-        f"  target ≤ {TARGET_SECONDS:.0f} s for {TARGET_RECORDS:,} records: "
-        f"{scaled:.1f} s scaled to {TARGET_RECORDS:,} (ratio {scaled / TARGET_SECONDS:.2f} of "
-        f"the target); raw GROUP BY median {statistics.median(floors):.3f} s "
-        f"(ratio {median / statistics.median(floors):,.0f}x)"
-    )
-    verdict = "OK" if scaled <= TARGET_SECONDS else "OVER TARGET"
-    print(verdict)
+    print(f"  raw GROUP BY merchant median {floor:.3f} s: the run takes {median / floor:,.0f}x")
+    if args.records == TARGET_RECORDS:
+        print(
+            f"  target ≤ {TARGET_SECONDS:.0f} s for {TARGET_RECORDS:,} records: "
+            f"{median / TARGET_SECONDS:.2f} of the target"
+        )
+        print("OK" if median <= TARGET_SECONDS else "OVER TARGET")
+    else:
+        print(f"  (a quick run: the target, ≤ {TARGET_SECONDS:.0f} s, is for {TARGET_RECORDS:,})")
     sys.exit(0)
 
 
