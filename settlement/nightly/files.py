@@ -201,23 +201,30 @@ def _local_time(tx_datetime: str | None, posted_at: datetime | None, zone: ZoneI
     return ""
 
 
-async def detail_lines(rows: AsyncIterator[DetailRow], zone: ZoneInfo) -> AsyncIterator[str]:
+async def detail_lines(
+    chunks: AsyncIterator[list[DetailRow]], zone: ZoneInfo
+) -> AsyncIterator[str]:
+    """The lines of ``detail.csv``, a chunk of rows at a time (one write per chunk)."""
     yield BOM + csv_line(DETAIL_HEADER)
-    async for row in rows:
-        yield csv_line(
-            (
-                cell(row.merchant_no),
-                cell(row.tx_class),
-                str(row.source_id),
-                cell(row.terminal_no or ""),
-                "" if row.terminal_serial is None else str(row.terminal_serial),
-                cell(masked(row.asn)),
-                _local_time(row.tx_datetime, row.posted_at, zone),
-                yuan(int(row.amount)),
-                cell(row.result_code or ""),
-                cell(row.reference or ""),
-            )
+    async for chunk in chunks:
+        yield "".join([_detail_line(row, zone) for row in chunk])
+
+
+def _detail_line(row: DetailRow, zone: ZoneInfo) -> str:
+    return csv_line(
+        (
+            cell(row.merchant_no),
+            cell(row.tx_class),
+            str(row.source_id),
+            cell(row.terminal_no or ""),
+            "" if row.terminal_serial is None else str(row.terminal_serial),
+            cell(masked(row.asn)),
+            _local_time(row.tx_datetime, row.posted_at, zone),
+            yuan(int(row.amount)),
+            cell(row.result_code or ""),
+            cell(row.reference or ""),
         )
+    )
 
 
 # --- the bank: bank-YYYYMMDD.csv ------------------------------------------------------------

@@ -27,6 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from cardsvc.breaks.models import BreakItem, BreakKind, BreakStatus
 from cardsvc.clearing.models import ClearingDay
 from cardsvc.ledger.models import (
     AccountKind,
@@ -46,7 +47,13 @@ from settlement.nightly.models import (
     Step,
 )
 from terminals.registry.models import Merchant, Terminal
-from terminals.uploads.models import CLAIMING_CODES, OfflineRecord, UploadBatch
+from terminals.uploads.models import (
+    CLAIMING_CODES,
+    OfflineCardKey,
+    OfflineRecord,
+    OfflineSerialKey,
+    UploadBatch,
+)
 
 OFFLINE_CLASS = "offline"
 # Ledger transaction types that reach a merchant's pending account but are not the day's trade:
@@ -425,10 +432,11 @@ class DetailRow:
     reference: str | None  # online: the idempotency key of the transaction
 
 
-async def detail_rows(session: AsyncSession, day: date) -> AsyncIterator[DetailRow]:
+async def detail_rows(session: AsyncSession, day: date) -> AsyncIterator[list[DetailRow]]:
     """Every cleared record and online transaction of the day, in file order (merchant number,
-    class, id), streamed: the offline records of the day's partition and the journal lines of
-    the merchants' pending accounts on the day."""
+    class, id), streamed ``YIELD_PER`` rows at a time (a million rows pass through here): the
+    offline records of the day's partition and the journal lines of the merchants' pending
+    accounts on the day."""
     r = OfflineRecord
     offline = (
         select(
@@ -481,8 +489,8 @@ async def detail_rows(session: AsyncSession, day: date) -> AsyncIterator[DetailR
         .execution_options(yield_per=YIELD_PER)
     )
     result = await session.stream(stmt)
-    async for row in _rows(result):
-        yield DetailRow(*row)
+    async for chunk in result.partitions(YIELD_PER):
+        yield [DetailRow(*row) for row in chunk]
 
 
 async def operators_of(session: AsyncSession, day: date) -> list[str]:
@@ -729,3 +737,199 @@ async def set_run(
     await session.execute(
         update(SettlementRun).where(SettlementRun.clearing_date == day).values(**values)
     )
+
+
+# --- re-examination -------------------------------------------------------------------------
+#
+# Set-based statements over the open breaks of the days up to the one settled: each UPDATE
+# closes what the evidence proves, in the database, so nothing of the breaks is loaded into
+# Python. Evidence is what was accepted on a day up to the one settled (days the close step
+# closed), so a rerun of the same day sees the same evidence; a closed break is never touched
+# again, and a note is only written where it differs, so a rerun changes nothing.
+
+REEXAMINER = "system:settlement"
+
+
+def _open_breaks(kind: BreakKind, day: date) -> Any:
+    return and_(
+        BreakItem.kind == kind,
+        BreakItem.status == BreakStatus.open,
+        BreakItem.clearing_date <= day,
+    )
+
+
+def _held_record() -> Any:
+    """The held record that opened the break under examination (same day's partition)."""
+    r = OfflineRecord
+    return and_(
+        BreakItem.source == "offline_record",
+        r.clearing_date == BreakItem.clearing_date,
+        r.id == BreakItem.source_id,
+    )
+
+
+def _accepted_copy(day: date) -> Any:
+    """A record accepted by ``day`` with the held record's card, counter, terminal and serial:
+    the same debit, sent again with its proof (a recovered gray record, a TAC sent again)."""
+    r, k, s = OfflineRecord, OfflineCardKey, OfflineSerialKey
+    return (
+        select(literal(1))
+        .select_from(r)
+        .join(s, and_(s.terminal_no == r.terminal_no, s.terminal_serial == r.terminal_serial))
+        .join(
+            k,
+            and_(
+                k.record_id == s.record_id,
+                k.asn == r.asn,
+                k.offline_counter == r.offline_counter,
+            ),
+        )
+        .where(_held_record(), k.clearing_date <= day)
+        .exists()
+    )
+
+
+def _counter_taken(day: date) -> Any:
+    """A record accepted by ``day`` at the held record's card and counter."""
+    r, k = OfflineRecord, OfflineCardKey
+    return (
+        select(literal(1))
+        .select_from(r)
+        .join(k, and_(k.asn == r.asn, k.offline_counter == r.offline_counter))
+        .where(_held_record(), k.clearing_date <= day)
+        .exists()
+    )
+
+
+def _next_record(day: date, *, chained: bool) -> Any:
+    """A record accepted by ``day`` at the held record's counter + 1, whose balance before is
+    (``chained``) or is not the held record's balance before less its amount."""
+    r, k = OfflineRecord, OfflineCardKey
+    expected = r.balance_before - r.amount
+    balance = k.balance_before == expected if chained else k.balance_before != expected
+    return (
+        select(literal(1))
+        .select_from(r)
+        .join(k, and_(k.asn == r.asn, k.offline_counter == r.offline_counter + 1))
+        .where(_held_record(), k.clearing_date <= day, balance)
+        .exists()
+    )
+
+
+async def _resolve_where(
+    session: AsyncSession, where: Any, resolution: str, note: str, now: datetime
+) -> int:
+    result: Any = await session.execute(
+        update(BreakItem)
+        .where(where)
+        .values(
+            status=BreakStatus.resolved,
+            resolver=REEXAMINER,
+            resolution=resolution,
+            note=note,
+            resolved_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)
+
+
+async def _note_where(session: AsyncSession, where: Any, note: str) -> None:
+    await session.execute(
+        update(BreakItem)
+        .where(where, or_(BreakItem.note.is_(None), BreakItem.note != note))
+        .values(note=note)
+        .execution_options(synchronize_session=False)
+    )
+
+
+GRAY_RECOVERED = "recovered: its record came again with the TAC and was accepted (booked once)"
+GRAY_NOT_DEBITED = "not debited: a later record of the card reuses its offline counter"
+GRAY_PROVEN = (
+    "debit proven by the card's next record (counter + 1, balance dropped by the amount); "
+    "adjusting it in needs a posting: work it in the inbox"
+)
+GRAY_UNCHAINED = (
+    "the card's next record does not follow from it (balance before differs): work it in the inbox"
+)
+GAP_FILLED = "filled: an accepted record holds the counter"
+TAC_ACCEPTED_LATER = "accepted later: the same record came again with a TAC that verifies"
+
+
+@dataclass(frozen=True, slots=True)
+class GrayOutcome:
+    recovered: int
+    not_debited: int
+
+
+async def reexamine_gray(session: AsyncSession, day: date, now: datetime) -> GrayOutcome:
+    """Gray breaks against each card's later accepted records: the same debit accepted again
+    with its TAC closes it (``recovered``: the accepted copy carried the money, nothing is
+    booked twice); another record at its counter closes it (``not_debited``: the card never
+    counted it); a next record whose balance follows from it proves the debit (noted, stays
+    open: booking it needs a posting)."""
+    gray = _open_breaks(BreakKind.gray, day)
+    recovered = await _resolve_where(
+        session, and_(gray, _accepted_copy(day)), "recovered", GRAY_RECOVERED, now
+    )
+    not_debited = await _resolve_where(
+        session, and_(gray, _counter_taken(day)), "not_debited", GRAY_NOT_DEBITED, now
+    )
+    await _note_where(session, and_(gray, _next_record(day, chained=True)), GRAY_PROVEN)
+    await _note_where(session, and_(gray, _next_record(day, chained=False)), GRAY_UNCHAINED)
+    return GrayOutcome(recovered, not_debited)
+
+
+async def reexamine_gaps(session: AsyncSession, day: date, now: datetime) -> int:
+    """Counter gaps whose counter an accepted record now holds (a later upload filled it, one
+    that could not see the gap open); how many closed."""
+    k = OfflineCardKey
+    filled = (
+        select(literal(1))
+        .where(
+            k.asn == BreakItem.asn,
+            k.offline_counter == BreakItem.counter,
+            k.clearing_date <= day,
+        )
+        .exists()
+    )
+    return await _resolve_where(
+        session, and_(_open_breaks(BreakKind.counter_gap, day), filled), "filled", GAP_FILLED, now
+    )
+
+
+async def reexamine_tac_copies(session: AsyncSession, day: date, now: datetime) -> int:
+    """TAC-failed breaks whose record was accepted since (the same debit sent again with a TAC
+    that verifies): the accepted copy carried the money; how many closed."""
+    return await _resolve_where(
+        session,
+        and_(_open_breaks(BreakKind.tac_failed, day), _accepted_copy(day)),
+        "accepted_later",
+        TAC_ACCEPTED_LATER,
+        now,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OpenBreaks:
+    count: int
+    amount: int  # fen, the known amounts
+    noted: int  # with the given note
+
+
+async def open_breaks(
+    session: AsyncSession, kind: BreakKind, day: date, note: str | None = None
+) -> OpenBreaks:
+    noted = (
+        func.coalesce(func.sum(case((BreakItem.note == note, 1), else_=0)), 0)
+        if note is not None
+        else literal(0)
+    )
+    found = (
+        await session.execute(
+            select(func.count(), func.coalesce(func.sum(BreakItem.amount), 0), noted).where(
+                _open_breaks(kind, day)
+            )
+        )
+    ).one()
+    return OpenBreaks(int(found[0]), int(found[1]), int(found[2]))

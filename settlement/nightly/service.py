@@ -27,6 +27,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cardsvc import clock
+from cardsvc.breaks.models import BreakKind
 from cardsvc.clearing import service as clearing
 from cardsvc.db import unit_of_work
 from cardsvc.errors import Conflict, NotFound
@@ -40,6 +41,7 @@ from settlement.fees import service as fees
 from settlement.nightly import files, manifest, repository
 from settlement.nightly.models import STEPS, RunStatus, SettlementRun, SettlementStep, Step
 from settlement.payouts import service as payouts
+from terminals.loads import service as loads
 
 log = get_logger(__name__)
 
@@ -130,7 +132,37 @@ async def _close(ctx: Context, session: AsyncSession) -> StepOutcome:
 
 
 async def _reexamine(ctx: Context, session: AsyncSession) -> StepOutcome:
-    return StepOutcome(0, 0, "nothing held for re-examination")
+    return await reexamine(session, ctx.settings, ctx.day)
+
+
+async def reexamine(session: AsyncSession, settings: Settings, day: date) -> StepOutcome:
+    """The held breaks of the days up to ``day`` against what was accepted since
+    (docs/settlement.md, "Re-examination"): gray records and TAC failures against each card's
+    later records, counter gaps against the counters that came, and the pending loads past
+    their time given their ``aged_load`` break. Closes only what needs no posting; the rest
+    stays open with its amount. Rows: the breaks examined; amount: the fen still open."""
+    now = clock.now()
+    aged = 0
+    while found := await loads.age_pending_loads(session, settings, now):
+        aged += found  # one batch of loads per call, until none is left
+    gray = await repository.reexamine_gray(session, day, now)
+    filled = await repository.reexamine_gaps(session, day, now)
+    tac_later = await repository.reexamine_tac_copies(session, day, now)
+    gray_open = await repository.open_breaks(session, BreakKind.gray, day, repository.GRAY_PROVEN)
+    gaps_open = await repository.open_breaks(session, BreakKind.counter_gap, day)
+    tac_open = await repository.open_breaks(session, BreakKind.tac_failed, day)
+    aged_open = await repository.open_breaks(session, BreakKind.aged_load, day)
+    resolved = gray.recovered + gray.not_debited + filled + tac_later
+    still = (gray_open, gaps_open, tac_open, aged_open)
+    detail = (
+        f"gray: {gray.recovered + gray.not_debited} resolved ({gray.recovered} recovered, "
+        f"{gray.not_debited} not debited), {gray_open.count} open "
+        f"({gray_open.noted} debit proven, to adjust in); "
+        f"counter gaps: {filled} filled, {gaps_open.count} open; "
+        f"TAC failed: {tac_later} accepted later, {tac_open.count} open; "
+        f"aged loads: {aged} aged now, {aged_open.count} open"
+    )
+    return StepOutcome(resolved + sum(o.count for o in still), sum(o.amount for o in still), detail)
 
 
 async def _clear(ctx: Context, session: AsyncSession) -> StepOutcome:

@@ -77,6 +77,7 @@ class _Refused(Exception):
 def _tree(data: bytes) -> tuple[str, Node]:
     parser = expat.ParserCreate(namespace_separator=" ")
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    parser.buffer_text = True  # one call per text, not one per line of it
     stack: list[Node] = []
     root: list[tuple[str, Node]] = []
     count = 0
@@ -102,11 +103,8 @@ def _tree(data: bytes) -> tuple[str, Node]:
         if len(stack) >= MAX_DEPTH:
             refuse("too_deep", f"elements nested deeper than {MAX_DEPTH}")
         uri, _, local = name.rpartition(" ")
-        node = Node(
-            local,
-            parser.CurrentLineNumber,
-            {k.rpartition(" ")[2]: v for k, v in attributes.items()},
-        )
+        names = {k.rpartition(" ")[2]: v for k, v in attributes.items()} if attributes else {}
+        node = Node(local, parser.CurrentLineNumber, names)
         if stack:
             stack[-1].children.append(node)
         else:
@@ -119,6 +117,8 @@ def _tree(data: bytes) -> tuple[str, Node]:
     def text(data: str) -> None:
         if stack:
             node = stack[-1]
+            if not node.text and not data.strip():
+                return  # the white space between elements: kept nowhere, counted nowhere
             if len(node.text) + len(data) > MAX_TEXT:
                 refuse("field", f"a text longer than {MAX_TEXT} characters")
             node.text += data

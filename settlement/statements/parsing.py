@@ -116,8 +116,11 @@ def iso_date(text: str, *, line: int | None, name: str) -> date:
         raise StatementMalformed("date", f"{text!r} is not a date", line=line, field=name) from None
 
 
+_CONTROL: Final = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def _control(text: str) -> bool:
-    return any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or 0xD800 <= ord(c) <= 0xDFFF for c in text)
+    return _CONTROL.search(text) is not None
 
 
 def text_value(

@@ -174,6 +174,13 @@ async def test_the_pages_over_http(client: httpx.AsyncClient, resources: Resourc
     assert shown.text.count('class="step-state">') == len(STEPS)
     assert 'http-equiv="refresh"' not in shown.text  # settled: nothing to follow
 
+    client.cookies.set("cardsvc_lang", "en")
+    english = await client.get(f"/finance/days/{day.isoformat()}")
+    assert english.status_code == 200
+    assert "Settlement steps" in english.text
+    assert (await client.get("/finance/days")).status_code == 200
+    client.cookies.set("cardsvc_lang", "zh")
+
     missing = await client.get("/finance/days/2001-01-01")
     assert missing.status_code == 404
     assert "NotFound" in missing.text
@@ -251,3 +258,5 @@ async def test_the_files_page_and_audited_downloads(
     assert 'id="file-summary.csv" class="file-altered"' in shown.text
     assert summary["sha256"] in shown.text
     assert (await client.get("/finance/days/2001-01-01/files")).status_code == 404
+    client.cookies.set("cardsvc_lang", "en")
+    assert "Altered" in (await client.get(f"/finance/days/{day.isoformat()}/files")).text

@@ -6,6 +6,7 @@ else."""
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from datetime import date
 
 import pytest
@@ -230,6 +231,23 @@ def test_limits_before_parsing() -> None:
     many = SMALL.lines * (MAX_LINES + 1)
     with pytest.raises(StatementMalformed, match=r"^too_many_lines"):
         parse(csv_layout.write(ParsedStatement(Format.csv, "S", "A1", "CNY", None, None, many)))
+
+
+def test_a_long_indented_camt053_statement() -> None:
+    """The white space between thousands of entries is no text of their statement."""
+    many = replace(
+        SMALL,
+        format=Format.camt053,
+        lines=[replace(SMALL.lines[0], line_no=n) for n in range(1, 3001)],
+    )
+    document = camt053.write(many).replace(b"<Ntry>", b"\n    <Ntry>")
+    assert len(parse(document).lines) == 3000
+    with pytest.raises(StatementMalformed, match=r"^field at line"):
+        parse(
+            camt053.write(replace(SMALL, format=Format.camt053)).replace(
+                b"<Id>STMT-1</Id>", b"<Id>" + b"x" * 1001 + b"</Id>"
+            )
+        )
 
 
 def test_camt053_batch_entries_and_later_versions() -> None:

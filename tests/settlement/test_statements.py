@@ -254,6 +254,10 @@ async def test_the_statement_pages_over_http(
 
     listing = await client.get("/finance/statements")
     assert listing.text.count('<tr id="statement-') == 1
+    client.cookies.set("cardsvc_lang", "en")
+    assert "Unmatched" in (await client.get(location)).text
+    assert "Import a statement" in (await client.get("/finance/statements")).text
+    client.cookies.set("cardsvc_lang", "zh")
     assert (await client.get("/finance/statements/999")).status_code == 404
 
 
@@ -362,3 +366,11 @@ async def test_matching_the_settlements_payouts(resources: Resources) -> None:
     }
     assert confirmations == [first]
     assert detail.lines[1].match_detail == f"payout {second} is 3400 fen, the bank 3401"
+
+
+def test_bank_line_breaks_wait_in_bank_suspense() -> None:
+    from cardsvc.ledger.models import AccountKind as Kind
+    from settlement.resolutions.service import suspense_of
+
+    assert suspense_of(BreakKind.unmatched_bank_line.value) is Kind.suspense_bank
+    assert suspense_of(BreakKind.bank_line_differs.value) is Kind.suspense_bank
