@@ -41,7 +41,7 @@ class RunStatus(StrEnum):
 
 class BatchStatus(StrEnum):
     due = "due"  # gross positive and fees within it: posted to the payable and fee income
-    carried = "carried"  # nothing positive to settle: the pending balance stays
+    carried = "carried"  # nothing positive on its day: settled with the next due batch
     posted = "posted"
 
 

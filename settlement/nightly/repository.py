@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     and_,
     case,
     func,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
 from cardsvc.breaks.models import BreakItem, BreakKind, BreakStatus
 from cardsvc.clearing.models import ClearingDay
@@ -248,10 +250,43 @@ async def make_batches(session: AsyncSession, day: date) -> tuple[int, int]:
 
 @dataclass(frozen=True, slots=True)
 class DueBatch:
+    """A due batch of the day with what the merchant's carried batches of earlier days bring
+    forward (zero or negative net): the posting settles both, or neither."""
+
     merchant_no: str
     gross: int
     fee: int
     net: int
+    carry_gross: int = 0
+    carry_fee: int = 0
+    carry_net: int = 0
+
+    @property
+    def total_gross(self) -> int:
+        return self.gross + self.carry_gross
+
+    @property
+    def total_fee(self) -> int:
+        return self.fee + self.carry_fee
+
+    @property
+    def total_net(self) -> int:
+        return self.net + self.carry_net
+
+    @property
+    def postable(self) -> bool:
+        # The rule of a due batch, applied to the day together with what it carries.
+        return self.total_gross > 0 and self.total_net >= 0
+
+
+def _carried_before(day: date) -> ColumnElement[bool]:
+    """Carried batches of days before ``day`` that no posting has settled yet."""
+    c = SettlementBatch
+    return and_(
+        c.status == BatchStatus.carried,
+        c.ledger_transaction_id.is_(None),
+        c.clearing_date < day,
+    )
 
 
 async def due_batches(session: AsyncSession, day: date, limit: int) -> list[DueBatch]:
@@ -263,16 +298,51 @@ async def due_batches(session: AsyncSession, day: date, limit: int) -> list[DueB
         .limit(limit)
         .with_for_update()
     )
-    return [DueBatch(*row) for row in (await session.execute(stmt)).all()]
+    due = [DueBatch(*row) for row in (await session.execute(stmt)).all()]
+    if not due:
+        return []
+    c = SettlementBatch
+    carry_stmt = (
+        select(c.merchant_no, func.sum(c.gross), func.sum(c.fee), func.sum(c.net))
+        .where(_carried_before(day), c.merchant_no.in_([d.merchant_no for d in due]))
+        .group_by(c.merchant_no)
+    )
+    carry = {
+        str(m): (int(g), int(f), int(n)) for m, g, f, n in (await session.execute(carry_stmt)).all()
+    }
+    return [
+        DueBatch(d.merchant_no, d.gross, d.fee, d.net, *carry.get(d.merchant_no, (0, 0, 0)))
+        for d in due
+    ]
 
 
 async def mark_posted(
     session: AsyncSession, day: date, merchant_no: str, transaction_id: int
 ) -> None:
+    """The day's batch is posted; the merchant's carried batches before it are settled by the
+    same posting (they keep status ``carried`` and get its ledger transaction)."""
+    await session.execute(
+        update(SettlementBatch)
+        .where(
+            _carried_before(day),
+            SettlementBatch.merchant_no == merchant_no,
+        )
+        .values(ledger_transaction_id=transaction_id)
+        .execution_options(synchronize_session=False)
+    )
     await session.execute(
         update(SettlementBatch)
         .where(SettlementBatch.clearing_date == day, SettlementBatch.merchant_no == merchant_no)
         .values(status=BatchStatus.posted, ledger_transaction_id=transaction_id)
+    )
+
+
+async def mark_carried(session: AsyncSession, day: date, merchant_no: str) -> None:
+    """A due batch whose day, with what it carries, is still not positive: carried further."""
+    await session.execute(
+        update(SettlementBatch)
+        .where(SettlementBatch.clearing_date == day, SettlementBatch.merchant_no == merchant_no)
+        .values(status=BatchStatus.carried)
     )
 
 
@@ -368,6 +438,18 @@ async def posting_totals(session: AsyncSession, day: date) -> PostingTotals:
         .where(b.clearing_date == day, b.status == BatchStatus.posted)
     )
     posted, keyed, gross = (await session.execute(stmt)).one()
+    # Carried batches of earlier days settled by the day's postings: their gross is in them.
+    c = aliased(SettlementBatch)
+    carried_stmt = select(func.coalesce(func.sum(c.gross), 0)).where(
+        c.status == BatchStatus.carried,
+        c.clearing_date < day,
+        c.ledger_transaction_id.in_(
+            select(b.ledger_transaction_id).where(
+                b.clearing_date == day, b.status == BatchStatus.posted
+            )
+        ),
+    )
+    gross = int(gross) + int((await session.execute(carried_stmt)).scalar_one())
     days_stmt = (
         select(key.clearing_date)
         .distinct()

@@ -194,6 +194,9 @@ async def _postings(ctx: Context, session: AsyncSession) -> StepOutcome:
                 break
             posting_day = await clearing.clearing_date(work, ctx.settings)
             for batch in due:
+                if not batch.postable:  # what it carries leaves nothing to pay: carried further
+                    await repository.mark_carried(work, ctx.day, batch.merchant_no)
+                    continue
                 posted = await ledger.post(work, _posting(ctx.day, posting_day, batch))
                 await repository.mark_posted(work, ctx.day, batch.merchant_no, posted.id)
             chunk += 1
@@ -213,13 +216,15 @@ async def _postings(ctx: Context, session: AsyncSession) -> StepOutcome:
 def _posting(day: date, posting_day: date, batch: repository.DueBatch) -> PostingRequest:
     # Pending clearing moves to what the merchant is owed (net) and the fee income; the posting
     # lands on the open day, like every posting, and its key names the day it settles.
+    # With the carried batches of earlier days in (refunds, fees above the gross), the posting
+    # clears the pending account back to what it was before them.
     pending = AccountRef(AccountKind.merchant_pending, batch.merchant_no)
-    entries = [Entry(pending, Side.debit, batch.gross)]
-    if batch.net > 0:
+    entries = [Entry(pending, Side.debit, batch.total_gross)]
+    if batch.total_net > 0:
         payable = AccountRef(AccountKind.merchant_payable, batch.merchant_no)
-        entries.append(Entry(payable, Side.credit, batch.net))
-    if batch.fee > 0:
-        entries.append(Entry(AccountRef(AccountKind.fee_income), Side.credit, batch.fee))
+        entries.append(Entry(payable, Side.credit, batch.total_net))
+    if batch.total_fee > 0:
+        entries.append(Entry(AccountRef(AccountKind.fee_income), Side.credit, batch.total_fee))
     return PostingRequest(
         idempotency_key=posting_key(day, batch.merchant_no),
         tx_type=POSTING_TX_TYPE,

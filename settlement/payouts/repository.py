@@ -81,11 +81,15 @@ def cycle_falls_on(day: date) -> ColumnElement[bool]:
 
 def _unpaid(day: date) -> ColumnElement[bool]:
     b = SettlementBatch
+    # Posted batches, and the carried ones a posting settled (their zero or negative net is
+    # taken off the payout that pays the batch they were settled with).
     return and_(
-        b.status == BatchStatus.posted,
+        or_(
+            b.status == BatchStatus.posted,
+            and_(b.status == BatchStatus.carried, b.ledger_transaction_id.is_not(None)),
+        ),
         b.payout_reference.is_(None),
         b.clearing_date <= day,
-        b.net > 0,
     )
 
 
@@ -112,6 +116,7 @@ async def make_payouts(session: AsyncSession, day: date, now: datetime) -> None:
         .outerjoin(p, p.merchant_no == b.merchant_no)
         .where(_unpaid(day), cycle_falls_on(day))
         .group_by(b.merchant_no, p.bank_name, p.bank_branch, p.account_no, p.account_holder)
+        .having(func.sum(b.net) > 0)
     )
     columns = [
         "clearing_date", "merchant_no", "reference", "amount", "bank_name", "bank_branch",
