@@ -105,4 +105,5 @@ class SettlementBatch(Base):
     status: Mapped[BatchStatus] = mapped_column(Enum(BatchStatus, native_enum=False, length=16))
     ledger_transaction_id: Mapped[int | None] = mapped_column(BigInteger)
     # The payout that paid this batch's net (settlement_payouts.reference); null until then.
-    payout_reference: Mapped[str | None] = mapped_column(String(24))
+    # Indexed: a day's payouts look for the batches not paid yet (null) and those a payout paid.
+    payout_reference: Mapped[str | None] = mapped_column(String(24), index=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import calendar
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, case, func, insert, literal, or_, select, update
@@ -255,7 +255,11 @@ async def unbalanced_payouts(session: AsyncSession, day: date) -> int:
     o, b = SettlementPayout, SettlementBatch
     paid = (
         select(b.payout_reference.label("reference"), func.sum(b.net).label("net"))
-        .where(b.payout_reference.like(f"P{day:%Y%m%d}%"))
+        # The day's references, as a range the index answers: P<YYYYMMDD> <= ref < P<YYYYMMDD+1>.
+        .where(
+            b.payout_reference >= f"P{day:%Y%m%d}",
+            b.payout_reference < f"P{day + timedelta(days=1):%Y%m%d}",
+        )
         .group_by(b.payout_reference)
         .subquery()
     )

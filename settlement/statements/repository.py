@@ -4,12 +4,14 @@ match), and the reads of the pages."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from settlement.payouts.models import PayoutStatus, SettlementPayout
 from settlement.statements.models import BankStatement, BankStatementLine, MatchStatus
 
 
@@ -116,3 +118,25 @@ async def set_match(
         .where(BankStatementLine.id == line_id)
         .values(match=match, match_detail=detail, break_id=break_id)
     )
+
+
+async def unconfirmed_payouts(
+    session: AsyncSession, limit: int
+) -> tuple[int, int, list[tuple[str, str, date, int]]]:
+    """Issued payouts no statement confirmed yet: (count, amount, the oldest ``limit`` as
+    (reference, merchant_no, clearing_date, amount))."""
+    p = SettlementPayout
+    issued = p.status == PayoutStatus.issued
+    count, amount = (
+        await session.execute(
+            select(func.count(), func.coalesce(func.sum(p.amount), 0)).where(issued)
+        )
+    ).one()
+    stmt = (
+        select(p.reference, p.merchant_no, p.clearing_date, p.amount)
+        .where(issued)
+        .order_by(p.clearing_date, p.reference)
+        .limit(limit)
+    )
+    rows = [(r, m, d, int(a)) for r, m, d, a in await session.execute(stmt)]
+    return int(count), int(amount), rows

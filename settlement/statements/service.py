@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import date
 from typing import Any, Final
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,6 +40,7 @@ __all__ = ["Payout", "Payouts"]
 
 LINES_PAGE: Final = 200
 STATEMENTS_PAGE: Final = 50
+UNCONFIRMED_SHOWN: Final = 100
 BREAK_SOURCE: Final = "bank_statement"
 # The payout states a bank line may confirm.
 CONFIRMABLE: Final = frozenset({"issued"})
@@ -268,9 +270,20 @@ class StatementRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Unconfirmed:
+    reference: str
+    merchant_no: str
+    clearing_date: date
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
 class StatementsPage:
     rows: list[StatementRow]
     total: int
+    unconfirmed_count: int  # payouts issued that no statement has shown yet
+    unconfirmed_amount: int
+    unconfirmed: list[Unconfirmed]  # the oldest of them
 
 
 async def list_statements(session: AsyncSession, *, page: int = 1) -> StatementsPage:
@@ -280,9 +293,13 @@ async def list_statements(session: AsyncSession, *, page: int = 1) -> Statements
         )
     )
     counts = await repository.match_counts(session, [s.id for s in found])
+    waiting, amount, oldest = await repository.unconfirmed_payouts(session, UNCONFIRMED_SHOWN)
     return StatementsPage(
         [StatementRow(s, counts.get(s.id, {})) for s in found],
         await repository.count_statements(session),
+        waiting,
+        amount,
+        [Unconfirmed(*row) for row in oldest],
     )
 
 

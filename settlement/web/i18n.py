@@ -199,6 +199,8 @@ LABELS: Final[dict[str, dict[str, str]]] = {
         "period": "期间",
         "settled_days": "结算天数",
         "print_hint": "打印本页即得结算单（导航与表单不会打印）。",
+        "unconfirmed_payouts": "已付款、银行尚未确认的付款（最早100笔）",
+        "imported_statements": "已导入的对账单",
     },
     "en": {
         "app": "Citizen card finance",
@@ -390,6 +392,8 @@ LABELS: Final[dict[str, dict[str, str]]] = {
         "period": "Period",
         "settled_days": "Days settled",
         "print_hint": "Print this page for the statement (navigation and forms are not printed).",
+        "unconfirmed_payouts": "Payouts issued, not yet on a statement (the oldest 100)",
+        "imported_statements": "Statements imported",
     },
 }
 

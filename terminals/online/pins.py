@@ -20,7 +20,8 @@ from cardsvc.accounts import service as accounts
 from cardsvc.accounts.service import PinCheck, PinEntry, PinOutcome, PinTry
 from cardsvc.db import unit_of_work
 from cardsvc.errors import Conflict, DependencyUnavailable
-from cardsvc.hsm import HsmClient, HsmUnavailable, PinKeyRef
+from cardsvc.hsm import HsmClient, HsmError, HsmUnavailable, PinKeyRef
+from cardsvc.logging import get_logger
 from cardsvc.settings import Settings
 from terminals.access import service as access
 from terminals.access.context import TerminalContext
@@ -29,6 +30,8 @@ from terminals.online import messages
 from terminals.online.messages import Declined, card_refusal, local_now
 from terminals.online.repository import CardStanding
 from terminals.online.schemas import ResponseCode
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,11 @@ async def check_before_number(
         async with unit_of_work(sessions) as settling:
             await accounts.settle_pin_try(settling, settings, taken, None)
         raise DependencyUnavailable("HSM unavailable") from None
+    except HsmError as exc:
+        # The HSM refused the request itself (not a verdict on the PIN): no try, answered as a
+        # block that cannot be checked.
+        log.warning("pin.hsm_error", code=exc.code)
+        valid = None
     return PinStep(read=True, standing=standing, taken=taken, valid=valid)
 
 

@@ -108,6 +108,8 @@ def test_import_a_statement(pages: Any, server: Server, paid: str) -> None:
     assert payout_status(server, paid) == "issued"
     page = pages()
     log_in(page, "fin_maker")
+    page.goto("/finance/statements")
+    assert page.locator(f"#payout-{paid}").is_visible()  # issued, not yet on a statement
     statement = statement_of(paid)
     data = camt053.write(statement)
     upload(page, "statement.xml", data, "application/xml")
@@ -129,6 +131,7 @@ def test_import_a_statement(pages: Any, server: Server, paid: str) -> None:
     assert page.url.split("?")[0] == shown.split("?")[0]
     page.goto("/finance/statements")
     assert page.locator("#statements tbody tr", has_text="BROWSER-20261202").count() == 1
+    assert page.locator(f"#payout-{paid}").count() == 0  # confirmed
 
     broken = csv_layout.write(statement).replace(b"30000", b"300.00")
     upload(page, "statement.csv", broken, "text/csv")

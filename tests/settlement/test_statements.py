@@ -335,6 +335,10 @@ async def test_matching_the_settlements_payouts(resources: Resources) -> None:
     await nightly.run(resources.sessions, resources.settings, day, hsm=resources.hsm)
     await payouts.issue_payouts(resources.sessions, resources.settings, day)
     first, second = (payouts.reference(day, m) for m in shops)
+    async with resources.sessions() as session:
+        waiting = await statements.list_statements(session)
+    assert (waiting.unconfirmed_count, waiting.unconfirmed_amount) == (2, 15400)
+    assert [p.reference for p in waiting.unconfirmed] == [first, second]
     statement = replace(
         STATEMENT,
         statement_id="PAYOUTS-1",
@@ -366,3 +370,15 @@ async def test_matching_the_settlements_payouts(resources: Resources) -> None:
     }
     assert confirmations == [first]
     assert detail.lines[1].match_detail == f"payout {second} is 3400 fen, the bank 3401"
+    async with resources.sessions() as session:
+        waiting = await statements.list_statements(session)
+    assert (waiting.unconfirmed_count, waiting.unconfirmed_amount) == (1, 3400)
+    assert [p.reference for p in waiting.unconfirmed] == [second]
+
+
+def test_bank_line_breaks_wait_in_bank_suspense() -> None:
+    from cardsvc.ledger.models import AccountKind as Kind
+    from settlement.resolutions.service import suspense_of
+
+    assert suspense_of(BreakKind.unmatched_bank_line.value) is Kind.suspense_bank
+    assert suspense_of(BreakKind.bank_line_differs.value) is Kind.suspense_bank

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -51,13 +52,16 @@ class Checkouts:
 
 
 class SlowHsm:
-    """Every call waits ``delay`` seconds before the real HSM answers; each call is noted with
-    the connections checked out when it began."""
+    """Every call waits ``delay`` seconds, and while ``gate`` is cleared until it is set again,
+    before the real HSM answers; each call is noted with the connections checked out when it
+    began."""
 
     def __init__(self, inner: HsmClient, delay: float, checkouts: Checkouts) -> None:
         self._inner = inner
         self._checkouts = checkouts
         self.delay = delay
+        self.gate = asyncio.Event()
+        self.gate.set()
         self.calls: list[tuple[str, int]] = []
 
     def __getattr__(self, name: str) -> Any:
@@ -66,6 +70,7 @@ class SlowHsm:
         async def slowly(*args: Any, **kwargs: Any) -> Any:
             self.calls.append((name, self._checkouts.now))
             await asyncio.sleep(self.delay)
+            await self.gate.wait()
             return await call(*args, **kwargs)
 
         return slowly
@@ -117,7 +122,9 @@ async def test_a_slow_hsm_holds_no_connection(resources: Resources) -> None:
             with InProcessLink(chip) as link:
                 return (await desk.load(link, 2_000)).status
 
-        n.hsm.delay = 0.5
+        # The HSM answers nothing until the requests below are answered, however busy the machine.
+        n.hsm.gate.clear()
+        calls_before = len(n.hsm.calls)
         resident = {
             "resident_id": resident_id(),
             "name": "张三",
@@ -131,7 +138,10 @@ async def test_a_slow_hsm_holds_no_connection(resources: Resources) -> None:
             asyncio.create_task(load()),  # MAC1/MAC2, then the TAC of the confirmation
             asyncio.create_task(validator.upload()),  # the batch's TACs
         ]
-        await asyncio.sleep(0.1)  # every one of them is waiting for the HSM now
+        deadline = time.monotonic() + 30
+        while len(n.hsm.calls) - calls_before < len(pending):  # each is waiting for the HSM now
+            assert time.monotonic() < deadline, "a request never reached the HSM"
+            await asyncio.sleep(0.01)
         answered: list[tuple[str, int]] = []
         requests: list[tuple[str, Callable[[], Awaitable[httpx.Response]]]] = [
             ("health", lambda: api.get("/healthz")),
@@ -140,9 +150,11 @@ async def test_a_slow_hsm_holds_no_connection(resources: Resources) -> None:
             ("blacklist", lambda: api.get("/api/v1/blacklist", headers=staff)),
         ]
         for name, send in requests:
-            response = await send()
+            # Were a connection held across an HSM call, the pool of two would never serve this.
+            response = await asyncio.wait_for(send(), timeout=30)
             answered.append((name, response.status_code))
             assert not any(task.done() for task in pending), f"{name} waited for the HSM"
+        n.hsm.gate.set()
         results = await asyncio.gather(*pending)
         assert answered == [(name, 200) for name, _ in requests]
         lists, registered = results[: len(terminals)], results[len(terminals)]
