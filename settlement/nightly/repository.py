@@ -1015,3 +1015,71 @@ async def open_breaks(
         )
     ).one()
     return OpenBreaks(int(found[0]), int(found[1]), int(found[2]))
+
+
+TAC_VERIFIES = (
+    "the TAC verifies on re-examination; accepting the record needs a posting: work it in the inbox"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldTac:
+    """A TAC-failed break and what its record's TAC covers."""
+
+    break_id: int
+    asn: str
+    tx_type: int
+    amount: int
+    terminal_no: str
+    terminal_serial: int
+    tx_datetime: str
+    key_version: int
+    tac: str
+    offline_counter: int | None
+
+
+async def held_tacs(session: AsyncSession, day: date, after_id: int, limit: int) -> list[HeldTac]:
+    """One page (in break id order, after ``after_id``) of the open TAC-failed breaks of the
+    days up to ``day`` whose record carries every field its TAC covers."""
+    r = OfflineRecord
+    stmt = (
+        select(
+            BreakItem.id,
+            r.asn,
+            r.tx_type,
+            r.amount,
+            r.terminal_no,
+            r.terminal_serial,
+            r.tx_datetime,
+            r.key_version,
+            r.tac,
+            r.offline_counter,
+        )
+        .join(r, _held_record())
+        .where(
+            _open_breaks(BreakKind.tac_failed, day),
+            BreakItem.id > after_id,
+            r.asn.is_not(None),
+            r.tx_type.is_not(None),
+            r.amount.is_not(None),
+            r.terminal_no.is_not(None),
+            r.terminal_serial.is_not(None),
+            r.tx_datetime.is_not(None),
+            r.key_version.is_not(None),
+            r.tac.is_not(None),
+        )
+        .order_by(BreakItem.id)
+        .limit(limit)
+    )
+    rows: Any = await session.execute(stmt)
+    return [HeldTac(*row) for row in rows.all()]
+
+
+async def note_open(session: AsyncSession, break_ids: Sequence[int], note: str) -> None:
+    """Write ``note`` on those of the breaks still open (and not noted so already)."""
+    if break_ids:
+        await _note_where(
+            session,
+            and_(BreakItem.id.in_(list(break_ids)), BreakItem.status == BreakStatus.open),
+            note,
+        )

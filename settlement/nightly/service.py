@@ -30,8 +30,8 @@ from cardsvc import clock
 from cardsvc.breaks.models import BreakKind
 from cardsvc.clearing import service as clearing
 from cardsvc.db import unit_of_work
-from cardsvc.errors import Conflict, NotFound
-from cardsvc.hsm import HsmClient, KeyRef
+from cardsvc.errors import Conflict, DependencyUnavailable, NotFound
+from cardsvc.hsm import HsmClient, HsmUnavailable, KeyRef
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
@@ -42,6 +42,7 @@ from settlement.nightly import files, manifest, repository
 from settlement.nightly.models import STEPS, RunStatus, SettlementRun, SettlementStep, Step
 from settlement.payouts import service as payouts
 from terminals.loads import service as loads
+from terminals.uploads import service as uploads
 
 log = get_logger(__name__)
 
@@ -135,6 +136,46 @@ async def _reexamine(ctx: Context, session: AsyncSession) -> StepOutcome:
     return await reexamine(session, ctx.settings, ctx.day)
 
 
+TAC_PAGE = 500  # TAC-failed breaks read, verified and noted per round
+
+
+async def reverify_tacs(
+    sessions: async_sessionmaker[AsyncSession], hsm: HsmClient, day: date
+) -> int:
+    """Ask the HSM again about every open TAC-failed record of the days up to ``day``, a page at
+    a time: the page is read in a session closed before the HSM is asked, and the breaks whose
+    TAC now verifies are noted in a transaction of their own. Nothing is posted. How many
+    verify."""
+    after, verified = 0, 0
+    while True:
+        async with sessions() as reading:
+            page = await repository.held_tacs(reading, day, after, TAC_PAGE)
+        if not page:
+            return verified
+        after = page[-1].break_id
+        try:
+            verdict = await hsm.tac_verify([uploads.tac_wire(_tac_fields(h)) for h in page])
+        except HsmUnavailable as exc:
+            raise DependencyUnavailable("HSM unavailable: run the settlement again") from exc
+        good = [h.break_id for h, ok in zip(page, verdict.results, strict=True) if ok]
+        if good:
+            async with unit_of_work(sessions) as writing:
+                await repository.note_open(writing, good, repository.TAC_VERIFIES)
+        verified += len(good)
+
+
+def _tac_fields(held: repository.HeldTac) -> uploads.TacFields:
+    return uploads.TacFields(
+        asn=held.asn, tx_type=held.tx_type, amount=held.amount, terminal_no=held.terminal_no,
+        terminal_serial=held.terminal_serial, tx_datetime=held.tx_datetime,
+        key_version=held.key_version, tac=held.tac, offline_counter=held.offline_counter,
+    )  # fmt: skip
+
+
+async def _reverify(ctx: Context) -> None:
+    await reverify_tacs(ctx.sessions, ctx.hsm, ctx.day)
+
+
 async def reexamine(session: AsyncSession, settings: Settings, day: date) -> StepOutcome:
     """The held breaks of the days up to ``day`` against what was accepted since
     (docs/settlement.md, "Re-examination"): gray records and TAC failures against each card's
@@ -145,12 +186,15 @@ async def reexamine(session: AsyncSession, settings: Settings, day: date) -> Ste
     aged = 0
     while found := await loads.age_pending_loads(session, settings, now):
         aged += found  # one batch of loads per call, until none is left
+        await session.flush()  # the batch's marks, so the next call reads past them
     gray = await repository.reexamine_gray(session, day, now)
     filled = await repository.reexamine_gaps(session, day, now)
     tac_later = await repository.reexamine_tac_copies(session, day, now)
     gray_open = await repository.open_breaks(session, BreakKind.gray, day, repository.GRAY_PROVEN)
     gaps_open = await repository.open_breaks(session, BreakKind.counter_gap, day)
-    tac_open = await repository.open_breaks(session, BreakKind.tac_failed, day)
+    tac_open = await repository.open_breaks(
+        session, BreakKind.tac_failed, day, repository.TAC_VERIFIES
+    )
     aged_open = await repository.open_breaks(session, BreakKind.aged_load, day)
     resolved = gray.recovered + gray.not_debited + filled + tac_later
     still = (gray_open, gaps_open, tac_open, aged_open)
@@ -159,7 +203,8 @@ async def reexamine(session: AsyncSession, settings: Settings, day: date) -> Ste
         f"{gray.not_debited} not debited), {gray_open.count} open "
         f"({gray_open.noted} debit proven, to adjust in); "
         f"counter gaps: {filled} filled, {gaps_open.count} open; "
-        f"TAC failed: {tac_later} accepted later, {tac_open.count} open; "
+        f"TAC failed: {tac_later} accepted later, {tac_open.count} open "
+        f"({tac_open.noted} verify now, to adjust in); "
         f"aged loads: {aged} aged now, {aged_open.count} open"
     )
     return StepOutcome(resolved + sum(o.count for o in still), sum(o.amount for o in still), detail)
@@ -379,6 +424,11 @@ STEP_WORK: dict[Step, Callable[[Context, AsyncSession], Awaitable[StepOutcome]]]
 OUTSIDE_TRANSACTION: dict[Step, Callable[[Context], Awaitable[StepOutcome]]] = {
     Step.files: _files,
 }
+# Work a step does before its recording transaction begins (the HSM asked with no transaction
+# open), the rest of the step then running in that transaction.
+BEFORE_TRANSACTION: dict[Step, Callable[[Context], Awaitable[None]]] = {
+    Step.reexamine: _reverify,
+}
 # Steps that run again on a day already past them: they only read what the others stored.
 ALWAYS_RUN = frozenset({Step.files})
 
@@ -467,6 +517,8 @@ async def _step_row(
 
 async def _run_step(ctx: Context, step: Step, *, already: bool) -> StepDone:
     started = time.monotonic()
+    if (before := BEFORE_TRANSACTION.get(step)) is not None:
+        await before(ctx)
     outside = OUTSIDE_TRANSACTION.get(step)
     if outside is not None:
         outcome = await outside(ctx)

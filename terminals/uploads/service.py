@@ -409,7 +409,7 @@ async def _check_cards(session: AsyncSession, outcomes: Sequence[Outcome]) -> No
         o.card_id, o.card_no = card.id, card.card_no
 
 
-def _tac_wire(t: TacFields) -> dict[str, object]:
+def tac_wire(t: TacFields) -> dict[str, object]:
     # TAC_VERIFY wire format (docs/hsm-protocol.md; reference/pboc.md §3.2 TAC inputs).
     return {
         "kind": "purchase",
@@ -437,7 +437,7 @@ async def _tac_verdicts(hsm: HsmClient, outcomes: Sequence[Outcome]) -> dict[int
     if not checked:
         return {}
     try:
-        verdict = await hsm.tac_verify([_tac_wire(o.tac) for o in checked if o.tac])
+        verdict = await hsm.tac_verify([tac_wire(o.tac) for o in checked if o.tac])
     except HsmUnavailable as exc:
         raise DependencyUnavailable("HSM unavailable: upload again later") from exc
     return {

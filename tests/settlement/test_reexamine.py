@@ -13,6 +13,7 @@ from cardsvc.breaks import service as breaks
 from cardsvc.breaks.models import BreakItem, BreakKind, BreakStatus
 from cardsvc.breaks.schemas import BreakRef, NewBreak
 from cardsvc.db import unit_of_work
+from cardsvc.hsm import TacVerifyResult
 from cardsvc.resources import Resources
 from settlement.nightly import repository, service
 from settlement.nightly.models import Step
@@ -90,7 +91,8 @@ async def test_held_breaks_close_on_evidence_and_a_rerun_changes_nothing(
     fare = genuine["amount"]
     assert step.detail == (
         "gray: 2 resolved (1 recovered, 1 not debited), 2 open (1 debit proven, to adjust in); "
-        "counter gaps: 1 filled, 2 open; TAC failed: 0 accepted later, 0 open; "
+        "counter gaps: 1 filled, 2 open; TAC failed: 0 accepted later, 0 open (0 verify now, "
+        "to adjust in); "
         "aged loads: 0 aged now, 0 open"
     )
     assert step.rows == 7
@@ -118,3 +120,61 @@ async def test_held_breaks_close_on_evidence_and_a_rerun_changes_nothing(
     assert again.rows == 4
     assert again.amount == 2 * fare
     assert again.detail.startswith("gray: 0 resolved (0 recovered, 0 not debited), 2 open")
+
+
+async def test_tac_failures_are_verified_again_outside_any_transaction(
+    client: httpx.AsyncClient,
+    world: World,
+    resources: Resources,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    chips = await issue_cards(resources, [1, 2, 3], balance=1000)
+    now_good, forged, sent_again = chips
+    a = await bus(client, world.bus_terminals[0])
+    records = {no: tap(a, chip).record for no, chip in chips.items()}
+    real = resources.hsm.tac_verify
+
+    async def refusing(wire: Any) -> TacVerifyResult:
+        return TacVerifyResult(results=[False] * len(wire), errors={})
+
+    # The HSM refused the first card's genuine TAC at upload (a key it did not hold yet).
+    monkeypatch.setattr(resources.hsm, "tac_verify", refusing)
+    a.state.pending = [records[now_good]]
+    await a.upload()
+    monkeypatch.setattr(resources.hsm, "tac_verify", real)
+    a.state.pending = [dict(records[n], tac="00000000") for n in (forged, sent_again)]
+    await a.upload()
+    a.state.pending = [records[sent_again]]  # the same record again, with its real TAC
+    answers = await a.upload()
+    assert [r["code"] for r in answers[0]["results"]] == ["00"]
+    day = date.fromisoformat(answers[0]["clearing_date"])
+
+    asked: list[int] = []
+
+    async def watching(wire: Any) -> TacVerifyResult:
+        # The HSM is asked with the page's reading session closed: a write of the breaks goes
+        # through meanwhile (on SQLite a reading transaction still open would refuse it).
+        async with unit_of_work(resources.sessions) as session:
+            await session.execute(select(BreakItem.id).limit(1).with_for_update())
+        asked.append(len(wire))
+        return await real(wire)
+
+    monkeypatch.setattr(resources.hsm, "tac_verify", watching)
+    result = await service.run(resources.sessions, resources.settings, day, hsm=resources.hsm)
+    step = next(s for s in result.steps if s.step is Step.reexamine)
+    assert asked == [3]
+    assert "TAC failed: 1 accepted later, 2 open (1 verify now, to adjust in); " in step.detail
+    fare = records[forged]["amount"]
+    assert step.rows == 3
+    assert step.amount == 2 * fare
+    found = {a_: (s, res, note) for _i, k, a_, _c, s, _amt, res, note in await _snapshot(resources)}
+    assert found[now_good] == (BreakStatus.open, None, repository.TAC_VERIFIES)
+    assert found[forged] == (BreakStatus.open, None, None)
+    assert found[sent_again][:2] == (BreakStatus.resolved, "accepted_later")
+
+    settled = await _snapshot(resources)
+    assert await service.reverify_tacs(resources.sessions, resources.hsm, day) == 1
+    async with unit_of_work(resources.sessions) as session:
+        again = await service.reexamine(session, resources.settings, day)
+    assert await _snapshot(resources) == settled
+    assert (again.rows, again.amount) == (2, 2 * fare)
