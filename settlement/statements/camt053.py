@@ -138,7 +138,7 @@ def _tree(data: bytes) -> tuple[str, Node]:
         raise StatementMalformed(
             "xml", expat.ErrorString(exc.code) or "not well-formed", line=exc.lineno
         ) from None
-    except (ValueError, UnicodeError, RecursionError) as exc:  # an encoding expat does not know
+    except (LookupError, ValueError, UnicodeError, RecursionError) as exc:  # an unknown encoding
         raise StatementMalformed("xml", f"not readable: {type(exc).__name__}") from None
     if not root:
         raise StatementMalformed("xml", "no document element")

@@ -203,6 +203,14 @@ def test_camt053_errors_name_the_element() -> None:
     assert "field Stmt/Ntry[1]/Amt" in caught.value.detail
 
 
+@pytest.mark.parametrize("encoding", ["U-F-8", "EBCDIC-XYZ"])
+def test_an_encoding_expat_does_not_know_is_refused(encoding: str) -> None:
+    """Found by the changed-file property: expat raises LookupError for an unknown name."""
+    document = b'<?xml version="1.0" encoding="%s"?>' % encoding.encode() + b"<Document/>"
+    with pytest.raises(StatementMalformed, match=r"^xml: not readable"):
+        parse(document)
+
+
 BOMB = b"""<?xml version="1.0"?>
 <!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]>
 <Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.02">&lol2;</Document>"""
