@@ -1,7 +1,7 @@
 """Demo step: a counter load, a parking stay and a fuel fill (``cardsvc demo``).
 
-Registers a service counter, a car park and a filling station (once), issues a card with money
-in the holder's online account, then: the holder sets the account's PIN on the counter's PIN pad,
+Registers a service counter, a car park and a filling station (once), issues a card, the holder
+pays 500 yuan cash in at the counter into the online account (the counter deposit), then: the holder sets the account's PIN on the counter's PIN pad,
 the counter loads 50 yuan cash onto the purse (圈存), the car park takes the fee at the exit gate
 from the purse (compound records, uploaded offline) and a monthly permit from the online account
 with the PIN typed on the gate's PIN pad, the pump pre-authorizes 300 yuan on the online account
@@ -22,11 +22,10 @@ from cardsvc.accounts import service as accounts
 from cardsvc.cards import repository as cards_repository
 from cardsvc.cards.models import CONCESSION_CODES, Card, CardStatus, CardType
 from cardsvc.cards.numbers import make_card_no
-from cardsvc.clearing import service as clearing
 from cardsvc.db import unit_of_work
 from cardsvc.ledger import service as ledger
-from cardsvc.ledger.models import AccountKind, Side
-from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
+from cardsvc.ledger.models import AccountKind
+from cardsvc.ledger.schemas import AccountRef
 from cardsvc.reader.link import InProcessLink
 from cardsvc.residents.models import Resident
 from cardsvc.resources import Resources
@@ -82,7 +81,6 @@ async def _registry(resources: Resources) -> None:
 
 async def _card(resources: Resources, account: int) -> tuple[str, int]:
     async with unit_of_work(resources.sessions) as session:
-        day = await clearing.clearing_date(session, resources.settings)
         card_no = make_card_no(
             resources.settings.city_code,
             await cards_repository.next_sequence(session, resources.settings.city_code),
@@ -100,22 +98,13 @@ async def _card(resources: Resources, account: int) -> tuple[str, int]:
                 issued_at=clock.now(), expires_on=date(2035, 12, 31),
             )
         )  # fmt: skip
-        await ledger.post(
-            session,
-            PostingRequest(
-                idempotency_key=f"demo-deposit:{resident.id}",
-                tx_type="transfer",
-                clearing_date=day,
-                entries=[
-                    Entry(AccountRef(AccountKind.bank, "DEMO"), Side.debit, account),
-                    Entry(
-                        AccountRef(AccountKind.resident_account, str(resident.id)),
-                        Side.credit,
-                        account,
-                    ),
-                ],
-            ),
-        )
+        await session.flush()
+        # The holder pays cash in at the counter (what POST /accounts/{reference}/deposits does).
+        holder_account = await accounts.for_card(session, resources.settings, card_no)
+        await accounts.deposit(
+            session, resources.settings, holder_account, counter_code=COUNTER,
+            receipt_no=f"DEMO-{resident.id}", amount=account, actor="demo-operator",
+        )  # fmt: skip
         return card_no, resident.id
 
 
@@ -145,6 +134,10 @@ async def step_online_day(resources: Resources) -> None:
 
     await _registry(resources)
     card_no, resident_id = await _card(resources, 50_000)
+    click.echo(
+        f"  cash paid in at the counter: 500.00 yuan into the online account "
+        f"(receipt DEMO-{resident_id}, once per receipt)"
+    )
     chip = make_dev_personalized_card(card_no, 0)
     psam_path = resources.settings.var_dir / "psam" / f"{GATE}.json"
     psam_path.parent.mkdir(parents=True, exist_ok=True)
