@@ -10,15 +10,22 @@ import asyncio
 import os
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.db import unit_of_work
+from cardsvc.ledger import service as ledger
+from cardsvc.ledger.models import AccountKind, Side
+from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.resources import open_resources
 from cardsvc.settings import Mode, Settings
 from cardsvc.staff import service as staff
@@ -43,6 +50,38 @@ STAFF = {
     "auditor1": Role.auditor,
     "counter1": Role.counter_operator,
 }
+
+
+async def sell_online(
+    session: AsyncSession, day: date, merchant_no: str, amount: int, *, key: str
+) -> None:
+    """An online sale of ``amount`` fen to the merchant on ``day`` (what settlement clears)."""
+    await ledger.post(
+        session,
+        PostingRequest(
+            idempotency_key=key,
+            tx_type="online_purchase",
+            clearing_date=day,
+            entries=[
+                Entry(AccountRef(AccountKind.bank, "test"), Side.debit, amount),
+                Entry(AccountRef(AccountKind.merchant_pending, merchant_no), Side.credit, amount),
+            ],
+        ),
+    )
+
+
+def settle_with_the_command(server: Server, day: date) -> None:
+    """``cardsvc settlement run --date D`` as an operator runs it, against the server's files."""
+    done = subprocess.run(
+        [sys.executable, "-m", "cardsvc", "settlement", "run", "--date", day.isoformat()],
+        env=dev_env(server.settings.var_dir),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"{day.isoformat()} settled" in done.stdout
 
 
 def no_browser(reason: str) -> None:

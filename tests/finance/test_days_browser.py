@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -16,13 +14,9 @@ from typing import Any
 import pytest
 
 from cardsvc.clearing import service as clearing
-from cardsvc.ledger import service as ledger
-from cardsvc.ledger.models import AccountKind, Side
-from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from terminals.registry import service as registry
 from terminals.registry.models import MerchantCategory
-from tests.finance.browser import Server, log_in
-from tests.serving import dev_env
+from tests.finance.browser import Server, log_in, sell_online, settle_with_the_command
 
 SCRIPT = "<script>alert(1)</script>"
 SHOP = "900000000000002"
@@ -39,30 +33,11 @@ def settled_day(server: Server) -> date:
         )  # fmt: skip
         day = await clearing.clearing_date(session, resources.settings)
         for n, amount in enumerate((12345, 6789)):
-            await ledger.post(
-                session,
-                PostingRequest(
-                    idempotency_key=f"browser:{n}",
-                    tx_type="online_purchase",
-                    clearing_date=day,
-                    entries=[
-                        Entry(AccountRef(AccountKind.bank, "test"), Side.debit, amount),
-                        Entry(AccountRef(AccountKind.merchant_pending, SHOP), Side.credit, amount),
-                    ],
-                ),
-            )
+            await sell_online(session, day, SHOP, amount, key=f"browser:{n}")
         return day
 
     day: date = server.run(trade)
-    done = subprocess.run(
-        [sys.executable, "-m", "cardsvc", "settlement", "run", "--date", day.isoformat()],
-        env=dev_env(server.settings.var_dir),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert f"{day.isoformat()} settled" in done.stdout
+    settle_with_the_command(server, day)
     return day
 
 

@@ -5,25 +5,19 @@ malformed file is refused with the line and field named."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import date
 from typing import Any
 
 import pytest
 
 from cardsvc.clearing import service as clearing
-from cardsvc.ledger import service as ledger
-from cardsvc.ledger.models import AccountKind, Side
-from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from settlement.payouts import service as payouts
 from settlement.payouts.schemas import PayeeIn
 from settlement.statements import camt053, csv_layout
 from settlement.statements.parsing import Direction, Format, ParsedLine, ParsedStatement
 from terminals.registry import service as registry
 from terminals.registry.models import MerchantCategory
-from tests.finance.browser import Server, log_in
-from tests.serving import dev_env
+from tests.finance.browser import Server, log_in, sell_online, settle_with_the_command
 
 SHOP = "900000000000021"
 AMOUNT = 30000
@@ -56,29 +50,11 @@ def paid(server: Server) -> str:
             actor="test",
         )  # fmt: skip
         day = await clearing.clearing_date(session, resources.settings)
-        await ledger.post(
-            session,
-            PostingRequest(
-                idempotency_key="browser-statement:1",
-                tx_type="online_purchase",
-                clearing_date=day,
-                entries=[
-                    Entry(AccountRef(AccountKind.bank, "test"), Side.debit, AMOUNT),
-                    Entry(AccountRef(AccountKind.merchant_pending, SHOP), Side.credit, AMOUNT),
-                ],
-            ),
-        )
+        await sell_online(session, day, SHOP, AMOUNT, key="browser-statement:1")
         return day
 
     day: date = server.run(trade)
-    done = subprocess.run(
-        [sys.executable, "-m", "cardsvc", "settlement", "run", "--date", day.isoformat()],
-        env=dev_env(server.settings.var_dir),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
+    settle_with_the_command(server, day)
 
     async def issue(_session: Any, resources: Any) -> None:
         await payouts.issue_payouts(resources.sessions, resources.settings, day)
