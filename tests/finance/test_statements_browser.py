@@ -35,8 +35,8 @@ def statement_of(reference: str) -> ParsedStatement:
 
 @pytest.fixture(scope="module")
 def paid(server: Server) -> str:
-    """A shop with bank details sells on the open day; the day is settled by the command and
-    its payout issued: the payout's reference."""
+    """A shop with bank details sells on the open day; the day is settled by the command, which
+    issues its payout: the payout's reference."""
 
     async def trade(session: Any, resources: Any) -> date:
         await registry.create_merchant(
@@ -54,12 +54,7 @@ def paid(server: Server) -> str:
         return day
 
     day: date = server.run(trade)
-    settle_with_the_command(server, day)
-
-    async def issue(_session: Any, resources: Any) -> None:
-        await payouts.issue_payouts(resources.sessions, resources.settings, day)
-
-    server.run(issue)
+    settle_with_the_command(server, day)  # the run issues the day's payouts with the bank file
     return payouts.reference(day, SHOP)
 
 
