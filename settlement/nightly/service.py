@@ -76,6 +76,22 @@ def posting_key(day: date, merchant_no: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class ClassLine:
+    """One transaction class of a merchant's settled day (a ``settlement_lines`` row), as the
+    finance pages and the merchant statements show it: counts and fen, gross negative for
+    refunds."""
+
+    tx_class: str
+    count: int
+    gross: int
+    fee: int
+
+    @property
+    def net(self) -> int:
+        return self.gross - self.fee
+
+
+@dataclass(frozen=True, slots=True)
 class StepOutcome:
     rows: int
     amount: int
