@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import httpx
 import pytest
 from sqlalchemy import select, update
 
@@ -17,11 +18,13 @@ from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.resources import Resources
+from cardsvc.staff.auth import Role
 from settlement.billers.models import BillerBatch
 from settlement.nightly import service as nightly
 from settlement.nightly.models import BatchStatus
 from settlement.payouts import service as payouts
 from settlement.payouts.models import PayeeKind, PayoutStatus, SettlementPayout
+from tests.issuance.helpers import staff_headers
 from tests.settlement.helpers import day_files
 
 RESIDENT = "7"
@@ -89,7 +92,7 @@ def fee(amount: int, fixed: int, bps: int, cap: int) -> int:
 
 
 async def test_a_daily_biller_is_paid_its_day_less_the_fee_of_each_payment(
-    resources: Resources,
+    client: httpx.AsyncClient, resources: Resources
 ) -> None:
     await register(resources, "WATER01", fixed=10, bps=25, cap=200)
     await register(resources, "GAS01", bps=100)  # no cap
@@ -140,6 +143,15 @@ async def test_a_daily_biller_is_paid_its_day_less_the_fee_of_each_payment(
     )
     await settle(resources, day)
     assert day_files(resources.settings.settlement_root, day) == files
+    # Finance sees them among the day's payouts.
+    finance = await staff_headers(client, "fin1", Role.finance)
+    listed_api = await client.get(
+        "/api/v1/settlement/payouts", params={"date": day.isoformat()}, headers=finance
+    )
+    assert listed_api.status_code == 200
+    assert [(p["payee_kind"], p["merchant_no"], p["status"]) for p in listed_api.json()] == [
+        ("biller", "GAS01", "issued"), ("biller", "WATER01", "issued")
+    ]  # fmt: skip
 
 
 async def test_a_weekly_biller_is_paid_on_sunday_and_a_monthly_one_on_the_last_day(
