@@ -13,7 +13,7 @@ values themselves. Statements whose compilation needs per-execution work (Python
 defaults, expanding ``IN``) are refused when the query is built.
 
 This is the one module that touches asyncpg and SQLAlchemy's asyncpg adapter internals (pinned by
-``uv.lock``; ``tests/foundation/test_pgdirect.py`` checks them on PostgreSQL).
+``uv.lock``; ``tests/cardsvc/test_pgdirect.py`` checks them on PostgreSQL).
 """
 
 from __future__ import annotations

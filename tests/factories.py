@@ -1,6 +1,7 @@
 """The one place tests build what they need: staff accounts and their tokens, residents' IDs,
 merchants and terminals (the registry world of the offline tests, the online tests' sites), and
-issued cards (funded chips for the terminals, cards with an online account and a PIN)."""
+issued cards (funded chips for the terminals, cards with an online account and a PIN, cards
+issued through the counter flow over the API)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,6 +24,9 @@ from cardsvc.hsm import PinKeyRef
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
+from cardsvc.personalization.local import PersoResult, personalize
+from cardsvc.reader.link import CardLink
+from cardsvc.reader.relay import relay
 from cardsvc.residents import service as residents
 from cardsvc.residents.idnumber import check_char
 from cardsvc.residents.models import Resident
@@ -392,3 +397,71 @@ async def _make_card(
             )
         await s.flush()
         return card
+
+
+# The counter flow over the API (register, apply, approve, personalize), shared by the in-process
+# and the pcscd scenarios.
+
+
+async def register_and_apply(
+    client: httpx.AsyncClient,
+    operator: dict[str, str],
+    supervisor: dict[str, str],
+    *,
+    resident_id: str,
+    name: str,
+) -> tuple[int, int, str]:
+    """Resident → application → approval → production; returns (resident, application, card_no)."""
+    r = await client.post(
+        "/api/v1/residents",
+        json={
+            "resident_id": resident_id,
+            "name": name,
+            "phone": "13800000000",
+            "address": "泰州市海陵区1号",
+        },
+        headers=operator,
+    )
+    assert r.status_code == 201, r.text
+    resident = r.json()["id"]
+    r = await client.post("/api/v1/applications", json={"resident_id": resident}, headers=operator)
+    assert r.status_code == 201, r.text
+    application = r.json()["id"]
+    r = await client.post(f"/api/v1/applications/{application}/approve", headers=supervisor)
+    assert r.status_code == 200, r.text
+    r = await client.post(f"/api/v1/applications/{application}/production", headers=operator)
+    assert r.status_code == 200, r.text
+    return resident, application, r.json()["card_no"]
+
+
+async def personalize_card(resources: Resources, link: CardLink, application: int) -> PersoResult:
+    return await personalize(
+        resources,
+        link,
+        application,
+        reader="test",
+        actor="operator",
+    )
+
+
+async def personalize_over_api(
+    client: httpx.AsyncClient, headers: dict[str, str], link: CardLink, application: int
+) -> dict[str, Any]:
+    """What the counter agent does: start the session, relay every batch; the last answer."""
+    r = await client.post(
+        "/api/v1/personalization/sessions",
+        json={"application_id": application, "atr": link.atr().hex()},
+        headers=headers,
+    )
+    assert r.status_code == 200, r.text
+    turn: dict[str, Any] = r.json()
+    while turn["state"] == "running":
+        responses = relay(link, [bytes.fromhex(c) for c in turn["commands"]])
+        r = await client.post(
+            f"/api/v1/personalization/sessions/{turn['session_id']}/steps",
+            json={"seq": turn["seq"], "responses": [x.hex() for x in responses]},
+            headers=headers,
+        )
+        assert r.status_code == 200, r.text
+        turn = r.json()
+    return turn

@@ -32,10 +32,10 @@ from tests.factories import (
     issue_cards,
     make_card,
     make_site,
+    personalize_over_api,
     resident_id,
     staff_headers,
 )
-from tests.issuance.flow import personalize_over_api
 from tests.terminals.helpers import bus, host, signed_in, tap
 
 BLACKLIST = "/api/v1/terminal/lists/blacklist"

@@ -16,7 +16,7 @@ from cardsvc.ledger.errors import (
 )
 from cardsvc.ledger.models import AccountKind, HoldStatus
 from cardsvc.ledger.schemas import AccountRef
-from tests.ledger.helpers import DAY, card, load, merchant, purchase_batch
+from tests.cardsvc.ledger.helpers import DAY, card, load, merchant, purchase_batch
 
 BILLER = AccountRef(AccountKind.biller_payable, "WATER")
 

@@ -19,7 +19,7 @@ from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.resources import Resources
-from tests.clearing.helpers import status_of
+from tests.cardsvc.clearing.helpers import status_of
 
 pytestmark = pytest.mark.postgres
 

@@ -13,7 +13,7 @@ from cardsvc.ledger import service as ledger
 from cardsvc.ledger.errors import HoldExpired
 from cardsvc.ledger.models import AccountKind
 from cardsvc.ledger.schemas import AccountRef
-from tests.ledger.helpers import DAY, card, load
+from tests.cardsvc.ledger.helpers import DAY, card, load
 
 MOMENT = datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)
 BILLER = AccountRef(AccountKind.biller_payable, "GAS")

@@ -13,7 +13,7 @@ from cardsvc.db import create_engine, session_factory
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.cli import ledger as ledger_group
 from cardsvc.settings import get_settings
-from tests.ledger.helpers import card, load, merchant, purchase_batch
+from tests.cardsvc.ledger.helpers import card, load, merchant, purchase_batch
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from cardsvc.ledger.errors import (
 )
 from cardsvc.ledger.models import KIND_RULES, AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
-from tests.ledger.helpers import DAY
+from tests.cardsvc.ledger.helpers import DAY
 
 N_CARDS = 4
 N_MERCHANTS = 2

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from cardsvc.ledger import repository as repo
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import LedgerLine, LedgerTransaction
-from tests.ledger.helpers import card, load, merchant, purchase_batch
+from tests.cardsvc.ledger.helpers import card, load, merchant, purchase_batch
 
 
 class CrashMidPosting(Exception):

@@ -23,7 +23,7 @@ from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.resources import Resources
 from cardsvc.settings import Settings
 from terminals.uploads.models import OfflineRecord
-from tests.clearing.helpers import open_day, status_of
+from tests.cardsvc.clearing.helpers import open_day, status_of
 from tests.factories import World, issue_cards
 from tests.terminals.helpers import bus, tap
 

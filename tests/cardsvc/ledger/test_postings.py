@@ -19,7 +19,17 @@ from cardsvc.ledger.errors import (
 )
 from cardsvc.ledger.models import AccountKind, LedgerLine, LedgerTransaction, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
-from tests.ledger.helpers import COUNTER, DAY, FEES, card, cr, dr, load, merchant, purchase_batch
+from tests.cardsvc.ledger.helpers import (
+    COUNTER,
+    DAY,
+    FEES,
+    card,
+    cr,
+    dr,
+    load,
+    merchant,
+    purchase_batch,
+)
 
 
 async def _count(session: AsyncSession, model: type[LedgerLine] | type[LedgerTransaction]) -> int:

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.errors import IdempotencyConflict
 from cardsvc.ledger.schemas import PostingRequest
-from tests.ledger.helpers import DAY, card, cr, dr, load, merchant, purchase_batch
+from tests.cardsvc.ledger.helpers import DAY, card, cr, dr, load, merchant, purchase_batch
 
 # Row locks and real concurrency: no SQLite variant (tests/conftest.py deselects it).
 pytestmark = pytest.mark.postgres
