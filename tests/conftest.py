@@ -21,6 +21,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from argon2 import PasswordHasher
 from hypothesis import settings as hypothesis_settings
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -33,6 +34,7 @@ from cardsvc.hsm import HsmClient
 from cardsvc.hsm.connect import connect_hsm
 from cardsvc.resources import Resources
 from cardsvc.settings import Mode, Settings, get_settings
+from cardsvc.staff import auth as staff_auth
 from cardsvc.staff.auth import Role
 from tests.factories import World, build_registry, staff_headers
 
@@ -84,6 +86,23 @@ def _one_at_a_time_on_the_reader(request: pytest.FixtureRequest) -> Iterator[Non
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+# The service hashes staff passwords with argon2 at its production cost (64 MiB, three passes, a
+# good fraction of a CPU second each); the suite creates and logs in a few hundred accounts. In
+# this process they are hashed with the least cost argon2 allows: the same code, algorithm and
+# encoded form, and a hash carries its own cost, so verifying is the same path. A test about
+# the production hash itself says ``@pytest.mark.production_hash``; processes the tests start
+# (``cardsvc serve``, the commands) always hash at the production cost.
+TEST_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+
+
+@pytest.fixture(autouse=True)
+def _test_cost_password_hashes(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if request.node.get_closest_marker("production_hash") is None:
+        monkeypatch.setattr(staff_auth, "_hasher", TEST_HASHER)
 
 
 @pytest.fixture(autouse=True)

@@ -23,6 +23,7 @@ from tests.factories import PASSWORD, create_staff, staff_headers
 SETTINGS = Settings(mode=Mode.development, hsm_url="local://dev", token_ttl_seconds=600)
 
 
+@pytest.mark.production_hash
 async def test_password_hash_is_argon2_and_verifies() -> None:
     hashed = await hash_password("s3cret-password")
     assert hashed.startswith("$argon2id$")
