@@ -1,9 +1,10 @@
 """Online authorization with the cardholder's PIN and without, at a fixed request rate, beside the
 HSM's own PIN verification rate measured in the same run (DESIGN §13: p99 ≤ 25 ms at 200/s).
 
-The parts and the schedule are those of ``online_auth.py`` (PostgreSQL, Redis, an ``hsm-sim`` with
-the development keys, the API under uvicorn; open-loop requests timed from their scheduled send
-time; 4 in 5 jobs a purchase, 1 in 5 a pre-authorization and its completion). Every card's account
+The parts are those of ``online_auth.py`` and the schedule is ``_common.OnlineJobs``
+(PostgreSQL, Redis, an ``hsm-sim`` with the development keys, the API under uvicorn; open-loop
+requests timed from their scheduled send time; 4 in 5 jobs a purchase, 1 in 5 a
+pre-authorization and its completion). Every card's account
 gets a PIN first (through the HSM, as a counter sets it). The API runs with a no-PIN limit for the
 shops' category above every amount sent, so that one server answers both phases:
 

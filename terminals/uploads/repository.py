@@ -5,9 +5,9 @@ text is the same whatever the batch size, so asyncpg's prepared statement is reu
 look-up stays a hash join or one index probe per key after PostgreSQL switches the prepared
 statement to its generic plan (sixth execution). Under that plan an ``IN`` list of 500 bound
 parameters, and ``= ANY(array parameter)`` too, is compared linearly for every row scanned: a
-cost that grows with the table (measured: the chain look-up at 224 ms per batch after 20,000
-records; the card look-up at 15 ms with ``= ANY`` against 0.5 ms joined to ``unnest``). SQLite
-keeps the portable Core statements.
+cost that grows with the table, for the chain look-up and the card look-up alike
+(``bench/uploads.py`` runs batches onto a growing table). SQLite keeps the portable Core
+statements.
 
 Duplicate look-ups and the chain so far read the key tables (``offline_card_keys``,
 ``offline_serial_keys``), which are not partitioned: the record table, partitioned by clearing
@@ -96,7 +96,7 @@ async def claimed_keys(
         return set(), set()
     # One probe of the key table's primary key per key: the LIMIT keeps each lateral subquery
     # from being flattened into a join, which the planner may otherwise run as a hash join over
-    # every key ever accepted (measured 23 ms at 20,000 records, and growing).
+    # every key ever accepted, a cost that grows with the table.
     rows = await session.execute(
         text(
             "SELECT 0, k.a, k.c "
