@@ -34,6 +34,7 @@ ASSETS_URL = "/docs/assets"
 
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 DESCRIPTIONS = {
+    400: "The body is not the protocol's (a biller's callback: ``BadRequest``)",
     401: "Not authenticated: no or a bad staff token, or a terminal signature that does not "
     "verify (``MacInvalid``, ``ReplayRefused``, ``SessionExpired``)",
     403: "Authenticated, but the role or terminal may not do this",
@@ -43,7 +44,8 @@ DESCRIPTIONS = {
     413: "The body is larger than this route's limit (``limit``, in bytes)",
     422: "The input is refused; ``fields`` names each refused input",
     429: "Too many attempts: retry after ``Retry-After`` seconds",
-    503: "The database, the cache or the HSM is unavailable: retry after ``Retry-After`` seconds",
+    503: "The database, the cache, the HSM or a biller is unavailable: retry after "
+    "``Retry-After`` seconds",
 }
 
 
@@ -60,7 +62,7 @@ def errors(*statuses: int) -> Callable[[F], F]:
 @dataclass(frozen=True, slots=True)
 class Access:
     """Who a route admits: ``staff`` (with ``roles``; empty = any staff), ``terminal`` (a signed
-    request), ``bank`` (a bank's signed message), ``resident`` (a resident's token) or
+    request), ``bank`` (a bank's signed message), ``biller`` (a biller's), ``resident`` (a resident's token) or
     ``public``."""
 
     kind: str
@@ -79,6 +81,11 @@ class Access:
             return (
                 "**Admits:** a bank, by its signature (headers X-Bank-Code, X-Bank-Signature; "
                 "docs/bank-credits.md)."
+            )
+        if self.kind == "biller":
+            return (
+                "**Admits:** a biller, by its signature (headers X-Bill-Channel, X-Bill-Biller, "
+                "X-Bill-Timestamp, Idempotency-Key, X-Bill-Signature; docs/biller-protocol.md §2)."
             )
         if self.kind == "resident":
             return (
@@ -100,6 +107,8 @@ def access_of(route: APIRoute) -> Access:
     found = Access("public")
     if getattr(route.endpoint, "__bank__", False):
         found = Access("bank")
+    if getattr(route.endpoint, "__biller__", False):
+        found = Access("biller")
     for dependency in _dependencies(route.dependant):
         call = dependency.call
         if getattr(call, "__terminal__", False):
@@ -117,6 +126,12 @@ def access_of(route: APIRoute) -> Access:
 def signed_by_bank(endpoint: F) -> F:
     """For an endpoint a bank authenticates by its signature over the body."""
     endpoint.__bank__ = True  # type: ignore[attr-defined]
+    return endpoint
+
+
+def signed_by_biller(endpoint: F) -> F:
+    """For an endpoint a biller authenticates by its signature (docs/biller-protocol.md §2)."""
+    endpoint.__biller__ = True  # type: ignore[attr-defined]
     return endpoint
 
 

@@ -204,3 +204,26 @@ class BillOutbox(Base):
     last_error: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class BillPresentment(Base):
+    """A biller's answer to a query (docs/biller-protocol.md §3), kept so that a payment takes
+    the amount due and the bill from the biller, not from the client."""
+
+    __tablename__ = "bill_presentments"
+    __table_args__ = (UniqueConstraint("biller_code", "reference"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    biller_code: Mapped[str] = mapped_column(String(16))
+    bill_key: Mapped[str] = mapped_column(String(32))
+    reference: Mapped[str] = mapped_column(String(64))
+    bill_id: Mapped[str] = mapped_column(String(64))
+    holder_masked: Mapped[str] = mapped_column(String(32))
+    amount_due: Mapped[int] = mapped_column(BigInteger)
+    late_fee: Mapped[int] = mapped_column(BigInteger)
+    period: Mapped[str | None] = mapped_column(String(6))
+    due_date: Mapped[date | None] = mapped_column(Date)
+    partial_allowed: Mapped[bool]
+    min_amount: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime]
+    created_at: Mapped[datetime]

@@ -13,9 +13,11 @@ from cardsvc.bills.models import (
     BillerStatus,
     BillOutbox,
     BillPayment,
+    BillPresentment,
     OutboxAction,
     PaymentStatus,
 )
+from cardsvc.sql import insert_ignore
 
 
 async def biller_by_code(
@@ -190,3 +192,39 @@ async def in_flight(session: AsyncSession) -> list[BillPayment]:
         )
     )  # fmt: skip
     return list((await session.execute(stmt)).scalars())
+
+
+# --- presentments ---------------------------------------------------------------------------
+
+
+async def keep_presentment(session: AsyncSession, values: dict[str, object]) -> None:
+    """Keep a presentment; a reference the biller presented again is kept once."""
+    await insert_ignore(session, BillPresentment.__table__, values)
+
+
+async def presentment(
+    session: AsyncSession, biller_code: str, reference: str
+) -> BillPresentment | None:
+    stmt = select(BillPresentment).where(
+        BillPresentment.biller_code == biller_code, BillPresentment.reference == reference
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def live_payment_of(
+    session: AsyncSession, biller_code: str, reference: str
+) -> BillPayment | None:
+    """A payment of this presentment that is in flight or paid (not failed, reversed or
+    refunded)."""
+    stmt = (
+        select(BillPayment)
+        .where(
+            BillPayment.biller_code == biller_code,
+            BillPayment.reference == reference,
+            BillPayment.status.not_in(
+                [PaymentStatus.failed, PaymentStatus.reversed, PaymentStatus.refunded]
+            ),
+        )
+        .limit(1)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
