@@ -1,4 +1,4 @@
-"""One reconciliation per biller and clearing date (docs/bills.md §9): the file sent, its
+"""One reconciliation per biller and clearing date (docs/bills.md §11): the file sent, its
 totals and the ledger's, each attempt to send it, and the biller's answer."""
 
 from __future__ import annotations

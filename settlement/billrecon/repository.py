@@ -44,9 +44,9 @@ async def day_lines(session: AsyncSession, code: str, day: date) -> list[DayLine
     return out
 
 
-async def payments_by_serial(session: AsyncSession, code: str, serials: Sequence[str]) -> dict[
-    str, tuple[int, str, int]
-]:
+async def payments_by_serial(
+    session: AsyncSession, code: str, serials: Sequence[str]
+) -> dict[str, tuple[int, str, int]]:
     """(payment id, bill key, amount) of the biller's payments or refunds with these serials."""
     if not serials:
         return {}

@@ -1,4 +1,4 @@
-"""The daily reconciliation with each biller (docs/bills.md §9, docs/biller-protocol.md §8).
+"""The daily reconciliation with each biller (docs/bills.md §11, docs/biller-protocol.md §8).
 
 After the day cut closes D, each biller gets one file for D: the payments whose success was
 posted on D and the refunds made on D. The file is built in one transaction that also reads the
@@ -255,13 +255,17 @@ async def _open_breaks(
     if not items:
         return
     ours = {ln.serial: ln for ln in files.parse(row.file_text.encode()).lines}
-    known = await repository.payments_by_serial(session, row.biller_code, [i["serial"] for i in items])
+    known = await repository.payments_by_serial(
+        session, row.biller_code, [i["serial"] for i in items]
+    )
     opened = []
     for item in items:
         serial, kind = item["serial"], item["kind"]
         line = ours.get(serial)
         payment = known.get(serial)
-        bill_key = line.bill_key if line else str(item.get("bill_key") or (payment[1] if payment else ""))
+        bill_key = (
+            line.bill_key if line else str(item.get("bill_key") or (payment[1] if payment else ""))
+        )
         channel_amount = item.get("channel_amount", line.amount if line else None)
         biller_amount = item.get("biller_amount")
         amount = _amount(kind, channel_amount, biller_amount)
