@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
+from _rawhttp import RawConnection
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,6 +29,7 @@ from cardsvc import migrate
 from cardsvc.cards.models import CONCESSION_CODES, Card, CardStatus, CardType
 from cardsvc.residents.models import Resident
 from hsm_sim.child import start_hsm_process
+from terminals.devices.host_client import HostClient, encode_body
 
 
 async def admin_sql(url: str, sql: str) -> None:
@@ -141,3 +145,82 @@ async def add_active_cards(
         for no, r in zip(card_numbers, residents, strict=True)
     )  # fmt: skip
     return [r.id for r in residents]
+
+
+@dataclass
+class Slot:
+    """One terminal's connection: its signing state (None for the unsigned floor) and socket."""
+
+    host: HostClient | None
+    conn: RawConnection
+
+
+# A job sends one or more requests in turn and returns (kind, answer time) of each, or None when
+# a request got no proper answer.
+Job = Callable[[Slot], Awaitable[list[tuple[str, float]] | None]]
+
+
+class OnlineJobs:
+    """The online benches' schedule of signed jobs on random cards: 4 in 5 a purchase (one
+    request), 1 in 5 a pre-authorization followed at once by its completion (the pump's next
+    request, for half the amount plus a fen). Each terminal's serials count up from
+    ``serial_base``; with ``pin`` every purchase and pre-authorization carries the holder's PIN
+    block under the terminal's session PIN key. The response codes are tallied in ``codes``."""
+
+    def __init__(self, cards: list[str], terminals: list[str], *, serial_base: int = 0,
+                 pin: str | None = None) -> None:  # fmt: skip
+        self.cards = cards
+        self.pin = pin
+        self.rng = random.Random(8)
+        self.serials = dict.fromkeys(terminals, serial_base)
+        self.codes: dict[str, int] = {}
+
+    def tally(self, code: str) -> None:
+        self.codes[code] = self.codes.get(code, 0) + 1
+
+    @property
+    def sent(self) -> int:
+        return sum(self.codes.values())
+
+    @staticmethod
+    async def post(slot: Slot, path: str, payload: dict[str, object]) -> tuple[int, Any]:
+        assert slot.host is not None  # noqa: S101
+        body = encode_body(payload)
+        headers = slot.host.signed_headers("POST", path, body)
+        headers["Content-Type"] = "application/json"
+        return await slot.conn.request("POST", path, headers, body)
+
+    def make_job(self, i: int) -> tuple[Job, int]:
+        """The i-th job of the schedule and the number of requests (slots) it takes."""
+        asn = self.rng.choice(self.cards)
+        kind = "preauth" if i % 5 == 0 else "purchase"
+        amount = self.rng.randrange(100, 5_000)
+
+        async def job(slot: Slot) -> list[tuple[str, float]] | None:
+            assert slot.host is not None  # noqa: S101
+            terminal_no = slot.host.terminal_no
+            self.serials[terminal_no] += 1
+            serial = self.serials[terminal_no]
+            payload: dict[str, object] = {"terminal_serial": serial, "asn": asn, "amount": amount}
+            if self.pin is not None:  # the PIN pad encrypts as the holder types: request time
+                payload["pin_block"] = slot.host.pin_block(self.pin, asn)
+            status, body = await self.post(slot, f"/api/v1/online/{kind}", payload)
+            answers = [(kind, time.perf_counter())]
+            if status != 200:
+                self.tally(str(status))
+                return None
+            self.tally(body["response_code"])
+            if kind == "preauth" and body["approved"]:
+                self.serials[terminal_no] += 1
+                status, done = await self.post(
+                    slot,
+                    "/api/v1/online/completion",
+                    {"terminal_serial": self.serials[terminal_no], "original_serial": serial,
+                     "amount": amount // 2 + 1},
+                )  # fmt: skip
+                answers.append(("completion", time.perf_counter()))
+                self.tally(f"completion {status if status != 200 else done['response_code']}")
+                return answers if status == 200 else None
+            return answers  # an answer, approved or declined (the codes are tallied)
+
+        return job, 2 if kind == "preauth" else 1

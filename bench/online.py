@@ -23,15 +23,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import random
 import statistics
 import time
 from typing import Any
 
 import httpx
-from _common import running_api, scratch
+from _common import OnlineJobs, Slot, running_api, scratch
 from _rawhttp import RawConnection
-from online_auth import Job, Slot, cpu_snapshot, percentile, run_schedule, seed
+from online_auth import cpu_snapshot, percentile, run_schedule, seed
 
 from cardsvc.accounts import service as accounts
 from cardsvc.db import create_engine, session_factory, unit_of_work
@@ -40,7 +39,7 @@ from cardsvc.hsm.connect import connect_hsm
 from cardsvc.settings import Settings
 from hsm_sim import pboc
 from hsm_sim.pin import format0_block
-from terminals.devices.host_client import HostClient, dev_tmk, encode_body
+from terminals.devices.host_client import HostClient, dev_tmk
 
 PIN = "480716"
 PAD = "321189999999"  # the PIN pad the seeding types every holder's PIN on
@@ -138,64 +137,23 @@ async def phase(
         for h in signed:
             await h.sign_in()
     slots = [Slot(h, RawConnection(str(url.host), int(url.port or 80))) for h in signed]
-    rng = random.Random(8)
-    serials = {h.terminal_no: serial_base for h in signed}
-    codes: dict[str, int] = {}
-
-    def tally(code: str) -> None:
-        codes[code] = codes.get(code, 0) + 1
-
-    async def post(slot: Slot, path: str, payload: dict[str, object]) -> tuple[int, Any]:
-        assert slot.host is not None  # noqa: S101
-        body = encode_body(payload)
-        headers = slot.host.signed_headers("POST", path, body)
-        headers["Content-Type"] = "application/json"
-        return await slot.conn.request("POST", path, headers, body)
-
-    def make_job(i: int) -> tuple[Job, int]:
-        asn = rng.choice(cards)
-        kind = "preauth" if i % 5 == 0 else "purchase"
-        amount = rng.randrange(100, 5_000)
-
-        async def job(slot: Slot) -> list[tuple[str, float]] | None:
-            assert slot.host is not None  # noqa: S101
-            terminal_no = slot.host.terminal_no
-            serials[terminal_no] += 1
-            serial = serials[terminal_no]
-            payload: dict[str, object] = {"terminal_serial": serial, "asn": asn, "amount": amount}
-            if with_pin:  # the PIN pad encrypts as the holder types: part of the request's time
-                payload["pin_block"] = slot.host.pin_block(PIN, asn)
-            status, body = await post(slot, f"/api/v1/online/{kind}", payload)
-            answers = [(kind, time.perf_counter())]
-            if status != 200:
-                tally(str(status))
-                return None
-            tally(body["response_code"])
-            if kind == "preauth" and body["approved"]:
-                serials[terminal_no] += 1
-                status, done = await post(
-                    slot,
-                    "/api/v1/online/completion",
-                    {"terminal_serial": serials[terminal_no], "original_serial": serial,
-                     "amount": amount // 2 + 1},
-                )  # fmt: skip
-                answers.append(("completion", time.perf_counter()))
-                tally(f"completion {status if status != 200 else done['response_code']}")
-                return answers if status == 200 else None
-            return answers
-
-        return job, 2 if kind == "preauth" else 1
+    jobs = OnlineJobs(
+        cards,
+        [h.terminal_no for h in signed],
+        serial_base=serial_base,
+        pin=PIN if with_pin else None,
+    )
 
     before = cpu_snapshot(server_pid, database)
-    by_kind, errors = await run_schedule(slots, rate, seconds, make_job)
+    by_kind, errors = await run_schedule(slots, rate, seconds, jobs.make_job)
     after = cpu_snapshot(server_pid, database)
     for slot in slots:
         await slot.conn.close()
-    sent = sum(codes.values())
+    sent = jobs.sent
     return {
         "by_kind": by_kind,
         "errors": errors,
-        "codes": codes,
+        "codes": jobs.codes,
         "cpu": {k: (after[k] - before[k]) * 1000 / sent for k in after},
         "sent": sent,
     }

@@ -27,17 +27,14 @@ import argparse
 import asyncio
 import gc
 import os
-import random
 import statistics
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import httpx
-from _common import add_active_cards, running_api, scratch
+from _common import Job, OnlineJobs, Slot, add_active_cards, running_api, scratch
 from _rawhttp import RawConnection
 
 from cardsvc.cards.numbers import make_card_no
@@ -45,7 +42,7 @@ from cardsvc.db import create_engine, session_factory, unit_of_work
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
-from terminals.devices.host_client import HostClient, dev_tmk, encode_body
+from terminals.devices.host_client import HostClient, dev_tmk
 from terminals.registry import service as registry
 from terminals.registry.models import MerchantCategory
 
@@ -93,18 +90,6 @@ async def seed(url: str, terminals: list[str], cards: int, funds: int, merchants
     await engine.dispose()
     return numbers
 
-
-@dataclass
-class Slot:
-    """One terminal's connection: its signing state (None for the unsigned floor) and socket."""
-
-    host: HostClient | None
-    conn: RawConnection
-
-
-# A job sends one or more requests in turn and returns (kind, answer time) of each, or None when
-# a request got no proper answer.
-Job = Callable[[Slot], Awaitable[list[tuple[str, float]] | None]]
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -250,61 +235,10 @@ async def bench(
         for h in signed:
             await h.sign_in()
     slots = connections(list(signed))
-    rng = random.Random(8)
-    serials = {h.terminal_no: 0 for h in signed}
-    codes: dict[str, int] = {}
-
-    def tally(code: str) -> None:
-        codes[code] = codes.get(code, 0) + 1
-
-    async def post(slot: Slot, path: str, payload: dict[str, object]) -> tuple[int, Any]:
-        assert slot.host is not None  # noqa: S101
-        body = encode_body(payload)
-        headers = slot.host.signed_headers("POST", path, body)
-        headers["Content-Type"] = "application/json"
-        return await slot.conn.request("POST", path, headers, body)
-
-    def make_job(i: int) -> tuple[Job, int]:
-        asn = rng.choice(cards)
-        kind = "preauth" if i % 5 == 0 else "purchase"
-        amount = rng.randrange(100, 5_000)
-
-        async def job(slot: Slot) -> list[tuple[str, float]] | None:
-            assert slot.host is not None  # noqa: S101
-            terminal_no = slot.host.terminal_no
-            serials[terminal_no] += 1
-            serial = serials[terminal_no]
-            status, body = await post(
-                slot,
-                f"/api/v1/online/{kind}",
-                {"terminal_serial": serial, "asn": asn, "amount": amount},
-            )
-            answers = [(kind, time.perf_counter())]
-            if status != 200:
-                tally(str(status))
-                return None
-            tally(body["response_code"])
-            if kind == "preauth" and body["approved"]:
-                # The pump's completion: the next request of this terminal, right away.
-                serials[terminal_no] += 1
-                status, done = await post(
-                    slot,
-                    "/api/v1/online/completion",
-                    {
-                        "terminal_serial": serials[terminal_no],
-                        "original_serial": serial,
-                        "amount": amount // 2 + 1,
-                    },
-                )
-                answers.append(("completion", time.perf_counter()))
-                tally(f"completion {status if status != 200 else done['response_code']}")
-                return answers if status == 200 else None
-            return answers  # an answer, approved or declined (the codes are tallied)
-
-        return job, 2 if kind == "preauth" else 1
+    jobs = OnlineJobs(cards, [h.terminal_no for h in signed])
 
     before = cpu_snapshot(server_pid, database)
-    by_kind, errors = await run_schedule(slots, rate, seconds, make_job)
+    by_kind, errors = await run_schedule(slots, rate, seconds, jobs.make_job)
     after = cpu_snapshot(server_pid, database)
     for slot in slots:
         await slot.conn.close()
@@ -329,9 +263,9 @@ async def bench(
     print(
         f"  HTTP floor (/healthz, same schedule): p50 {f50:.1f} ms, p99 {f99:.1f} ms; ratio p99 {p99 / f99:.1f}x"
     )
-    print(f"  response codes: {dict(sorted(codes.items()))}")
+    print(f"  response codes: {dict(sorted(jobs.codes.items()))}")
     # Per HTTP request (a completion is a request of its own), over the whole run incl. warm-up.
-    sent = sum(codes.values())
+    sent = jobs.sent
     used = {k: (after[k] - before[k]) * 1000 / sent for k in after}
     rest = used["machine"] - used["load"] - used["api"] - used["hsm"] - used["pg"]
     print(

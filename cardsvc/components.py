@@ -59,7 +59,8 @@ def cli_groups() -> list[click.Command]:
 
 
 def jobs() -> list[Job]:
+    from cardsvc.bills.tasks import BILL_OUTBOX
     from cardsvc.cards.tasks import EXPIRE_CARDS, RELEASE_BALANCES
     from cardsvc.clearing.tasks import DAY_CUT
 
-    return [DAY_CUT, RELEASE_BALANCES, EXPIRE_CARDS]
+    return [DAY_CUT, RELEASE_BALANCES, EXPIRE_CARDS, BILL_OUTBOX]

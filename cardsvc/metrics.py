@@ -78,3 +78,31 @@ def exposition() -> tuple[bytes, str]:
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+BILL_PAYMENTS = Counter(
+    "cardsvc_bill_payments_total",
+    "Bill payments that reached a final state, by biller and outcome",
+    ["biller", "outcome"],  # outcome: paid, failed, reversed, refunded
+)
+BILLER_LATENCY = Histogram(
+    "cardsvc_biller_latency_seconds",
+    "Time to a biller's signed answer, by biller and request",
+    ["biller", "request"],  # request: query, pay, status, reverse, refund
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+BILLER_NO_ANSWER = Counter(
+    "cardsvc_biller_no_answer_total",
+    "Requests to a biller that got no trustworthy answer, by biller and request",
+    ["biller", "request"],
+)
+BILL_OUTBOX_DEPTH = Gauge(
+    "cardsvc_bill_outbox_depth",
+    "Bill payments in flight (rows of the outbox), as the worker last counted",
+    multiprocess_mode="max",
+)
+BILL_OUTBOX_OLDEST_SECONDS = Gauge(
+    "cardsvc_bill_outbox_oldest_seconds",
+    "Age of the oldest row of the bill payments' outbox (0 when it is empty)",
+    multiprocess_mode="max",
+)

@@ -160,6 +160,14 @@ class Settings(BaseSettings):
     )
     bank_credit_file_max_lines: Annotated[int, Field(ge=1, le=100_000)] = 10_000
 
+    # Utility bills (docs/bills.md, docs/biller-protocol.md): our channel id towards billers,
+    # the timeout of one request to a biller, how often the worker sends what the outbox holds,
+    # and how many outbox rows one worker pass leases.
+    bills_channel_id: Annotated[str, Field(pattern=r"^[A-Z0-9]{2,16}$")] = "CITYCARD"
+    bills_timeout_seconds: Annotated[float, Field(ge=0.1, le=60)] = 10.0
+    worker_bills_interval_seconds: Annotated[float, Field(ge=0.1, le=3600)] = 2.0
+    bills_outbox_batch: Annotated[int, Field(ge=1, le=1000)] = 100
+
     # `cardsvc worker`: how often each periodic job runs. An expired hold still blocks the
     # resident's money until its job runs; the card jobs act on dates and waiting periods of days.
     worker_hold_expiry_interval_seconds: Annotated[int, Field(ge=1, le=3600)] = 60

@@ -27,16 +27,6 @@ WEB = ("fastapi", "starlette")
 # Modules that hold the domain logic and its storage; none of them may reach the web layer.
 NON_WEB_KINDS = ("service", "tasks", "repository", "models", "context")
 
-# Repository calls across domains that predate the rule, each still to be replaced by a call to
-# the owning domain's service. The list may only shrink: a new crossing fails.
-KNOWN_REPOSITORY_CROSSINGS = frozenset(
-    {
-        ("terminals.access.service", "terminals.registry.repository"),
-        ("terminals.online.repository", "cardsvc.clearing.repository"),
-        ("terminals.registry.service", "terminals.access.repository"),
-    }
-)
-
 
 @cache
 def graph() -> grimp.ImportGraph:
@@ -110,20 +100,9 @@ def test_a_repository_is_used_only_by_its_own_domain() -> None:
                 imported.endswith(".repository")
                 and within(imported, PRODUCTION)
                 and domain_of(imported) != domain_of(importer)
-                and (importer, imported) not in KNOWN_REPOSITORY_CROSSINGS
             ):
                 found.append(f"{importer}:{line} imports {imported}")
     assert found == []
-
-
-def test_known_repository_crossings_still_exist() -> None:
-    """Each listed crossing is real; one removed from the code is removed from the list too."""
-    gone = [
-        pair
-        for pair in sorted(KNOWN_REPOSITORY_CROSSINGS)
-        if pair[1] not in graph().find_modules_directly_imported_by(pair[0])
-    ]
-    assert gone == []
 
 
 @pytest.mark.parametrize("kind", NON_WEB_KINDS)

@@ -34,6 +34,7 @@ ASSETS_URL = "/docs/assets"
 
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 DESCRIPTIONS = {
+    400: "The body is not the protocol's (a biller's callback: ``BadRequest``)",
     401: "Not authenticated: no or a bad staff or resident token (each kind of route takes its "
     "own kind only), or a terminal signature that does not verify (``MacInvalid``, "
     "``ReplayRefused``, ``SessionExpired``)",
@@ -45,7 +46,8 @@ DESCRIPTIONS = {
     422: "The input is refused; ``fields`` names each refused input",
     423: "Locked after too many wrong PINs or passwords (the detail says what lifts it)",
     429: "Too many attempts: retry after ``Retry-After`` seconds",
-    503: "The database, the cache or the HSM is unavailable: retry after ``Retry-After`` seconds",
+    503: "The database, the cache, the HSM or a biller is unavailable: retry after "
+    "``Retry-After`` seconds",
 }
 
 
@@ -62,7 +64,7 @@ def errors(*statuses: int) -> Callable[[F], F]:
 @dataclass(frozen=True, slots=True)
 class Access:
     """Who a route admits: ``staff`` (with ``roles``; empty = any staff), ``terminal`` (a signed
-    request), ``bank`` (a bank's signed message), ``resident`` (a resident's token) or
+    request), ``bank`` (a bank's signed message), ``biller`` (a biller's), ``resident`` (a resident's token) or
     ``public``."""
 
     kind: str
@@ -81,6 +83,11 @@ class Access:
             return (
                 "**Admits:** a bank, by its signature (headers X-Bank-Code, X-Bank-Signature; "
                 "docs/bank-credits.md)."
+            )
+        if self.kind == "biller":
+            return (
+                "**Admits:** a biller, by its signature (headers X-Bill-Channel, X-Bill-Biller, "
+                "X-Bill-Timestamp, Idempotency-Key, X-Bill-Signature; docs/biller-protocol.md §2)."
             )
         if self.kind == "resident":
             return (
@@ -102,6 +109,8 @@ def access_of(route: APIRoute) -> Access:
     found = Access("public")
     if getattr(route.endpoint, "__bank__", False):
         found = Access("bank")
+    if getattr(route.endpoint, "__biller__", False):
+        found = Access("biller")
     for dependency in _dependencies(route.dependant):
         call = dependency.call
         if getattr(call, "__terminal__", False):
@@ -119,6 +128,12 @@ def access_of(route: APIRoute) -> Access:
 def signed_by_bank(endpoint: F) -> F:
     """For an endpoint a bank authenticates by its signature over the body."""
     endpoint.__bank__ = True  # type: ignore[attr-defined]
+    return endpoint
+
+
+def signed_by_biller(endpoint: F) -> F:
+    """For an endpoint a biller authenticates by its signature (docs/biller-protocol.md §2)."""
+    endpoint.__biller__ = True  # type: ignore[attr-defined]
     return endpoint
 
 

@@ -1,24 +1,39 @@
-"""Bills routes (docs/bills.md): the billers registry (administrator)."""
+"""Bills routes (docs/bills.md): the billers registry (administrator), bill queries and
+payments at counters, payments' states, and the billers' callbacks."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+import httpx
+from fastapi import APIRouter, Depends, Path, Request, Response
+from pydantic import ValidationError
 
-from cardsvc.api.limits import GuardedRoute
-from cardsvc.api.openapi import errors
-from cardsvc.bills import service
-from cardsvc.bills.models import Biller, BillerStatus
+from cardsvc.api.errors import InputRefused
+from cardsvc.api.limits import BodyLimit, GuardedRoute, body_limit, decode_json, route_limit
+from cardsvc.api.openapi import documents_body, errors, signed_by_biller
+from cardsvc.bills import service, tasks
+from cardsvc.bills.adapter import BillerClient
+from cardsvc.bills.models import Biller, BillerStatus, BillPayment, SubChannel
 from cardsvc.bills.schemas import (
     BankDetails,
     BillerChange,
     BillerIn,
     BillerOut,
     BillerStatusChange,
+    CallbackAck,
+    CallbackIn,
+    CashReturnIn,
+    CounterPaymentIn,
     FeeRule,
+    PaymentOut,
+    PresentmentOut,
+    QueryIn,
 )
-from cardsvc.deps import HsmDep, SessionDep
+from cardsvc.db import unit_of_work
+from cardsvc.deps import HsmDep, SessionDep, SessionsDep, SettingsDep
 from cardsvc.staff.auth import Role, StaffPrincipal
 from cardsvc.staff.deps import require_roles
 
@@ -117,3 +132,167 @@ async def set_status(
     A closed biller cannot be reopened (409)."""
     biller = await service.set_biller_status(session, code, body.status, actor=principal.username)
     return biller_out(biller)
+
+
+# --- query, payments, callbacks -------------------------------------------------------------
+
+COUNTER_ROLES = (Role.counter_operator, Role.supervisor)
+Counter = Annotated[StaffPrincipal, Depends(require_roles(*COUNTER_ROLES))]
+PaymentReader = Annotated[
+    StaffPrincipal,
+    Depends(require_roles(Role.counter_operator, Role.supervisor, Role.finance, Role.auditor)),
+]
+SerialPath = Annotated[str, Path(pattern=r"^B[0-9]{11}$")]
+
+
+async def biller_client(hsm: HsmDep, settings: SettingsDep) -> AsyncIterator[BillerClient]:
+    async with httpx.AsyncClient() as http:
+        yield BillerClient(http, hsm, settings.bills_channel_id, settings.bills_timeout_seconds)
+
+
+BillerClientDep = Annotated[BillerClient, Depends(biller_client)]
+
+
+def presentment_out(found: service.Presented) -> PresentmentOut:
+    return PresentmentOut(
+        biller=found.biller_code, bill_key=found.bill_key, reference=found.reference,
+        bill_id=found.bill_id, holder_masked=found.holder_masked, amount_due=found.amount_due,
+        late_fee=found.late_fee, period=found.period, due_date=found.due_date,
+        partial_allowed=found.partial_allowed, min_amount=found.min_amount,
+        expires_at=found.expires_at,
+    )  # fmt: skip
+
+
+def payment_out(payment: BillPayment, *, replayed: bool = False) -> PaymentOut:
+    counter = payment.submit_scope.startswith("counter:")
+    return PaymentOut(
+        serial=str(payment.serial), state=payment.status.visible, status=payment.status,
+        sub_channel=payment.sub_channel, biller=payment.biller_code, bill_key=payment.bill_key,
+        bill_id=payment.bill_id, period=payment.period, amount=payment.amount,
+        receipt_no=payment.receipt_no, reason=payment.reason,
+        clearing_date=payment.clearing_date, paid_at=payment.paid_at,
+        decided_at=payment.decided_at, counter_code=payment.counter_code,
+        receipt=payment.submit_key if counter else None,
+        cash_returned_at=payment.cash_returned_at, replayed=replayed,
+    )  # fmt: skip
+
+
+@router.post(
+    "/query",
+    response_model=PresentmentOut,
+    summary="Ask a biller what is due on a bill key (counter, supervisor)",
+)
+@errors(404, 409, 429, 503)
+async def query(
+    body: QueryIn, principal: Counter, sessions: SessionsDep, client: BillerClientDep
+) -> PresentmentOut:
+    """Checks in order: the biller exists (404 `NotFound`) and is active (409
+    `BillerSuspended`); the bill key matches its pattern (422 `BillKeyInvalid`, the biller is
+    not asked); then the biller's answer: 404 `NoSuchCustomer`, 409 `NothingDue`, 429
+    `BillerBusy`, 503 `BillerNotAnswering` (down, timeout, bad signature). The presentment is
+    kept for the payment (docs/bills.md §4)."""
+    found = await service.query_bill(sessions, client, body.biller, body.bill_key, body.period)
+    return presentment_out(found)
+
+
+@router.post(
+    "/payments/counter",
+    response_model=PaymentOut,
+    status_code=201,
+    summary="A bill paid in cash at a counter, once per receipt number (counter, supervisor)",
+)
+@errors(404, 409)
+async def pay_at_counter(
+    body: CounterPaymentIn, principal: Counter, session: SessionDep, settings: SettingsDep
+) -> PaymentOut:
+    """The cash goes into the counter's drawer and is held for the biller; the biller is paid
+    after commit (the state is `pending` until it answers). A repeat of the receipt number with
+    the same content answers the first payment (`replayed`); with other content 409
+    `IdempotencyConflict` (docs/bills.md §5)."""
+    found = await service.submit_payment(
+        session, settings,
+        service.Payer(SubChannel.counter, counter_code=body.counter_code,
+                      operator=principal.username),
+        biller_code=body.biller, reference=body.reference, amount=body.amount,
+        key=body.receipt_no,
+    )  # fmt: skip
+    return payment_out(found.payment, replayed=found.replayed)
+
+
+@router.get(
+    "/payments/{serial}",
+    response_model=PaymentOut,
+    summary="A bill payment and its state (counter, supervisor, finance, auditor)",
+)
+@errors(404)
+async def get_payment(
+    serial: SerialPath, principal: PaymentReader, session: SessionDep
+) -> PaymentOut:
+    return payment_out(await service.payment_by_serial(session, serial))
+
+
+@router.post(
+    "/payments/{serial}/cash-return",
+    response_model=PaymentOut,
+    summary="Hand back the cash of a counter payment that did not pay (counter, supervisor)",
+)
+@errors(404, 409)
+async def cash_return(
+    serial: SerialPath,
+    body: CashReturnIn,
+    principal: Counter,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> PaymentOut:
+    """Only a `failed`, `reversed` or `refunded` counter payment, at the counter that took the
+    cash (409 otherwise); a repeat answers the same."""
+    payment = await service.return_cash(
+        session, settings, serial, counter_code=body.counter_code, actor=principal.username
+    )
+    return payment_out(payment)
+
+
+CALLBACK_LIMIT = 16 * 1024
+
+
+@router.post(
+    "/callbacks/{code}",
+    response_model=CallbackAck,
+    summary="A biller's decision of a pending payment (signed by the biller)",
+)
+@body_limit(BodyLimit(max_bytes=CALLBACK_LIMIT, max_values=64))
+@documents_body(CallbackIn)
+@signed_by_biller
+@errors(400, 401, 404, 409)
+async def callback(
+    code: Code,
+    request: Request,
+    sessions: SessionsDep,
+    settings: SettingsDep,
+    hsm: HsmDep,
+) -> Response:
+    """docs/biller-protocol.md §7. Checks in order, before the body is parsed: the biller is
+    registered and the five signature headers are well formed (401), the timestamp is within
+    300 s (401), the signature verifies under the biller's key (401); then the body (400
+    `BadRequest`), the serial is a payment of this biller (404), the decision agrees with one
+    already recorded (409 `ResultConflict`). Duplicates are acknowledged again. Every answer
+    but a 401 is signed."""
+    raw = await request.body()
+    async with sessions() as read:
+        biller = await service.callback_biller(read, code)
+    path = request.url.path
+    envelope = await service.verify_callback(
+        hsm, settings, biller, path, dict(request.headers), raw
+    )
+    try:
+        parsed = CallbackIn.model_validate(decode_json(raw, route_limit(request.scope)))
+        async with unit_of_work(sessions) as write:
+            await tasks.apply_callback(write, settings, code, parsed.model_dump(exclude_none=True))
+        status, answer = 200, {"result": "ack"}
+    except (ValidationError, InputRefused) as exc:
+        status, answer = 400, {"error": "BadRequest", "detail": str(exc).partition("\n")[0][:200]}
+    except (service.PaymentNotFound, service.ResultConflict) as exc:
+        status, answer = exc.status_code, {"error": type(exc).__name__, "detail": exc.detail}
+    body = json.dumps(answer, separators=(",", ":")).encode()
+    headers = await service.sign_answer(hsm, settings, biller, path, envelope.key, status, body)
+    return Response(body, status_code=status, headers=headers, media_type="application/json")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import Date, Enum
+from sqlalchemy import Date, Enum, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cardsvc.db import Base
@@ -28,3 +28,14 @@ class ClearingDay(Base):
     opened_at: Mapped[datetime]
     cut_at: Mapped[datetime | None]  # when it began closing
     closed_at: Mapped[datetime | None]
+
+
+# The open business day (the earliest, should two ever be open), published with the table so that
+# any repository may embed it as a scalar subquery and read it in the same round trip as what it
+# needs (docs/architecture.md §1: a domain's tables are shared, its repository is not).
+OPEN_DAY = (
+    select(ClearingDay.clearing_date)
+    .where(ClearingDay.status == DayStatus.open)
+    .order_by(ClearingDay.clearing_date)
+    .limit(1)
+)

@@ -8,17 +8,8 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cardsvc.clearing.models import ClearingDay, DayStatus
+from cardsvc.clearing.models import OPEN_DAY, ClearingDay, DayStatus
 from cardsvc.sql import insert_ignore
-
-# The open business day (the earliest, should two ever be open); other repositories embed it as a
-# scalar subquery to read it in the same round trip as what they need.
-OPEN_DAY = (
-    select(ClearingDay.clearing_date)
-    .where(ClearingDay.status == DayStatus.open)
-    .order_by(ClearingDay.clearing_date)
-    .limit(1)
-)
 
 
 async def open_day(session: AsyncSession) -> date | None:

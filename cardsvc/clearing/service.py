@@ -87,7 +87,7 @@ async def clearing_date(
     """The clearing date of whatever this transaction writes (see the module docstring).
 
     ``seen`` is the open day a statement of this same transaction already read (a repository may
-    fold the read into a statement it needs anyway, ``repository.OPEN_DAY``); it is used instead
+    fold the read into a statement it needs anyway, ``cardsvc.clearing.models.OPEN_DAY``); it is used instead
     of another read. The first answer in a transaction is the answer for the whole transaction.
     """
     cached = session.info.get(_INFO_KEY)

@@ -38,6 +38,9 @@ class AccountKind(StrEnum):
     )
     merchant_payable = "merchant_payable"  # settled, not yet paid out
     biller_payable = "biller_payable"  # utility biller, owner_ref = biller code
+    # Cash taken at a counter for bill payments, until the biller is paid from it (through a
+    # hold) or it is handed back to the payer of a failed payment; owner_ref = counter code.
+    bill_suspense = "bill_suspense"
     fee_income = "fee_income"  # owner_ref "" (one)
     counter_cash = "counter_cash"  # cash at a counter/outlet, owner_ref = counter code
     # Cash owed to a card holder (a cancelled card's balance refunded in cash), until a counter
@@ -75,6 +78,7 @@ KIND_RULES: dict[AccountKind, KindRule] = {
     AccountKind.merchant_pending: KindRule(Side.credit, may_go_negative=True),
     AccountKind.merchant_payable: KindRule(Side.credit, may_go_negative=False),
     AccountKind.biller_payable: KindRule(Side.credit, may_go_negative=False),
+    AccountKind.bill_suspense: KindRule(Side.credit, may_go_negative=False),
     AccountKind.fee_income: KindRule(Side.credit, may_go_negative=False),
     AccountKind.counter_cash: KindRule(Side.debit, may_go_negative=False),
     AccountKind.holder_payable: KindRule(Side.credit, may_go_negative=False),

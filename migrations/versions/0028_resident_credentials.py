@@ -3,8 +3,8 @@ session version) and the one live activation code a counter issued (its HMAC onl
 
 Rows are made when a counter first issues a code, so existing residents need none.
 
-Revision ID: 0025
-Revises: 0024
+Revision ID: 0028
+Revises: 0027
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0025"
-down_revision: str | None = "0024"
+revision: str = "0028"
+down_revision: str | None = "0027"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -125,18 +125,6 @@ class ClassTotal:
 
 
 @dataclass(frozen=True, slots=True)
-class MerchantLine:
-    tx_class: str
-    count: int
-    gross: int
-    fee: int
-
-    @property
-    def net(self) -> int:
-        return self.gross - self.fee
-
-
-@dataclass(frozen=True, slots=True)
 class MerchantDay:
     merchant_no: str
     name: str
@@ -145,7 +133,7 @@ class MerchantDay:
     fee: int
     net: int
     status: BatchStatus
-    lines: list[MerchantLine] = field(default_factory=list)
+    lines: list[nightly.ClassLine] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +184,7 @@ async def day_detail(session: AsyncSession, day: date, *, page: int = 1) -> DayD
     for merchant_no, tx_class, count, gross, fee in await repository.lines_of(
         session, day, list(by_no)
     ):
-        by_no[merchant_no].lines.append(MerchantLine(tx_class, count, gross, fee))
+        by_no[merchant_no].lines.append(nightly.ClassLine(tx_class, count, gross, fee))
     return DayDetail(
         day,
         found.status,

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.errors import NotFound, ValidationFailed
 from settlement.merchants import repository
+from settlement.nightly import service as nightly
 from settlement.nightly.models import BatchStatus
 
 MAX_DAYS: Final = 366  # the longest period of one statement
@@ -34,18 +35,6 @@ async def find_merchants(session: AsyncSession, search: str = "") -> list[Mercha
 
 
 @dataclass(frozen=True, slots=True)
-class ClassLine:
-    tx_class: str
-    count: int
-    gross: int
-    fee: int
-
-    @property
-    def net(self) -> int:
-        return self.gross - self.fee
-
-
-@dataclass(frozen=True, slots=True)
 class SettledDay:
     clearing_date: date
     count: int
@@ -53,7 +42,7 @@ class SettledDay:
     fee: int
     net: int
     status: BatchStatus
-    lines: list[ClassLine] = field(default_factory=list)
+    lines: list[nightly.ClassLine] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +84,7 @@ async def statement(session: AsyncSession, merchant_no: str, first: date, last: 
     }
     async for d, tx_class, count, gross, fee in repository.lines(session, merchant_no, first, last):
         if d in days:
-            days[d].lines.append(ClassLine(tx_class, count, gross, fee))
+            days[d].lines.append(nightly.ClassLine(tx_class, count, gross, fee))
     _days, count, gross, fee, net = await repository.totals(session, merchant_no, first, last)
     return Statement(merchant, first, last, list(days.values()), count, gross, fee, net)
 

@@ -21,6 +21,7 @@ from typing import IO, Literal
 from zoneinfo import ZoneInfo
 
 from cardsvc.cards.numbers import mask_card_no
+from settlement.billers.service import BatchRow
 from settlement.nightly.repository import (
     DetailRow,
     LineRow,
@@ -29,6 +30,7 @@ from settlement.nightly.repository import (
     SummaryRow,
     UploadRow,
 )
+from settlement.payouts.models import PayeeKind
 from settlement.payouts.service import PayoutLine
 
 BOM = "\ufeff"
@@ -43,6 +45,17 @@ DETAIL_HEADER = (
     "merchant_no", "class", "id", "terminal_no", "terminal_serial", "card", "time", "amount",
     "result", "reference",
 )  # fmt: skip
+BILLERS = "billers.csv"
+BILLERS_HEADER = (
+    "biller_code",
+    "biller_name",
+    "count",
+    "payments",
+    "gross",
+    "fee",
+    "net",
+    "status",
+)
 MANIFEST = "manifest.json"
 CRLF = "\r\n"
 
@@ -189,6 +202,24 @@ async def summary_lines(rows: AsyncIterator[SummaryRow]) -> AsyncIterator[str]:
         )
 
 
+async def biller_lines(rows: AsyncIterator[BatchRow]) -> AsyncIterator[str]:
+    """``billers.csv``: one line per biller batch of the day, by biller code."""
+    yield BOM + csv_line(BILLERS_HEADER)
+    async for row in rows:
+        yield csv_line(
+            (
+                cell(row.biller_code),
+                cell(row.biller_name),
+                str(row.count),
+                str(row.payments),
+                yuan(row.gross),
+                yuan(row.fee),
+                yuan(row.net),
+                row.status.value,
+            )
+        )
+
+
 def _local_time(tx_datetime: str | None, posted_at: datetime | None, zone: ZoneInfo) -> str:
     if tx_datetime and len(tx_datetime) == 14 and tx_datetime.isdigit():
         t = tx_datetime
@@ -231,7 +262,7 @@ def _detail_line(row: DetailRow, zone: ZoneInfo) -> str:
 
 BANK_HEADER = (
     "reference", "payer_account", "payee_bank", "payee_branch", "payee_account", "payee_name",
-    "amount", "currency", "merchant_no",
+    "amount", "currency", "merchant_no", "biller_code",
 )  # fmt: skip
 
 
@@ -254,7 +285,9 @@ async def bank_lines(rows: AsyncIterator[PayoutLine], payer_account: str) -> Asy
                 cell(row.account_holder or ""),
                 yuan(row.amount),
                 "CNY",
-                cell(row.merchant_no),
+                # The payee's number in the column of its kind, the other one empty.
+                cell(row.merchant_no if row.payee_kind is PayeeKind.merchant else ""),
+                cell(row.merchant_no if row.payee_kind is PayeeKind.biller else ""),
             )
         )
         count += 1

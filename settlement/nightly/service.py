@@ -37,6 +37,7 @@ from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.logging import get_logger
 from cardsvc.settings import Settings
+from settlement.billers import service as billers
 from settlement.fees import service as fees
 from settlement.nightly import files, manifest, repository
 from settlement.nightly.models import STEPS, RunStatus, SettlementRun, SettlementStep, Step
@@ -72,6 +73,22 @@ class SettlementFilesInvalid(Conflict):
 
 def posting_key(day: date, merchant_no: str) -> str:
     return f"settlement:{day.isoformat()}:{merchant_no}:clear"
+
+
+@dataclass(frozen=True, slots=True)
+class ClassLine:
+    """One transaction class of a merchant's settled day (a ``settlement_lines`` row), as the
+    finance pages and the merchant statements show it: counts and fen, gross negative for
+    refunds."""
+
+    tx_class: str
+    count: int
+    gross: int
+    fee: int
+
+    @property
+    def net(self) -> int:
+        return self.gross - self.fee
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +242,12 @@ async def _fees(ctx: Context, session: AsyncSession) -> StepOutcome:
 
 async def _batches(ctx: Context, session: AsyncSession) -> StepOutcome:
     count, net = await repository.make_batches(session, ctx.day)
-    return StepOutcome(count, net, f"{count} merchant batch(es)")
+    biller_count, biller_net = await billers.make_batches(session, ctx.day)
+    return StepOutcome(
+        count + biller_count,
+        net + biller_net,
+        f"{count} merchant batch(es), {biller_count} biller batch(es)",
+    )
 
 
 async def _postings(ctx: Context, session: AsyncSession) -> StepOutcome:
@@ -247,13 +269,16 @@ async def _postings(ctx: Context, session: AsyncSession) -> StepOutcome:
             chunk += 1
             ctx.crash_point(f"postings:{chunk}:uncommitted")
         ctx.crash_point(f"postings:{chunk}")
+    # The billers' batches: their fees out of their payables, chunk by chunk as well.
+    settled = await billers.post_batches(ctx.sessions, ctx.settings, ctx.day, ctx.crash_point)
     totals = await repository.batch_totals(session, ctx.day)
     # The day's payouts, in the step's own transaction: recorded with it or not at all.
     made = await payouts.make_day_payouts(session, ctx.day)
     return StepOutcome(
         totals.posted,
         totals.posted_gross,
-        f"{totals.posted} posting(s); payouts {made.due} due ({made.due_amount} fen), "
+        f"{totals.posted} posting(s); billers {settled.settled} settled ({settled.fees} fen of "
+        f"fees), {settled.carried} carried; payouts {made.due} due ({made.due_amount} fen), "
         f"{made.held} held ({made.held_amount} fen)",
     )
 
@@ -335,6 +360,7 @@ async def _write_day(ctx: Context, session: AsyncSession, writer: files.DayWrite
         uploads=lambda: repository.upload_rows(session, day),
     )
     await files.write_operator_files(writer, day, operators, streams)
+    await writer.write(files.BILLERS, files.biller_lines(billers.batch_rows(session, day)))
     totals = await payouts.totals(session, day)
     if totals.due:
         payouts.payout_bank(ctx.settings)  # refuses before the file is out: PayoutBankMissing
@@ -378,6 +404,7 @@ async def money_problems(session: AsyncSession, day: date) -> list[str]:
         problems.append(
             f"posted batches carry {postings.gross} fen but their postings {postings.journal} fen"
         )
+    problems.extend(await billers.problems(session, day))
     problems.extend(await payouts.problems(session, day))
     uploads = await repository.upload_totals(session, day)
     if uploads.unbalanced:
@@ -399,12 +426,15 @@ async def _report(ctx: Context, session: AsyncSession) -> StepOutcome:
         raise SettlementUnbalanced("settlement does not balance: " + "; ".join(problems))
     lines, cleared = await repository.line_totals(session, ctx.day)
     totals = await repository.batch_totals(session, ctx.day)
+    of_billers = await billers.totals(session, ctx.day)
     paid = await payouts.totals(session, ctx.day)
     return StepOutcome(
         lines,
         cleared,
         f"balanced: cleared {cleared}, fees {totals.fee}, net {totals.net}, "
-        f"{totals.posted} posted, {totals.batches - totals.posted} carried; payouts "
+        f"{totals.posted} posted, {totals.batches - totals.posted} carried; billers "
+        f"{of_billers.gross} paid in, fees {of_billers.fee}, net {of_billers.net}, "
+        f"{of_billers.posted} settled, {of_billers.batches - of_billers.posted} carried; payouts "
         f"{paid.due + paid.issued} to pay ({paid.due_amount + paid.issued_amount} fen), "
         f"{paid.held} held ({paid.held_amount} fen)",
     )

@@ -66,6 +66,7 @@ async def list_payouts(
     return [
         PayoutOut(
             reference=p.reference,
+            payee_kind=p.payee_kind,
             merchant_no=p.merchant_no,
             merchant_name=p.merchant_name,
             amount=p.amount,

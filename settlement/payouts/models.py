@@ -24,6 +24,11 @@ class Cycle(StrEnum):
     monthly = "monthly"  # cycle_day = 1 to 31; past the month's end: its last day
 
 
+class PayeeKind(StrEnum):
+    merchant = "merchant"  # merchant_no is a merchant number; details from settlement_payees
+    biller = "biller"  # merchant_no is a biller code; details from the billers' registry
+
+
 class PayoutStatus(StrEnum):
     held = "held"  # no bank details: nothing paid, the batches wait for the next payout
     due = "due"  # in the day's bank file, not yet posted
@@ -56,14 +61,19 @@ class SettlementPayee(Base):
 class SettlementPayout(Base):
     __tablename__ = "settlement_payouts"
     __table_args__ = (
-        UniqueConstraint("clearing_date", "merchant_no", name="uq_settlement_payouts_day_merchant"),
+        UniqueConstraint(
+            "clearing_date", "payee_kind", "merchant_no", name="uq_settlement_payouts_day_payee"
+        ),
         CheckConstraint("amount > 0", name="positive"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     clearing_date: Mapped[date] = mapped_column(Date, index=True)  # the payout date
-    merchant_no: Mapped[str] = mapped_column(String(15))
-    reference: Mapped[str] = mapped_column(String(24), unique=True)  # P<YYYYMMDD><merchant_no>
+    payee_kind: Mapped[PayeeKind] = mapped_column(Enum(PayeeKind, native_enum=False, length=16))
+    # The payee's number: a merchant number, or a biller code when payee_kind is biller.
+    merchant_no: Mapped[str] = mapped_column(String(16))
+    # P<YYYYMMDD><merchant_no> for a merchant, B<YYYYMMDD><biller code> for a biller.
+    reference: Mapped[str] = mapped_column(String(32), unique=True)
     amount: Mapped[int] = mapped_column(BigInteger)
     bank_name: Mapped[str | None] = mapped_column(String(60))
     bank_branch: Mapped[str | None] = mapped_column(String(60))

@@ -9,16 +9,44 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    case,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cardsvc.bills.models import Biller, SettlementCycle
+from settlement.billers.models import BillerBatch
 from settlement.nightly.models import BatchStatus, SettlementBatch
-from settlement.payouts.models import Cycle, PayoutStatus, SettlementPayee, SettlementPayout
+from settlement.payouts.models import (
+    Cycle,
+    PayeeKind,
+    PayoutStatus,
+    SettlementPayee,
+    SettlementPayout,
+)
 from terminals.registry.models import Merchant
+
+MERCHANT_PREFIX = "P"
+BILLER_PREFIX = "B"
 
 
 def reference(day: date, merchant_no: str) -> str:
-    return f"P{day:%Y%m%d}{merchant_no}"
+    return f"{MERCHANT_PREFIX}{day:%Y%m%d}{merchant_no}"
+
+
+def biller_reference(day: date, code: str) -> str:
+    """``B<YYYYMMDD><biller code>``: at most 25 characters, unique per payout."""
+    return f"{BILLER_PREFIX}{day:%Y%m%d}{code}"
 
 
 # --- payees ---------------------------------------------------------------------------------
@@ -93,6 +121,66 @@ def _unpaid(day: date) -> ColumnElement[bool]:
     )
 
 
+PAYOUT_COLUMNS = [
+    "clearing_date", "payee_kind", "merchant_no", "reference", "amount", "bank_name",
+    "bank_branch", "account_no", "account_holder", "status", "created_at",
+]  # fmt: skip
+
+
+def biller_cycle_falls_on(day: date) -> ColumnElement[bool]:
+    """Billers paid on the night that settles ``day``: daily every day, weekly when ``day`` is
+    a Sunday, monthly when it is the month's last day (docs/bills.md §3)."""
+    cycles = [Biller.settlement_cycle == SettlementCycle.daily]
+    if day.isoweekday() == 7:
+        cycles.append(Biller.settlement_cycle == SettlementCycle.weekly)
+    if day.day == calendar.monthrange(day.year, day.month)[1]:
+        cycles.append(Biller.settlement_cycle == SettlementCycle.monthly)
+    return or_(*cycles)
+
+
+def _biller_unpaid(day: date) -> ColumnElement[bool]:
+    c = BillerBatch
+    return and_(c.settled_on.is_not(None), c.payout_reference.is_(None), c.clearing_date <= day)
+
+
+async def make_biller_payouts(session: AsyncSession, day: date, now: datetime) -> None:
+    """One payout per biller whose cycle falls on ``day`` and who is owed settled, unpaid net,
+    with a snapshot of the biller's bank details (always set: a biller is registered with
+    them); then the biller batches it pays are stamped with its reference."""
+    c = BillerBatch
+    prefix = literal(f"{BILLER_PREFIX}{day:%Y%m%d}")
+    rows = (
+        select(
+            literal(day).label("clearing_date"),
+            literal(PayeeKind.biller.value).label("payee_kind"),
+            c.biller_code,
+            (prefix + c.biller_code).label("reference"),
+            func.sum(c.net).label("amount"),
+            Biller.bank_name,
+            literal(None, SettlementPayout.bank_branch.type).label("bank_branch"),
+            Biller.bank_account_no,
+            Biller.bank_account_name,
+            literal(PayoutStatus.due.value).label("status"),
+            literal(now).label("created_at"),
+        )
+        .select_from(c)
+        .join(Biller, Biller.code == c.biller_code)
+        .where(_biller_unpaid(day), biller_cycle_falls_on(day))
+        .group_by(c.biller_code, Biller.bank_name, Biller.bank_account_no, Biller.bank_account_name)
+        .having(func.sum(c.net) > 0)
+    )
+    await session.execute(insert(SettlementPayout).from_select(PAYOUT_COLUMNS, rows))
+    paid = select(SettlementPayout.merchant_no).where(
+        SettlementPayout.clearing_date == day,
+        SettlementPayout.payee_kind == PayeeKind.biller,
+    )
+    await session.execute(
+        update(c)
+        .where(_biller_unpaid(day), c.biller_code.in_(paid))
+        .values(payout_reference=prefix + c.biller_code)
+    )
+
+
 async def make_payouts(session: AsyncSession, day: date, now: datetime) -> None:
     """One payout per merchant whose cycle falls on ``day`` and who is owed posted, unpaid net:
     ``due`` with a snapshot of its bank details, or ``held`` without them; then the batches a due
@@ -102,6 +190,7 @@ async def make_payouts(session: AsyncSession, day: date, now: datetime) -> None:
     rows = (
         select(
             literal(day).label("clearing_date"),
+            literal(PayeeKind.merchant.value).label("payee_kind"),
             b.merchant_no,
             (literal(f"P{day:%Y%m%d}") + b.merchant_no).label("reference"),
             func.sum(b.net).label("amount"),
@@ -118,13 +207,11 @@ async def make_payouts(session: AsyncSession, day: date, now: datetime) -> None:
         .group_by(b.merchant_no, p.bank_name, p.bank_branch, p.account_no, p.account_holder)
         .having(func.sum(b.net) > 0)
     )
-    columns = [
-        "clearing_date", "merchant_no", "reference", "amount", "bank_name", "bank_branch",
-        "account_no", "account_holder", "status", "created_at",
-    ]  # fmt: skip
-    await session.execute(insert(SettlementPayout).from_select(columns, rows))
+    await session.execute(insert(SettlementPayout).from_select(PAYOUT_COLUMNS, rows))
     due = select(SettlementPayout.merchant_no).where(
-        SettlementPayout.clearing_date == day, SettlementPayout.status == PayoutStatus.due
+        SettlementPayout.clearing_date == day,
+        SettlementPayout.payee_kind == PayeeKind.merchant,
+        SettlementPayout.status == PayoutStatus.due,
     )
     await session.execute(
         update(b)
@@ -162,7 +249,7 @@ async def payout_totals(session: AsyncSession, day: date) -> PayoutTotals:
 @dataclass(frozen=True, slots=True)
 class PayoutLine:
     reference: str
-    merchant_no: str
+    merchant_no: str  # the payee's number: a merchant number or a biller code
     merchant_name: str
     amount: int
     bank_name: str | None
@@ -170,6 +257,7 @@ class PayoutLine:
     account_no: str | None
     account_holder: str | None
     status: PayoutStatus
+    payee_kind: PayeeKind = PayeeKind.merchant
 
 
 def _lines(day: date, statuses: Sequence[PayoutStatus]) -> Select[*tuple[Any, ...]]:
@@ -178,15 +266,20 @@ def _lines(day: date, statuses: Sequence[PayoutStatus]) -> Select[*tuple[Any, ..
         select(
             o.reference,
             o.merchant_no,
-            Merchant.name,
+            func.coalesce(Merchant.name, Biller.name, ""),
             o.amount,
             o.bank_name,
             o.bank_branch,
             o.account_no,
             o.account_holder,
             o.status,
+            o.payee_kind,
         )
-        .join(Merchant, Merchant.merchant_no == o.merchant_no)
+        .outerjoin(
+            Merchant,
+            and_(o.payee_kind == PayeeKind.merchant, Merchant.merchant_no == o.merchant_no),
+        )
+        .outerjoin(Biller, and_(o.payee_kind == PayeeKind.biller, Biller.code == o.merchant_no))
         .where(o.clearing_date == day, o.status.in_(statuses))
         .order_by(o.reference)
     )
@@ -256,18 +349,28 @@ async def mark_confirmed(session: AsyncSession, reference: str, now: datetime) -
 
 
 async def unbalanced_payouts(session: AsyncSession, day: date) -> int:
-    """Payouts of ``day`` (not held) whose amount is not the net of the batches they pay."""
-    o, b = SettlementPayout, SettlementBatch
-    paid = (
+    """Payouts of ``day`` (not held) whose amount is not the net of the batches they pay (a
+    merchant's settlement batches, a biller's biller batches)."""
+    o, b, c = SettlementPayout, SettlementBatch, BillerBatch
+    next_day = day + timedelta(days=1)
+    # The day's references, as ranges the indexes answer: P<YYYYMMDD> <= ref < P<YYYYMMDD+1>.
+    merchants = (
         select(b.payout_reference.label("reference"), func.sum(b.net).label("net"))
-        # The day's references, as a range the index answers: P<YYYYMMDD> <= ref < P<YYYYMMDD+1>.
         .where(
-            b.payout_reference >= f"P{day:%Y%m%d}",
-            b.payout_reference < f"P{day + timedelta(days=1):%Y%m%d}",
+            b.payout_reference >= f"{MERCHANT_PREFIX}{day:%Y%m%d}",
+            b.payout_reference < f"{MERCHANT_PREFIX}{next_day:%Y%m%d}",
         )
         .group_by(b.payout_reference)
-        .subquery()
     )
+    billers = (
+        select(c.payout_reference.label("reference"), func.sum(c.net).label("net"))
+        .where(
+            c.payout_reference >= f"{BILLER_PREFIX}{day:%Y%m%d}",
+            c.payout_reference < f"{BILLER_PREFIX}{next_day:%Y%m%d}",
+        )
+        .group_by(c.payout_reference)
+    )
+    paid = union_all(merchants, billers).subquery()
     stmt = (
         select(func.count())
         .select_from(o)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from settlement.payouts.models import Cycle, PayoutStatus
+from settlement.payouts.models import Cycle, PayeeKind, PayoutStatus
 
 ACCOUNT_NO = r"^[0-9A-Za-z]{6,34}$"
 Text60 = Annotated[str, Field(min_length=1, max_length=60)]
@@ -37,7 +37,8 @@ class PayeeOut(BaseModel):
 
 class PayoutOut(BaseModel):
     reference: str
-    merchant_no: str
+    payee_kind: PayeeKind
+    merchant_no: str  # a biller's code for payee kind biller
     merchant_name: str
     amount: int
     bank_name: str | None

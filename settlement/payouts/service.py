@@ -24,7 +24,7 @@ from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.settings import Settings
 from settlement.payouts import repository
-from settlement.payouts.models import Cycle, PayoutStatus, SettlementPayee
+from settlement.payouts.models import Cycle, PayeeKind, PayoutStatus, SettlementPayee
 from settlement.payouts.repository import PayoutLine, PayoutRef, PayoutTotals
 from settlement.payouts.schemas import PayeeIn, PayeeOut
 
@@ -44,6 +44,10 @@ class PayoutBankMissing(Conflict):
 
 def payout_key(day: date, merchant_no: str) -> str:
     return f"settlement:{day.isoformat()}:{merchant_no}:payout"
+
+
+def biller_payout_key(day: date, code: str) -> str:
+    return f"settlement:{day.isoformat()}:biller:{code}:payout"
 
 
 def reference(day: date, merchant_no: str) -> str:
@@ -165,8 +169,11 @@ def view(merchant_no: str, name: str, payee: SettlementPayee | None) -> PayeeOut
 
 
 async def make_day_payouts(session: AsyncSession, day: date) -> PayoutTotals:
-    """The payouts of ``day`` (the nightly ``postings`` step, once every batch is posted)."""
-    await repository.make_payouts(session, day, clock.now())
+    """The payouts of ``day`` (the nightly ``postings`` step, once every batch is posted): the
+    merchants' and the billers'."""
+    now = clock.now()
+    await repository.make_payouts(session, day, now)
+    await repository.make_biller_payouts(session, day, now)
     return await repository.payout_totals(session, day)
 
 
@@ -233,16 +240,18 @@ async def issue_payouts(
 
 
 def _posting(day: date, posting_day: date, payout: PayoutLine, bank: AccountRef) -> PostingRequest:
+    if payout.payee_kind is PayeeKind.biller:
+        payable = AccountRef(AccountKind.biller_payable, payout.merchant_no)
+        key = biller_payout_key(day, payout.merchant_no)
+    else:
+        payable = AccountRef(AccountKind.merchant_payable, payout.merchant_no)
+        key = payout_key(day, payout.merchant_no)
     return PostingRequest(
-        idempotency_key=payout_key(day, payout.merchant_no),
+        idempotency_key=key,
         tx_type=POSTING_TX_TYPE,
         clearing_date=posting_day,
         entries=[
-            Entry(
-                AccountRef(AccountKind.merchant_payable, payout.merchant_no),
-                Side.debit,
-                payout.amount,
-            ),
+            Entry(payable, Side.debit, payout.amount),
             Entry(bank, Side.credit, payout.amount),
         ],
         record_ref=f"settlement_payout:{payout.reference}",

@@ -36,7 +36,7 @@ from terminals.access.models import TerminalSession
 from terminals.access.repository import SessionRow
 from terminals.access.schemas import ListVersions, SignInRequest, SignInResponse
 from terminals.lists import service as lists
-from terminals.registry import repository as registry
+from terminals.registry import service as registry
 from terminals.registry.models import (
     Merchant,
     MerchantStatus,
@@ -303,3 +303,14 @@ def _check_terminal_time(
             f"terminal_time is more than {int(window.total_seconds())} s from the host's time "
             f"{local_datetime14(now, settings.zone)}: set the clock and sign in again"
         )
+
+
+async def set_terminal_status(
+    session: AsyncSession, terminal_no: str, status: TerminalStatus, *, actor: str
+) -> Terminal:
+    """Activate, suspend or retire a terminal; one that stops being active loses its sessions at
+    once, so a terminal brought back must sign in again."""
+    terminal = await registry.set_terminal_status(session, terminal_no, status, actor=actor)
+    if status is not TerminalStatus.active:
+        await repository.revoke_sessions(session, terminal.id)
+    return terminal

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.blacklist.models import BlacklistEntry
 from cardsvc.cards.models import Card, CardStatus, CardType
-from cardsvc.clearing.repository import OPEN_DAY
+from cardsvc.clearing.models import OPEN_DAY
 from cardsvc.pgdirect import Query
 from cardsvc.sql import dialect_insert
 from terminals.online.models import AuthStatus, MessageKind, OnlineAuthorization, OnlineDailyUsage

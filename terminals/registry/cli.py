@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.db import create_engine, session_factory, unit_of_work
 from cardsvc.settings import get_settings
+from terminals.access import service as access
 from terminals.lists import service as lists
 from terminals.registry import repository, service
 from terminals.registry.models import MerchantCategory, TerminalKind, TerminalStatus
@@ -141,7 +142,7 @@ def terminals_status(terminal_no: str, status: str) -> None:
     """Activate, suspend or retire a terminal (suspension ends its sessions)."""
 
     async def work(session: AsyncSession) -> None:
-        await service.set_terminal_status(
+        await access.set_terminal_status(
             session, terminal_no, TerminalStatus(status), actor=_actor()
         )
 

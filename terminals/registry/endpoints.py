@@ -11,6 +11,7 @@ from cardsvc.deps import SessionDep
 from cardsvc.errors import NotFound
 from cardsvc.staff.auth import Role, StaffPrincipal
 from cardsvc.staff.deps import require_roles
+from terminals.access import service as access
 from terminals.registry import repository, service
 from terminals.registry.schemas import (
     MerchantCreate,
@@ -81,7 +82,7 @@ async def get_terminal(terminal_no: str, _admin: Admin, session: SessionDep) -> 
 async def change_status(
     terminal_no: str, body: TerminalStatusChange, admin: Admin, session: SessionDep
 ) -> TerminalOut:
-    terminal = await service.set_terminal_status(
+    terminal = await access.set_terminal_status(
         session, terminal_no, body.status, actor=admin.username
     )
     return await service.terminal_view(session, terminal)

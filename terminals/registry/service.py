@@ -8,7 +8,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.audit import service as audit
 from cardsvc.errors import Conflict, NotFound
-from terminals.access import repository as access_repository
 from terminals.registry import repository
 from terminals.registry.models import (
     Merchant,
@@ -125,15 +124,15 @@ async def set_terminal_kind(
 async def set_terminal_status(
     session: AsyncSession, terminal_no: str, status: TerminalStatus, *, actor: str
 ) -> Terminal:
+    """The registry's half of a status change (the row and its audit entry). Callers use
+    :func:`terminals.access.service.set_terminal_status`, which also ends the terminal's sessions
+    when it stops being active: sessions belong to access, which builds on the registry."""
     terminal = await _locked_terminal(session, terminal_no)
     before = terminal.status
     if before is TerminalStatus.retired and status is not TerminalStatus.retired:
         raise Conflict("a retired terminal cannot come back")
     terminal.status = status
     await session.flush()
-    if status is not TerminalStatus.active:
-        # A suspended terminal loses its sessions at once.
-        await access_repository.revoke_sessions(session, terminal.id)
     await audit.record(
         session,
         actor=actor,
@@ -183,3 +182,15 @@ async def record_versions(
 ) -> None:
     """The list versions a terminal reports it holds (the registry shows how far behind it is)."""
     await repository.record_versions(session, terminal_id, blacklist_version, params_version, now)
+
+
+async def terminal_with_merchant(
+    session: AsyncSession, terminal_no: str
+) -> tuple[Terminal, Merchant] | None:
+    """The terminal with this number and its merchant; None when no terminal has it."""
+    return await repository.terminal_with_merchant(session, terminal_no)
+
+
+async def record_sign_in(session: AsyncSession, terminal_id: int, now: datetime) -> None:
+    """When the terminal last signed in (the registry shows it)."""
+    await repository.record_sign_in(session, terminal_id, now)

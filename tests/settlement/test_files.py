@@ -34,7 +34,7 @@ OPERATOR_FILES = ("statement", "refusals", "uploads")
 
 
 def expected_names(day: date) -> set[str]:
-    names = {"summary.csv", "detail.csv", "manifest.json", f"bank-{day:%Y%m%d}.csv"}
+    names = {"summary.csv", "detail.csv", "billers.csv", "manifest.json", f"bank-{day:%Y%m%d}.csv"}
     for merchant in (BUS_MERCHANT, TAXI_MERCHANT):
         names |= {f"operator-{merchant}-{kind}.txt" for kind in OPERATOR_FILES}
     return names
@@ -384,9 +384,9 @@ async def test_the_bank_file_pays_each_due_payout_once(
     amounts = {p.merchant_no: p.amount for p in paid}
     assert lines[1:] == [
         f"P{day:%Y%m%d}{BUS_MERCHANT},DEV0000000001,城市银行,东门支行,6222000011112222,"
-        f"'=City Bus Co.,{files.yuan(amounts[BUS_MERCHANT])},CNY,{BUS_MERCHANT}",
+        f"'=City Bus Co.,{files.yuan(amounts[BUS_MERCHANT])},CNY,{BUS_MERCHANT},",
         f"P{day:%Y%m%d}{TAXI_MERCHANT},DEV0000000001,城市银行,东门支行,6222000011112222,"
-        f"Taxi Co.,{files.yuan(amounts[TAXI_MERCHANT])},CNY,{TAXI_MERCHANT}",
+        f"Taxi Co.,{files.yuan(amounts[TAXI_MERCHANT])},CNY,{TAXI_MERCHANT},",
         f"TOTAL,2,{files.yuan(sum(amounts.values()))}",
         "",
     ]

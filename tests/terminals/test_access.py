@@ -19,10 +19,10 @@ from cardsvc.hsm import HsmClient, KeyRef
 from cardsvc.resources import Resources
 from hsm_sim import pboc
 from hsm_sim.pin import format0_block, pan_field, pin_field
+from terminals.access import service as access
 from terminals.access.canonical import canonical_request
 from terminals.access.models import TerminalSession
 from terminals.devices.host_client import HostClient, HostError, dev_tmk, encode_body
-from terminals.registry import service as registry
 from terminals.registry.models import TerminalStatus
 from tests.terminals.helpers import World, host
 
@@ -109,7 +109,7 @@ async def test_unknown_and_suspended_terminals_are_refused(
     terminal = host(client, world.bus_terminals[0])
     await terminal.sign_in()
     async with unit_of_work(resources.sessions) as session:
-        await registry.set_terminal_status(
+        await access.set_terminal_status(
             session, world.bus_terminals[0], TerminalStatus.suspended, actor="test"
         )
     refused = await terminal.get(BLACKLIST)
