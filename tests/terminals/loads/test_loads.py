@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select
 
 from cardsvc.db import read_sessions, unit_of_work
 from cardsvc.ledger import service as ledger
@@ -20,37 +19,13 @@ from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.reader.errors import MacInvalid
 from cardsvc.resources import Resources
-from terminals.devices.card import VirtualCard, make_dev_personalized_card
+from terminals.devices.card import make_dev_personalized_card
 from terminals.devices.counter_load import CounterLoadTerminal, LoadAuthorization, TornLoad
 from terminals.devices.host_client import HostError
-from terminals.loads.models import LoadStatus, PurseLoad
 from terminals.registry.models import MerchantCategory, TerminalKind
 from tests.conftest_pcsc import Connect
-from tests.online.helpers import BANK, PIN, Site, balance, make_card, make_site, signed_in
-
-
-async def loads_of(resources: Resources, asn: str) -> list[tuple[str, str | None, int]]:
-    """(status, resolution, amount) of the card's loads that moved money, oldest first."""
-    async with resources.sessions() as s:
-        rows = (
-            await s.execute(select(PurseLoad).where(PurseLoad.asn == asn).order_by(PurseLoad.id))
-        ).scalars()
-        return [
-            (r.status.value, r.resolution.value if r.resolution else None, r.amount)
-            for r in rows
-            if r.status is not LoadStatus.declined
-        ]
-
-
-async def assert_books_agree(
-    resources: Resources, card: VirtualCard, card_no: str, counter: Site, cash: int
-) -> None:
-    """The card's purse, its float in the ledger and the counter's cash tell one story."""
-    assert await balance(resources, AccountKind.card_float, card_no) == card.state.balance
-    assert await balance(resources, AccountKind.counter_cash, counter.terminal_no) == cash
-    async with resources.sessions() as s:
-        report = await ledger.check_invariants(s)
-    assert report.ok, report.render()
+from tests.factories import BANK, PIN, Site, make_card, make_site
+from tests.terminals.helpers import assert_books_agree, balance, loads_of, signed_in
 
 
 @pytest.fixture
@@ -347,7 +322,7 @@ async def test_an_hsm_outage_is_a_503_that_keeps_the_serial_free(
     from terminals.loads import service as loads
     from terminals.loads.schemas import ConfirmRequest, LoadRequest
     from terminals.online import repository as online_repo
-    from tests.online.helpers import free_port
+    from tests.terminals.helpers import free_port
 
     db_card = await make_card(resources, 39)
     card = make_dev_personalized_card(db_card.card_no, 0)

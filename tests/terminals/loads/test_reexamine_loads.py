@@ -18,7 +18,8 @@ from settlement.nightly import service
 from terminals.devices.card import make_dev_personalized_card
 from terminals.devices.counter_load import CounterLoadTerminal
 from terminals.loads.tasks import age_pending_loads
-from tests.online.helpers import Site, make_card, signed_in
+from tests.factories import Site, make_card
+from tests.terminals.helpers import signed_in
 
 
 @pytest.mark.settings(load_evidence_break_after_seconds=3600)

@@ -19,16 +19,8 @@ from terminals.devices.host_client import HostClient, encode_body
 from terminals.online import repository as online_repo
 from terminals.online.tasks import expire_holds
 from terminals.registry.models import MerchantCategory, TerminalKind
-from tests.online.helpers import (
-    PIN,
-    Site,
-    available,
-    balance,
-    make_card,
-    make_site,
-    signed_in,
-    with_pin,
-)
+from tests.factories import PIN, Site, make_card, make_site
+from tests.terminals.helpers import available, balance, signed_in, with_pin
 
 JSON = {"Content-Type": "application/json"}
 

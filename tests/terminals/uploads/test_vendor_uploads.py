@@ -14,7 +14,8 @@ from cardsvc.breaks.models import BreakKind
 from cardsvc.resources import Resources
 from terminals.devices.bus import BusValidator
 from terminals.devices.psam import Psam
-from tests.terminals.helpers import World, float_balance, host, issue_cards, psam_no, tap
+from tests.factories import World, issue_cards, psam_no
+from tests.terminals.helpers import float_balance, host, tap
 from tests.vendor import VendorTerminal, check_error
 
 UPLOADS = "/api/v1/terminal/uploads"

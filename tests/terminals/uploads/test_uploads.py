@@ -26,17 +26,8 @@ from terminals.devices.psam import Psam
 from terminals.devices.taxi import TaxiMeter
 from terminals.devices.validator import TapRefused
 from terminals.uploads.models import OfflineRecord
-from tests.terminals.helpers import (
-    BUS_MERCHANT,
-    TAXI_MERCHANT,
-    World,
-    bus,
-    card_no,
-    float_balance,
-    host,
-    issue_cards,
-    tap,
-)
+from tests.factories import BUS_MERCHANT, TAXI_MERCHANT, World, card_no, issue_cards
+from tests.terminals.helpers import bus, float_balance, host, tap
 
 UPLOADS = "/api/v1/terminal/uploads"
 

@@ -20,7 +20,8 @@ from terminals.devices.psam import Psam
 from terminals.devices.validator import LOCAL_TZ
 from terminals.registry.models import MerchantCategory
 from tests.conftest_pcsc import Connect
-from tests.online.helpers import PIN, Site, balance, make_card, make_site, signed_in
+from tests.factories import PIN, Site, make_card, make_site
+from tests.terminals.helpers import balance, signed_in
 
 
 async def test_load_bus_parking_fuel_agree(

@@ -24,8 +24,8 @@ from terminals.devices.counter_load import CounterLoadTerminal
 from terminals.devices.host_client import HostClient
 from terminals.loads.models import PurseLoad
 from terminals.online import repository as online_repo
-from tests.online.helpers import PIN, Site, balance, make_card, signed_in, with_pin
-from tests.online.test_loads import assert_books_agree, loads_of
+from tests.factories import BANK, PIN, Site, make_card
+from tests.terminals.helpers import assert_books_agree, balance, loads_of, signed_in, with_pin
 
 
 async def online(host: HostClient, message: str, **payload: Any) -> httpx.Response:
@@ -330,7 +330,6 @@ async def test_a_cash_load_whose_drawer_was_emptied_is_not_voided(
     from cardsvc.db import unit_of_work
     from cardsvc.ledger.models import Side
     from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
-    from tests.online.helpers import BANK
 
     db_card = await make_card(resources, 60)
     card = make_dev_personalized_card(db_card.card_no, 0)

@@ -26,10 +26,17 @@ from cardsvc.staff.auth import Role
 from terminals.devices.card import make_blank_card
 from terminals.devices.counter_load import CounterLoadTerminal
 from terminals.registry.models import MerchantCategory, TerminalKind
+from tests.factories import (
+    World,
+    build_registry,
+    issue_cards,
+    make_card,
+    make_site,
+    resident_id,
+    staff_headers,
+)
 from tests.issuance.flow import personalize_over_api
-from tests.issuance.helpers import resident_id, staff_headers
-from tests.online.helpers import make_card, make_site, signed_in
-from tests.terminals.helpers import World, build_registry, bus, host, issue_cards, tap
+from tests.terminals.helpers import bus, host, signed_in, tap
 
 BLACKLIST = "/api/v1/terminal/lists/blacklist"
 RESIDENTS = "/api/v1/residents"

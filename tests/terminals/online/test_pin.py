@@ -32,16 +32,8 @@ from terminals.online import service
 from terminals.online.models import MessageKind
 from terminals.online.schemas import PurchaseRequest
 from terminals.registry.models import MerchantCategory
-from tests.online.helpers import (
-    PIN,
-    Site,
-    balance,
-    make_card,
-    make_site,
-    pin_block_for,
-    set_pin,
-    signed_in,
-)
+from tests.factories import PIN, Site, make_card, make_site, pin_block_for, set_pin
+from tests.terminals.helpers import balance, signed_in
 from tests.vendor import VendorTerminal
 
 WRONG = "112358"

@@ -16,8 +16,8 @@ from cardsvc.reader.errors import CardRemoved
 from cardsvc.reader.link import InProcessLink
 from cardsvc.resources import Resources
 from terminals.devices.card import make_dev_personalized_card
-from tests.online.helpers import PIN, Site, balance, make_card
-from tests.online.test_loads import assert_books_agree, loads_of
+from tests.factories import PIN, Site, make_card
+from tests.terminals.helpers import assert_books_agree, balance, loads_of
 from tests.vendor import VendorTerminal, check_error, check_load, local_datetime
 
 

@@ -22,8 +22,8 @@ from terminals.devices.taxi import TaxiMeter
 from terminals.devices.validator import TapRefused
 from terminals.registry import repository as registry_repository
 from terminals.registry.models import TerminalKind
-from tests.issuance.helpers import staff_headers
-from tests.terminals.helpers import World, host, issue_cards
+from tests.factories import World, issue_cards, staff_headers
+from tests.terminals.helpers import host
 
 
 async def _bus(client: httpx.AsyncClient, terminal: str, line: str) -> BusValidator:

@@ -24,7 +24,7 @@ from terminals.devices.card import (
 )
 from terminals.devices.psam import Psam
 from tests.conftest_pcsc import Connect
-from tests.devices.flows import PURSE, SS, H, apdu, challenge, dtk, purchase
+from tests.terminals.devices.flows import PURSE, SS, H, apdu, challenge, dtk, purchase
 
 CHIP = H("86A1000000004711")
 CARD_NO = "3211000000000021"

@@ -24,7 +24,8 @@ from terminals.access.canonical import canonical_request
 from terminals.access.models import TerminalSession
 from terminals.devices.host_client import HostClient, HostError, dev_tmk, encode_body
 from terminals.registry.models import TerminalStatus
-from tests.terminals.helpers import World, host
+from tests.factories import World
+from tests.terminals.helpers import host
 
 BLACKLIST = "/api/v1/terminal/lists/blacklist?since=0"
 

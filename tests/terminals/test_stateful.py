@@ -51,7 +51,8 @@ from terminals.loads.tasks import age_pending_loads
 from terminals.online.models import OnlineAuthorization
 from terminals.online.tasks import expire_holds
 from terminals.registry.models import MerchantCategory, TerminalKind
-from tests.online.helpers import make_card, make_site, signed_in, with_pin
+from tests.factories import make_card, make_site
+from tests.terminals.helpers import signed_in, with_pin
 
 FUNDED = 60_000
 START = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)

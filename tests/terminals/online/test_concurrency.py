@@ -12,7 +12,8 @@ from cardsvc.resources import Resources
 from terminals.online import service
 from terminals.online.models import MessageKind
 from terminals.online.schemas import PurchaseRequest
-from tests.online.helpers import Site, available, balance, make_card
+from tests.factories import Site, make_card
+from tests.terminals.helpers import available, balance
 
 ATTEMPTS = 12
 AMOUNT = 1_000
@@ -24,7 +25,7 @@ async def _authorize(
 ) -> str:
     signed = await site.signed(resources)  # each its own session: they really run at once
     # Below the no-PIN limit: at most as many PIN checks of one account run at once as it has
-    # tries left (tests/online/test_pin.py), and this is about the money.
+    # tries left (tests/terminals/online/test_pin.py), and this is about the money.
     settings = resources.settings.model_copy(
         update={"online_no_pin_limits": {"retail": AMOUNT, "fuel": AMOUNT}}
     )

@@ -10,7 +10,8 @@ import pytest
 
 from cardsvc.ledger.models import AccountKind
 from cardsvc.resources import Resources
-from tests.online.helpers import Site, balance, make_card, signed_in
+from tests.factories import Site, make_card
+from tests.terminals.helpers import balance, signed_in
 
 BAD_AMOUNTS = ["100", 100.0, True, 0, -1, 2**32, 10**30]
 

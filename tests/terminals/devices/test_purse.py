@@ -25,7 +25,7 @@ from terminals.devices import dev_keys
 from terminals.devices.card import Lock, VirtualCard, make_dev_personalized_card
 from terminals.devices.psam import Psam
 from tests.conftest_pcsc import Connect
-from tests.devices.flows import (
+from tests.terminals.devices.flows import (
     DT,
     PURSE,
     TERMINAL,
