@@ -33,7 +33,7 @@ from cardsvc.staff import service as staff
 from cardsvc.staff.auth import Role
 from terminals.devices.card import make_blank_card
 from terminals.devices.vpcd import VpcdCard
-from tests.issuance.helpers import resident_id
+from tests.factories import resident_id
 from tests.serving import dev_env, serving
 
 PASSWORD = "bench personalization"  # noqa: S105 - an account of the bench's own server

@@ -1,4 +1,5 @@
-"""Shared fixtures: the two storage backends, resources, the API client.
+"""Shared fixtures: the two storage backends, resources, the API client, staff of each role and
+the terminals' world (built by :mod:`tests.factories`).
 
 Every test that asks for ``resources`` (or ``database_url``) runs twice when
 ``CARDSVC_TEST_DATABASE_URL`` and ``CARDSVC_TEST_REDIS_URL`` are set: once on SQLite with the
@@ -32,6 +33,8 @@ from cardsvc.hsm import HsmClient
 from cardsvc.hsm.connect import connect_hsm
 from cardsvc.resources import Resources
 from cardsvc.settings import Mode, Settings, get_settings
+from cardsvc.staff.auth import Role
+from tests.factories import World, build_registry, staff_headers
 
 # CI replays the same examples on every run so that a landing is decided by the code, not by the
 # draw; local runs explore new examples (and keep failures in .hypothesis/).
@@ -221,6 +224,27 @@ async def client(resources: Resources) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
+
+
+@pytest.fixture
+async def operator(client: httpx.AsyncClient) -> dict[str, str]:
+    return await staff_headers(client, "operator", Role.counter_operator)
+
+
+@pytest.fixture
+async def auditor(client: httpx.AsyncClient) -> dict[str, str]:
+    return await staff_headers(client, "auditor", Role.auditor)
+
+
+@pytest.fixture
+async def supervisor(client: httpx.AsyncClient) -> dict[str, str]:
+    return await staff_headers(client, "supervisor", Role.supervisor)
+
+
+@pytest.fixture
+async def world(resources: Resources) -> World:
+    """The terminals' world: a bus and a taxi operator with their terminals and fares."""
+    return await build_registry(resources)
 
 
 @pytest.fixture

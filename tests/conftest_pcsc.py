@@ -1,6 +1,6 @@
 """PC/SC fixtures: pcscd with the vpcd virtual reader, and card links over it or in-process.
 
-Imported by ``tests/devices/conftest.py`` and ``tests/reader/conftest.py``. When pcscd or vpcd
+Imported by ``tests/terminals/devices/conftest.py`` and ``tests/reader/conftest.py``. When pcscd or vpcd
 is missing, ``pcsc`` tests skip, unless ``CARDSVC_REQUIRE_PCSC=1`` (CI), where they fail.
 pcscd is started here (``pcscd --foreground``) when it is not already running, and stopped at
 the end of the session if this fixture started it.

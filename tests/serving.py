@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.online.helpers import free_port
+from tests.terminals.helpers import free_port
 
 
 def dev_env(var_dir: Path, **more: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ parameter, or that declares it (:func:`errors`), 404; a route that writes 409.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from cardsvc.api.errors import ErrorBody, FieldProblem
-from cardsvc.api.limits import BodyLimit
+from cardsvc.api.limits import INT64_END, INT64_MIN, BodyLimit
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,14 +36,16 @@ ASSETS_URL = "/docs/assets"
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 DESCRIPTIONS = {
     400: "The body is not the protocol's (a biller's callback: ``BadRequest``)",
-    401: "Not authenticated: no or a bad staff token, or a terminal signature that does not "
-    "verify (``MacInvalid``, ``ReplayRefused``, ``SessionExpired``)",
+    401: "Not authenticated: no or a bad staff or resident token (each kind of route takes its "
+    "own kind only), or a terminal signature that does not verify (``MacInvalid``, "
+    "``ReplayRefused``, ``SessionExpired``)",
     403: "Authenticated, but the role or terminal may not do this",
     404: "No such record",
     409: "Conflicts with the current state (a repeated key with other content, an illegal "
     "transition, a duplicate)",
     413: "The body is larger than this route's limit (``limit``, in bytes)",
     422: "The input is refused; ``fields`` names each refused input",
+    423: "Locked after too many wrong PINs or passwords (the detail says what lifts it)",
     429: "Too many attempts: retry after ``Retry-After`` seconds",
     503: "The database, the cache, the HSM or a biller is unavailable: retry after "
     "``Retry-After`` seconds",
@@ -90,7 +93,7 @@ class Access:
         if self.kind == "resident":
             return (
                 "**Admits:** a resident with a resident bearer token, for their own data only "
-                "(docs/resident-api.md)."
+                "(docs/self-service.md)."
             )
         return "**Admits:** anyone (no authentication)."
 
@@ -247,7 +250,92 @@ def _document(app: FastAPI, docs: dict[tuple[str, str], RouteDoc]) -> dict[str, 
                 }
             operation["x-admits"] = {"kind": doc.access.kind, "roles": list(doc.access.roles)}
             operation["x-body-limit"] = doc.limit.max_bytes
+            _edge_constraints(operation, components)
+    for component in components.values():
+        _bound_values(component)
     return schema
+
+
+# No string the edge admits holds U+0000 (cardsvc.api.limits); a lone surrogate cannot be written
+# in a JSON Schema pattern, and a client's JSON encoder never produces one from text.
+NO_NUL = "^[^\\u0000]*$"
+
+
+def _edge_constraints(operation: dict[str, Any], components: dict[str, Any]) -> None:
+    """What the edge refuses in every request (cardsvc.api.limits), stated where a client reads
+    it: each parameter's and body's integers within signed 64 bits, strings without U+0000, and
+    request objects without members they do not name."""
+    for parameter in operation.get("parameters", []):
+        found = parameter.setdefault("schema", {})
+        # A parameter that may be left out is absent, never null: a query string cannot say null.
+        branches = found.get("anyOf")
+        if isinstance(branches, list) and {"type": "null"} in branches:
+            kept = [b for b in branches if b != {"type": "null"}]
+            found.pop("anyOf")
+            if len(kept) == 1:
+                found.update(kept[0])
+            else:
+                found["anyOf"] = kept
+        _bound_values(found)
+    body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+    if "schema" in body:
+        _bound_values(body["schema"])
+        _closed(body["schema"], components, set())
+
+
+def _bound_values(schema: Any) -> None:
+    """Integers and numbers within what a BIGINT holds, strings free of U+0000, everywhere in
+    ``schema`` (a constraint already there stays)."""
+    if isinstance(schema, list):
+        for item in schema:
+            _bound_values(item)
+        return
+    if not isinstance(schema, dict):
+        return
+    kind = schema.get("type")
+    if kind == "integer":
+        # A bound written as a float (2**63 - 1 as a double is 2**63) is brought inside BIGINT.
+        schema["minimum"] = max(math.ceil(schema.get("minimum", INT64_MIN)), INT64_MIN)
+        schema["maximum"] = min(math.floor(schema.get("maximum", INT64_END - 1)), INT64_END - 1)
+    elif kind == "number":
+        if "minimum" not in schema:
+            schema.setdefault("exclusiveMinimum", -INT64_END)
+        if "maximum" not in schema:
+            schema.setdefault("exclusiveMaximum", INT64_END)
+    elif kind == "string" and not {"pattern", "enum", "const", "format"} & schema.keys():
+        schema["pattern"] = NO_NUL
+    for key, value in schema.items():
+        if key in ("properties", "patternProperties", "$defs"):
+            for item in value.values():
+                _bound_values(item)
+        elif isinstance(value, dict | list) and key not in ("enum", "const", "default", "examples"):
+            _bound_values(value)
+
+
+def _closed(schema: Any, components: dict[str, Any], seen: set[str]) -> None:
+    """A request object admits no member it does not name: a client that sends one meets the
+    edge's refusals (or, where a body ignores unknown members, a member that does nothing)."""
+    if isinstance(schema, list):
+        for item in schema:
+            _closed(item, components, seen)
+        return
+    if not isinstance(schema, dict):
+        return
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+        name = ref.rsplit("/", 1)[-1]
+        if name not in seen and name in components:
+            seen.add(name)
+            _closed(components[name], components, seen)
+        return
+    if "properties" in schema and "additionalProperties" not in schema:
+        schema["additionalProperties"] = False
+    for key, value in schema.items():
+        if key == "properties":
+            for item in value.values():
+                _closed(item, components, seen)
+        elif isinstance(value, dict | list) and key not in ("enum", "const", "default", "examples"):
+            _closed(value, components, seen)
 
 
 def _component(components: dict[str, Any], model: type[BaseModel]) -> dict[str, str]:

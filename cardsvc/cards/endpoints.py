@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 
 from cardsvc.api.limits import GuardedRoute
 from cardsvc.applications import service as applications
 from cardsvc.cards import service
 from cardsvc.cards.models import Card
-from cardsvc.cards.numbers import check_card_no
+from cardsvc.cards.numbers import CARD_NO_PATTERN, check_card_no
 from cardsvc.cards.schemas import (
     CancelBody,
     CardDetail,
@@ -24,6 +24,10 @@ from cardsvc.cards.schemas import (
 from cardsvc.deps import HsmDep, SessionDep, SessionsDep, SettingsDep
 from cardsvc.staff.auth import Role, StaffPrincipal
 from cardsvc.staff.deps import require_roles
+
+# The form /openapi.json states; check_card_no refuses another (422 ValidationFailed), and a
+# wrong Luhn digit, which no pattern can state.
+CardNoPath = Annotated[str, Path(json_schema_extra={"pattern": CARD_NO_PATTERN})]
 
 router = APIRouter(prefix="/cards", tags=["cards"], route_class=GuardedRoute)
 
@@ -59,7 +63,7 @@ def card_out(card: Card) -> CardOut:
     response_model=CardDetail,
     summary="A card and its balances (counter operator, supervisor, auditor, finance)",
 )
-async def get_card(card_no: str, principal: Reader, session: SessionDep) -> CardDetail:
+async def get_card(card_no: CardNoPath, principal: Reader, session: SessionDep) -> CardDetail:
     card = await service.require_card(session, check_card_no(card_no), for_update=False)
     held = await service.balances(session, card)
     return CardDetail(
@@ -75,7 +79,9 @@ async def get_card(card_no: str, principal: Reader, session: SessionDep) -> Card
     response_model=TransitionOut,
     summary="Report loss: blacklisted at once (counter operator, supervisor)",
 )
-async def report_loss(card_no: str, principal: Counter, session: SessionDep) -> TransitionOut:
+async def report_loss(
+    card_no: CardNoPath, principal: Counter, session: SessionDep
+) -> TransitionOut:
     card = await service.require_card(session, check_card_no(card_no))
     version = await service.report_loss(session, card, actor=principal.username)
     return TransitionOut(card=card_out(card), blacklist_version=version)
@@ -86,7 +92,7 @@ async def report_loss(card_no: str, principal: Counter, session: SessionDep) -> 
     response_model=TransitionOut,
     summary="Lost card found: active again (counter operator, supervisor)",
 )
-async def recover(card_no: str, principal: Counter, session: SessionDep) -> TransitionOut:
+async def recover(card_no: CardNoPath, principal: Counter, session: SessionDep) -> TransitionOut:
     card = await service.require_card(session, check_card_no(card_no))
     version = await service.recover(session, card, actor=principal.username)
     return TransitionOut(card=card_out(card), blacklist_version=version)
@@ -95,7 +101,7 @@ async def recover(card_no: str, principal: Counter, session: SessionDep) -> Tran
 @router.post(
     "/{card_no}/freeze", response_model=TransitionOut, summary="Freeze (supervisor, administrator)"
 )
-async def freeze(card_no: str, principal: Supervisor, session: SessionDep) -> TransitionOut:
+async def freeze(card_no: CardNoPath, principal: Supervisor, session: SessionDep) -> TransitionOut:
     card = await service.require_card(session, check_card_no(card_no))
     version = await service.freeze(session, card, actor=principal.username)
     return TransitionOut(card=card_out(card), blacklist_version=version)
@@ -106,7 +112,9 @@ async def freeze(card_no: str, principal: Supervisor, session: SessionDep) -> Tr
     response_model=TransitionOut,
     summary="Unfreeze (supervisor, administrator)",
 )
-async def unfreeze(card_no: str, principal: Supervisor, session: SessionDep) -> TransitionOut:
+async def unfreeze(
+    card_no: CardNoPath, principal: Supervisor, session: SessionDep
+) -> TransitionOut:
     card = await service.require_card(session, check_card_no(card_no))
     version = await service.unfreeze(session, card, actor=principal.username)
     return TransitionOut(card=card_out(card), blacklist_version=version)
@@ -118,7 +126,7 @@ async def unfreeze(card_no: str, principal: Supervisor, session: SessionDep) -> 
     summary="Replace a lost card (counter operator, supervisor)",
 )
 async def replace(
-    card_no: str, principal: Counter, session: SessionDep, settings: SettingsDep
+    card_no: CardNoPath, principal: Counter, session: SessionDep, settings: SettingsDep
 ) -> TransitionOut:
     card = await service.require_card(session, check_card_no(card_no))
     application = await applications.replace_card(session, settings, card, actor=principal.username)
@@ -131,7 +139,11 @@ async def replace(
     summary="Cancel; balance refunded after the waiting period (counter operator, supervisor)",
 )
 async def cancel(
-    card_no: str, body: CancelBody, principal: Counter, session: SessionDep, settings: SettingsDep
+    card_no: CardNoPath,
+    body: CancelBody,
+    principal: Counter,
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> TransitionOut:
     card = await service.require_card(session, check_card_no(card_no))
     version = await service.cancel(
@@ -151,7 +163,7 @@ async def cancel(
     summary="Pay a cancelled card's cash refund out of a counter's drawer (counter operator, supervisor)",
 )
 async def pay_out_cash_refund(
-    card_no: str,
+    card_no: CardNoPath,
     body: CashPayoutBody,
     principal: Counter,
     session: SessionDep,
@@ -178,7 +190,7 @@ async def pay_out_cash_refund(
 @router.post(
     "/{card_no}/expire", response_model=TransitionOut, summary="Expire (supervisor, administrator)"
 )
-async def expire(card_no: str, principal: Supervisor, session: SessionDep) -> TransitionOut:
+async def expire(card_no: CardNoPath, principal: Supervisor, session: SessionDep) -> TransitionOut:
     card = await service.require_card(session, check_card_no(card_no))
     await service.expire(session, card, actor=principal.username)
     return TransitionOut(card=card_out(card))
@@ -190,7 +202,7 @@ async def expire(card_no: str, principal: Supervisor, session: SessionDep) -> Tr
     summary="APPLICATION BLOCK or UNBLOCK for the presented chip (counter operator, supervisor)",
 )
 async def purse_lock(
-    card_no: str,
+    card_no: CardNoPath,
     body: PurseLockBody,
     principal: Counter,
     session: SessionDep,

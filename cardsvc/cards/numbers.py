@@ -4,11 +4,14 @@ card number in BCD (8 bytes), written as 16 hex digits that read the same as the
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from cardsvc.errors import ValidationFailed
 
 SEQUENCE_DIGITS = 11
 _CARD_NO = re.compile(r"^\d{16}$")
+# The form /openapi.json states (the ASCII digits a card number is written in).
+CARD_NO_PATTERN: Final = "^[0-9]{16}$"
 
 
 def luhn_check_digit(payload: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 
 from cardsvc.api.limits import GuardedRoute
 from cardsvc.deps import SessionDep
@@ -13,6 +13,7 @@ from cardsvc.staff.deps import require_roles
 from terminals.access.auth import AuthenticatedTerminal, signed_body
 from terminals.access.schemas import BIGINT_MAX
 from terminals.lists import repository, service
+from terminals.lists.models import ParameterTable
 from terminals.lists.schemas import (
     BlacklistResponse,
     ParameterItem,
@@ -28,6 +29,11 @@ admin_router = APIRouter(
     prefix="/parameters", tags=["terminal parameters"], route_class=GuardedRoute
 )
 Admin = Annotated[StaffPrincipal, Depends(require_roles(Role.administrator))]
+
+# The forms /openapi.json states; the service refuses another table or key (422
+# ValidationFailed) before it writes anything.
+TablePath = Annotated[str, Path(json_schema_extra={"enum": [t.value for t in ParameterTable]})]
+KeyPath = Annotated[str, Path(json_schema_extra={"pattern": service.KEY_PATTERN})]
 
 
 @terminal_router.get("/blacklist", response_model=BlacklistResponse)
@@ -68,7 +74,7 @@ async def list_parameters(_admin: Admin, session: SessionDep) -> ParametersRespo
 
 @admin_router.put("/{table}/{key}", response_model=ParameterItem)
 async def set_parameter(
-    table: str, key: str, body: ParameterSet, admin: Admin, session: SessionDep
+    table: TablePath, key: KeyPath, body: ParameterSet, admin: Admin, session: SessionDep
 ) -> ParameterItem:
     version = await service.set_parameter(session, table, key, body.value, actor=admin.username)
     return ParameterItem(version=version, table=table, key=key, action="set", value=body.value)
@@ -76,7 +82,7 @@ async def set_parameter(
 
 @admin_router.delete("/{table}/{key}", response_model=ParameterItem)
 async def delete_parameter(
-    table: str, key: str, admin: Admin, session: SessionDep
+    table: TablePath, key: KeyPath, admin: Admin, session: SessionDep
 ) -> ParameterItem:
     version = await service.delete_parameter(session, table, key, actor=admin.username)
     return ParameterItem(version=version, table=table, key=key, action="delete", value=None)

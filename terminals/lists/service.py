@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Final
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,7 +28,8 @@ from terminals.lists.schemas import (
 from terminals.registry import service as registry
 
 MAX_DELTA = 5000
-_KEY = re.compile(r"^[0-9A-Za-z:_-]{1,32}$")
+KEY_PATTERN: Final = "^[0-9A-Za-z:_-]{1,32}$"
+_KEY = re.compile(KEY_PATTERN)
 
 
 async def parameters_version(session: AsyncSession) -> int:

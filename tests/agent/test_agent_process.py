@@ -22,9 +22,9 @@ from terminals.devices.card import Lock, VirtualCard, make_blank_card
 from terminals.devices.vpcd import VpcdCard
 from terminals.registry.models import MerchantCategory, TerminalKind
 from tests.conftest_pcsc import inserted
-from tests.issuance.helpers import resident_id
-from tests.online.helpers import Site, make_site, signed_in
+from tests.factories import Site, make_site, resident_id
 from tests.serving import dev_env, serving
+from tests.terminals.helpers import signed_in
 
 pytestmark = pytest.mark.pcsc
 

@@ -15,8 +15,8 @@ from cardsvc.ledger.models import AccountKind
 from cardsvc.resources import Resources
 from cardsvc.staff.auth import Role
 from terminals.devices.bank import Bank
-from tests.issuance.helpers import staff_headers
-from tests.online.helpers import balance, make_card
+from tests.factories import make_card, staff_headers
+from tests.terminals.helpers import balance
 
 
 @pytest.fixture

@@ -24,7 +24,8 @@ from cardsvc.resources import Resources
 from cardsvc.settings import Settings
 from terminals.uploads.models import OfflineRecord
 from tests.clearing.helpers import open_day, status_of
-from tests.terminals.helpers import World, bus, issue_cards, tap
+from tests.factories import World, issue_cards
+from tests.terminals.helpers import bus, tap
 
 LOCAL = "Asia/Shanghai"
 

@@ -20,8 +20,8 @@ from cardsvc.cli import main
 from cardsvc.settings import get_settings
 from hsm_sim.audit import verify_file
 from hsm_sim.lock import STATE_BUSY_EXIT, StateLock, holder
-from tests.online.helpers import free_port
 from tests.serving import dev_env, serving
+from tests.terminals.helpers import free_port
 
 PASSWORD = "correct horse battery"
 

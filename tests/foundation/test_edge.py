@@ -16,8 +16,8 @@ from terminals.access.canonical import canonical_request
 from terminals.access.endpoints import SIGN_IN_LIMIT
 from terminals.devices.host_client import dev_tmk
 from terminals.uploads.endpoints import upload_limit
-from tests.issuance.helpers import staff_headers
-from tests.terminals.helpers import build_registry, host
+from tests.factories import build_registry, staff_headers
+from tests.terminals.helpers import host
 
 LOGIN = "/api/v1/staff/login"
 SIGN_IN = "/api/v1/terminal/sign-in"

@@ -21,7 +21,7 @@ from cardsvc.deps import SessionDep
 from cardsvc.logging import configure_logging
 from cardsvc.resources import Resources
 from cardsvc.staff.auth import Role
-from tests.issuance.helpers import staff_headers
+from tests.factories import staff_headers
 
 SECRET = "Plantedsecretvalue"  # letters only: nothing the log masking would hide anyway
 PASSWORD = "Plantedpasswordvalue"

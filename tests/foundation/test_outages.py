@@ -21,8 +21,8 @@ from cardsvc.db import create_engine, session_factory
 from cardsvc.resources import Resources
 from cardsvc.staff.auth import Role
 from tests.conftest import _pg_admin
-from tests.issuance.helpers import create_staff
-from tests.terminals.helpers import build_registry, host
+from tests.factories import build_registry, create_staff
+from tests.terminals.helpers import host
 
 
 def _closed_port() -> int:

@@ -29,7 +29,8 @@ from cardsvc.settings import get_settings
 from terminals.online import repository as online_repo
 from terminals.online.models import AuthStatus
 from terminals.registry.models import MerchantCategory
-from tests.online.helpers import PIN, free_port, make_card, make_site, signed_in
+from tests.factories import PIN, make_card, make_site
+from tests.terminals.helpers import free_port, signed_in
 
 JOBS = all_jobs()
 

@@ -20,8 +20,8 @@ from cardsvc.db import read_sessions, unit_of_work
 from cardsvc.hsm import AuditAnchor, HsmAuditConflict
 from cardsvc.resources import Resources
 from cardsvc.staff.auth import Role
+from tests.factories import resident_id, staff_headers
 from tests.issuance.flow import register_and_apply
-from tests.issuance.helpers import resident_id, staff_headers
 
 
 async def verify(resources: Resources) -> service.VerifyResult:

@@ -31,8 +31,8 @@ from cardsvc.settings import get_settings
 from cardsvc.staff import repository as staff_repo
 from cardsvc.staff.auth import Role
 from terminals.devices.card import VirtualCard, make_blank_card
+from tests.factories import PASSWORD, create_staff, resident_id
 from tests.issuance.flow import personalize_card
-from tests.issuance.helpers import PASSWORD, create_staff, resident_id
 
 NAME = "诸葛亮"
 

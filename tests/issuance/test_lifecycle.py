@@ -22,8 +22,8 @@ from cardsvc.reader.link import InProcessLink
 from cardsvc.resources import Resources
 from cardsvc.staff.auth import Role
 from terminals.devices.card import make_blank_card
+from tests.factories import resident_id, staff_headers
 from tests.issuance.flow import personalize_card, register_and_apply
-from tests.issuance.helpers import resident_id, staff_headers
 
 NAME = "欧阳娜娜"
 

@@ -23,9 +23,9 @@ from terminals.devices.card import VirtualCard, make_blank_card
 from terminals.devices.counter_load import CounterLoadTerminal
 from terminals.registry.models import MerchantCategory, TerminalKind
 from tests.conftest_pcsc import inserted
+from tests.factories import make_site, resident_id
 from tests.issuance.flow import personalize_card, register_and_apply
-from tests.issuance.helpers import resident_id
-from tests.online.helpers import balance, make_site, signed_in
+from tests.terminals.helpers import balance, signed_in
 
 pytestmark = pytest.mark.pcsc
 

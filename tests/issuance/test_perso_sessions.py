@@ -15,8 +15,8 @@ from cardsvc.reader.purse import read_card
 from cardsvc.reader.relay import relay
 from terminals.devices.card import VirtualCard, make_blank_card
 from tests.conftest_pcsc import Connect, connect
+from tests.factories import resident_id
 from tests.issuance.flow import register_and_apply
-from tests.issuance.helpers import resident_id
 
 __all__ = ["connect"]
 

@@ -13,8 +13,8 @@ from cardsvc.reader.link import InProcessLink
 from cardsvc.reader.purse import read_card
 from cardsvc.resources import Resources
 from terminals.devices.card import VirtualCard, make_blank_card
+from tests.factories import resident_id
 from tests.issuance.flow import personalize_card, register_and_apply
-from tests.issuance.helpers import resident_id
 
 SERIAL = bytes.fromhex("5A5A000011112222")
 

@@ -11,7 +11,7 @@ from sqlalchemy import inspect
 from cardsvc.audit import repository as audit_repo
 from cardsvc.residents.models import Resident
 from cardsvc.resources import Resources
-from tests.issuance.helpers import resident_id
+from tests.factories import resident_id
 
 RID = resident_id("321102", "19900307", "123")
 NAME = "诸葛亮"

@@ -7,8 +7,8 @@ import httpx
 
 from cardsvc.reader.link import CardLink, InProcessLink, command
 from terminals.devices.card import Lock, VirtualCard, make_blank_card
+from tests.factories import resident_id
 from tests.issuance.flow import personalize_over_api, register_and_apply
-from tests.issuance.helpers import resident_id
 
 CHIP = bytes.fromhex("B10C000000000001")
 SELECT_PURSE = bytes.fromhex("00A4040009A00000000386980701")

@@ -18,7 +18,7 @@ from cardsvc.staff.auth import (
     verify_password,
     verify_token,
 )
-from tests.issuance.helpers import PASSWORD, create_staff, staff_headers
+from tests.factories import PASSWORD, create_staff, staff_headers
 
 SETTINGS = Settings(mode=Mode.development, hsm_url="local://dev", token_ttl_seconds=600)
 

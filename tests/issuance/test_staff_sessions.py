@@ -14,7 +14,7 @@ from cardsvc.resources import Resources
 from cardsvc.staff import repository
 from cardsvc.staff import service as staff_service
 from cardsvc.staff.auth import Role
-from tests.issuance.helpers import PASSWORD, create_staff, staff_headers
+from tests.factories import PASSWORD, create_staff, staff_headers
 
 LOGIN = "/api/v1/staff/login"
 
