@@ -209,6 +209,11 @@ class Settings(BaseSettings):
     # Development only: the run kills its own process (SIGKILL) at this point, to prove that a
     # rerun resumes (docs/settlement.md, "Crash points"); refused outside development.
     settlement_crash_at: str | None = None
+    # The daily reconciliation with each biller (docs/bills.md §11): how often ``cardsvc
+    # worker`` builds the files of closed days and sends those due, and the timeout of one send
+    # (a file of 200 000 lines is longer to take than a payment).
+    worker_bill_recon_interval_seconds: Annotated[int, Field(ge=1, le=86400)] = 300
+    bill_recon_timeout_seconds: Annotated[float, Field(ge=1, le=600)] = 60.0
 
     # Web and logs.
     host: str = "127.0.0.1"
