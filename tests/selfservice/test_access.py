@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from datetime import timedelta
 
 import httpx
@@ -9,7 +11,9 @@ import pytest
 from sqlalchemy import select
 
 from cardsvc import clock
+from cardsvc.app import create_app
 from cardsvc.audit.models import AuditEntry
+from cardsvc.cache import RedisCache
 from cardsvc.cards.models import Card
 from cardsvc.cards.numbers import make_card_no
 from cardsvc.resources import Resources
@@ -237,3 +241,31 @@ async def test_failures_per_address_are_rate_limited(
     # Activation attempts count and are refused the same way.
     refused = await activate(client, other.card, "ZZZZ-ZZZZ-ZZZZ")
     assert refused.status_code == 429
+
+
+async def test_two_activations_with_one_code_spend_it_once(
+    client: httpx.AsyncClient, operator: dict[str, str], card: Card
+) -> None:
+    code = await issue_code(client, operator, card)
+    answers = await asyncio.gather(
+        activate(client, card, code, "the first passphrase"),
+        activate(client, card, code, "the second passphrase"),
+    )
+    assert sorted(a.status_code for a in answers) == [200, 401]
+    winner = "the first passphrase" if answers[0].status_code == 200 else "the second passphrase"
+    assert (await login(client, card, winner)).status_code == 200
+
+
+@pytest.mark.settings(resident_max_failed_logins=3)
+async def test_with_the_cache_down_the_lockout_still_holds(
+    resources: Resources, operator: dict[str, str], resident: Resident
+) -> None:
+    down = dataclasses.replace(resources, cache=RedisCache.from_url("redis://127.0.0.1:1/0"))
+    app = create_app(down.settings, down)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        assert (await login(http, resident.card)).status_code == 200
+        for _ in range(3):
+            assert (await login(http, resident.card, "wrong password")).status_code == 401
+        assert (await login(http, resident.card)).status_code == 401
+    await down.cache.close()
