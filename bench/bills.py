@@ -151,6 +151,12 @@ class Load:
         self.refused[what] = self.refused.get(what, 0) + 1
 
     async def pay(self, n: int) -> None:
+        try:
+            await self._pay(n)
+        except httpx.HTTPError as exc:  # a timeout under overload: counted, not fatal
+            self._refused(type(exc).__name__)
+
+    async def _pay(self, n: int) -> None:
         t0 = time.perf_counter()
         query = await self.http.post(
             "/api/v1/bills/query", json={"biller": BILLER, "bill_key": f"31{n:08d}"},
@@ -224,6 +230,13 @@ async def simulator_rate(
         started = time.monotonic()
         await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
         return done / (time.monotonic() - started)
+
+
+def _is_biller_sim(pid: int) -> bool:
+    try:
+        return b"billersim" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def cpu(pids: dict[str, list[int]], database: str) -> dict[str, float]:
@@ -322,11 +335,13 @@ def main() -> None:
             )  # fmt: skip
             try:
                 with running_api(env, args.workers) as (api_pid, base):
+                    api = {api_pid, *_descendants(api_pid)}
+                    sims = [p for p in _descendants(os.getpid()) if p not in api | {worker.pid}]
                     pids = {
-                        "api": [api_pid, *_descendants(api_pid)],
+                        "api": sorted(api),
                         "worker": [worker.pid],
-                        "hsm-sim+biller-sim": [p for p in _descendants(os.getpid())
-                                       if p not in (api_pid, worker.pid)],
+                        "hsm-sim": [p for p in sims if not _is_biller_sim(p)],
+                        "biller-sim": [p for p in sims if _is_biller_sim(p)],
                     }  # fmt: skip
                     asyncio.run(bench(args, settings, base, sim_url, pids, work.database_name))
             finally:
