@@ -23,6 +23,7 @@ def routers() -> list[APIRouter]:
     from cardsvc.applications.endpoints import router as applications_router
     from cardsvc.audit.endpoints import router as audit_router
     from cardsvc.bank.endpoints import router as bank_router
+    from cardsvc.bills.endpoints import me_router as my_bills_router
     from cardsvc.bills.endpoints import router as bills_router
     from cardsvc.blacklist.endpoints import router as blacklist_router
     from cardsvc.cards.endpoints import router as cards_router
@@ -42,6 +43,7 @@ def routers() -> list[APIRouter]:
         accounts_router,
         bank_router,
         bills_router,
+        my_bills_router,
         selfservice_router,
     ]
 

@@ -23,7 +23,15 @@ REQUESTS: dict[tuple[str, str], dict[str, Any]] = {
         "json": {"old_password": "another resident's passphrase", "new_password": "b's new one!!"}
     },
     ("POST", "/api/v1/me/logout"): {},
+    # No biller is registered here: B's bill query and payment are refused before anything
+    # moves (404), and B's own bill payments are none.
+    ("POST", "/api/v1/me/bills/query"): {"json": {"biller": "WATER01", "bill_key": "3100000001"}},
+    ("POST", "/api/v1/me/bills/payments"): {
+        "json": {"biller": "WATER01", "reference": "P-1", "idempotency_key": "k-1"}
+    },
+    ("GET", "/api/v1/me/bills/payments"): {},
 }
+REFUSED = {("POST", "/api/v1/me/bills/query"), ("POST", "/api/v1/me/bills/payments")}
 
 
 def test_every_resident_route_is_tried() -> None:
@@ -47,7 +55,8 @@ async def test_b_reaches_only_b(
     a, b = resident, other
     before = await _state(client, a)
     answer = await client.request(method, path, headers=b.headers, **REQUESTS[(method, path)])
-    assert answer.status_code in (200, 204), answer.text
+    expected = (404,) if (method, path) in REFUSED else (200, 204)
+    assert answer.status_code in expected, answer.text
     # Nothing of A's in B's answer...
     assert before["account"]["reference"] not in answer.text
     assert mask_card_no(a.card.card_no) not in answer.text
@@ -57,4 +66,7 @@ async def test_b_reaches_only_b(
     if method == "GET":  # and B read B's own
         mine = await _state(client, b)
         body = answer.json()
-        assert body in (mine["account"], mine["cards"], mine["statement"])
+        if path == "/api/v1/me/bills/payments":
+            assert body == []
+        else:
+            assert body in (mine["account"], mine["cards"], mine["statement"])
