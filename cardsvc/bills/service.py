@@ -716,3 +716,8 @@ async def sign_answer(
     except HsmUnavailable as exc:
         raise DependencyUnavailable("HSM unavailable") from exc
     return signing.Envelope(settings.bills_channel_id, biller.code, stamp, key, signature).headers()
+
+
+async def payment_count(session: AsyncSession, biller_code: str) -> int:
+    """How many payments the biller was ever sent (whatever their state)."""
+    return await repo.payment_count(session, biller_code)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 
 from cardsvc import clock
 from cardsvc.bills import service, tasks
@@ -250,3 +251,45 @@ async def test_unknown_past_the_cut_is_refunded(bills: Bills, resources: Resourc
     assert await bills.balance(*_acc(resident)) == 100_000
     assert await bills.available(*_acc(resident)) == 100_000
     assert await bills.balance(AccountKind.biller_payable, "WATER01") == 0
+
+
+async def test_pending_for_24_hours_is_reversed(bills: Bills, resources: Resources) -> None:
+    resident = await _resident(resources)
+    found = await bills.query(FIRST)
+    bills.sim.behave("WATER01", "pending", delay_ms=600_000, bill_key=FIRST)
+    serial = str((await bills.pay_online(resident, found, "k")).payment.serial)
+    await bills.run()
+    clock.advance(timedelta(hours=23))
+    await bills.run()
+    assert (await bills.payment(serial)).status is PaymentStatus.biller_pending
+    clock.advance(timedelta(hours=1, seconds=1))
+    await bills.settle()
+    reversed_ = await bills.payment(serial)
+    assert reversed_.status is PaymentStatus.reversed
+    assert bills.sim.payments()[serial]["state"] == "reversed"
+    assert await bills.available(*_acc(resident)) == 100_000
+
+
+async def test_metrics_count_outcomes_and_the_outbox(bills: Bills, resources: Resources) -> None:
+    before = (
+        REGISTRY.get_sample_value(
+            "cardsvc_bill_payments_total", {"biller": "WATER01", "outcome": "paid"}
+        )
+        or 0.0
+    )
+    resident = await _resident(resources)
+    found = await bills.query(FIRST)
+    await bills.pay_online(resident, found, "k")
+    async with resources.sessions() as session:
+        assert await tasks.observe_outbox(session, clock.now()) == 1
+    assert REGISTRY.get_sample_value("cardsvc_bill_outbox_depth") == 1
+    await bills.run()
+    assert REGISTRY.get_sample_value("cardsvc_bill_outbox_depth") == 0
+    assert REGISTRY.get_sample_value("cardsvc_bill_outbox_oldest_seconds") == 0
+    after = REGISTRY.get_sample_value(
+        "cardsvc_bill_payments_total", {"biller": "WATER01", "outcome": "paid"}
+    )
+    assert after == before + 1
+    assert (REGISTRY.get_sample_value(
+        "cardsvc_biller_latency_seconds_count", {"biller": "WATER01", "request": "pay"}
+    ) or 0) >= 1  # fmt: skip
