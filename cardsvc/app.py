@@ -176,6 +176,9 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
             if not isinstance(route, GuardedRoute):
                 raise TypeError(f"{route}: every router needs route_class=GuardedRoute")
             routes.append((prefix + route.path, route))
+    # The mounted routes by full path: what the body limits, /openapi.json and the tests of who
+    # each route admits read.
+    app.state.route_table = routes
     limits = [(path, route, declared_limit(route, settings)) for path, route in routes]
     for prefix, router in mounted:
         app.include_router(router, prefix=prefix)

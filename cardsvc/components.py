@@ -17,16 +17,19 @@ if TYPE_CHECKING:
 
 
 def routers() -> list[APIRouter]:
-    """Issuance: staff auth, residents, applications, cards, blacklist, audit; online accounts."""
+    """Issuance: staff auth, residents, applications, cards, blacklist, audit; online accounts;
+    resident self-service."""
     from cardsvc.accounts.endpoints import router as accounts_router
     from cardsvc.applications.endpoints import router as applications_router
     from cardsvc.audit.endpoints import router as audit_router
     from cardsvc.bank.endpoints import router as bank_router
+    from cardsvc.bills.endpoints import me_router as my_bills_router
     from cardsvc.bills.endpoints import router as bills_router
     from cardsvc.blacklist.endpoints import router as blacklist_router
     from cardsvc.cards.endpoints import router as cards_router
     from cardsvc.personalization.endpoints import router as personalization_router
     from cardsvc.residents.endpoints import router as residents_router
+    from cardsvc.selfservice.endpoints import router as selfservice_router
     from cardsvc.staff.endpoints import router as staff_router
 
     return [
@@ -40,6 +43,8 @@ def routers() -> list[APIRouter]:
         accounts_router,
         bank_router,
         bills_router,
+        my_bills_router,
+        selfservice_router,
     ]
 
 

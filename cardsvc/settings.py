@@ -97,6 +97,17 @@ class Settings(BaseSettings):
     # window ends. Counted in the cache: without it only the per-account lockout holds.
     staff_max_failed_logins_per_address: Annotated[int, Field(ge=1, le=10_000)] = 20
     staff_address_window_seconds: Annotated[int, Field(ge=1, le=86400)] = 900
+    # Resident self-service (docs/self-service.md): the online channel's tokens, activation codes,
+    # lockout and rate limits. Failures per card number and per client address are counted in the
+    # cache in fixed windows; the lockout of a resident's online access is in the database.
+    resident_token_ttl_seconds: Annotated[int, Field(ge=60, le=86400)] = 900
+    resident_activation_code_ttl_seconds: Annotated[int, Field(ge=300, le=86400 * 30)] = 259200
+    resident_max_code_failures: Annotated[int, Field(ge=1, le=100)] = 5
+    resident_max_failed_logins: Annotated[int, Field(ge=1, le=100)] = 5
+    resident_lockout_seconds: Annotated[int, Field(ge=60, le=86400 * 30)] = 1800
+    resident_max_failures_per_card: Annotated[int, Field(ge=1, le=10_000)] = 10
+    resident_max_failures_per_address: Annotated[int, Field(ge=1, le=10_000)] = 30
+    resident_failure_window_seconds: Annotated[int, Field(ge=1, le=86400)] = 900
     # Days between loss/cancellation and the balance move: offline debits made before every
     # terminal has the new blacklist may still arrive (DESIGN §8).
     loss_waiting_period_days: Annotated[int, Field(ge=0, le=365)] = 7
@@ -198,6 +209,11 @@ class Settings(BaseSettings):
     # Development only: the run kills its own process (SIGKILL) at this point, to prove that a
     # rerun resumes (docs/settlement.md, "Crash points"); refused outside development.
     settlement_crash_at: str | None = None
+    # The daily reconciliation with each biller (docs/bills.md §11): how often ``cardsvc
+    # worker`` builds the files of closed days and sends those due, and the timeout of one send
+    # (a file of 200 000 lines is longer to take than a payment).
+    worker_bill_recon_interval_seconds: Annotated[int, Field(ge=1, le=86400)] = 300
+    bill_recon_timeout_seconds: Annotated[float, Field(ge=1, le=600)] = 60.0
 
     # Web and logs.
     host: str = "127.0.0.1"

@@ -14,10 +14,11 @@ if TYPE_CHECKING:
 
 
 def routers() -> list[APIRouter]:
+    from settlement.billrecon.endpoints import router as bill_reconciliations
     from settlement.fees.endpoints import router as fee_rules
     from settlement.payouts.endpoints import router as payouts
 
-    return [fee_rules, payouts]
+    return [fee_rules, payouts, bill_reconciliations]
 
 
 def pages() -> list[APIRouter]:
@@ -28,14 +29,16 @@ def pages() -> list[APIRouter]:
 
 
 def cli_groups() -> list[click.Command]:
+    from settlement.billrecon.cli import bill_recon
     from settlement.fees.cli import fees
     from settlement.nightly.cli import settlement
     from settlement.payouts.cli import payouts
 
-    return [settlement, fees, payouts]
+    return [settlement, fees, payouts, bill_recon]
 
 
 def jobs() -> list[Job]:
+    from settlement.billrecon.tasks import BILL_RECONCILIATION
     from settlement.nightly.tasks import SETTLEMENT
 
-    return [SETTLEMENT]
+    return [SETTLEMENT, BILL_RECONCILIATION]

@@ -18,6 +18,7 @@ def routers() -> list[APIRouter]:
     """Terminal traffic first (online authorization, purse loads, sign-in, offline uploads, lists),
     then the operators' registry and parameters."""
     from terminals.access.endpoints import router as terminal_access_router
+    from terminals.bills.endpoints import router as kiosk_bills_router
     from terminals.lists.endpoints import admin_router as parameters_router
     from terminals.lists.endpoints import terminal_router as terminal_lists_router
     from terminals.loads.endpoints import router as loads_router
@@ -31,6 +32,7 @@ def routers() -> list[APIRouter]:
         terminal_access_router,
         uploads_router,
         terminal_lists_router,
+        kiosk_bills_router,
         registry_router,
         parameters_router,
     ]

@@ -134,11 +134,12 @@ async def domain_error_handler(request: Request, exc: Exception) -> Response:
     as_page = _page_error(request, exc.status_code, type(exc).__name__, exc.detail)
     if as_page is not None:
         return as_page
-    headers = (
-        {"Retry-After": str(RETRY_AFTER_SECONDS)}
-        if isinstance(exc, DependencyUnavailable | RateLimited)
-        else None
-    )
+    headers = None
+    if isinstance(exc, DependencyUnavailable | RateLimited):
+        # A rate limit that knows when its window ends says so (``retry_after``, whole seconds).
+        retry_after = exc.context.get("retry_after")
+        seconds = retry_after if isinstance(retry_after, int) else RETRY_AFTER_SECONDS
+        headers = {"Retry-After": str(seconds)}
     return error_response(exc.status_code, type(exc).__name__, exc.detail, headers=headers)
 
 

@@ -36,14 +36,16 @@ ASSETS_URL = "/docs/assets"
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 DESCRIPTIONS = {
     400: "The body is not the protocol's (a biller's callback: ``BadRequest``)",
-    401: "Not authenticated: no or a bad staff token, or a terminal signature that does not "
-    "verify (``MacInvalid``, ``ReplayRefused``, ``SessionExpired``)",
+    401: "Not authenticated: no or a bad staff or resident token (each kind of route takes its "
+    "own kind only), or a terminal signature that does not verify (``MacInvalid``, "
+    "``ReplayRefused``, ``SessionExpired``)",
     403: "Authenticated, but the role or terminal may not do this",
     404: "No such record",
     409: "Conflicts with the current state (a repeated key with other content, an illegal "
     "transition, a duplicate)",
     413: "The body is larger than this route's limit (``limit``, in bytes)",
     422: "The input is refused; ``fields`` names each refused input",
+    423: "Locked after too many wrong PINs or passwords (the detail says what lifts it)",
     429: "Too many attempts: retry after ``Retry-After`` seconds",
     503: "The database, the cache, the HSM or a biller is unavailable: retry after "
     "``Retry-After`` seconds",
@@ -91,7 +93,7 @@ class Access:
         if self.kind == "resident":
             return (
                 "**Admits:** a resident with a resident bearer token, for their own data only "
-                "(docs/resident-api.md)."
+                "(docs/self-service.md)."
             )
         return "**Admits:** anyone (no authentication)."
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import httpx
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import ValidationError
 
 from cardsvc.api.errors import InputRefused
@@ -31,9 +31,11 @@ from cardsvc.bills.schemas import (
     PaymentOut,
     PresentmentOut,
     QueryIn,
+    ResidentPaymentIn,
 )
 from cardsvc.db import unit_of_work
 from cardsvc.deps import HsmDep, SessionDep, SessionsDep, SettingsDep
+from cardsvc.selfservice.deps import CurrentResident
 from cardsvc.staff.auth import Role, StaffPrincipal
 from cardsvc.staff.deps import require_roles
 
@@ -296,3 +298,59 @@ async def callback(
     body = json.dumps(answer, separators=(",", ":")).encode()
     headers = await service.sign_answer(hsm, settings, biller, path, envelope.key, status, body)
     return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+# --- the resident's own (self-service) ------------------------------------------------------
+
+me_router = APIRouter(prefix="/me/bills", tags=["self-service"], route_class=GuardedRoute)
+
+
+@me_router.post(
+    "/query", response_model=PresentmentOut, summary="The resident asks what is due on a bill"
+)
+@errors(404, 409, 429, 503)
+async def my_query(
+    body: QueryIn, resident: CurrentResident, sessions: SessionsDep, client: BillerClientDep
+) -> PresentmentOut:
+    """As the counter's query (docs/bills.md §4)."""
+    found = await service.query_bill(sessions, client, body.biller, body.bill_key, body.period)
+    return presentment_out(found)
+
+
+@me_router.post(
+    "/payments",
+    response_model=PaymentOut,
+    status_code=201,
+    summary="The resident pays a bill from the online account",
+)
+@errors(404, 409)
+async def my_payment(
+    body: ResidentPaymentIn, resident: CurrentResident, session: SessionDep, settings: SettingsDep
+) -> PaymentOut:
+    """The money is held on the resident's account and the biller paid after commit (state
+    `pending` until it answers). Checks and refusals as docs/bills.md §5; a repeat of the
+    `idempotency_key` answers the first payment (`replayed`), other content 409
+    `IdempotencyConflict`; 409 `InsufficientFunds` when the account's available balance is
+    short."""
+    found = await service.pay_from_account(
+        session, settings, resident.resident_id, biller_code=body.biller,
+        reference=body.reference, amount=body.amount, key=body.idempotency_key,
+    )  # fmt: skip
+    return payment_out(found.payment, replayed=found.replayed)
+
+
+@me_router.get(
+    "/payments",
+    response_model=list[PaymentOut],
+    summary="The resident's bill payments and their states, newest first",
+)
+async def my_payments(
+    resident: CurrentResident,
+    session: SessionDep,
+    before: Annotated[int | None, Query(ge=1, le=2**62, description="a page's last id")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+) -> list[PaymentOut]:
+    found = await service.payments_of_resident(
+        session, resident.resident_id, before_id=before, limit=limit
+    )
+    return [payment_out(p) for p in found]

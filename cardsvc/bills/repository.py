@@ -228,3 +228,8 @@ async def live_payment_of(
         .limit(1)
     )
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def payment_count(session: AsyncSession, biller_code: str) -> int:
+    stmt = select(func.count(BillPayment.id)).where(BillPayment.biller_code == biller_code)
+    return int((await session.execute(stmt)).scalar_one())

@@ -226,3 +226,17 @@ class CallbackIn(BaseModel):
 
 class CallbackAck(BaseModel):
     result: Literal["ack"] = "ack"
+
+
+class ResidentPaymentIn(BaseModel):
+    """A bill paid by the resident from the online account (self-service)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    biller: BillerCode
+    reference: Reference
+    amount: PayAmount | None = Field(default=None, description="fen; without it the amount due")
+    idempotency_key: str = Field(
+        pattern=r"^[A-Za-z0-9._:-]{1,64}$",
+        description="the client's key of this submission: one payment per key and resident",
+    )

@@ -27,6 +27,7 @@ from cardsvc.bills.models import (
     Biller,
     BillerStatus,
     BillPayment,
+    BillPresentment,
     OutboxAction,
     PayerKind,
     PaymentStatus,
@@ -474,6 +475,30 @@ async def _replay(session: AsyncSession, payer: Payer, key: str, digest: str) ->
     return PaymentView(found, replayed=True)
 
 
+async def check_payable(
+    session: AsyncSession, biller_code: str, reference: str, amount: int | None
+) -> tuple[Biller, BillPresentment, int]:
+    """The checks of a payment that need no payer, in the order of docs/bills.md §5: the biller,
+    the presentment, the amount, no other payment of it; the amount to pay."""
+    biller = await active_biller(session, biller_code)
+    presented = await repo.presentment(session, biller_code, reference)
+    if presented is None:
+        raise PresentmentUnknown(f"no presentment {reference} of biller {biller_code}")
+    if presented.expires_at <= clock.now():
+        raise PresentmentExpired(f"presentment {reference} expired; query the bill again")
+    paying = presented.amount_due if amount is None else amount
+    low = presented.min_amount if presented.partial_allowed else presented.amount_due
+    if not low <= paying <= presented.amount_due:
+        raise AmountNotAccepted(
+            f"the amount must be {presented.amount_due}"
+            if not presented.partial_allowed
+            else f"the amount must be {low} … {presented.amount_due}"
+        )
+    if await repo.live_payment_of(session, biller_code, reference) is not None:
+        raise AlreadyPaying(f"presentment {reference} is being paid or paid")
+    return biller, presented, paying
+
+
 async def submit_payment(
     session: AsyncSession,
     settings: Settings,
@@ -491,23 +516,8 @@ async def submit_payment(
     replay = await _replay(session, payer, key, digest)
     if replay is not None:
         return replay
-    biller = await active_biller(session, biller_code)
-    presented = await repo.presentment(session, biller_code, reference)
-    if presented is None:
-        raise PresentmentUnknown(f"no presentment {reference} of biller {biller_code}")
+    biller, presented, paying = await check_payable(session, biller_code, reference, amount)
     now = clock.now()
-    if presented.expires_at <= now:
-        raise PresentmentExpired(f"presentment {reference} expired; query the bill again")
-    paying = presented.amount_due if amount is None else amount
-    low = presented.min_amount if presented.partial_allowed else presented.amount_due
-    if not low <= paying <= presented.amount_due:
-        raise AmountNotAccepted(
-            f"the amount must be {presented.amount_due}"
-            if not presented.partial_allowed
-            else f"the amount must be {low} … {presented.amount_due}"
-        )
-    if await repo.live_payment_of(session, biller_code, reference) is not None:
-        raise AlreadyPaying(f"presentment {reference} is being paid or paid")
     day = await clearing_date_of(session, settings)
     payment = BillPayment(
         sub_channel=payer.sub_channel, biller_id=biller.id, biller_code=biller.code,
@@ -594,6 +604,13 @@ async def payment_by_serial(
     if found is None or (resident_id is not None and found.resident_id != resident_id):
         raise PaymentNotFound(f"no bill payment {serial}")
     return found
+
+
+async def kiosk_payment(session: AsyncSession, terminal_no: str, serial: int) -> BillPayment | None:
+    """The payment a kiosk made with this terminal serial."""
+    return await repo.payment_by_submit(
+        session, Payer(SubChannel.kiosk, terminal_no=terminal_no).scope, str(serial)
+    )
 
 
 async def payments_of_resident(
@@ -699,3 +716,8 @@ async def sign_answer(
     except HsmUnavailable as exc:
         raise DependencyUnavailable("HSM unavailable") from exc
     return signing.Envelope(settings.bills_channel_id, biller.code, stamp, key, signature).headers()
+
+
+async def payment_count(session: AsyncSession, biller_code: str) -> int:
+    """How many payments the biller was ever sent (whatever their state)."""
+    return await repo.payment_count(session, biller_code)

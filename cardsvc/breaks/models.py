@@ -41,6 +41,12 @@ class BreakKind(StrEnum):
     # A line naming a payout whose amount or state it contradicts (another amount, a payout not
     # issued, or one already confirmed by another line).
     bank_line_differs = "bank_line_differs"
+    # A biller's answer to the day's reconciliation file lists the line as only ours, only
+    # theirs, of another amount or of another state (docs/bills.md §11).
+    biller_disagreement = "biller_disagreement"
+    # A biller's reconciliation file whose totals are not the day's movement of its payable in
+    # the ledger: it is not sent.
+    biller_file_unbalanced = "biller_file_unbalanced"
 
 
 class BreakStatus(StrEnum):

@@ -37,6 +37,20 @@ async def of_resident(session: AsyncSession, resident_id: int) -> list[Card]:
     return list((await session.execute(stmt)).scalars())
 
 
+async def active_of_resident(
+    session: AsyncSession, resident_id: int, *, for_update: bool = False
+) -> Card | None:
+    """The resident's active card (at most one), read afresh even when the session holds it."""
+    stmt = (
+        select(Card)
+        .where(Card.resident_id == resident_id, Card.status == CardStatus.active)
+        .execution_options(populate_existing=True)
+    )
+    if for_update:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
 async def holding_cards(
     session: AsyncSession, resident_id: int, statuses: tuple[CardStatus, ...]
 ) -> list[Card]:

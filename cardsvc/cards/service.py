@@ -50,6 +50,23 @@ async def holding_cards(session: AsyncSession, resident_id: int) -> list[Card]:
     return await repository.holding_cards(session, resident_id, HOLDING_STATUSES)
 
 
+async def by_no(session: AsyncSession, card_no: str) -> Card | None:
+    """The card with this number, or None (read, not locked)."""
+    return await repository.by_no(session, card_no)
+
+
+async def of_resident(session: AsyncSession, resident_id: int) -> list[Card]:
+    """Every card the resident was ever issued, oldest first."""
+    return await repository.of_resident(session, resident_id)
+
+
+async def active_card(
+    session: AsyncSession, resident_id: int, *, for_update: bool = False
+) -> Card | None:
+    """The resident's active card, row-locked for a lifecycle step when ``for_update``."""
+    return await repository.active_of_resident(session, resident_id, for_update=for_update)
+
+
 async def require_card(session: AsyncSession, card_no: str, *, for_update: bool = True) -> Card:
     """The card with this number, NotFound when none; row-locked for a lifecycle step unless the
     caller only reads it (``for_update=False``)."""

@@ -53,6 +53,7 @@ async def step_audit_trail(resources: Resources) -> None:
 
 
 def demo_steps() -> list[tuple[str, DemoStep]]:
+    from cardsvc.demo.bills_day import step_bills
     from cardsvc.demo.issuance import step_issue_card
     from cardsvc.demo.online_day import step_online_day
     from cardsvc.demo.settlement_day import step_settlement
@@ -66,6 +67,10 @@ def demo_steps() -> list[tuple[str, DemoStep]]:
         ),
         ("A bus and taxi day: fares on the cards, offline uploads, ledger", step_terminal_day),
         ("Online: a counter load, a parking exit and a fuel purchase", step_online_day),
+        (
+            "Utility bills: a water bill in cash at the counter, one from the online account",
+            step_bills,
+        ),
         ("The audit trail: every staff action sealed in the HSM", step_audit_trail),
         ("The nightly settlement of the day: clearing, postings, files, manifest", step_settlement),
     ]

@@ -1,6 +1,7 @@
 """Schemathesis against ``/openapi.json`` of a real ``cardsvc serve``, as every kind of caller:
 each staff role with its own token, two signed-in terminals (a counter and a shop's POS) and the
-demo bank, whose every request is signed, and no one. It fails when any answer is a 5xx, or
+demo bank, whose every request is signed, a resident with online access (its token on every
+request), and no one. It fails when any answer is a 5xx, or
 when an operation refuses as invalid most of the requests its published schema admits
 (``schemathesis.toml`` beside this file lists the rules no JSON Schema can state).
 
@@ -8,7 +9,8 @@ when an operation refuses as invalid most of the requests its published schema a
 
 The server runs in development mode on a directory of its own (SQLite there, or the PostgreSQL
 database given, which must exist and is used as is), with its spawned hsm-sim; the script seeds a
-staff account per role, a merchant with both terminals and a resident, then runs schemathesis
+staff account per role, a merchant with both terminals and a resident with an active card and
+online access, then runs schemathesis
 once per caller, one request at a time. ``.ci/run`` runs it with a small example count.
 """
 
@@ -22,15 +24,19 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from cardsvc import clock
+from cardsvc.cards import service as cards
+from cardsvc.cards.models import CardStatus, CardType
 from cardsvc.db import unit_of_work
 from cardsvc.residents import service as residents
 from cardsvc.resources import open_resources
+from cardsvc.selfservice import service as selfservice
 from cardsvc.settings import Mode, Settings
 from cardsvc.staff import service as staff
 from cardsvc.staff.auth import Role
@@ -43,6 +49,7 @@ from tests.serving import dev_env, serving
 # JSON Schema can state listed there).
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 PASSWORD = "fuzzing the whole api"
+RESIDENT_PASSWORD = "a resident fuzzing the api"
 MERCHANT = "321100000000099"
 TERMINALS = {"321100000091": TerminalKind.counter, "321100000092": TerminalKind.pos}
 # The administrator goes last: its runs may disable or re-role the other accounts.
@@ -68,14 +75,26 @@ class Outcome:
 
 def server_env(var_dir: Path, database_url: str | None) -> dict[str, str]:
     # Failed logins from this one address are the fuzzer's: do not lock it out of the rest.
-    env = dev_env(var_dir, CARDSVC_STAFF_MAX_FAILED_LOGINS_PER_ADDRESS="10000")
+    env = dev_env(
+        var_dir,
+        CARDSVC_STAFF_MAX_FAILED_LOGINS_PER_ADDRESS="10000",
+        CARDSVC_RESIDENT_MAX_FAILURES_PER_ADDRESS="10000",
+        CARDSVC_RESIDENT_MAX_FAILURES_PER_CARD="10000",
+    )
     if database_url:
         env["CARDSVC_DATABASE_URL"] = database_url
     return env
 
 
-async def seed(settings: Settings) -> None:
-    """A staff account per role, the merchant and its two terminals, a resident."""
+@dataclass(frozen=True)
+class Seeded:
+    card_no: str  # the resident's active card
+    activation_code: str  # its online access, activated by ``callers``
+
+
+async def seed(settings: Settings) -> Seeded:
+    """A staff account per role, the merchant and its two terminals, a resident with an active
+    card and an activation code for its online access."""
     async with open_resources(settings) as resources:
         async with unit_of_work(resources.sessions) as session:
             for role in ROLES:
@@ -92,13 +111,24 @@ async def seed(settings: Settings) -> None:
                     merchant_no=MERCHANT, kind=kind, actor="fuzz",
                 )  # fmt: skip
         async with unit_of_work(resources.sessions) as session:
-            await residents.register(
+            resident = await residents.register(
                 session,
                 resources.hsm,
                 residents.ResidentIn(resident_id(), "测试", "13800000000", "测试路1号"),
                 actor="fuzz",
                 today=settings.local_date(clock.now()),
             )
+            card = await cards.allocate(
+                session, settings, resident_id=resident.id, card_type=CardType.standard,
+                actor="fuzz",
+            )  # fmt: skip
+            # Issued as the counter would hand it over (personalization is not what is fuzzed).
+            card.status = CardStatus.active
+            card.issued_at = clock.now()
+            card.expires_on = settings.local_date(clock.now() + timedelta(days=3650))
+            await session.flush()
+            issued = await selfservice.issue_code(session, settings, card.card_no, actor="fuzz")
+        return Seeded(card.card_no, issued.code)
 
 
 def admitted(spec: dict[str, Any], kind: str, role: Role | None = None) -> list[str]:
@@ -113,9 +143,9 @@ def admitted(spec: dict[str, Any], kind: str, role: Role | None = None) -> list[
     return found
 
 
-def callers(base_url: str) -> list[Caller]:
-    """No one (every operation), each terminal, the bank, each staff role (the operations each
-    may call)."""
+def callers(base_url: str, seeded: Seeded) -> list[Caller]:
+    """No one (every operation), each terminal, the bank, the resident, each staff role (the
+    operations each may call)."""
     spec = httpx.get(f"{base_url}/openapi.json", timeout=30).json()
     found = [Caller("anonymous")]
     for terminal_no, kind in TERMINALS.items():
@@ -135,6 +165,30 @@ def callers(base_url: str) -> list[Caller]:
             "the demo bank",
             env={"SCHEMATHESIS_HOOKS": "tests.fuzz.signing", "CARDSVC_FUZZ_BANK": "DEMO"},
             operations=admitted(spec, "bank"),
+        )
+    )
+    activated = httpx.post(
+        f"{base_url}/api/v1/self-service/activate",
+        json={
+            "card_no": seeded.card_no,
+            "activation_code": seeded.activation_code,
+            "password": RESIDENT_PASSWORD,
+        },
+        timeout=30,
+    )
+    activated.raise_for_status()
+    found.append(
+        Caller(
+            "the resident",
+            env={
+                "SCHEMATHESIS_HOOKS": "tests.fuzz.resident",
+                "CARDSVC_FUZZ_BASE_URL": base_url,
+                "CARDSVC_FUZZ_CARD_NO": seeded.card_no,
+                "CARDSVC_FUZZ_RESIDENT_PASSWORD": RESIDENT_PASSWORD,
+                "CARDSVC_FUZZ_COUNTER_USER": Role.counter_operator.value,
+                "CARDSVC_FUZZ_COUNTER_PASSWORD": PASSWORD,
+            },
+            operations=admitted(spec, "resident"),
         )
     )
     for role in ROLES:
@@ -209,6 +263,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=20261201)
     parser.add_argument("--database-url", default=None, help="PostgreSQL (default: SQLite)")
     parser.add_argument(
+        "--caller",
+        action="append",
+        default=[],
+        help="run only the callers whose name contains this (repeatable; default: every caller)",
+    )
+    parser.add_argument(
         "--log-dir",
         type=Path,
         default=None,
@@ -228,8 +288,13 @@ def main() -> int:
                 database_url=env.get("CARDSVC_DATABASE_URL", ""),
                 hsm_url="spawn",
             )
-            asyncio.run(seed(settings))
-            for n, caller in enumerate(callers(base_url)):
+            seeded = asyncio.run(seed(settings))
+            chosen = [
+                c
+                for c in callers(base_url, seeded)
+                if not args.caller or any(part in c.name for part in args.caller)
+            ]
+            for n, caller in enumerate(chosen):
                 report = Path(tmp) / f"{n}.xml"
                 outcome = fuzz(base_url, caller, args.examples, args.seed, report, args.log_dir)
                 outcomes.append(outcome)

@@ -256,7 +256,9 @@ def test_worker_once_runs_each_job_and_exits(
         "day-cut: ok: closed none; open day none yet; 0 partition(s) made",
         "release-balances: ok: moved 0 balances (0 fen); 0 empty; 0 wait for their new card",
         "expire-cards: ok: expired 0 cards",
+        "bill-outbox: ok: nothing due",
         "settlement: ok: no day to settle",
+        "bill-reconciliation: ok: nothing due",
     ]
 
 
