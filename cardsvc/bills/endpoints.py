@@ -7,7 +7,6 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-import httpx
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import ValidationError
 
@@ -15,7 +14,7 @@ from cardsvc.api.errors import InputRefused
 from cardsvc.api.limits import BodyLimit, GuardedRoute, body_limit, decode_json, route_limit
 from cardsvc.api.openapi import documents_body, errors, signed_by_biller
 from cardsvc.bills import service, tasks
-from cardsvc.bills.adapter import BillerClient
+from cardsvc.bills.adapter import BillerClient, biller_http
 from cardsvc.bills.models import Biller, BillerStatus, BillPayment, SubChannel
 from cardsvc.bills.schemas import (
     BankDetails,
@@ -148,7 +147,7 @@ SerialPath = Annotated[str, Path(pattern=r"^B[0-9]{11}$")]
 
 
 async def biller_client(hsm: HsmDep, settings: SettingsDep) -> AsyncIterator[BillerClient]:
-    async with httpx.AsyncClient() as http:
+    async with biller_http() as http:
         yield BillerClient(http, hsm, settings.bills_channel_id, settings.bills_timeout_seconds)
 
 

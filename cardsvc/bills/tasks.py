@@ -23,13 +23,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cardsvc import clock
 from cardsvc.bills import repository as repo
 from cardsvc.bills import service
-from cardsvc.bills.adapter import Answer, BillerClient, BillerEndpoint, NoAnswer
+from cardsvc.bills.adapter import Answer, BillerClient, BillerEndpoint, NoAnswer, biller_http
 from cardsvc.bills.models import BillOutbox, BillPayment, OutboxAction, PaymentStatus
 from cardsvc.clearing.service import clearing_date as clearing_date_of
 from cardsvc.db import unit_of_work
@@ -452,7 +451,7 @@ async def _run(storage: Storage, now: datetime) -> str:
     settings = storage.settings
     async with (
         open_hsm_on_first_use(settings) as hsm,
-        httpx.AsyncClient() as http,
+        biller_http() as http,
     ):
         client = BillerClient(http, hsm, settings.bills_channel_id, settings.bills_timeout_seconds)
         counts = await run_outbox(storage.sessions, settings, client, now)

@@ -6,9 +6,8 @@ from __future__ import annotations
 from datetime import date
 
 import click
-import httpx
 
-from cardsvc.bills.adapter import BillerClient
+from cardsvc.bills.adapter import BillerClient, biller_http
 from cardsvc.clitools import run_async
 from cardsvc.resources import open_resources, open_storage
 from cardsvc.settings import get_settings
@@ -41,7 +40,7 @@ def run_command(day: date, code: str | None) -> None:
 
     async def go() -> list[service.Sent]:
         settings = get_settings()
-        async with open_resources(settings) as res, httpx.AsyncClient() as http:
+        async with open_resources(settings) as res, biller_http() as http:
             client = BillerClient(
                 http, res.hsm, settings.bills_channel_id, settings.bill_recon_timeout_seconds
             )

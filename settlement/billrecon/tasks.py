@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import httpx
-
-from cardsvc.bills.adapter import BillerClient
+from cardsvc.bills.adapter import BillerClient, biller_http
 from cardsvc.hsm.connect import open_hsm_on_first_use
 from cardsvc.jobs.worker import Job
 from cardsvc.resources import Storage
@@ -18,7 +16,7 @@ from settlement.billrecon import service
 
 async def reconcile_due(storage: Storage, now: datetime) -> str:
     settings = storage.settings
-    async with open_hsm_on_first_use(settings) as hsm, httpx.AsyncClient() as http:
+    async with open_hsm_on_first_use(settings) as hsm, biller_http() as http:
         client = BillerClient(
             http, hsm, settings.bills_channel_id, settings.bill_recon_timeout_seconds
         )
