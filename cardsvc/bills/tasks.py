@@ -197,8 +197,10 @@ async def _finish(
                 description=f"refund {payment.refund_serial} of bill {serial}",
             ),
         )
+        # From now on the refund's date is its ledger's, the day the reconciliation file lists
+        # it on; until now it was the date of its first sending, which its repeats carried.
         payment.refund_tx_id, payment.refund_receipt_no = refund.id, receipt_no
-        payment.refund_date = payment.refund_date or day
+        payment.refund_date = day
     if reason is not None:
         payment.reason = reason[:32]
     if detail is not None:
