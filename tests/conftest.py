@@ -36,7 +36,10 @@ from cardsvc.resources import Resources
 from cardsvc.settings import Mode, Settings, get_settings
 from cardsvc.staff import auth as staff_auth
 from cardsvc.staff.auth import Role
+from terminals.devices.billersim.child import start_biller_process
+from tests.billersim import SimControl, data_set
 from tests.factories import World, build_registry, staff_headers
+from tests.terminals.helpers import free_port
 
 # CI replays the same examples on every run so that a landing is decided by the code, not by the
 # draw; local runs explore new examples (and keep failures in .hypothesis/).
@@ -281,3 +284,52 @@ def cli_env(
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
+
+
+# The simulated biller: one ``biller-sim`` process for the session, reset per test (the bills
+# channel's tests in cardsvc, terminals and settlement, and the simulator's own).
+@pytest.fixture(scope="session")
+def biller_sim_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url, stop = start_biller_process(Path(tmp_path_factory.mktemp("biller-sim")), data_set())
+    try:
+        yield url
+    finally:
+        stop()
+
+
+@pytest.fixture
+def sim(biller_sim_url: str) -> Iterator[SimControl]:
+    control = SimControl(biller_sim_url)
+    control.reset()
+    yield control
+    control.reset()
+
+
+@pytest.fixture(scope="session")
+def callback_port() -> int:
+    """The port the tests' API listens on for the simulator's callbacks (one per process)."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def paying_sim_url(tmp_path_factory: pytest.TempPathFactory, callback_port: int) -> Iterator[str]:
+    """A simulator for the payment tests: it calls back the API on ``callback_port``, and it
+    accepts timestamps weeks from its clock, because those tests move the host's clock on to
+    reach the 15-minute and 24-hour limits and the 30 days of a hold."""
+    url, stop = start_biller_process(
+        Path(tmp_path_factory.mktemp("biller-sim-pay")),
+        data_set(f"http://127.0.0.1:{callback_port}/api/v1/bills/callbacks"),
+        max_skew=40 * 86400,
+    )
+    try:
+        yield url
+    finally:
+        stop()
+
+
+@pytest.fixture
+def paying_sim(paying_sim_url: str) -> Iterator[SimControl]:
+    control = SimControl(paying_sim_url)
+    control.reset()
+    yield control
+    control.reset()

@@ -72,7 +72,9 @@ class AccountMovement(Base):
     operator: Mapped[str] = mapped_column(String(64))
     approver: Mapped[str | None] = mapped_column(String(64))
     hold_id: Mapped[int | None] = mapped_column(BigInteger)
-    ledger_transaction_id: Mapped[int | None] = mapped_column(BigInteger)
-    clearing_date: Mapped[date] = mapped_column(Date)
+    # Both indexed for the nightly check of the day's money, which reads the movements of a day
+    # and the movement behind each funding posting of a day.
+    ledger_transaction_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    clearing_date: Mapped[date] = mapped_column(Date, index=True)
     created_at: Mapped[datetime]
     decided_at: Mapped[datetime | None]

@@ -47,13 +47,15 @@ class BankCredit(Base):
     status: Mapped[CreditStatus] = mapped_column(
         Enum(CreditStatus, native_enum=False, length=16), index=True
     )
-    ledger_transaction_id: Mapped[int | None] = mapped_column(BigInteger)
+    # The postings and the clearing date are indexed for the nightly check of the day's money
+    # (the credits of a day, the credit behind each funding posting of a day).
+    ledger_transaction_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     break_id: Mapped[int | None] = mapped_column(BigInteger)
     # Moving a suspense credit to an account: one person proposes, another approves.
     proposed_account_id: Mapped[int | None] = mapped_column(ForeignKey("online_accounts.id"))
     proposed_by: Mapped[str | None] = mapped_column(String(64))
     assigned_by: Mapped[str | None] = mapped_column(String(64))
-    assign_transaction_id: Mapped[int | None] = mapped_column(BigInteger)
-    clearing_date: Mapped[date] = mapped_column(Date)
+    assign_transaction_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    clearing_date: Mapped[date] = mapped_column(Date, index=True)
     created_at: Mapped[datetime]
     resolved_at: Mapped[datetime | None]

@@ -104,6 +104,9 @@ class PaymentStatus(StrEnum):
     failed = "failed"  # the biller's failure: the hold is voided
     reversed = "reversed"  # undone by a reversal (or never happened): the hold is voided
     refunded = "refunded"  # undone by a refund after the cut: paid, then refunded
+    # The biller's success (or refund) came after the hold had run out: nothing was taken, and
+    # a break tells finance (docs/bills.md §3.3).
+    expired = "expired"
 
     @property
     def final(self) -> bool:
@@ -116,7 +119,13 @@ class PaymentStatus(StrEnum):
 
 
 FINAL_STATUSES = frozenset(
-    {PaymentStatus.paid, PaymentStatus.failed, PaymentStatus.reversed, PaymentStatus.refunded}
+    {
+        PaymentStatus.paid,
+        PaymentStatus.failed,
+        PaymentStatus.reversed,
+        PaymentStatus.refunded,
+        PaymentStatus.expired,
+    }
 )
 
 

@@ -38,13 +38,16 @@ from cardsvc.bills import repository as repo
 from cardsvc.bills import service
 from cardsvc.bills.adapter import Answer, BillerClient, BillerEndpoint, NoAnswer, biller_http
 from cardsvc.bills.models import BillOutbox, BillPayment, OutboxAction, PaymentStatus
+from cardsvc.breaks import service as breaks
+from cardsvc.breaks.models import BreakKind
+from cardsvc.breaks.schemas import BreakRef, NewBreak
 from cardsvc.clearing.service import clearing_date as clearing_date_of
 from cardsvc.db import unit_of_work
 from cardsvc.hsm import HsmUnavailable
 from cardsvc.hsm.connect import open_hsm_on_first_use
 from cardsvc.jobs.worker import Job, Run
 from cardsvc.ledger import service as ledger
-from cardsvc.ledger.models import Side
+from cardsvc.ledger.models import HoldStatus, Side
 from cardsvc.ledger.schemas import Entry, PostingRequest
 from cardsvc.logging import get_logger
 from cardsvc.metrics import BILL_OUTBOX_DEPTH, BILL_OUTBOX_OLDEST_SECONDS, BILL_PAYMENTS
@@ -178,6 +181,11 @@ async def _finish(
     now = clock.now()
     serial = str(payment.serial)
     assert payment.hold_id is not None  # noqa: S101 - every payment is held when accepted
+    if status in (PaymentStatus.paid, PaymentStatus.refunded) and await _hold_ran_out(
+        session, payment.hold_id, now
+    ):
+        await _expired(session, settings, payment, status, receipt_no=receipt_no)
+        return
     if status in (PaymentStatus.paid, PaymentStatus.refunded):
         day = await clearing_date_of(session, settings)
         posted = await ledger.post_hold(
@@ -205,8 +213,10 @@ async def _finish(
                 description=f"refund {payment.refund_serial} of bill {serial}",
             ),
         )
+        # From now on the refund's date is its ledger's, the day the reconciliation file lists
+        # it on; until now it was the date of its first sending, which its repeats carried.
         payment.refund_tx_id, payment.refund_receipt_no = refund.id, receipt_no
-        payment.refund_date = payment.refund_date or day
+        payment.refund_date = day
     if reason is not None:
         payment.reason = reason[:32]
     if detail is not None:
@@ -216,6 +226,62 @@ async def _finish(
     await session.flush()
     BILL_PAYMENTS.labels(payment.biller_code, status.value).inc()
     log.info("bills.payment_final", serial=serial, biller=payment.biller_code, status=status.value)
+
+
+async def _hold_ran_out(session: AsyncSession, hold_id: int, now: datetime) -> bool:
+    hold = await ledger.get_hold(session, hold_id)
+    return hold.status is HoldStatus.expired or (
+        hold.status is HoldStatus.pending and hold.expires_at <= now
+    )
+
+
+def expired_key(serial: str) -> str:
+    return f"bill_hold_expired:{serial}"
+
+
+async def _expired(
+    session: AsyncSession,
+    settings: Settings,
+    payment: BillPayment,
+    decided: PaymentStatus,
+    *,
+    receipt_no: str | None,
+) -> None:
+    """The biller's success or refund came after the hold ran out: the money it held was
+    released (to the resident's account, or the counter's suspense), so nothing can be posted.
+    The payment ends ``expired``, its row leaves the outbox (asking again would change nothing),
+    and a break tells finance, who settles it with the biller and the payer."""
+    now = clock.now()
+    serial = str(payment.serial)
+    assert payment.hold_id is not None  # noqa: S101 - every payment is held when accepted
+    # A hold past its expiry that the expiry job has not reached yet is released here.
+    await ledger.void_hold(session, payment.hold_id, reason=f"bill {serial} expired")
+    if decided is PaymentStatus.paid:
+        payment.receipt_no = receipt_no
+        what = f"success (receipt {receipt_no})"
+    else:
+        payment.refund_receipt_no = receipt_no
+        what = f"refund {payment.refund_serial}"
+    payment.reason = "hold_expired"
+    payment.status, payment.decided_at, payment.updated_at = PaymentStatus.expired, now, now
+    await repo.delete_outbox(session, payment.id)
+    await breaks.open_break(
+        session,
+        NewBreak(
+            kind=BreakKind.bill_hold_expired,
+            clearing_date=await clearing_date_of(session, settings),
+            reason=(
+                f"biller {payment.biller_code}, bill {payment.bill_key}, serial {serial}: the "
+                f"biller's {what} came after the hold ran out; nothing was taken from the payer"
+            )[:200],
+            ref=BreakRef(source="bill_payment", source_id=payment.id, reference=serial),
+            amount=payment.amount,
+            open_key=expired_key(serial),
+        ),
+    )
+    await session.flush()
+    BILL_PAYMENTS.labels(payment.biller_code, PaymentStatus.expired.value).inc()
+    log.warning("bills.payment_expired", serial=serial, biller=payment.biller_code)
 
 
 async def _start_undoing(
@@ -399,9 +465,12 @@ async def apply_callback(
     if payment is None or payment.biller_code != biller_code:
         raise service.PaymentNotFound(f"no payment {serial} of biller {biller_code}")
     expected = PaymentStatus.paid if result == "success" else PaymentStatus.failed
+    if payment.status is PaymentStatus.expired and expected is PaymentStatus.paid:
+        # The success recorded after the hold ran out: the same success is acknowledged again.
+        expected = PaymentStatus.expired
     if payment.status.final:
         if payment.status is not expected or (
-            expected is PaymentStatus.paid and payment.receipt_no != body.get("receipt_no")
+            expected is not PaymentStatus.failed and payment.receipt_no != body.get("receipt_no")
         ):
             raise service.ResultConflict(
                 f"payment {serial} is {payment.status.value}, not {expected.value}"

@@ -15,8 +15,10 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    String,
     and_,
     case,
+    cast,
     func,
     insert,
     literal,
@@ -29,6 +31,8 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
+from cardsvc.accounts.models import AccountMovement, MovementKind, MovementStatus, OnlineAccount
+from cardsvc.bank.models import BankCredit, CreditStatus
 from cardsvc.breaks.models import BreakItem, BreakKind, BreakStatus
 from cardsvc.clearing.models import ClearingDay
 from cardsvc.ledger.models import (
@@ -467,6 +471,191 @@ async def posting_totals(session: AsyncSession, day: date) -> PostingTotals:
         )
         journal = int((await session.execute(journal_stmt)).scalar_one())
     return PostingTotals(int(posted), int(keyed), int(gross), journal)
+
+
+# --- the day's funding of online accounts ---------------------------------------------------
+
+# The ledger transaction types of the money that funds or pays out online accounts: counter cash
+# in and out, bank credits (to an account or to suspense) and credits moved out of suspense.
+FUNDING_TYPES = (
+    "account_deposit",
+    "account_withdrawal",
+    "bank_credit",
+    "bank_credit_suspense",
+    "bank_suspense_assign",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FundingTotals:
+    """One kind of the day's funding movements against the ledger."""
+
+    source: str  # deposit, withdrawal, bank credit, suspense credit
+    movements: int  # posted movements of the day
+    amount: int  # their amounts
+    unkeyed: int  # of those, without a transaction under their key (or not the one they name)
+    different: int  # keyed, but the transaction is not theirs: amount, type, reference, accounts
+
+
+def _funding_sources(day: date) -> Any:
+    """Every posted funding movement of the day with what its ledger transaction must be: its
+    key, type, reference, and the accounts it debits and credits by its amount."""
+    m, c, acct = AccountMovement, BankCredit, OnlineAccount
+    deposit = m.kind == MovementKind.deposit
+    resident = cast(acct.resident_id, String)
+    movements = (
+        select(
+            case((deposit, literal("deposit")), else_=literal("withdrawal")).label("source"),
+            m.amount.label("amount"),
+            (
+                case((deposit, literal("deposit:")), else_=literal("withdrawal:"))
+                + m.counter_code
+                + literal(":")
+                + m.receipt_no
+            ).label("key"),
+            m.ledger_transaction_id.label("transaction_id"),
+            case((deposit, literal("account_deposit")), else_=literal("account_withdrawal")).label(
+                "tx_type"
+            ),
+            (literal("account_movement:") + cast(m.id, String)).label("record_ref"),
+            case((deposit, literal("counter_cash")), else_=literal("resident_account")).label(
+                "debit_kind"
+            ),
+            case((deposit, m.counter_code), else_=resident).label("debit_owner"),
+            case((deposit, literal("resident_account")), else_=literal("counter_cash")).label(
+                "credit_kind"
+            ),
+            case((deposit, resident), else_=m.counter_code).label("credit_owner"),
+        )
+        .join(acct, acct.id == m.account_id)
+        .where(m.clearing_date == day, m.status == MovementStatus.posted)
+    )
+    matched = c.status == CreditStatus.posted  # an assigned credit went to suspense first
+    credits = (
+        select(
+            case((matched, literal("bank credit")), else_=literal("suspense credit")),
+            c.amount,
+            literal("bank-credit:") + c.bank_code + literal(":") + c.bank_reference,
+            c.ledger_transaction_id,
+            case((matched, literal("bank_credit")), else_=literal("bank_credit_suspense")),
+            literal("bank_credit:") + cast(c.id, String),
+            literal("bank"),
+            c.bank_code,
+            case((matched, literal("resident_account")), else_=literal("suspense_bank")),
+            case((matched, resident), else_=c.bank_code),
+        )
+        .outerjoin(acct, acct.id == c.account_id)
+        .where(c.clearing_date == day)
+    )
+    return union_all(movements, credits).subquery("funding")
+
+
+async def funding_totals(session: AsyncSession, day: date) -> list[FundingTotals]:
+    """The day's counter deposits and withdrawals and bank credits against their ledger
+    transactions, each found by its idempotency key (the key table is not partitioned) and
+    read with the clearing dates the keys name bound, so the journal is read in the partitions
+    of the days the postings landed on only (an approved withdrawal lands on its approval's)."""
+    s = _funding_sources(day)
+    key, t, line, account = LedgerTransactionKey, LedgerTransaction, LedgerLine, LedgerAccount
+    keyed = and_(key.idempotency_key == s.c.key, key.transaction_id == s.c.transaction_id)
+    landed_stmt = select(key.clearing_date).distinct().select_from(s).join(key, keyed)
+    landed = list((await session.execute(landed_stmt)).scalars().all())
+    if landed:
+        theirs = (
+            select(t.id)
+            .where(
+                t.clearing_date.in_(landed),
+                t.id == key.transaction_id,
+                t.amount == s.c.amount,
+                t.tx_type == s.c.tx_type,
+                t.record_ref == s.c.record_ref,
+            )
+            .exists()
+        )
+        on_their_accounts = (
+            select(func.coalesce(func.sum(line.amount), 0))
+            .join(account, account.id == line.account_id)
+            .where(
+                line.clearing_date.in_(landed),
+                line.transaction_id == key.transaction_id,
+                or_(
+                    and_(
+                        line.side == Side.debit,
+                        account.kind == s.c.debit_kind,
+                        account.owner_ref == s.c.debit_owner,
+                    ),
+                    and_(
+                        line.side == Side.credit,
+                        account.kind == s.c.credit_kind,
+                        account.owner_ref == s.c.credit_owner,
+                    ),
+                ),
+            )
+            .scalar_subquery()
+        )
+        all_lines = (
+            select(func.count())
+            .select_from(line)
+            .where(line.clearing_date.in_(landed), line.transaction_id == key.transaction_id)
+            .scalar_subquery()
+        )
+        good: ColumnElement[bool] = and_(
+            theirs, on_their_accounts == 2 * s.c.amount, all_lines == 2
+        )
+    else:
+        good = literal(False)
+    stmt = (
+        select(
+            s.c.source,
+            func.count(),
+            func.coalesce(func.sum(s.c.amount), 0),
+            func.count().filter(key.transaction_id.is_(None)),
+            func.count().filter(key.transaction_id.is_not(None), ~good),
+        )
+        .select_from(s)
+        .outerjoin(key, keyed)
+        .group_by(s.c.source)
+        .order_by(s.c.source)
+    )
+    rows = (await session.execute(stmt)).all()
+    return [FundingTotals(str(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]
+
+
+async def unexplained_funding(session: AsyncSession, day: date) -> dict[str, int]:
+    """The day's funding transactions (read in the day's partition) that no posted movement or
+    bank credit names as its posting with the same amount, by transaction type."""
+    t, m, c = LedgerTransaction, AccountMovement, BankCredit
+    movement = (
+        select(m.id)
+        .where(
+            m.ledger_transaction_id == t.id,
+            m.status == MovementStatus.posted,
+            m.amount == t.amount,
+        )
+        .exists()
+    )
+    credit = select(c.id).where(c.ledger_transaction_id == t.id, c.amount == t.amount).exists()
+    assignment = (
+        select(c.id)
+        .where(
+            c.assign_transaction_id == t.id,
+            c.status == CreditStatus.assigned,
+            c.amount == t.amount,
+        )
+        .exists()
+    )
+    explained = case(
+        (t.tx_type.in_(("account_deposit", "account_withdrawal")), movement),
+        (t.tx_type == "bank_suspense_assign", assignment),
+        else_=credit,
+    )
+    stmt = (
+        select(t.tx_type, func.count())
+        .where(t.clearing_date == day, t.tx_type.in_(FUNDING_TYPES), ~explained)
+        .group_by(t.tx_type)
+        .order_by(t.tx_type)
+    )
+    return {str(tx_type): int(n) for tx_type, n in (await session.execute(stmt)).all()}
 
 
 # --- what the files show --------------------------------------------------------------------

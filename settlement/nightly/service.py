@@ -380,7 +380,8 @@ async def money_problems(session: AsyncSession, day: date) -> list[str]:
     """What does not balance in the day's money, from what the day touched only (no scan of
     history): the lines against the pending accounts' movement, the batches against the lines,
     each batch against itself, the postings against the ledger, the uploads against their
-    records. Empty when the day balances."""
+    records, the day's funding of online accounts against its postings. Empty when the day
+    balances."""
     problems: list[str] = []
     _lines, cleared = await repository.line_totals(session, day)
     movement = await repository.pending_trade_movement(session, day)
@@ -404,6 +405,7 @@ async def money_problems(session: AsyncSession, day: date) -> list[str]:
         problems.append(
             f"posted batches carry {postings.gross} fen but their postings {postings.journal} fen"
         )
+    problems.extend(await funding_problems(session, day))
     problems.extend(await billers.problems(session, day))
     problems.extend(await payouts.problems(session, day))
     uploads = await repository.upload_totals(session, day)
@@ -414,6 +416,23 @@ async def money_problems(session: AsyncSession, day: date) -> list[str]:
             f"uploads declare {uploads.declared_records} record(s), "
             f"{uploads.stored_records} stored for the day"
         )
+    return problems
+
+
+async def funding_problems(session: AsyncSession, day: date) -> list[str]:
+    """The day's deposits, withdrawals and bank credits against their keyed ledger transactions,
+    and the day's funding transactions against the movements behind them."""
+    problems: list[str] = []
+    for kind in await repository.funding_totals(session, day):
+        if kind.unkeyed:
+            problems.append(f"{kind.unkeyed} {kind.source}(s) without their ledger posting")
+        if kind.different:
+            problems.append(
+                f"{kind.different} {kind.source}(s) whose ledger posting is not theirs "
+                "(amount, type, reference or accounts)"
+            )
+    for tx_type, count in (await repository.unexplained_funding(session, day)).items():
+        problems.append(f"{count} {tx_type} posting(s) with no movement or credit behind them")
     return problems
 
 

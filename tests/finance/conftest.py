@@ -1,3 +1,0 @@
-from tests.finance.browser import chromium, pages, server
-
-__all__ = ["chromium", "pages", "server"]
