@@ -9,12 +9,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from cardsvc.bills.models import (
+    CASH_BACK_STATUSES,
     Biller,
     BillerStatus,
     BillOutbox,
     BillPayment,
     BillPresentment,
     OutboxAction,
+    PayerKind,
     PaymentStatus,
 )
 from cardsvc.sql import insert_ignore
@@ -106,6 +108,28 @@ async def payments_refunded_on(
         select(BillPayment)
         .where(BillPayment.biller_code == biller_code, BillPayment.refund_date == day)
         .order_by(BillPayment.id)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def unreturned_cash(
+    session: AsyncSession, decided_before: datetime, limit: int
+) -> list[BillPayment]:
+    """Counter payments that did not pay, decided before ``decided_before``, whose cash is still
+    in suspense and has not aged yet: oldest first, locked."""
+    p = BillPayment
+    stmt = (
+        select(p)
+        .where(
+            p.payer_kind == PayerKind.counter_cash,
+            p.status.in_(CASH_BACK_STATUSES),
+            p.cash_returned_tx_id.is_(None),
+            p.cash_aged_at.is_(None),
+            p.decided_at < decided_before,
+        )
+        .order_by(p.decided_at, p.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
     )
     return list((await session.execute(stmt)).scalars())
 

@@ -568,3 +568,31 @@ BILL_OUTBOX = Job(
     kept_open=kept_open,
     wake_on=repo.OUTBOX_CHANNEL,
 )
+
+
+# --- counter cash not handed back -----------------------------------------------------------
+
+
+async def age_unreturned_cash(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, now: datetime
+) -> int:
+    """One unit of work per batch of aged payments; how many opened their break."""
+    total = 0
+    while True:
+        async with unit_of_work(sessions) as session:
+            aged = await service.age_unreturned_cash(session, settings, now)
+        total += aged
+        if aged < service.AGEING_BATCH:
+            return total
+
+
+async def _age_cash(storage: Storage, now: datetime) -> str:
+    count = await age_unreturned_cash(storage.sessions, storage.settings, now)
+    return f"{count} counter bill payment(s) whose cash was not handed back opened a break"
+
+
+AGE_BILL_CASH = Job(
+    name="age-bill-cash",
+    interval=lambda s: s.worker_bill_cash_ageing_interval_seconds,
+    run=_age_cash,
+)

@@ -345,6 +345,7 @@ def test_worker_once_runs_each_job_and_exits(
         "release-balances: ok: moved 0 balances (0 fen); 0 empty; 0 wait for their new card",
         "expire-cards: ok: expired 0 cards",
         "bill-outbox: ok: nothing due",
+        "age-bill-cash: ok: 0 counter bill payment(s) whose cash was not handed back opened a break",
         "settlement: ok: no day to settle",
         "bill-reconciliation: ok: nothing due",
     ]
