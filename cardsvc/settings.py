@@ -170,6 +170,7 @@ class Settings(BaseSettings):
     bills_timeout_seconds: Annotated[float, Field(ge=0.1, le=60)] = 10.0
     worker_bills_interval_seconds: Annotated[float, Field(ge=0.1, le=3600)] = 2.0
     bills_outbox_batch: Annotated[int, Field(ge=1, le=1000)] = 100
+    bills_outbox_concurrency: Annotated[int, Field(ge=1, le=256)] = 32
 
     # `cardsvc worker`: how often each periodic job runs. An expired hold still blocks the
     # resident's money until its job runs; the card jobs act on dates and waiting periods of days.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -137,6 +137,11 @@ async def unreturned_cash(
 # --- the outbox -----------------------------------------------------------------------------
 
 
+# The channel the worker listens on (PostgreSQL): a row came due now (cardsvc.jobs.worker).
+OUTBOX_CHANNEL = "bill_outbox"
+_NOTIFY = text(f"NOTIFY {OUTBOX_CHANNEL}")
+
+
 async def add_outbox(
     session: AsyncSession, payment_id: int, action: OutboxAction, at: datetime
 ) -> None:
@@ -147,6 +152,14 @@ async def add_outbox(
         )
     )  # fmt: skip
     await session.flush()
+    await notify_outbox(session)
+
+
+async def notify_outbox(session: AsyncSession) -> None:
+    """Wake the outbox worker when this transaction commits (PostgreSQL delivers a notification
+    only on commit, once per transaction); other engines wait for the worker's interval."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(_NOTIFY)
 
 
 async def outbox_of(
