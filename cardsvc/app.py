@@ -23,6 +23,7 @@ from cardsvc.api import openapi
 from cardsvc.api.errors import HANDLERS, OutageMiddleware
 from cardsvc.api.limits import BodyLimitMiddleware, GuardedRoute, LimitTable, declared_limit
 from cardsvc.audit import sealer
+from cardsvc.bills import endpoints as bills_endpoints
 from cardsvc.db import read_sessions
 from cardsvc.logging import configure_logging, get_logger
 from cardsvc.metrics import HTTP_LATENCY, HTTP_REQUESTS, exposition
@@ -131,7 +132,10 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
             settings.audit_seal_interval_seconds,
         ) as running:
             app.state.audit_sealer = running
-            yield
+            try:
+                yield
+            finally:
+                await bills_endpoints.close_biller_http(app.state)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -314,12 +314,12 @@ def callback_port() -> int:
 @pytest.fixture(scope="session")
 def paying_sim_url(tmp_path_factory: pytest.TempPathFactory, callback_port: int) -> Iterator[str]:
     """A simulator for the payment tests: it calls back the API on ``callback_port``, and it
-    accepts timestamps days from its clock, because those tests move the host's clock on to
-    reach the 15-minute and 24-hour limits."""
+    accepts timestamps weeks from its clock, because those tests move the host's clock on to
+    reach the 15-minute and 24-hour limits and the 30 days of a hold."""
     url, stop = start_biller_process(
         Path(tmp_path_factory.mktemp("biller-sim-pay")),
         data_set(f"http://127.0.0.1:{callback_port}/api/v1/bills/callbacks"),
-        max_skew=10 * 86400,
+        max_skew=40 * 86400,
     )
     try:
         yield url

@@ -184,3 +184,28 @@ def test_no_orm_object_is_saved_as_an_untracked_record() -> None:
                 ):
                     found.append(f"{path.relative_to(root)}:{node.lineno}")
     assert found == []
+
+
+def test_the_demo_moves_money_only_as_counters_and_terminals_do() -> None:
+    """docs/architecture.md §9: a demo scenario funds accounts and purses through the operations
+    counters, banks and terminals use (deposits, loads, payments), never by a posting of its own,
+    so what it shows is what the system does."""
+    import ast
+    from pathlib import Path
+
+    writers = {"post", "place_hold", "post_hold", "void_hold", "reverse"}
+    root = Path(__file__).resolve().parent.parent
+    found = []
+    for path in sorted((root / "cardsvc" / "demo").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            named = isinstance(node, ast.Name) and node.id == "PostingRequest"
+            called = (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in writers
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "ledger"
+            )
+            if named or called:
+                found.append(f"{path.relative_to(root)}:{getattr(node, 'lineno', 0)}")
+    assert found == []

@@ -104,6 +104,9 @@ class PaymentStatus(StrEnum):
     failed = "failed"  # the biller's failure: the hold is voided
     reversed = "reversed"  # undone by a reversal (or never happened): the hold is voided
     refunded = "refunded"  # undone by a refund after the cut: paid, then refunded
+    # The biller's success (or refund) came after the hold had run out: nothing was taken, and
+    # a break tells finance (docs/bills.md §3.3).
+    expired = "expired"
 
     @property
     def final(self) -> bool:
@@ -116,7 +119,19 @@ class PaymentStatus(StrEnum):
 
 
 FINAL_STATUSES = frozenset(
-    {PaymentStatus.paid, PaymentStatus.failed, PaymentStatus.reversed, PaymentStatus.refunded}
+    {
+        PaymentStatus.paid,
+        PaymentStatus.failed,
+        PaymentStatus.reversed,
+        PaymentStatus.refunded,
+        PaymentStatus.expired,
+    }
+)
+
+
+# A counter payment in one of these states did not pay: its cash is handed back at the counter.
+CASH_BACK_STATUSES = frozenset(
+    {PaymentStatus.failed, PaymentStatus.reversed, PaymentStatus.refunded}
 )
 
 
@@ -176,6 +191,8 @@ class BillPayment(Base):
     refund_date: Mapped[date | None] = mapped_column(Date)  # the refund's clearing date
     cash_returned_tx_id: Mapped[int | None] = mapped_column(BigInteger)  # counter: cash back
     cash_returned_at: Mapped[datetime | None]
+    # Counter cash not handed back in time: when it opened its break (docs/bills.md §5).
+    cash_aged_at: Mapped[datetime | None]
     submit_scope: Mapped[str] = mapped_column(String(40))
     submit_key: Mapped[str] = mapped_column(String(96))
     request_hash: Mapped[str] = mapped_column(String(64))

@@ -193,7 +193,7 @@ class CashReturnIn(BaseModel):
 
 class PaymentOut(BaseModel):
     serial: str
-    state: str = Field(description="pending, paid, failed, reversed or refunded")
+    state: str = Field(description="pending, paid, failed, reversed, refunded or expired")
     status: PaymentStatus = Field(description="the state in detail (docs/bills.md §3.1)")
     sub_channel: SubChannel
     biller: str

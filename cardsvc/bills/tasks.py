@@ -13,12 +13,20 @@ between them with no transaction open:
 
 A crash between 1 and 2 or between 2 and 3 loses nothing: the row is still there, and the repeat
 of its request is answered with the first answer.
+
+The rows of one lease are sent concurrently, at most ``CARDSVC_BILLS_OUTBOX_CONCURRENCY`` at once:
+each row is its own call and its own record transaction, so a slow biller delays only its rows.
+The long-running worker keeps its HSM connection and HTTP client open across runs, and is woken
+when a payment commits (the outbox's notification channel, on PostgreSQL).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,13 +38,16 @@ from cardsvc.bills import repository as repo
 from cardsvc.bills import service
 from cardsvc.bills.adapter import Answer, BillerClient, BillerEndpoint, NoAnswer, biller_http
 from cardsvc.bills.models import BillOutbox, BillPayment, OutboxAction, PaymentStatus
+from cardsvc.breaks import service as breaks
+from cardsvc.breaks.models import BreakKind
+from cardsvc.breaks.schemas import BreakRef, NewBreak
 from cardsvc.clearing.service import clearing_date as clearing_date_of
 from cardsvc.db import unit_of_work
 from cardsvc.hsm import HsmUnavailable
 from cardsvc.hsm.connect import open_hsm_on_first_use
-from cardsvc.jobs.worker import Job
+from cardsvc.jobs.worker import Job, Run
 from cardsvc.ledger import service as ledger
-from cardsvc.ledger.models import Side
+from cardsvc.ledger.models import HoldStatus, Side
 from cardsvc.ledger.schemas import Entry, PostingRequest
 from cardsvc.logging import get_logger
 from cardsvc.metrics import BILL_OUTBOX_DEPTH, BILL_OUTBOX_OLDEST_SECONDS, BILL_PAYMENTS
@@ -170,6 +181,11 @@ async def _finish(
     now = clock.now()
     serial = str(payment.serial)
     assert payment.hold_id is not None  # noqa: S101 - every payment is held when accepted
+    if status in (PaymentStatus.paid, PaymentStatus.refunded) and await _hold_ran_out(
+        session, payment.hold_id, now
+    ):
+        await _expired(session, settings, payment, status, receipt_no=receipt_no)
+        return
     if status in (PaymentStatus.paid, PaymentStatus.refunded):
         day = await clearing_date_of(session, settings)
         posted = await ledger.post_hold(
@@ -212,6 +228,62 @@ async def _finish(
     log.info("bills.payment_final", serial=serial, biller=payment.biller_code, status=status.value)
 
 
+async def _hold_ran_out(session: AsyncSession, hold_id: int, now: datetime) -> bool:
+    hold = await ledger.get_hold(session, hold_id)
+    return hold.status is HoldStatus.expired or (
+        hold.status is HoldStatus.pending and hold.expires_at <= now
+    )
+
+
+def expired_key(serial: str) -> str:
+    return f"bill_hold_expired:{serial}"
+
+
+async def _expired(
+    session: AsyncSession,
+    settings: Settings,
+    payment: BillPayment,
+    decided: PaymentStatus,
+    *,
+    receipt_no: str | None,
+) -> None:
+    """The biller's success or refund came after the hold ran out: the money it held was
+    released (to the resident's account, or the counter's suspense), so nothing can be posted.
+    The payment ends ``expired``, its row leaves the outbox (asking again would change nothing),
+    and a break tells finance, who settles it with the biller and the payer."""
+    now = clock.now()
+    serial = str(payment.serial)
+    assert payment.hold_id is not None  # noqa: S101 - every payment is held when accepted
+    # A hold past its expiry that the expiry job has not reached yet is released here.
+    await ledger.void_hold(session, payment.hold_id, reason=f"bill {serial} expired")
+    if decided is PaymentStatus.paid:
+        payment.receipt_no = receipt_no
+        what = f"success (receipt {receipt_no})"
+    else:
+        payment.refund_receipt_no = receipt_no
+        what = f"refund {payment.refund_serial}"
+    payment.reason = "hold_expired"
+    payment.status, payment.decided_at, payment.updated_at = PaymentStatus.expired, now, now
+    await repo.delete_outbox(session, payment.id)
+    await breaks.open_break(
+        session,
+        NewBreak(
+            kind=BreakKind.bill_hold_expired,
+            clearing_date=await clearing_date_of(session, settings),
+            reason=(
+                f"biller {payment.biller_code}, bill {payment.bill_key}, serial {serial}: the "
+                f"biller's {what} came after the hold ran out; nothing was taken from the payer"
+            )[:200],
+            ref=BreakRef(source="bill_payment", source_id=payment.id, reference=serial),
+            amount=payment.amount,
+            open_key=expired_key(serial),
+        ),
+    )
+    await session.flush()
+    BILL_PAYMENTS.labels(payment.biller_code, PaymentStatus.expired.value).inc()
+    log.warning("bills.payment_expired", serial=serial, biller=payment.biller_code)
+
+
 async def _start_undoing(
     session: AsyncSession, settings: Settings, payment: BillPayment, row: BillOutbox, reason: str
 ) -> None:
@@ -226,6 +298,7 @@ async def _start_undoing(
         payment.refund_serial = f"R{payment.id:011d}"
     payment.updated_at = row.updated_at = now
     row.attempts, row.next_attempt_at = 0, now
+    await repo.notify_outbox(session)
 
 
 def _reason_of(error: str) -> str:
@@ -361,6 +434,7 @@ async def _answered(
             payment.status, row.action = PaymentStatus.refunding, OutboxAction.refund
             payment.refund_serial = f"R{payment.id:011d}"
             row.attempts, row.next_attempt_at, payment.updated_at = 0, now, now
+            await repo.notify_outbox(session)
             return
         _retry(row, f"answer: result {result!r}", now)
         return
@@ -391,9 +465,12 @@ async def apply_callback(
     if payment is None or payment.biller_code != biller_code:
         raise service.PaymentNotFound(f"no payment {serial} of biller {biller_code}")
     expected = PaymentStatus.paid if result == "success" else PaymentStatus.failed
+    if payment.status is PaymentStatus.expired and expected is PaymentStatus.paid:
+        # The success recorded after the hold ran out: the same success is acknowledged again.
+        expected = PaymentStatus.expired
     if payment.status.final:
         if payment.status is not expected or (
-            expected is PaymentStatus.paid and payment.receipt_no != body.get("receipt_no")
+            expected is not PaymentStatus.failed and payment.receipt_no != body.get("receipt_no")
         ):
             raise service.ResultConflict(
                 f"payment {serial} is {payment.status.value}, not {expected.value}"
@@ -425,39 +502,97 @@ async def run_outbox(
     owner: str | None = None,
     crash_at: str | None = None,
 ) -> dict[str, int]:
-    """One pass: lease the due rows, call, record. Counts of the outcomes."""
+    """One pass: lease the due rows, then call and record each, concurrently (at most
+    ``bills_outbox_concurrency`` at once). Counts of the outcomes."""
     owner = owner or worker_name()
     requests = await lease(sessions, settings, now, owner)
     if crash_at == "after_lease" and requests:
         raise Crashed("after_lease")
+    gate = asyncio.Semaphore(settings.bills_outbox_concurrency)
+
+    async def send(request: Request) -> str:
+        async with gate:
+            try:
+                outcome = await call(client, request)
+            except HsmUnavailable:
+                # Not sent (or its answer not checked): the lease runs out and the row is taken
+                # again; nothing was decided.
+                return "hsm_unavailable"
+            if crash_at == "after_call":
+                raise Crashed("after_call")
+            status = await record(sessions, settings, request, outcome)
+            return "gone" if status is None else status.value
+
+    # Every row finishes its own record step before an error of another row is raised.
+    results = await asyncio.gather(*(send(r) for r in requests), return_exceptions=True)
     counts: dict[str, int] = {}
-    for request in requests:
-        try:
-            outcome = await call(client, request)
-        except HsmUnavailable:
-            # Not sent (or its answer not checked): the lease runs out and the row is taken
-            # again; nothing was decided.
-            counts["hsm_unavailable"] = counts.get("hsm_unavailable", 0) + 1
-            continue
-        if crash_at == "after_call":
-            raise Crashed("after_call")
-        status = await record(sessions, settings, request, outcome)
-        name = "gone" if status is None else status.value
-        counts[name] = counts.get(name, 0) + 1
+    for result in results:
+        if isinstance(result, str):
+            counts[result] = counts.get(result, 0) + 1
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
     async with sessions() as session:
         await observe_outbox(session, clock.now())
     return counts
 
 
-async def _run(storage: Storage, now: datetime) -> str:
-    settings = storage.settings
-    async with (
-        open_hsm_on_first_use(settings) as hsm,
-        biller_http() as http,
-    ):
-        client = BillerClient(http, hsm, settings.bills_channel_id, settings.bills_timeout_seconds)
-        counts = await run_outbox(storage.sessions, settings, client, now)
+def _summary(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing due"
 
 
-BILL_OUTBOX = Job(name="bill-outbox", interval=lambda s: s.worker_bills_interval_seconds, run=_run)
+@asynccontextmanager
+async def kept_open(storage: Storage) -> AsyncIterator[Run]:
+    """The long-running worker's runs: one HSM connection and one HTTP client for all of them
+    (both reopen what they lose), closed when the worker stops."""
+    settings = storage.settings
+    async with open_hsm_on_first_use(settings) as hsm, biller_http() as http:
+        client = BillerClient(http, hsm, settings.bills_channel_id, settings.bills_timeout_seconds)
+
+        async def run(storage: Storage, now: datetime) -> str:
+            return _summary(await run_outbox(storage.sessions, storage.settings, client, now))
+
+        yield run
+
+
+async def _run(storage: Storage, now: datetime) -> str:
+    """One run on its own (``cardsvc worker --once``, the job's command)."""
+    async with kept_open(storage) as run:
+        return await run(storage, now)
+
+
+BILL_OUTBOX = Job(
+    name="bill-outbox",
+    interval=lambda s: s.worker_bills_interval_seconds,
+    run=_run,
+    kept_open=kept_open,
+    wake_on=repo.OUTBOX_CHANNEL,
+)
+
+
+# --- counter cash not handed back -----------------------------------------------------------
+
+
+async def age_unreturned_cash(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, now: datetime
+) -> int:
+    """One unit of work per batch of aged payments; how many opened their break."""
+    total = 0
+    while True:
+        async with unit_of_work(sessions) as session:
+            aged = await service.age_unreturned_cash(session, settings, now)
+        total += aged
+        if aged < service.AGEING_BATCH:
+            return total
+
+
+async def _age_cash(storage: Storage, now: datetime) -> str:
+    count = await age_unreturned_cash(storage.sessions, storage.settings, now)
+    return f"{count} counter bill payment(s) whose cash was not handed back opened a break"
+
+
+AGE_BILL_CASH = Job(
+    name="age-bill-cash",
+    interval=lambda s: s.worker_bill_cash_ageing_interval_seconds,
+    run=_age_cash,
+)

@@ -1,9 +1,10 @@
 """Demo step: a simulated bus and taxi day and its upload (``cardsvc demo``).
 
-Registers a bus company and a taxi company with two buses and one taxi (once), issues a handful
-of funded cards for the day (numbers from the card sequence, so the demo can run again), lets
-the validators and the meter take fares through the virtual cards and their PSAMs, uploads the
-batches over the signed terminal API, and checks the ledger.
+Registers a bus company and a taxi company with two buses and one taxi, and a card sales desk
+(once), issues a handful of cards for the day (numbers from the card sequence, so the demo can
+run again), loads each purse with cash at the desk (the online load over the signed terminal
+API: MAC1, MAC2, TAC), lets the validators and the meter take fares through the virtual cards and
+their PSAMs, uploads the batches over the signed terminal API, and checks the ledger.
 """
 
 from __future__ import annotations
@@ -19,16 +20,16 @@ from cardsvc import clock
 from cardsvc.cards import repository as cards_repository
 from cardsvc.cards.models import CONCESSION_CODES, Card, CardStatus, CardType
 from cardsvc.cards.numbers import make_card_no
-from cardsvc.clearing import service as clearing
 from cardsvc.db import unit_of_work
 from cardsvc.ledger import service as ledger
-from cardsvc.ledger.models import AccountKind, Side
-from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
+from cardsvc.ledger.models import AccountKind
+from cardsvc.ledger.schemas import AccountRef
 from cardsvc.reader.link import InProcessLink
 from cardsvc.residents.models import Resident
 from cardsvc.resources import Resources
 from terminals.devices.bus import BusValidator
 from terminals.devices.card import VirtualCard, make_dev_personalized_card
+from terminals.devices.counter_load import CounterLoadTerminal
 from terminals.devices.host_client import HostClient, dev_tmk
 from terminals.devices.psam import Psam
 from terminals.devices.taxi import TaxiMeter
@@ -41,6 +42,10 @@ BUS_CO = "321100000000101"
 TAXI_CO = "321100000000102"
 BUSES = ("321100010001", "321100010002")
 TAXI = "321100020001"
+# The desk that sells the day's cards and loads their purses with the cash the riders pay.
+DESK_CO = "321100000000103"
+DESK = "321100030002"
+PURSE = 3000  # fen loaded onto each rider's purse
 
 
 def _psam_no(terminal_no: str) -> str:
@@ -58,6 +63,17 @@ def _psam(resources: Resources, terminal_no: str) -> Psam:
 
 async def _registry(resources: Resources) -> None:
     async with unit_of_work(resources.sessions) as session:
+        # Added after the buses: a database of an earlier demo has the buses and not the desk.
+        if await registry_repository.merchant_by_no(session, DESK_CO) is None:
+            await registry.create_merchant(
+                session, merchant_no=DESK_CO, name="Demo Card Sales Desk",
+                category=MerchantCategory.retail, settlement_account="6222021001000103",
+                actor="demo",
+            )  # fmt: skip
+            await registry.create_terminal(
+                session, terminal_no=DESK, psam_no=_psam_no(DESK), merchant_no=DESK_CO,
+                kind=TerminalKind.counter, actor="demo",
+            )  # fmt: skip
         if await registry_repository.merchant_by_no(session, BUS_CO) is not None:
             return
         await registry.create_merchant(
@@ -99,10 +115,10 @@ async def _registry(resources: Resources) -> None:
         )
 
 
-async def _cards(resources: Resources, count: int, balance: int) -> list[VirtualCard]:
-    chips: list[VirtualCard] = []
+async def _cards(resources: Resources, count: int) -> dict[str, VirtualCard]:
+    """The day's riders' cards by number, issued with empty purses (the desk loads them)."""
+    chips: dict[str, VirtualCard] = {}
     async with unit_of_work(resources.sessions) as session:
-        day = await clearing.clearing_date(session, resources.settings)
         for _ in range(count):
             card_no = make_card_no(
                 resources.settings.city_code,
@@ -134,30 +150,50 @@ async def _cards(resources: Resources, count: int, balance: int) -> list[Virtual
                     expires_on=date(2035, 12, 31),
                 )
             )
-            await ledger.post(
-                session,
-                PostingRequest(
-                    idempotency_key=f"demo-load:{card_no}",
-                    tx_type="load",
-                    clearing_date=day,
-                    entries=[
-                        Entry(AccountRef(AccountKind.counter_cash, "DEMO"), Side.debit, balance),
-                        Entry(AccountRef(AccountKind.card_float, card_no), Side.credit, balance),
-                    ],
-                ),
-            )
-            chips.append(make_dev_personalized_card(card_no, balance))
+            chips[card_no] = make_dev_personalized_card(card_no, 0)
     return chips
+
+
+async def _load(
+    resources: Resources, http: httpx.AsyncClient, chips: dict[str, VirtualCard]
+) -> None:
+    """Each rider pays cash at the desk, which loads it onto the purse online (圈存): the card's
+    MAC1, the host's MAC2 from the HSM, the card's TAC confirmed; the ledger's card float follows
+    each confirmed load."""
+    host = HostClient(http, DESK, dev_tmk(DESK), psam_no=_psam_no(DESK))
+    await host.sign_in()
+    desk = CounterLoadTerminal(host, first_serial=int(time.time()))  # serials go on across runs
+    for card_no, chip in chips.items():
+        with InProcessLink(chip) as link:
+            loaded = await desk.load(link, PURSE)
+        if loaded.status != "confirmed":
+            raise click.ClickException(
+                f"the desk's load of card {card_no} ended {loaded.status} "
+                f"(code {loaded.response_code})"
+            )
+    floats = 0
+    async with resources.sessions() as session:
+        for card_no in chips:
+            floats += await ledger.balance(session, AccountRef(AccountKind.card_float, card_no))
+    click.echo(
+        f"  {len(chips)} cards issued and loaded at the desk with {PURSE / 100:.2f} yuan cash "
+        f"each (online loads, MAC2 from the HSM, TAC confirmed); card float in the ledger "
+        f"{floats / 100:.2f} yuan"
+    )
+    if floats != PURSE * len(chips):
+        raise click.ClickException("the card float does not follow the desk's loads")
 
 
 async def step_terminal_day(resources: Resources) -> None:
     from cardsvc.app import create_app
 
     await _registry(resources)
-    chips = await _cards(resources, 8, 3000)
+    riders = await _cards(resources, 8)
+    chips = list(riders.values())
     app = create_app(resources.settings, resources)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://demo") as http:
+        await _load(resources, http, riders)
         buses = [
             BusValidator(
                 HostClient(http, t, dev_tmk(t), psam_no=_psam_no(t)),

@@ -62,3 +62,4 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Demo finished: every step succeeded." in result.stdout
     assert "sealed by the HSM and proved" in result.stdout
+    assert "8 cards issued and loaded at the desk with 30.00 yuan cash each" in result.stdout
