@@ -19,6 +19,7 @@ from cardsvc.bills.models import (
     PayerKind,
     PaymentStatus,
 )
+from cardsvc.pgdirect import Query
 from cardsvc.sql import insert_ignore
 
 
@@ -139,7 +140,8 @@ async def unreturned_cash(
 
 # The channel the worker listens on (PostgreSQL): a row came due now (cardsvc.jobs.worker).
 OUTBOX_CHANNEL = "bill_outbox"
-_NOTIFY = text(f"NOTIFY {OUTBOX_CHANNEL}")
+# Run on every accepted payment: straight on the driver (pgdirect).
+_NOTIFY = Query(lambda _dialect: text(f"NOTIFY {OUTBOX_CHANNEL}"))
 
 
 async def add_outbox(
@@ -159,7 +161,7 @@ async def notify_outbox(session: AsyncSession) -> None:
     """Wake the outbox worker when this transaction commits (PostgreSQL delivers a notification
     only on commit, once per transaction); other engines wait for the worker's interval."""
     if session.get_bind().dialect.name == "postgresql":
-        await session.execute(_NOTIFY)
+        await _NOTIFY.rows(session, {})
 
 
 async def outbox_of(
