@@ -20,7 +20,7 @@ import settlement.components
 import terminals.components
 from cardsvc import components
 from cardsvc.api import openapi
-from cardsvc.api.errors import HANDLERS
+from cardsvc.api.errors import HANDLERS, OutageMiddleware
 from cardsvc.api.limits import BodyLimitMiddleware, GuardedRoute, LimitTable, declared_limit
 from cardsvc.audit import sealer
 from cardsvc.bills import endpoints as bills_endpoints
@@ -187,8 +187,9 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
     for prefix, router in mounted:
         app.include_router(router, prefix=prefix)
     openapi.install(app, openapi.documented(limits))
-    # The last added runs first: metrics around everything (they count the 413s), then the body
-    # limits, before anything reads a byte.
+    # The last added runs first: metrics around everything (they count the 413s and the 503s),
+    # then the body limits, before anything reads a byte; outages are answered innermost.
+    app.add_middleware(OutageMiddleware)
     app.add_middleware(BodyLimitMiddleware, table=LimitTable((p, lim) for p, _, lim in limits))
     app.add_middleware(MetricsMiddleware)
     return app
