@@ -20,9 +20,10 @@ import settlement.components
 import terminals.components
 from cardsvc import components
 from cardsvc.api import openapi
-from cardsvc.api.errors import HANDLERS
+from cardsvc.api.errors import HANDLERS, OutageMiddleware
 from cardsvc.api.limits import BodyLimitMiddleware, GuardedRoute, LimitTable, declared_limit
 from cardsvc.audit import sealer
+from cardsvc.bills import endpoints as bills_endpoints
 from cardsvc.db import read_sessions
 from cardsvc.logging import configure_logging, get_logger
 from cardsvc.metrics import HTTP_LATENCY, HTTP_REQUESTS, exposition
@@ -131,7 +132,10 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
             settings.audit_seal_interval_seconds,
         ) as running:
             app.state.audit_sealer = running
-            yield
+            try:
+                yield
+            finally:
+                await bills_endpoints.close_biller_http(app.state)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -183,8 +187,9 @@ def create_app(settings: Settings | None = None, resources: Resources | None = N
     for prefix, router in mounted:
         app.include_router(router, prefix=prefix)
     openapi.install(app, openapi.documented(limits))
-    # The last added runs first: metrics around everything (they count the 413s), then the body
-    # limits, before anything reads a byte.
+    # The last added runs first: metrics around everything (they count the 413s and the 503s),
+    # then the body limits, before anything reads a byte; outages are answered innermost.
+    app.add_middleware(OutageMiddleware)
     app.add_middleware(BodyLimitMiddleware, table=LimitTable((p, lim) for p, _, lim in limits))
     app.add_middleware(MetricsMiddleware)
     return app

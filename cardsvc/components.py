@@ -61,8 +61,8 @@ def cli_groups() -> list[click.Command]:
 
 
 def jobs() -> list[Job]:
-    from cardsvc.bills.tasks import BILL_OUTBOX
+    from cardsvc.bills.tasks import AGE_BILL_CASH, BILL_OUTBOX
     from cardsvc.cards.tasks import EXPIRE_CARDS, RELEASE_BALANCES
     from cardsvc.clearing.tasks import DAY_CUT
 
-    return [DAY_CUT, RELEASE_BALANCES, EXPIRE_CARDS, BILL_OUTBOX]
+    return [DAY_CUT, RELEASE_BALANCES, EXPIRE_CARDS, BILL_OUTBOX, AGE_BILL_CASH]

@@ -12,20 +12,29 @@ column types (UTC datetimes, enums) but results as the driver returns them: call
 values themselves. Statements whose compilation needs per-execution work (Python-side column
 defaults, expanding ``IN``) are refused when the query is built.
 
+It also keeps a connection listening on notification channels (:func:`listening`): the worker
+is woken by a commit of another process instead of waiting for its next interval.
+
 This is the one module that touches asyncpg and SQLAlchemy's asyncpg adapter internals (pinned by
 ``uv.lock``; ``tests/cardsvc/test_pgdirect.py`` checks them on PostgreSQL).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from sqlalchemy.engine.interfaces import Dialect
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.sql import ClauseElement, Executable
+
+from cardsvc.logging import get_logger
+
+log = get_logger(__name__)
 
 Row = Sequence[Any]
 
@@ -145,3 +154,68 @@ async def _driver_connection(session: AsyncSession) -> Any:
 
 _INFO_KEY = "pgdirect.driver"
 _ALONE_KEY = "pgdirect.alone"
+
+
+# After a lost listening connection (or a failed attempt), wait this long before listening again.
+LISTEN_RETRY_SECONDS = 5.0
+
+
+@asynccontextmanager
+async def listening(
+    engine: AsyncEngine,
+    channels: Sequence[str],
+    notified: Callable[[str], None],
+    *,
+    retry_seconds: float | None = None,
+) -> AsyncIterator[None]:
+    """While the block runs, ``notified(channel)`` is called for every notification on
+    ``channels`` (PostgreSQL's LISTEN, on a connection of ``engine`` kept for it and opened again
+    after it is lost, every ``retry_seconds``). The block starts once listening (or once the
+    first attempt failed); then, and after every reconnection, every channel is notified once, so
+    what was committed while nobody listened is not missed. Notifications are hints: the caller
+    still polls."""
+    retry = LISTEN_RETRY_SECONDS if retry_seconds is None else retry_seconds
+
+    async def listen() -> tuple[AsyncConnection, asyncio.Event]:
+        connection = await engine.connect()
+        try:
+            raw: Any = (await connection.get_raw_connection()).driver_connection
+            lost = asyncio.Event()
+            raw.add_termination_listener(lambda _conn: lost.set())
+            for channel in channels:
+                await raw.add_listener(channel, lambda _conn, _pid, name, _payload: notified(name))
+        except BaseException:
+            await connection.invalidate()
+            raise
+        for channel in channels:
+            notified(channel)
+        return connection, lost
+
+    async def attempt() -> tuple[AsyncConnection, asyncio.Event] | None:
+        try:
+            return await listen()
+        except Exception as exc:  # the database is down: polling goes on meanwhile
+            log.warning("db.listen_failed", channels=list(channels), error=type(exc).__name__)
+            return None
+
+    async def keep(current: tuple[AsyncConnection, asyncio.Event] | None) -> None:
+        while True:
+            if current is not None:
+                connection, lost = current
+                try:
+                    await lost.wait()
+                    log.warning("db.listen_lost", channels=list(channels))
+                finally:
+                    # Never back into the pool: the connection still listens.
+                    with suppress(Exception):
+                        await connection.invalidate()
+            await asyncio.sleep(retry)
+            current = await attempt()
+
+    task = asyncio.create_task(keep(await attempt()))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task

@@ -138,6 +138,9 @@ class Settings(BaseSettings):
     # A purse load still pending (no TAC, no proof, no later card state) after this long opens an
     # aged_load break for finance; it is never refunded without card evidence.
     load_evidence_break_after_seconds: Annotated[int, Field(ge=60, le=86400 * 365)] = 3 * 86400
+    # Counter cash of a bill payment that did not pay, not handed back this long after the
+    # payment's end, opens a bill_cash_unreturned break for finance (docs/bills.md §5).
+    bill_cash_break_after_seconds: Annotated[int, Field(ge=3600, le=86400 * 365)] = 7 * 86400
 
     # Cardholder PINs of the online account (docs/accounts.md): the length a new PIN must have,
     # the wrong PINs in a row after which online payments are locked until a counter resets the
@@ -167,12 +170,14 @@ class Settings(BaseSettings):
     bills_timeout_seconds: Annotated[float, Field(ge=0.1, le=60)] = 10.0
     worker_bills_interval_seconds: Annotated[float, Field(ge=0.1, le=3600)] = 2.0
     bills_outbox_batch: Annotated[int, Field(ge=1, le=1000)] = 100
+    bills_outbox_concurrency: Annotated[int, Field(ge=1, le=256)] = 32
 
     # `cardsvc worker`: how often each periodic job runs. An expired hold still blocks the
     # resident's money until its job runs; the card jobs act on dates and waiting periods of days.
     worker_hold_expiry_interval_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
     worker_card_jobs_interval_seconds: Annotated[int, Field(ge=60, le=86400)] = 3600
     worker_load_ageing_interval_seconds: Annotated[int, Field(ge=60, le=86400)] = 3600
+    worker_bill_cash_ageing_interval_seconds: Annotated[int, Field(ge=60, le=86400)] = 3600
 
     # Terminals: sessions, clock skew, offline uploads.
     terminal_session_ttl_seconds: Annotated[int, Field(ge=60, le=7 * 86400)] = 86400

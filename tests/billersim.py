@@ -57,5 +57,10 @@ class SimControl:
         found: dict[str, Any] = self.state()["billers"][biller]["payments"]
         return found
 
+    def stats(self) -> dict[str, int]:
+        """Requests and answers by route and status since the last reset."""
+        found: dict[str, int] = httpx.get(f"{self.url}/sim/stats").json()
+        return found
+
     def reset(self) -> None:
         httpx.post(f"{self.url}/sim/reset").raise_for_status()

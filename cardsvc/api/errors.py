@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cardsvc.errors import DependencyUnavailable, DomainError, RateLimited
 from cardsvc.logging import get_logger
@@ -187,6 +188,38 @@ async def unexpected_error_handler(_request: Request, exc: Exception) -> JSONRes
         )
     log.error("request.failed", error=type(exc).__name__, exc_info=exc)
     return error_response(500, "InternalError", "internal error")
+
+
+class OutageMiddleware:
+    """Answers an outage that got past the route (a pool with no free connection, a database or
+    HSM gone) with the 503 of ``unexpected_error_handler``, here, inside the app. Starlette's
+    handler of ``Exception`` answers too, but then raises the exception on to the server, which
+    logs it as a crash of the application with its traceback: an outage is an answer, not a
+    crash. Anything else (a bug) goes on to that handler: 500, logged with its traceback."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as exc:
+            # Once an answer has begun there is nothing left to answer with.
+            if started or outage(exc) is None:
+                raise
+            response = await unexpected_error_handler(Request(scope), exc)
+            await response(scope, receive, send)
 
 
 HANDLERS: dict[Any, Any] = {

@@ -31,9 +31,15 @@ def _tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
+# Every connection it may open is kept alive: the worker sends many rows at once and the API
+# queries for many requests at once, and a connection closed after each burst is opened again.
+_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+
+
 def biller_http() -> httpx.AsyncClient:
-    """An HTTP client for the billers' endpoints, verifying TLS against the system's trust store."""
-    return httpx.AsyncClient(verify=_tls_context())
+    """An HTTP client for the billers' endpoints, verifying TLS against the system's trust store.
+    One per process lifetime (the API's, the worker's), not one per request."""
+    return httpx.AsyncClient(verify=_tls_context(), limits=_LIMITS)
 
 
 class NoAnswer(Exception):

@@ -4,11 +4,12 @@ payments at counters, payments' states, and the billers' callbacks."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Annotated
 
+import httpx
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import ValidationError
+from starlette.datastructures import State
 
 from cardsvc.api.errors import InputRefused
 from cardsvc.api.limits import BodyLimit, GuardedRoute, body_limit, decode_json, route_limit
@@ -146,9 +147,22 @@ PaymentReader = Annotated[
 SerialPath = Annotated[str, Path(pattern=r"^B[0-9]{11}$")]
 
 
-async def biller_client(hsm: HsmDep, settings: SettingsDep) -> AsyncIterator[BillerClient]:
-    async with biller_http() as http:
-        yield BillerClient(http, hsm, settings.bills_channel_id, settings.bills_timeout_seconds)
+async def biller_client(request: Request, hsm: HsmDep, settings: SettingsDep) -> BillerClient:
+    """The app's one HTTP client for the billers (its connections kept alive between requests),
+    opened on first use and closed with the app (:func:`close_biller_http`)."""
+    state = request.app.state
+    http: httpx.AsyncClient | None = getattr(state, "biller_http", None)
+    if http is None:
+        http = state.biller_http = biller_http()
+    return BillerClient(http, hsm, settings.bills_channel_id, settings.bills_timeout_seconds)
+
+
+async def close_biller_http(state: State) -> None:
+    """At the app's shutdown: close the billers' HTTP client if a request opened it."""
+    http: httpx.AsyncClient | None = getattr(state, "biller_http", None)
+    if http is not None:
+        state.biller_http = None
+        await http.aclose()
 
 
 BillerClientDep = Annotated[BillerClient, Depends(biller_client)]

@@ -129,6 +129,12 @@ FINAL_STATUSES = frozenset(
 )
 
 
+# A counter payment in one of these states did not pay: its cash is handed back at the counter.
+CASH_BACK_STATUSES = frozenset(
+    {PaymentStatus.failed, PaymentStatus.reversed, PaymentStatus.refunded}
+)
+
+
 class OutboxAction(StrEnum):
     pay = "pay"  # send the payment
     status = "status"  # ask its status (unknown or pending outcome)
@@ -185,6 +191,8 @@ class BillPayment(Base):
     refund_date: Mapped[date | None] = mapped_column(Date)  # the refund's clearing date
     cash_returned_tx_id: Mapped[int | None] = mapped_column(BigInteger)  # counter: cash back
     cash_returned_at: Mapped[datetime | None]
+    # Counter cash not handed back in time: when it opened its break (docs/bills.md §5).
+    cash_aged_at: Mapped[datetime | None]
     submit_scope: Mapped[str] = mapped_column(String(40))
     submit_key: Mapped[str] = mapped_column(String(96))
     request_hash: Mapped[str] = mapped_column(String(64))

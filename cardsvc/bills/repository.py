@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from cardsvc.bills.models import (
+    CASH_BACK_STATUSES,
     Biller,
     BillerStatus,
     BillOutbox,
     BillPayment,
     BillPresentment,
     OutboxAction,
+    PayerKind,
     PaymentStatus,
 )
 from cardsvc.sql import insert_ignore
@@ -110,7 +112,34 @@ async def payments_refunded_on(
     return list((await session.execute(stmt)).scalars())
 
 
+async def unreturned_cash(
+    session: AsyncSession, decided_before: datetime, limit: int
+) -> list[BillPayment]:
+    """Counter payments that did not pay, decided before ``decided_before``, whose cash is still
+    in suspense and has not aged yet: oldest first, locked."""
+    p = BillPayment
+    stmt = (
+        select(p)
+        .where(
+            p.payer_kind == PayerKind.counter_cash,
+            p.status.in_(CASH_BACK_STATUSES),
+            p.cash_returned_tx_id.is_(None),
+            p.cash_aged_at.is_(None),
+            p.decided_at < decided_before,
+        )
+        .order_by(p.decided_at, p.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
 # --- the outbox -----------------------------------------------------------------------------
+
+
+# The channel the worker listens on (PostgreSQL): a row came due now (cardsvc.jobs.worker).
+OUTBOX_CHANNEL = "bill_outbox"
+_NOTIFY = text(f"NOTIFY {OUTBOX_CHANNEL}")
 
 
 async def add_outbox(
@@ -123,6 +152,14 @@ async def add_outbox(
         )
     )  # fmt: skip
     await session.flush()
+    await notify_outbox(session)
+
+
+async def notify_outbox(session: AsyncSession) -> None:
+    """Wake the outbox worker when this transaction commits (PostgreSQL delivers a notification
+    only on commit, once per transaction); other engines wait for the worker's interval."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(_NOTIFY)
 
 
 async def outbox_of(
@@ -163,16 +200,27 @@ async def lease_outbox(
     ids = list((await session.execute(candidates)).scalars())
     if not ids:
         return []
-    await session.execute(
+    leased = await session.execute(
         update(BillOutbox)
         .where(BillOutbox.id.in_(ids), due)
         .values(lease_owner=owner, lease_until=until)
+        .returning(BillOutbox.payment_id)
         .execution_options(synchronize_session=False)
     )
-    leased = select(BillOutbox.payment_id).where(
-        BillOutbox.id.in_(ids), BillOutbox.lease_owner == owner, BillOutbox.lease_until == until
+    return list(leased.scalars())
+
+
+async def leased_rows(
+    session: AsyncSession, payment_ids: list[int]
+) -> list[tuple[BillPayment, BillOutbox]]:
+    """The outbox rows of these payments with their payments, by payment id (one statement)."""
+    stmt = (
+        select(BillPayment, BillOutbox)
+        .join(BillOutbox, BillOutbox.payment_id == BillPayment.id)
+        .where(BillPayment.id.in_(payment_ids))
+        .order_by(BillPayment.id)
     )
-    return list((await session.execute(leased)).scalars())
+    return [(payment, row) for payment, row in (await session.execute(stmt)).all()]
 
 
 async def outbox_depth(session: AsyncSession) -> tuple[int, datetime | None]:

@@ -24,6 +24,7 @@ from cardsvc.bills import patterns, signing
 from cardsvc.bills import repository as repo
 from cardsvc.bills.adapter import Answer, BillerClient, BillerEndpoint, NoAnswer
 from cardsvc.bills.models import (
+    CASH_BACK_STATUSES,
     Biller,
     BillerStatus,
     BillPayment,
@@ -34,6 +35,9 @@ from cardsvc.bills.models import (
     SubChannel,
 )
 from cardsvc.bills.schemas import BankDetails, BillerChange, BillerIn, FeeRule
+from cardsvc.breaks import service as breaks
+from cardsvc.breaks.models import BreakKind
+from cardsvc.breaks.schemas import BreakRef, NewBreak, Resolve
 from cardsvc.clearing.service import clearing_date as clearing_date_of
 from cardsvc.db import unit_of_work
 from cardsvc.errors import (
@@ -631,9 +635,7 @@ async def return_cash(
         raise Conflict(f"payment {serial} was paid at counter {payment.counter_code}")
     if payment.cash_returned_tx_id is not None:
         return payment
-    if payment.status not in (
-        PaymentStatus.failed, PaymentStatus.reversed, PaymentStatus.refunded
-    ):  # fmt: skip
+    if payment.status not in CASH_BACK_STATUSES:
         raise InvalidStateTransition(
             f"payment {serial} is {payment.status.visible}: only cash of a payment that did not "
             "pay is handed back"
@@ -657,11 +659,58 @@ async def return_cash(
     payment.cash_returned_tx_id, payment.cash_returned_at = posted.id, clock.now()
     payment.updated_at = payment.cash_returned_at
     await session.flush()
+    if payment.cash_aged_at is not None:
+        await breaks.resolve_by_key(
+            session,
+            cash_aged_key(serial),
+            Resolve(resolver=actor, resolution="cash_returned",
+                    note=f"handed back at counter {counter_code}"),
+        )  # fmt: skip
     await audit.record(
         session, actor=actor, action="bills.cash_return", entity="bill_payment",
         entity_id=serial, after={"amount": payment.amount, "counter": counter_code},
     )  # fmt: skip
     return payment
+
+
+def cash_aged_key(serial: str) -> str:
+    return f"bill_cash_aged:{serial}"
+
+
+AGEING_BATCH = 500
+
+
+async def age_unreturned_cash(session: AsyncSession, settings: Settings, now: datetime) -> int:
+    """Open a ``bill_cash_unreturned`` break for each counter payment that did not pay and whose
+    cash is still in the counter's suspense ``CARDSVC_BILL_CASH_BREAK_AFTER_SECONDS`` after its
+    end (at most a batch per call); the cash stays until it is handed back, which closes the
+    break. How many aged."""
+    before = now - timedelta(seconds=settings.bill_cash_break_after_seconds)
+    rows = await repo.unreturned_cash(session, before, AGEING_BATCH)
+    if not rows:
+        return 0
+    day = await clearing_date_of(session, settings)
+    for payment in rows:
+        assert payment.decided_at is not None  # noqa: S101 - selected by it
+        payment.cash_aged_at = now
+        await breaks.open_break(
+            session,
+            NewBreak(
+                kind=BreakKind.bill_cash_unreturned,
+                clearing_date=day,
+                reason=(
+                    f"counter {payment.counter_code}: cash of bill {payment.serial} (biller "
+                    f"{payment.biller_code}, {payment.status.value} "
+                    f"{payment.decided_at.isoformat(timespec='seconds')}) not handed back"
+                )[:200],
+                ref=BreakRef(source="bill_payment", source_id=payment.id,
+                             reference=str(payment.serial)),
+                amount=payment.amount,
+                open_key=cash_aged_key(str(payment.serial)),
+            ),
+        )  # fmt: skip
+    await session.flush()
+    return len(rows)
 
 
 # --- callbacks ------------------------------------------------------------------------------

@@ -13,12 +13,20 @@ between them with no transaction open:
 
 A crash between 1 and 2 or between 2 and 3 loses nothing: the row is still there, and the repeat
 of its request is answered with the first answer.
+
+The rows of one lease are sent concurrently, at most ``CARDSVC_BILLS_OUTBOX_CONCURRENCY`` at once:
+each row is its own call and its own record transaction, so a slow biller delays only its rows.
+The long-running worker keeps its HSM connection and HTTP client open across runs, and is woken
+when a payment commits (the outbox's notification channel, on PostgreSQL).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,7 +45,7 @@ from cardsvc.clearing.service import clearing_date as clearing_date_of
 from cardsvc.db import unit_of_work
 from cardsvc.hsm import HsmUnavailable
 from cardsvc.hsm.connect import open_hsm_on_first_use
-from cardsvc.jobs.worker import Job
+from cardsvc.jobs.worker import Job, Run
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import HoldStatus, Side
 from cardsvc.ledger.schemas import Entry, PostingRequest
@@ -134,11 +142,7 @@ async def lease(
         ids = await repo.lease_outbox(
             session, now=now, owner=owner, until=until, limit=settings.bills_outbox_batch
         )
-        for payment_id in sorted(ids):
-            payment = await repo.payment_by_id(session, payment_id)
-            row = await repo.outbox_of(session, payment_id)
-            if payment is None or row is None:  # pragma: no cover - leased rows exist
-                continue
+        for payment, row in await repo.leased_rows(session, ids) if ids else []:
             if row.action is OutboxAction.pay and payment.first_sent_at is None:
                 payment.first_sent_at = now
             requests.append(await _compose(session, settings, payment, row))
@@ -290,6 +294,7 @@ async def _start_undoing(
         payment.refund_serial = f"R{payment.id:011d}"
     payment.updated_at = row.updated_at = now
     row.attempts, row.next_attempt_at = 0, now
+    await repo.notify_outbox(session)
 
 
 def _reason_of(error: str) -> str:
@@ -425,6 +430,7 @@ async def _answered(
             payment.status, row.action = PaymentStatus.refunding, OutboxAction.refund
             payment.refund_serial = f"R{payment.id:011d}"
             row.attempts, row.next_attempt_at, payment.updated_at = 0, now, now
+            await repo.notify_outbox(session)
             return
         _retry(row, f"answer: result {result!r}", now)
         return
@@ -492,39 +498,97 @@ async def run_outbox(
     owner: str | None = None,
     crash_at: str | None = None,
 ) -> dict[str, int]:
-    """One pass: lease the due rows, call, record. Counts of the outcomes."""
+    """One pass: lease the due rows, then call and record each, concurrently (at most
+    ``bills_outbox_concurrency`` at once). Counts of the outcomes."""
     owner = owner or worker_name()
     requests = await lease(sessions, settings, now, owner)
     if crash_at == "after_lease" and requests:
         raise Crashed("after_lease")
+    gate = asyncio.Semaphore(settings.bills_outbox_concurrency)
+
+    async def send(request: Request) -> str:
+        async with gate:
+            try:
+                outcome = await call(client, request)
+            except HsmUnavailable:
+                # Not sent (or its answer not checked): the lease runs out and the row is taken
+                # again; nothing was decided.
+                return "hsm_unavailable"
+            if crash_at == "after_call":
+                raise Crashed("after_call")
+            status = await record(sessions, settings, request, outcome)
+            return "gone" if status is None else status.value
+
+    # Every row finishes its own record step before an error of another row is raised.
+    results = await asyncio.gather(*(send(r) for r in requests), return_exceptions=True)
     counts: dict[str, int] = {}
-    for request in requests:
-        try:
-            outcome = await call(client, request)
-        except HsmUnavailable:
-            # Not sent (or its answer not checked): the lease runs out and the row is taken
-            # again; nothing was decided.
-            counts["hsm_unavailable"] = counts.get("hsm_unavailable", 0) + 1
-            continue
-        if crash_at == "after_call":
-            raise Crashed("after_call")
-        status = await record(sessions, settings, request, outcome)
-        name = "gone" if status is None else status.value
-        counts[name] = counts.get(name, 0) + 1
+    for result in results:
+        if isinstance(result, str):
+            counts[result] = counts.get(result, 0) + 1
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
     async with sessions() as session:
         await observe_outbox(session, clock.now())
     return counts
 
 
-async def _run(storage: Storage, now: datetime) -> str:
-    settings = storage.settings
-    async with (
-        open_hsm_on_first_use(settings) as hsm,
-        biller_http() as http,
-    ):
-        client = BillerClient(http, hsm, settings.bills_channel_id, settings.bills_timeout_seconds)
-        counts = await run_outbox(storage.sessions, settings, client, now)
+def _summary(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing due"
 
 
-BILL_OUTBOX = Job(name="bill-outbox", interval=lambda s: s.worker_bills_interval_seconds, run=_run)
+@asynccontextmanager
+async def kept_open(storage: Storage) -> AsyncIterator[Run]:
+    """The long-running worker's runs: one HSM connection and one HTTP client for all of them
+    (both reopen what they lose), closed when the worker stops."""
+    settings = storage.settings
+    async with open_hsm_on_first_use(settings) as hsm, biller_http() as http:
+        client = BillerClient(http, hsm, settings.bills_channel_id, settings.bills_timeout_seconds)
+
+        async def run(storage: Storage, now: datetime) -> str:
+            return _summary(await run_outbox(storage.sessions, storage.settings, client, now))
+
+        yield run
+
+
+async def _run(storage: Storage, now: datetime) -> str:
+    """One run on its own (``cardsvc worker --once``, the job's command)."""
+    async with kept_open(storage) as run:
+        return await run(storage, now)
+
+
+BILL_OUTBOX = Job(
+    name="bill-outbox",
+    interval=lambda s: s.worker_bills_interval_seconds,
+    run=_run,
+    kept_open=kept_open,
+    wake_on=repo.OUTBOX_CHANNEL,
+)
+
+
+# --- counter cash not handed back -----------------------------------------------------------
+
+
+async def age_unreturned_cash(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, now: datetime
+) -> int:
+    """One unit of work per batch of aged payments; how many opened their break."""
+    total = 0
+    while True:
+        async with unit_of_work(sessions) as session:
+            aged = await service.age_unreturned_cash(session, settings, now)
+        total += aged
+        if aged < service.AGEING_BATCH:
+            return total
+
+
+async def _age_cash(storage: Storage, now: datetime) -> str:
+    count = await age_unreturned_cash(storage.sessions, storage.settings, now)
+    return f"{count} counter bill payment(s) whose cash was not handed back opened a break"
+
+
+AGE_BILL_CASH = Job(
+    name="age-bill-cash",
+    interval=lambda s: s.worker_bill_cash_ageing_interval_seconds,
+    run=_age_cash,
+)

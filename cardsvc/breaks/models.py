@@ -50,6 +50,9 @@ class BreakKind(StrEnum):
     # A biller's success or refund of a bill payment that came after the payment's hold had run
     # out: the money was released, the biller counts the bill paid (docs/bills.md §3.3).
     bill_hold_expired = "bill_hold_expired"
+    # Counter cash of a bill payment that did not pay, still in the counter's bill suspense
+    # (not handed back) past the allowed time (docs/bills.md §5).
+    bill_cash_unreturned = "bill_cash_unreturned"
 
 
 class BreakStatus(StrEnum):

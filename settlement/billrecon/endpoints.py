@@ -23,6 +23,7 @@ router = APIRouter(prefix="/settlement", tags=["settlement"], route_class=Guarde
 Reader = Annotated[
     StaffPrincipal, Depends(require_roles(Role.finance, Role.administrator, Role.auditor))
 ]
+Finance = Annotated[StaffPrincipal, Depends(require_roles(Role.finance, Role.administrator))]
 BillerCode = Annotated[str, Path(pattern=r"^[A-Z0-9_]{2,16}$")]
 Day = Annotated[date, Path()]
 
@@ -79,3 +80,18 @@ async def get_file(
         media_type="text/plain; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{row.file_name}"'},
     )
+
+
+@router.post(
+    "/bill-reconciliations/{day}/{biller_code}/resend",
+    response_model=ReconciliationOut,
+    summary="Send an answered reconciliation file to the biller again (finance, administrator)",
+    description="The file goes back to `sending`, due at once; the `bill-reconciliation` job "
+    "sends it on its next pass and records the biller's fresh answer (docs/bills.md §11). A file "
+    "still being sent is answered as it is; 409 `InvalidStateTransition` for an unbalanced file.",
+)
+async def resend(
+    day: Day, biller_code: BillerCode, principal: Finance, session: SessionDep
+) -> ReconciliationOut:
+    row = await service.resend(session, day, biller_code, actor=principal.username)
+    return ReconciliationOut.model_validate(_out(row))

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cardsvc import clock
+from cardsvc.audit import service as audit
 from cardsvc.bills import service as bills
 from cardsvc.bills.adapter import Answer, BillerClient, BillerEndpoint, NoAnswer
 from cardsvc.bills.models import Biller
@@ -28,7 +29,7 @@ from cardsvc.breaks import service as breaks
 from cardsvc.breaks.models import BreakKind
 from cardsvc.breaks.schemas import BreakRef, NewBreak, Resolve
 from cardsvc.db import unit_of_work
-from cardsvc.errors import NotFound
+from cardsvc.errors import InvalidStateTransition, NotFound
 from cardsvc.hsm import HsmUnavailable
 from cardsvc.logging import get_logger
 from settlement.billers import service as billers
@@ -358,6 +359,35 @@ async def run_due(
         name = sent.status.value if sent.status is not ReconStatus.sending else "retrying"
         counts[name] = counts.get(name, 0) + 1
     return counts
+
+
+async def resend(session: AsyncSession, day: date, code: str, *, actor: str) -> BillReconciliation:
+    """Finance's request to send an answered file again (the biller corrected its side, or
+    finance settled a disagreement and wants the biller's word on it): the file goes back to
+    ``sending``, due at once, and the job sends it on its next pass with the next attempt's key;
+    the biller's fresh answer then opens or closes breaks as any answer does. A file still being
+    sent is left as it is; an unbalanced one is refused (it is built again by ``cardsvc bill-recon
+    run`` once its cause is fixed)."""
+    row = await repository.get(session, day, code, for_update=True)
+    if row is None:
+        raise NotFound(f"no reconciliation of biller {code} for {day}")
+    if row.status is ReconStatus.unbalanced:
+        raise InvalidStateTransition(
+            f"the file of biller {code} for {day} is not the ledger's: it is never sent"
+        )
+    if row.status is ReconStatus.sending:
+        return row
+    before, now = row.status, clock.now()
+    row.status, row.next_attempt_at, row.last_error, row.updated_at = (
+        ReconStatus.sending, now, None, now
+    )  # fmt: skip
+    await session.flush()
+    await audit.record(
+        session, actor=actor, action="bills.recon_resend", entity="bill_reconciliation",
+        entity_id=f"{day.isoformat()}:{code}", before={"status": before.value},
+        after={"status": row.status.value},
+    )  # fmt: skip
+    return row
 
 
 # --- what finance sees ---------------------------------------------------------------------

@@ -10,7 +10,10 @@ from datetime import date
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cardsvc.bills.models import Biller
 from cardsvc.clearing.models import ClearingDay, DayStatus
+from settlement.billers.models import BillerBatch
+from settlement.billrecon.models import BillReconciliation, ReconStatus
 from settlement.nightly.models import (
     BatchStatus,
     RunStatus,
@@ -19,6 +22,7 @@ from settlement.nightly.models import (
     SettlementRun,
     SettlementStep,
 )
+from settlement.payouts.models import PayoutStatus, SettlementPayout
 from terminals.registry.models import Merchant
 
 
@@ -177,3 +181,40 @@ async def lines_of(
         .order_by(line.merchant_no, line.tx_class)
     )
     return [(m, c, int(n), int(g), int(f)) for m, c, n, g, f in await session.execute(stmt)]
+
+
+BillerRow = tuple[
+    str,
+    str,
+    int,
+    int,
+    int,
+    int,
+    int,
+    BatchStatus,
+    str | None,
+    int | None,
+    PayoutStatus | None,
+    ReconStatus | None,
+    int | None,
+]
+
+
+async def biller_batches(session: AsyncSession, day: date) -> list[BillerRow]:
+    """The day's biller batches in code order, each with the biller's name, the payout that paid
+    it and the day's reconciliation with the biller: (code, name, count, payments, gross, fee,
+    net, status, payout reference, payout amount, payout status, reconciliation status,
+    disagreements)."""
+    b, o, r = BillerBatch, SettlementPayout, BillReconciliation
+    stmt = (
+        select(
+            b.biller_code, Biller.name, b.count, b.payments, b.gross, b.fee, b.net, b.status,
+            b.payout_reference, o.amount, o.status, r.status, r.disagreements,
+        )
+        .join(Biller, Biller.code == b.biller_code)
+        .outerjoin(o, o.reference == b.payout_reference)
+        .outerjoin(r, (r.clearing_date == b.clearing_date) & (r.biller_code == b.biller_code))
+        .where(b.clearing_date == day)
+        .order_by(b.biller_code)
+    )  # fmt: skip
+    return [tuple(row) for row in (await session.execute(stmt)).all()]

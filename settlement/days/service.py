@@ -16,9 +16,11 @@ from cardsvc.clearing.models import DayStatus
 from cardsvc.errors import NotFound
 from cardsvc.hsm import HsmClient
 from cardsvc.settings import Settings
+from settlement.billrecon.models import ReconStatus
 from settlement.days import repository
 from settlement.nightly import service as nightly
 from settlement.nightly.models import STEPS, BatchStatus, RunStatus, Step
+from settlement.payouts.models import PayoutStatus
 
 DAYS_PAGE: Final = 30
 MERCHANTS_PAGE: Final = 100
@@ -137,6 +139,26 @@ class MerchantDay:
 
 
 @dataclass(frozen=True, slots=True)
+class BillerDay:
+    """A biller's batch of the day (docs/bills.md §8), the payout that paid it, and the day's
+    reconciliation with the biller (§11)."""
+
+    code: str
+    name: str
+    count: int
+    payments: int
+    gross: int
+    fee: int
+    net: int
+    status: BatchStatus
+    payout_reference: str | None
+    payout_amount: int | None
+    payout_status: PayoutStatus | None
+    recon_status: ReconStatus | None
+    disagreements: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class DayDetail:
     clearing_date: date
     day_status: DayStatus
@@ -147,6 +169,7 @@ class DayDetail:
     classes: list[ClassTotal]
     merchants: list[MerchantDay]
     merchant_total: int
+    billers: list[BillerDay] = field(default_factory=list)
 
     @property
     def steps_done(self) -> int:
@@ -158,8 +181,9 @@ class DayDetail:
 
 
 async def day_detail(session: AsyncSession, day: date, *, page: int = 1) -> DayDetail:
-    """One clearing day: its run's steps (done or to do, in order), its totals per class, and
-    a page of its merchants (number order) with their lines per class."""
+    """One clearing day: its run's steps (done or to do, in order), its totals per class, a
+    page of its merchants (number order) with their lines per class, and its billers (code
+    order: batch, payout, reconciliation)."""
     found = await repository.clearing_day(session, day)
     if found is None:
         raise NotFound(f"no clearing day {day.isoformat()}")
@@ -195,6 +219,7 @@ async def day_detail(session: AsyncSession, day: date, *, page: int = 1) -> DayD
         classes,
         merchants,
         await repository.count_merchants(session, day),
+        [BillerDay(*row) for row in await repository.biller_batches(session, day)],
     )
 
 

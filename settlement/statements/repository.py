@@ -11,7 +11,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from settlement.payouts.models import PayoutStatus, SettlementPayout
+from settlement.payouts.models import PayeeKind, PayoutStatus, SettlementPayout
 from settlement.statements.models import BankStatement, BankStatementLine, MatchStatus
 
 
@@ -122,9 +122,9 @@ async def set_match(
 
 async def unconfirmed_payouts(
     session: AsyncSession, limit: int
-) -> tuple[int, int, list[tuple[str, str, date, int]]]:
+) -> tuple[int, int, list[tuple[str, PayeeKind, str, date, int]]]:
     """Issued payouts no statement confirmed yet: (count, amount, the oldest ``limit`` as
-    (reference, merchant_no, clearing_date, amount))."""
+    (reference, payee kind, merchant number or biller code, clearing_date, amount))."""
     p = SettlementPayout
     issued = p.status == PayoutStatus.issued
     count, amount = (
@@ -133,10 +133,10 @@ async def unconfirmed_payouts(
         )
     ).one()
     stmt = (
-        select(p.reference, p.merchant_no, p.clearing_date, p.amount)
+        select(p.reference, p.payee_kind, p.merchant_no, p.clearing_date, p.amount)
         .where(issued)
         .order_by(p.clearing_date, p.reference)
         .limit(limit)
     )
-    rows = [(r, m, d, int(a)) for r, m, d, a in await session.execute(stmt)]
+    rows = [(r, k, m, d, int(a)) for r, k, m, d, a in await session.execute(stmt)]
     return int(count), int(amount), rows

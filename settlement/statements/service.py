@@ -30,6 +30,7 @@ from cardsvc.breaks.models import BreakKind
 from cardsvc.breaks.schemas import BreakRef, NewBreak
 from cardsvc.errors import Conflict, NotFound
 from cardsvc.staff.auth import Role, StaffPrincipal, check_roles
+from settlement.payouts.models import PayeeKind
 from settlement.statements import repository
 from settlement.statements.models import BankStatement, BankStatementLine, MatchStatus
 from settlement.statements.parsing import Direction, Format, ParsedLine, parse
@@ -272,7 +273,8 @@ class StatementRow:
 @dataclass(frozen=True, slots=True)
 class Unconfirmed:
     reference: str
-    merchant_no: str
+    payee_kind: PayeeKind
+    merchant_no: str  # the payee's number: a merchant number or a biller code
     clearing_date: date
     amount: int
 

@@ -1,5 +1,6 @@
-"""Outages answer 503 with the error body (never 500), and the first request after a database
-restart succeeds."""
+"""Outages answer 503 with the error body (never 500), answered by the app itself (nothing raised
+on to the server, which would log a crash with its traceback), and the first request after a
+database restart succeeds."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from cardsvc.app import create_app
 from cardsvc.cache import RedisCache
@@ -44,7 +47,8 @@ async def _kill_connections(url: str) -> None:
 @asynccontextmanager
 async def _api(resources: Resources) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(resources.settings, resources)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    # An exception the app raises on to its server fails the test: an outage is an answer.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
 
@@ -77,6 +81,29 @@ async def test_database_down_answers_503(resources: Resources, tmp_path: Path) -
             await asyncio.to_thread(thread.join, 5)
     _assert_unavailable(response, "database")
     assert ready.status_code == 503
+
+
+async def test_no_free_connection_in_the_pool_answers_503(resources: Resources) -> None:
+    """A request that waits out the pool (every connection busy) is an outage: the pool's
+    TimeoutError is answered 503 by the app, never raised on to the server."""
+    engine = create_async_engine(
+        resources.settings.database_url,
+        poolclass=AsyncAdaptedQueuePool,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=0.1,
+    )
+    busy = dataclasses.replace(resources, engine=engine, sessions=session_factory(engine))
+    async with _api(busy) as api:
+        async with engine.connect() as held:
+            await held.execute(text("SELECT 1"))
+            response = await api.post(
+                "/api/v1/staff/login", json={"username": "a", "password": "b"}
+            )
+        after = await api.post("/api/v1/staff/login", json={"username": "a", "password": "b"})
+    await engine.dispose()
+    _assert_unavailable(response, "database")
+    assert after.status_code == 401  # with the connection back, the same request is answered
 
 
 async def test_without_the_cache_sign_in_and_login_go_on(resources: Resources) -> None:

@@ -40,12 +40,14 @@ MODES = (
     "down",
     "error",
     "bad_signature",
+    "after_cut",
     "recon_missing",
     "recon_extra",
     "recon_amount",
 )
 PAYMENT_MODES = ("slow", "lost", "pending", "duplicate_callbacks", "refuse", "bad_signature")
 RECON_MODES = ("recon_missing", "recon_extra", "recon_amount")
+REVERSAL_MODES = ("after_cut",)
 QUERIES_PER_MINUTE = 10
 PRESENTMENT_SECONDS = 1800
 
@@ -470,6 +472,11 @@ class BillerSim:
         serial = _str(body, "serial", SERIAL)
         _int(body, "amount", 1, 10**10)
         payment = state.payments.get(serial)
+        if (payment is None or payment.state != "reversed") and self.behaviour(
+            state.id, str(body.get("bill_key")), REVERSAL_MODES
+        ) is not None:
+            # The biller's day of the payment is closed: it refuses, and the payment stands.
+            return 200, {"result": "refused", "serial": serial, "reason": "after_cut"}, None
         if payment is None:
             payment = Payment(
                 serial,

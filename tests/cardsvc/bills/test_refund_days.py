@@ -148,3 +148,50 @@ async def test_a_refund_on_a_day_after_the_payout_refunds_the_resident(
     assert await payable(bills) == 0
     assert await bills.balance(AccountKind.fee_income, "") == 3 * FEE
     assert day1 < day2 < day3 < day4 < day5
+
+
+async def test_a_reversal_the_biller_refuses_after_its_cut_is_refunded(
+    bills: Bills, resources: Resources
+) -> None:
+    card = await make_card(resources, 1, account=100_000, pin=None)
+    resident = (AccountKind.resident_account, str(card.resident_id))
+    found = await bills.query("3100000004")
+    bills.sim.behave("WATER01", "lost", bill_key="3100000004", times=1)
+    serial = str((await bills.pay_online(card.resident_id, found, "k")).payment.serial)
+    await bills.run()
+    # Our day is still open, but the biller's own day for the payment is closed: it refuses
+    # the reversal, and the refund that follows undoes the payment on our open day.
+    bills.sim.behave("WATER01", "down")
+    clock.advance(timedelta(minutes=16))
+    await bills.run()
+    reversing = await bills.payment(serial)
+    assert reversing.status is PaymentStatus.reversing
+    bills.sim.behave("WATER01", "normal")
+    bills.sim.behave("WATER01", "after_cut", bill_key="3100000004", times=1)
+    clock.advance(timedelta(seconds=30))
+    assert await bills.run() == {"refunding": 1}
+    refunding = await bills.payment(serial)
+    assert (refunding.status, refunding.refund_serial) == (
+        PaymentStatus.refunding, f"R{serial[1:]}"
+    )  # fmt: skip
+    assert await bills.run() == {"refunded": 1}
+    refunded = await bills.payment(serial)
+    day = await open_day(resources)
+    assert (refunded.status, refunded.clearing_date) == (PaymentStatus.refunded, day)
+    assert refunded.posted_date == refunded.refund_date == day
+    assert refunded.refund_receipt_no
+    assert bills.sim.payments()[serial]["state"] == "refunded"
+    assert await bills.balance(*resident) == 100_000
+    assert await bills.available(*resident) == 100_000
+    assert await payable(bills) == 0
+    # The day's file lists the payment and its refund, and the biller agrees with it.
+    await clearing.close_through(resources.sessions, resources.settings, day)
+    assert await file_of(resources, day) == (
+        ReconStatus.sending, [(serial, "payment"), (str(refunded.refund_serial), "refund")]
+    )  # fmt: skip
+    (sent,) = [
+        s
+        for s in await recon.reconcile(resources.sessions, bills.client, "CITYCARD", day)
+        if s.biller_code == "WATER01"
+    ]
+    assert sent.status is ReconStatus.agreed, sent.detail

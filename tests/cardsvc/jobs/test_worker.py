@@ -8,7 +8,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,10 +18,12 @@ import pytest
 from click.testing import CliRunner
 from click.testing import Result as Result_
 from prometheus_client import REGISTRY
+from sqlalchemy import text
 
+from cardsvc import pgdirect
 from cardsvc.cli import main
 from cardsvc.jobs.table import all_jobs
-from cardsvc.jobs.worker import Job, Result, lock_name, run_forever, run_pass
+from cardsvc.jobs.worker import Job, Result, Run, lock_name, run_forever, run_pass
 from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind
 from cardsvc.ledger.schemas import AccountRef
@@ -194,6 +197,91 @@ async def test_the_loop_sleeps_until_due_and_stops_after_the_job_in_progress(
     await asyncio.wait_for(loop, timeout=1)
 
 
+CHANNEL = "test_wake"
+
+
+async def _notify(resources: Resources, *, commit: bool) -> None:
+    async with resources.sessions() as session:
+        await session.execute(text(f"NOTIFY {CHANNEL}"))
+        await (session.commit() if commit else session.rollback())
+
+
+async def _listeners(resources: Resources) -> list[int]:
+    async with resources.sessions() as session:
+        found = await session.execute(
+            text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()"
+            )
+        )
+        return [int(pid) for pid in found.scalars()]
+
+
+async def test_a_commit_on_the_channel_wakes_the_job_and_a_rollback_does_not(
+    resources: Resources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if resources.settings.is_sqlite:
+        pytest.skip("notifications are PostgreSQL's; on SQLite the interval runs the job")
+    monkeypatch.setattr(pgdirect, "LISTEN_RETRY_SECONDS", 0.1)
+    job_ran = Recorder()
+    stop = asyncio.Event()
+    job = Job("test-woken", hourly, job_ran, wake_on=CHANNEL)
+    loop = asyncio.create_task(run_forever(resources, [job], stop))
+    try:
+        await eventually(lambda: len(job_ran.moments) == 1)
+        await _notify(resources, commit=False)
+        await asyncio.sleep(0.3)
+        assert len(job_ran.moments) == 1  # listening since before the first run; no commit
+        await _notify(resources, commit=True)
+        await eventually(lambda: len(job_ran.moments) == 2)
+        # A lost listener listens again, and runs the job once for what it may have missed.
+        async with resources.sessions() as session:
+            (pid,) = await _listeners(resources)
+            await session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        await eventually(lambda: len(job_ran.moments) == 3)
+        await _notify(resources, commit=True)
+        await eventually(lambda: len(job_ran.moments) == 4)
+    finally:
+        stop.set()
+        await asyncio.wait_for(loop, timeout=5)
+    assert await _listeners(resources) == []  # the listening connection closed with the loop
+
+
+async def test_a_job_woken_on_a_channel_still_runs_at_its_interval(resources: Resources) -> None:
+    job_ran = Recorder()
+    stop = asyncio.Event()
+    job = Job("test-polled", lambda _: 0.05, job_ran, wake_on=CHANNEL)
+    loop = asyncio.create_task(run_forever(resources, [job], stop))
+    await eventually(lambda: len(job_ran.moments) >= 3)  # no notification was ever sent
+    stop.set()
+    await asyncio.wait_for(loop, timeout=5)
+
+
+async def test_what_a_job_keeps_open_lasts_as_long_as_the_loop(resources: Resources) -> None:
+    events: list[str] = []
+
+    @asynccontextmanager
+    async def kept(_storage: Storage) -> AsyncIterator[Run]:
+        events.append("open")
+
+        async def run(_storage: Storage, _now: datetime) -> str:
+            events.append("run")
+            return "ran"
+
+        yield run
+        events.append("closed")
+
+    stop = asyncio.Event()
+    job = Job("test-kept", lambda _: 0.01, Recorder(fail=True), kept_open=kept)
+    loop = asyncio.create_task(run_forever(resources, [job], stop))
+    await eventually(lambda: events.count("run") >= 3)
+    stop.set()
+    await asyncio.wait_for(loop, timeout=5)
+    assert events[0] == "open"
+    assert events[-1] == "closed"
+    assert events.count("open") == 1
+
+
 # --- the command: in this process, except where the process itself (signals) is the point ------
 
 
@@ -257,6 +345,7 @@ def test_worker_once_runs_each_job_and_exits(
         "release-balances: ok: moved 0 balances (0 fen); 0 empty; 0 wait for their new card",
         "expire-cards: ok: expired 0 cards",
         "bill-outbox: ok: nothing due",
+        "age-bill-cash: ok: 0 counter bill payment(s) whose cash was not handed back opened a break",
         "settlement: ok: no day to settle",
         "bill-reconciliation: ok: nothing due",
     ]

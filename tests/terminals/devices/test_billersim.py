@@ -165,3 +165,22 @@ async def test_reversal_first_bars_the_serial(channel: BillerClient, sim: SimCon
                                "reason": "timeout"})  # fmt: skip
     assert undo.body["was"] == "success"
     assert (await present(channel, biller, "3100000010"))["bill_id"] == p["bill_id"]
+
+
+async def test_a_reversal_after_the_billers_cut_is_refused_and_a_refund_undoes(
+    channel: BillerClient, sim: SimControl
+) -> None:
+    biller = water(sim)
+    p = await present(channel, biller, "3100000012")
+    assert (await pay(channel, biller, "S12", p, "3100000012")).result == "success"
+    sim.behave("WATER01", "after_cut", bill_key="3100000012", times=1)
+    body = {"serial": "S12", "bill_key": "3100000012", "amount": p["amount_due"],
+            "reason": "timeout"}  # fmt: skip
+    refused = await channel.call(biller, "/bills/reversals", "reversal:S12", body)
+    assert refused.body == {"result": "refused", "serial": "S12", "reason": "after_cut"}
+    assert await status(channel, biller, "S12") == "success"  # the payment stands
+    refund = {"refund_serial": "R12", "original_serial": "S12", "bill_key": "3100000012",
+              "amount": p["amount_due"], "date": "2026-12-03"}  # fmt: skip
+    done = await channel.call(biller, "/bills/refunds", "refund:R12", refund)
+    assert done.result == "refunded"
+    assert sim.payments()["S12"]["state"] == "refunded"
