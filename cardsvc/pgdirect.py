@@ -136,9 +136,9 @@ async def _driver_connection(session: AsyncSession) -> Any:
     if cached is not None and transaction is not None and cached[0] is transaction:
         return cached[1]
     alone = session.info.get(_ALONE_KEY)
-    if alone is not None and alone is not True and alone[0] is transaction:
-        if alone[1]._transaction is None:  # still none begun: this statement commits alone
-            return alone[1]._connection
+    # Still no transaction begun on the connection: this statement commits alone.
+    if alone not in (None, True) and alone[0] is transaction and alone[1]._transaction is None:
+        return alone[1]._connection
     connection = await session.connection()
     adapted: Any = (await connection.get_raw_connection()).dbapi_connection
     if adapted._transaction is None and alone is not None:
