@@ -22,6 +22,7 @@ import asyncpg
 import httpx
 import pytest
 from argon2 import PasswordHasher
+from fastapi import FastAPI
 from hypothesis import settings as hypothesis_settings
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -240,9 +241,26 @@ def resources(
     return Resources(settings=settings, engine=engine, sessions=sessions, cache=cache, hsm=hsm)
 
 
+# FastAPI builds an app's routes (each one's dependency graph) on the app's first request, for
+# that app alone: most of the cost of a test that sends a few requests. The tests' apps are
+# therefore made once per worker for each set of settings (their own paths aside: the app reads
+# the database and the directories through ``app.state.resources``, set for each test). A test
+# that runs the app's lifespan builds its own with ``create_app``.
+_APPS: dict[str, FastAPI] = {}
+
+
+def shared_app(resources: Resources) -> FastAPI:
+    key = resources.settings.model_dump_json(exclude={"var_dir", "database_url"})
+    app = _APPS.get(key)
+    if app is None:
+        app = _APPS[key] = create_app(resources.settings, resources)
+    app.state.resources = resources
+    return app
+
+
 @pytest.fixture
 async def client(resources: Resources) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(resources.settings, resources)
+    app = shared_app(resources)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
