@@ -200,16 +200,27 @@ async def lease_outbox(
     ids = list((await session.execute(candidates)).scalars())
     if not ids:
         return []
-    await session.execute(
+    leased = await session.execute(
         update(BillOutbox)
         .where(BillOutbox.id.in_(ids), due)
         .values(lease_owner=owner, lease_until=until)
+        .returning(BillOutbox.payment_id)
         .execution_options(synchronize_session=False)
     )
-    leased = select(BillOutbox.payment_id).where(
-        BillOutbox.id.in_(ids), BillOutbox.lease_owner == owner, BillOutbox.lease_until == until
+    return list(leased.scalars())
+
+
+async def leased_rows(
+    session: AsyncSession, payment_ids: list[int]
+) -> list[tuple[BillPayment, BillOutbox]]:
+    """The outbox rows of these payments with their payments, by payment id (one statement)."""
+    stmt = (
+        select(BillPayment, BillOutbox)
+        .join(BillOutbox, BillOutbox.payment_id == BillPayment.id)
+        .where(BillPayment.id.in_(payment_ids))
+        .order_by(BillPayment.id)
     )
-    return list((await session.execute(leased)).scalars())
+    return [(payment, row) for payment, row in (await session.execute(stmt)).all()]
 
 
 async def outbox_depth(session: AsyncSession) -> tuple[int, datetime | None]:

@@ -142,11 +142,7 @@ async def lease(
         ids = await repo.lease_outbox(
             session, now=now, owner=owner, until=until, limit=settings.bills_outbox_batch
         )
-        for payment_id in sorted(ids):
-            payment = await repo.payment_by_id(session, payment_id)
-            row = await repo.outbox_of(session, payment_id)
-            if payment is None or row is None:  # pragma: no cover - leased rows exist
-                continue
+        for payment, row in await repo.leased_rows(session, ids) if ids else []:
             if row.action is OutboxAction.pay and payment.first_sent_at is None:
                 payment.first_sent_at = now
             requests.append(await _compose(session, settings, payment, row))
