@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -75,3 +76,33 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 CacheDep = Annotated[Cache, Depends(get_cache)]
 HsmDep = Annotated[HsmClient, Depends(get_hsm)]
 PinPadsDep = Annotated[PinPads, Depends(get_pin_pads)]
+
+
+def client_address(request: Request, settings: Settings) -> str | None:
+    """The address of the client a request comes from, for the per-address login limits: the TCP
+    peer, unless it is one of ``CARDSVC_TRUSTED_PROXIES``; then the nearest address of
+    ``X-Forwarded-For`` (read from the right, the hops the trusted proxies added) that is not a
+    trusted proxy itself. A hop that is not an address stops the walk at the last trusted one: a
+    client cannot choose the address it is counted under."""
+    peer = request.client.host if request.client else None
+    if peer is None or not settings.trusted_proxies or not _trusted(peer, settings):
+        return peer
+    hops = [h.strip() for v in request.headers.getlist("x-forwarded-for") for h in v.split(",")]
+    nearest = peer
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            return nearest
+        if not _trusted(hop, settings):
+            return hop
+        nearest = hop
+    return nearest
+
+
+def _trusted(address: str, settings: Settings) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in settings.trusted_proxies)

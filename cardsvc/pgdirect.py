@@ -113,8 +113,19 @@ class Query:
         return None if row is None else row[0]
 
 
+def statements_on_their_own(session: AsyncSession) -> None:
+    """Let each direct statement of ``session`` be a transaction of its own until the session
+    begins one itself (a statement through SQLAlchemy): on PostgreSQL no ``BEGIN`` and no
+    ``COMMIT``, two round trips fewer per unit of work. Only for a unit of work whose statements
+    are each safe to commit alone, in the order they run, whatever happens after (a crash between
+    two of them must leave a state the code already handles); on SQLite the session's transaction
+    runs them as usual."""
+    session.info[_ALONE_KEY] = True
+
+
 async def _driver_connection(session: AsyncSession) -> Any:
-    """The asyncpg connection under the session, with the session's transaction begun on it.
+    """The asyncpg connection under the session, with the session's transaction begun on it
+    (unless the session runs its statements on their own and has begun none).
 
     SQLAlchemy's adapter begins its asyncpg transaction lazily, at the first statement it runs
     itself; a direct statement first must begin it the same way, or it would run outside the
@@ -124,8 +135,15 @@ async def _driver_connection(session: AsyncSession) -> Any:
     cached = session.info.get(_INFO_KEY)
     if cached is not None and transaction is not None and cached[0] is transaction:
         return cached[1]
+    alone = session.info.get(_ALONE_KEY)
+    # Still no transaction begun on the connection: this statement commits alone.
+    if alone not in (None, True) and alone[0] is transaction and alone[1]._transaction is None:
+        return alone[1]._connection
     connection = await session.connection()
     adapted: Any = (await connection.get_raw_connection()).dbapi_connection
+    if adapted._transaction is None and alone is not None:
+        session.info[_ALONE_KEY] = (session.get_transaction(), adapted)
+        return adapted._connection
     if adapted._transaction is None:
         await adapted._start_transaction()
     # Valid for this session transaction only: after a commit or rollback the session may hold
@@ -135,6 +153,7 @@ async def _driver_connection(session: AsyncSession) -> Any:
 
 
 _INFO_KEY = "pgdirect.driver"
+_ALONE_KEY = "pgdirect.alone"
 
 
 # After a lost listening connection (or a failed attempt), wait this long before listening again.

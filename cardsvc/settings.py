@@ -17,7 +17,7 @@ from typing import Annotated, Any, Self
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     # window ends. Counted in the cache: without it only the per-account lockout holds.
     staff_max_failed_logins_per_address: Annotated[int, Field(ge=1, le=10_000)] = 20
     staff_address_window_seconds: Annotated[int, Field(ge=1, le=86400)] = 900
+    # The reverse proxies in front of the API whose X-Forwarded-For is believed (addresses or
+    # networks): the client address the per-address login limits count is then the nearest
+    # address that header names outside them. Empty: the TCP peer is the client.
+    trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
     # Resident self-service (docs/self-service.md): the online channel's tokens, activation codes,
     # lockout and rate limits. Failures per card number and per client address are counted in the
     # cache in fixed windows; the lockout of a resident's online access is in the database.

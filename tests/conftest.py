@@ -16,18 +16,21 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 from argon2 import PasswordHasher
+from fastapi import FastAPI
 from hypothesis import settings as hypothesis_settings
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from cardsvc import clock, migrate
 from cardsvc.app import create_app
+from cardsvc.bills.endpoints import close_biller_http
 from cardsvc.cache import Cache, MemoryCache, RedisCache
 from cardsvc.db import create_engine, import_all_models, metadata, session_factory
 from cardsvc.hsm import HsmClient
@@ -165,8 +168,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     yield url
 
 
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+async def _empty_engine(database_url: str) -> AsyncEngine:
     # A pool large enough for the concurrency tests (many sessions at once).
     engine = create_engine(database_url, pool_size=12)
     if engine.dialect.name == "postgresql":
@@ -174,6 +176,12 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
         if tables:
             async with engine.begin() as conn:
                 await conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    return engine
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = await _empty_engine(database_url)
     yield engine
     await engine.dispose()
 
@@ -240,12 +248,76 @@ def resources(
     return Resources(settings=settings, engine=engine, sessions=sessions, cache=cache, hsm=hsm)
 
 
+# FastAPI builds an app's routes (each one's dependency graph) on the app's first request, for
+# that app alone: most of the cost of a test that sends a few requests. The tests' apps are
+# therefore made once per worker for each set of settings (their own paths aside: the app reads
+# the database and the directories through ``app.state.resources``, set for each test). A test
+# that runs the app's lifespan builds its own with ``create_app``.
+_APPS: dict[str, FastAPI] = {}
+_APP_STATE: dict[int, set[str]] = {}
+
+
+def shared_app(resources: Resources) -> FastAPI:
+    key = resources.settings.model_dump_json(exclude={"var_dir", "database_url"})
+    app = _APPS.get(key)
+    if app is None:
+        app = _APPS[key] = create_app(resources.settings, resources)
+        _APP_STATE[id(app)] = set(vars(app.state)["_state"])
+    app.state.resources = resources
+    return app
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """``database_url`` for a module-scoped world (``module_resources``)."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("module") / "cardsvc.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite+aiosqlite:///{path}"
+    url: str = request.getfixturevalue("postgres_database")
+    return url
+
+
+@asynccontextmanager
+async def module_resources(url: str, directory: Path) -> AsyncIterator[Resources]:
+    """What ``resources`` gives a test, on ``module_database_url``, for a module-scoped fixture:
+    for tests that share one world built once (each test only reads it, or is refused before
+    anything is written)."""
+    engine = await _empty_engine(url)
+    cache = await _open_cache(
+        "redis" if engine.dialect.name == "postgresql" and REDIS_URL else "memory"
+    )
+    hsm = await connect_hsm("local://dev")
+    settings = Settings(
+        mode=Mode.development, var_dir=directory / "var", database_url=url, hsm_url="local://dev"
+    )
+    try:
+        yield Resources(
+            settings=settings,
+            engine=engine,
+            sessions=session_factory(engine),
+            cache=cache,
+            hsm=hsm,
+        )
+    finally:
+        await hsm.close()
+        await cache.close()
+        await engine.dispose()
+
+
 @pytest.fixture
 async def client(resources: Resources) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(resources.settings, resources)
+    app = shared_app(resources)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
+    # What the app's shutdown does, and then the app as it was made: what a test's requests
+    # opened (the billers' HTTP client) belongs to that test's event loop.
+    await close_biller_http(app.state)
+    for name in set(vars(app.state)["_state"]) - _APP_STATE.get(id(app), set()):
+        delattr(app.state, name)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from cardsvc.accounts.endpoints import statement_out
 from cardsvc.accounts.schemas import StatementOut
 from cardsvc.api.limits import BodyLimit, GuardedRoute, body_limit
 from cardsvc.api.openapi import errors
-from cardsvc.deps import CacheDep, SessionDep, SessionsDep, SettingsDep
+from cardsvc.deps import CacheDep, SessionDep, SessionsDep, SettingsDep, client_address
 from cardsvc.selfservice import service
 from cardsvc.selfservice.deps import CurrentResident
 from cardsvc.selfservice.schemas import (
@@ -44,10 +44,6 @@ COUNTER_ROLES = (Role.counter_operator, Role.supervisor)
 READER_ROLES = (Role.counter_operator, Role.supervisor, Role.auditor)
 Counter = Annotated[StaffPrincipal, Depends(require_roles(*COUNTER_ROLES))]
 Reader = Annotated[StaffPrincipal, Depends(require_roles(*READER_ROLES))]
-
-
-def _address(request: Request) -> str | None:
-    return request.client.host if request.client else None
 
 
 def _access_out(view: service.AccessView) -> AccessOut:
@@ -139,7 +135,7 @@ async def activate(
     try:
         result = await service.activate(
             sessions, session, settings, cache, card_no=body.card_no,
-            code_text=body.activation_code, password=body.password, address=_address(request),
+            code_text=body.activation_code, password=body.password, address=client_address(request, settings),
         )  # fmt: skip
     except service.ActivationFailed:
         # The wrong code's count must survive the error response, so keep it before raising.
@@ -166,7 +162,7 @@ async def login(
     try:
         result = await service.login(
             sessions, session, settings, cache, card_no=body.card_no, password=body.password,
-            address=_address(request),
+            address=client_address(request, settings),
         )  # fmt: skip
     except service.LoginFailed:
         await session.commit()  # the failure count (lockout) survives the refusal
@@ -263,7 +259,7 @@ async def change_password(
     try:
         result = await service.change_password(
             sessions, session, settings, cache, resident, old_password=body.old_password,
-            new_password=body.new_password, address=_address(request),
+            new_password=body.new_password, address=client_address(request, settings),
         )  # fmt: skip
     except service.WrongPassword:
         await session.commit()  # the failure count (lockout) survives the refusal

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from cardsvc import clock
 from cardsvc.api.limits import BodyLimit, GuardedRoute, body_limit
 from cardsvc.api.openapi import errors
-from cardsvc.deps import CacheDep, SessionDep, SessionsDep, SettingsDep
+from cardsvc.deps import CacheDep, SessionDep, SessionsDep, SettingsDep, client_address
 from cardsvc.staff import service
 from cardsvc.staff.auth import Role, StaffPrincipal, parse_roles
 from cardsvc.staff.deps import current_principal, require_roles
@@ -54,7 +54,7 @@ async def login(
     ``CARDSVC_STAFF_MAX_FAILED_LOGINS_PER_ADDRESS`` failures from one address within
     ``CARDSVC_STAFF_ADDRESS_WINDOW_SECONDS`` that address gets 429 until the window ends. Every
     refused login answers the same 401."""
-    address = request.client.host if request.client else None
+    address = client_address(request, settings)
     try:
         result = await service.login(
             sessions, session, settings, cache, body.username, body.password, address=address

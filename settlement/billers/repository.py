@@ -22,7 +22,6 @@ from sqlalchemy import (
     insert,
     literal,
     select,
-    update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -139,124 +138,6 @@ async def biller_movement(session: AsyncSession, day: date, code: str) -> tuple[
     stmt = select(func.count(), func.coalesce(func.sum(moved.c.amount), 0))
     count, total = (await session.execute(stmt)).one()
     return int(count), int(total)
-
-
-@dataclass(frozen=True, slots=True)
-class DueBatch:
-    """A due batch of the day with what the biller's carried batches of earlier days bring."""
-
-    biller_code: str
-    gross: int
-    fee: int
-    net: int
-    carry_gross: int = 0
-    carry_fee: int = 0
-    carry_net: int = 0
-
-    @property
-    def total_gross(self) -> int:
-        return self.gross + self.carry_gross
-
-    @property
-    def total_fee(self) -> int:
-        return self.fee + self.carry_fee
-
-    @property
-    def total_net(self) -> int:
-        return self.net + self.carry_net
-
-    @property
-    def postable(self) -> bool:
-        return self.total_gross > 0 and self.total_net >= 0
-
-
-def _carried_before(day: date) -> ColumnElement[bool]:
-    c = BillerBatch
-    return and_(c.status == BatchStatus.carried, c.settled_on.is_(None), c.clearing_date < day)
-
-
-async def due_batches(session: AsyncSession, day: date, limit: int) -> list[DueBatch]:
-    b = BillerBatch
-    stmt = (
-        select(b.biller_code, b.gross, b.fee, b.net)
-        .where(b.clearing_date == day, b.status == BatchStatus.due)
-        .order_by(b.biller_code)
-        .limit(limit)
-        .with_for_update()
-    )
-    due = [DueBatch(*row) for row in (await session.execute(stmt)).all()]
-    if not due:
-        return []
-    c = BillerBatch
-    carry_stmt = (
-        select(c.biller_code, func.sum(c.gross), func.sum(c.fee), func.sum(c.net))
-        .where(_carried_before(day), c.biller_code.in_([d.biller_code for d in due]))
-        .group_by(c.biller_code)
-    )
-    carry = {
-        str(m): (int(g), int(f), int(n)) for m, g, f, n in (await session.execute(carry_stmt)).all()
-    }
-    return [
-        DueBatch(d.biller_code, d.gross, d.fee, d.net, *carry.get(d.biller_code, (0, 0, 0)))
-        for d in due
-    ]
-
-
-async def mark_posted(
-    session: AsyncSession, day: date, code: str, transaction_id: int | None
-) -> None:
-    """The day's batch is settled (its fee posted, or none to post); the biller's carried
-    batches before it are settled with it."""
-    values = {"settled_on": day, "ledger_transaction_id": transaction_id}
-    await session.execute(
-        update(BillerBatch)
-        .where(_carried_before(day), BillerBatch.biller_code == code)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    await session.execute(
-        update(BillerBatch)
-        .where(BillerBatch.clearing_date == day, BillerBatch.biller_code == code)
-        .values(status=BatchStatus.posted, **values)
-    )
-
-
-async def mark_carried(session: AsyncSession, day: date, code: str) -> None:
-    await session.execute(
-        update(BillerBatch)
-        .where(BillerBatch.clearing_date == day, BillerBatch.biller_code == code)
-        .values(status=BatchStatus.carried)
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class BatchTotals:
-    batches: int
-    gross: int
-    fee: int
-    net: int
-    due: int
-    posted: int
-
-
-async def batch_totals(session: AsyncSession, day: date) -> BatchTotals:
-    b = BillerBatch
-    stmt = select(
-        func.count(),
-        func.coalesce(func.sum(b.gross), 0),
-        func.coalesce(func.sum(b.fee), 0),
-        func.coalesce(func.sum(b.net), 0),
-        func.count().filter(b.status == BatchStatus.due),
-        func.count().filter(b.status == BatchStatus.posted),
-    ).where(b.clearing_date == day)
-    row = (await session.execute(stmt)).one()
-    return BatchTotals(*(int(v) for v in row))
-
-
-async def unbalanced_batches(session: AsyncSession, day: date) -> int:
-    b = BillerBatch
-    stmt = select(func.count()).where(b.clearing_date == day, b.gross != b.net + b.fee)
-    return int((await session.execute(stmt)).scalar_one())
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,8 +22,10 @@ from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.settings import Settings
+from settlement.batches import service as batches
+from settlement.batches.service import BILLERS, BatchTotals
 from settlement.billers import repository
-from settlement.billers.repository import BatchRow, BatchTotals
+from settlement.billers.repository import BatchRow
 
 FEE_TX_TYPE = repository.FEE_TX_TYPE
 NOT_TRADE = repository.NOT_TRADE
@@ -58,13 +60,13 @@ async def post_batches(
     settled = carried = fees = chunk = 0
     while True:
         async with unit_of_work(sessions) as work:
-            due = await repository.due_batches(work, day, settings.settlement_posting_chunk)
+            due = await batches.due_batches(work, BILLERS, day, settings.settlement_posting_chunk)
             if not due:
                 break
             posting_day = await clearing.clearing_date(work, settings)
             for batch in due:
                 if not batch.postable:
-                    await repository.mark_carried(work, day, batch.biller_code)
+                    await batches.mark_carried(work, BILLERS, day, batch.payee)
                     carried += 1
                     continue
                 transaction_id = None
@@ -72,7 +74,10 @@ async def post_batches(
                     posted = await ledger.post(work, _fee_posting(day, posting_day, batch))
                     transaction_id = posted.id
                     fees += batch.total_fee
-                await repository.mark_posted(work, day, batch.biller_code, transaction_id)
+                await batches.mark_posted(
+                    work, BILLERS, day, batch.payee,
+                    {"settled_on": day, "ledger_transaction_id": transaction_id},
+                )  # fmt: skip
                 settled += 1
             chunk += 1
             crash_point(f"billers:{chunk}:uncommitted")
@@ -80,28 +85,28 @@ async def post_batches(
     return Posted(settled, carried, fees)
 
 
-def _fee_posting(day: date, posting_day: date, batch: repository.DueBatch) -> PostingRequest:
+def _fee_posting(day: date, posting_day: date, batch: batches.DueBatch) -> PostingRequest:
     # The payable already holds the day's payments; settling it takes our fees out of it (with
     # those of the carried days it settles), and leaves the net for the biller's payout.
     return PostingRequest(
-        idempotency_key=fee_key(day, batch.biller_code),
+        idempotency_key=fee_key(day, batch.payee),
         tx_type=FEE_TX_TYPE,
         clearing_date=posting_day,
         entries=[
             Entry(
-                AccountRef(AccountKind.biller_payable, batch.biller_code),
+                AccountRef(AccountKind.biller_payable, batch.payee),
                 Side.debit,
                 batch.total_fee,
             ),
             Entry(AccountRef(AccountKind.fee_income), Side.credit, batch.total_fee),
         ],
-        record_ref=f"biller_batch:{day.isoformat()}:{batch.biller_code}",
-        description=f"fees of {day.isoformat()} for biller {batch.biller_code}",
+        record_ref=f"biller_batch:{day.isoformat()}:{batch.payee}",
+        description=f"fees of {day.isoformat()} for biller {batch.payee}",
     )
 
 
 async def totals(session: AsyncSession, day: date) -> BatchTotals:
-    return await repository.batch_totals(session, day)
+    return await batches.batch_totals(session, BILLERS, day)
 
 
 async def payable_movement(session: AsyncSession, day: date) -> int:
@@ -118,12 +123,12 @@ async def problems(session: AsyncSession, day: date) -> list[str]:
     """What does not balance in the billers' day (for the day's money check)."""
     found: list[str] = []
     movement = await repository.payable_movement(session, day)
-    totals = await repository.batch_totals(session, day)
+    totals = await batches.batch_totals(session, BILLERS, day)
     if totals.gross != movement:
         found.append(
             f"biller batches carry {totals.gross} fen but billers' payables moved {movement} fen"
         )
-    if unbalanced := await repository.unbalanced_batches(session, day):
+    if unbalanced := await batches.unbalanced_batches(session, BILLERS, day):
         found.append(f"{unbalanced} biller batch(es) where gross != net + fee")
     if totals.due:
         found.append(f"{totals.due} biller batch(es) due and not settled")

@@ -37,6 +37,8 @@ from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.logging import get_logger
 from cardsvc.settings import Settings
+from settlement.batches import service as batches
+from settlement.batches.service import MERCHANTS
 from settlement.billers import service as billers
 from settlement.fees import service as fees
 from settlement.nightly import files, manifest, repository
@@ -256,22 +258,26 @@ async def _postings(ctx: Context, session: AsyncSession) -> StepOutcome:
     chunk = 0
     while True:
         async with unit_of_work(ctx.sessions) as work:
-            due = await repository.due_batches(work, ctx.day, ctx.settings.settlement_posting_chunk)
+            due = await batches.due_batches(
+                work, MERCHANTS, ctx.day, ctx.settings.settlement_posting_chunk
+            )
             if not due:
                 break
             posting_day = await clearing.clearing_date(work, ctx.settings)
             for batch in due:
                 if not batch.postable:  # what it carries leaves nothing to pay: carried further
-                    await repository.mark_carried(work, ctx.day, batch.merchant_no)
+                    await batches.mark_carried(work, MERCHANTS, ctx.day, batch.payee)
                     continue
                 posted = await ledger.post(work, _posting(ctx.day, posting_day, batch))
-                await repository.mark_posted(work, ctx.day, batch.merchant_no, posted.id)
+                await batches.mark_posted(
+                    work, MERCHANTS, ctx.day, batch.payee, {"ledger_transaction_id": posted.id}
+                )
             chunk += 1
             ctx.crash_point(f"postings:{chunk}:uncommitted")
         ctx.crash_point(f"postings:{chunk}")
     # The billers' batches: their fees out of their payables, chunk by chunk as well.
     settled = await billers.post_batches(ctx.sessions, ctx.settings, ctx.day, ctx.crash_point)
-    totals = await repository.batch_totals(session, ctx.day)
+    totals = await batches.batch_totals(session, MERCHANTS, ctx.day)
     # The day's payouts, in the step's own transaction: recorded with it or not at all.
     made = await payouts.make_day_payouts(session, ctx.day)
     return StepOutcome(
@@ -283,25 +289,25 @@ async def _postings(ctx: Context, session: AsyncSession) -> StepOutcome:
     )
 
 
-def _posting(day: date, posting_day: date, batch: repository.DueBatch) -> PostingRequest:
+def _posting(day: date, posting_day: date, batch: batches.DueBatch) -> PostingRequest:
     # Pending clearing moves to what the merchant is owed (net) and the fee income; the posting
     # lands on the open day, like every posting, and its key names the day it settles.
     # With the carried batches of earlier days in (refunds, fees above the gross), the posting
     # clears the pending account back to what it was before them.
-    pending = AccountRef(AccountKind.merchant_pending, batch.merchant_no)
+    pending = AccountRef(AccountKind.merchant_pending, batch.payee)
     entries = [Entry(pending, Side.debit, batch.total_gross)]
     if batch.total_net > 0:
-        payable = AccountRef(AccountKind.merchant_payable, batch.merchant_no)
+        payable = AccountRef(AccountKind.merchant_payable, batch.payee)
         entries.append(Entry(payable, Side.credit, batch.total_net))
     if batch.total_fee > 0:
         entries.append(Entry(AccountRef(AccountKind.fee_income), Side.credit, batch.total_fee))
     return PostingRequest(
-        idempotency_key=posting_key(day, batch.merchant_no),
+        idempotency_key=posting_key(day, batch.payee),
         tx_type=POSTING_TX_TYPE,
         clearing_date=posting_day,
         entries=entries,
-        record_ref=f"settlement_batch:{day.isoformat()}:{batch.merchant_no}",
-        description=f"settlement of {day.isoformat()} for merchant {batch.merchant_no}",
+        record_ref=f"settlement_batch:{day.isoformat()}:{batch.payee}",
+        description=f"settlement of {day.isoformat()} for merchant {batch.payee}",
     )
 
 
@@ -389,10 +395,10 @@ async def money_problems(session: AsyncSession, day: date) -> list[str]:
         problems.append(
             f"cleared {cleared} fen but merchants' pending accounts moved {movement} fen"
         )
-    totals = await repository.batch_totals(session, day)
+    totals = await batches.batch_totals(session, MERCHANTS, day)
     if totals.gross != cleared:
         problems.append(f"batches carry {totals.gross} fen of the {cleared} fen cleared")
-    if unbalanced := await repository.unbalanced_batches(session, day):
+    if unbalanced := await batches.unbalanced_batches(session, MERCHANTS, day):
         problems.append(f"{unbalanced} batch(es) where gross != net + fee")
     if totals.due:
         problems.append(f"{totals.due} batch(es) due and not posted")
@@ -444,7 +450,7 @@ async def _report(ctx: Context, session: AsyncSession) -> StepOutcome:
     if problems:
         raise SettlementUnbalanced("settlement does not balance: " + "; ".join(problems))
     lines, cleared = await repository.line_totals(session, ctx.day)
-    totals = await repository.batch_totals(session, ctx.day)
+    totals = await batches.batch_totals(session, MERCHANTS, ctx.day)
     of_billers = await billers.totals(session, ctx.day)
     paid = await payouts.totals(session, ctx.day)
     return StepOutcome(

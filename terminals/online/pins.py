@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from cardsvc import pgdirect
 from cardsvc.accounts import service as accounts
 from cardsvc.accounts.service import PinCheck, PinEntry, PinOutcome, PinTry
 from cardsvc.db import unit_of_work
@@ -62,6 +63,10 @@ async def check_before_number(
     if not needed or pin_block is None or signed.pin_key_blob is None:
         return PinStep()  # no PIN to check: the request's transaction reads what it needs
     async with unit_of_work(sessions) as reading:
+        # Each statement commits alone, in this order: the read, the mark, the try. A crash
+        # after the mark leaves the number marked with no try taken (as an HSM that does not
+        # answer leaves it), one after the try a try taken (as a crash before settling does).
+        pgdirect.statements_on_their_own(reading)
         standing, answered = await messages.card_standing_at_serial(
             reading, asn, signed.terminal_no, serial
         )

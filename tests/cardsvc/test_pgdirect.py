@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import Table, bindparam, insert, literal, select
 from sqlalchemy.dialects.postgresql import asyncpg
 from sqlalchemy.exc import StatementError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from cardsvc.db import UTCDateTime
-from cardsvc.pgdirect import Query, _compile
+from cardsvc.pgdirect import Query, _compile, statements_on_their_own
 from terminals.online.models import OnlineDailyUsage
 
 usage: Table = OnlineDailyUsage.__table__  # type: ignore[assignment]
@@ -69,6 +69,27 @@ async def test_a_direct_statement_joins_the_session_transaction(
         await ADD.rows(session, {"card_no": "C2", "day": date(2026, 11, 25), "used": 3})
         await session.rollback()
     assert await count(sessions, "C2") == 2
+
+
+async def test_statements_on_their_own_commit_alone_until_a_transaction_begins(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    postgres = engine.dialect.name == "postgresql"
+    async with sessions() as session:
+        statements_on_their_own(session)
+        await ADD.rows(session, {"card_no": "C3", "day": DAY, "used": 1})
+        await ADD.rows(session, {"card_no": "C3", "day": date(2026, 11, 24), "used": 2})
+        # PostgreSQL: each committed at once, seen by another connection before any commit and
+        # kept through a rollback. SQLite: the session's transaction holds them as usual (and
+        # its write lock keeps other connections out until it ends).
+        if postgres:
+            assert await count(sessions, "C3") == 2
+        # A statement the session runs itself begins its transaction: the next direct
+        # statement joins it and is rolled back with it.
+        await session.execute(insert(usage).values(card_no="C3", local_date=date(2026, 11, 25)))
+        await ADD.rows(session, {"card_no": "C3", "day": date(2026, 11, 26), "used": 4})
+        await session.rollback()
+    assert await count(sessions, "C3") == (2 if postgres else 0)
 
 
 def test_statements_needing_per_execution_work_are_refused() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from typing import Any
 
 import httpx
 import pytest
@@ -120,3 +121,69 @@ async def test_failed_logins_are_limited_per_address(
     # Another address is not held back.
     ok = await client.post(LOGIN, json={"username": "clerk", "password": PASSWORD})
     assert ok.status_code == 200
+
+
+def _request(peer: str, forwarded: list[str]) -> Any:
+    from starlette.requests import Request
+
+    headers = [(b"x-forwarded-for", value.encode()) for value in forwarded]
+    return Request({"type": "http", "headers": headers, "client": (peer, 5000)})
+
+
+@pytest.mark.parametrize(
+    ("trusted", "peer", "forwarded", "address"),
+    [
+        ([], "10.0.0.2", ["198.51.100.9"], "10.0.0.2"),  # default: no proxy believed
+        (["10.0.0.0/8"], "192.0.2.1", ["198.51.100.9"], "192.0.2.1"),  # the peer is no proxy
+        (["10.0.0.0/8"], "10.0.0.2", ["198.51.100.9"], "198.51.100.9"),
+        (["10.0.0.0/8"], "10.0.0.2", [], "10.0.0.2"),
+        # What the client wrote itself is left of the hop the proxy added: never believed.
+        (["10.0.0.0/8"], "10.0.0.2", ["1.2.3.4, 198.51.100.9"], "198.51.100.9"),
+        (
+            ["10.0.0.0/8", "127.0.0.1"],
+            "127.0.0.1",
+            ["1.2.3.4", "198.51.100.9, 10.1.1.1"],
+            "198.51.100.9",
+        ),
+        (["10.0.0.0/8"], "10.0.0.2", ["garbage, 10.3.3.3"], "10.3.3.3"),
+        (["10.0.0.0/8"], "10.0.0.2", ["2001:db8::1"], "2001:db8::1"),
+    ],
+)
+def test_the_client_address_believes_only_trusted_proxies(
+    resources: Resources, trusted: list[str], peer: str, forwarded: list[str], address: str
+) -> None:
+    from cardsvc.deps import client_address
+    from cardsvc.settings import Settings
+
+    settings = Settings.model_validate(
+        {**resources.settings.model_dump(), "trusted_proxies": trusted}
+    )
+    assert client_address(_request(peer, forwarded), settings) == address
+
+
+async def test_behind_a_trusted_proxy_failed_logins_count_per_forwarded_address(
+    resources: Resources,
+) -> None:
+    from cardsvc.app import create_app
+    from cardsvc.settings import Settings
+
+    settings = Settings.model_validate(
+        {**resources.settings.model_dump(), "staff_max_failed_logins_per_address": 2,
+         "trusted_proxies": ["127.0.0.1"]}
+    )  # fmt: skip
+    app = create_app(settings, dataclasses.replace(resources, settings=settings))
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
+    await create_staff(resources, "clerk", [Role.counter_operator])
+    guessing = {"X-Forwarded-For": "203.0.113.7"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as api:
+        for username in ("a", "b"):
+            r = await api.post(
+                LOGIN, json={"username": username, "password": "x"}, headers=guessing
+            )
+            assert r.status_code == 401
+        right = {"username": "clerk", "password": PASSWORD}
+        r = await api.post(LOGIN, json=right, headers=guessing)
+        assert (r.status_code, r.json()["error"]) == (429, "TooManyFailures")
+        # Another client behind the same proxy is not held back.
+        r = await api.post(LOGIN, json=right, headers={"X-Forwarded-For": "198.51.100.9"})
+        assert r.status_code == 200

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from datetime import date, timedelta
 
 import httpx
@@ -27,6 +26,7 @@ from settlement.payouts.models import PayoutStatus
 from settlement.payouts.schemas import PayeeIn
 from terminals.registry.models import Merchant
 from terminals.uploads.models import UploadBatch
+from tests.processes import run_cardsvc
 from tests.settlement.helpers import accepted_by_merchant, books, day_files, ride_day
 from tests.terminals.helpers import BUS_MERCHANT, TAXI_MERCHANT, World
 
@@ -242,13 +242,7 @@ async def test_formula_cells_are_escaped_in_the_csv_files(
 
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cardsvc", "settlement", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cardsvc("settlement", *args, env={**os.environ, **env})
 
 
 @pytest.mark.usefixtures("cli_env")

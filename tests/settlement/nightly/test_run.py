@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from datetime import date, timedelta
 
 import httpx
@@ -18,6 +17,7 @@ from cardsvc.settings import Settings
 from settlement.nightly import service
 from settlement.nightly.files import cell, yuan
 from settlement.nightly.models import STEPS, RunStatus, SettlementBatch, SettlementLine
+from tests.processes import run_cardsvc
 from tests.settlement.helpers import accepted_by_merchant, books, day_files, ride_day
 from tests.terminals.helpers import BUS_MERCHANT, TAXI_MERCHANT, World
 
@@ -92,13 +92,7 @@ CRASH_POINTS = ["clear:uncommitted", "postings:1:uncommitted", "postings:1", "af
 
 
 def _cli(settings: Settings, day: date, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cardsvc", "settlement", "run", "--date", day.isoformat()],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cardsvc("settlement", "run", "--date", day.isoformat(), env={**os.environ, **env})
 
 
 @pytest.mark.usefixtures("cli_env")
