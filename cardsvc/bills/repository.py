@@ -64,6 +64,23 @@ async def payment_by_id(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+async def payment_and_outbox(
+    session: AsyncSession, payment_id: int
+) -> tuple[BillPayment | None, BillOutbox | None]:
+    """The payment and its outbox row, both locked (payment first) in one statement; when the
+    payment has no row (it became final), the payment alone, locked."""
+    stmt = (
+        select(BillPayment, BillOutbox)
+        .join(BillOutbox, BillOutbox.payment_id == BillPayment.id)
+        .where(BillPayment.id == payment_id)
+        .with_for_update()
+    )
+    found = (await session.execute(stmt)).first()
+    if found is not None:
+        return found[0], found[1]
+    return await payment_by_id(session, payment_id, for_update=True), None
+
+
 async def payment_by_serial(
     session: AsyncSession, serial: str, *, for_update: bool = False
 ) -> BillPayment | None:
@@ -214,15 +231,17 @@ async def lease_outbox(
 
 async def leased_rows(
     session: AsyncSession, payment_ids: list[int]
-) -> list[tuple[BillPayment, BillOutbox]]:
-    """The outbox rows of these payments with their payments, by payment id (one statement)."""
+) -> list[tuple[BillPayment, BillOutbox, Biller]]:
+    """The outbox rows of these payments with their payments and billers, by payment id (one
+    statement)."""
     stmt = (
-        select(BillPayment, BillOutbox)
+        select(BillPayment, BillOutbox, Biller)
         .join(BillOutbox, BillOutbox.payment_id == BillPayment.id)
+        .join(Biller, Biller.id == BillPayment.biller_id)
         .where(BillPayment.id.in_(payment_ids))
         .order_by(BillPayment.id)
     )
-    return [(payment, row) for payment, row in (await session.execute(stmt)).all()]
+    return [(p, row, biller) for p, row, biller in (await session.execute(stmt)).all()]
 
 
 async def outbox_depth(session: AsyncSession) -> tuple[int, datetime | None]:
