@@ -50,7 +50,10 @@ STEPS: list[tuple[ModuleType, list[str]]] = [
     (accounts_repo, ["take_pin_try", "clear_pin_failures"]),
     (online_repo, ["insert_if_new", "card_standing", "reserve_usage", "by_serial", "save"]),
     (ledger_service, ["post", "place_hold", "post_hold"]),
-    (ledger_repo, ["lock_accounts_by_ref", "write_transaction", "insert_hold", "apply_deltas"]),
+    (
+        ledger_repo,
+        ["lock_accounts_by_ref", "lock_hold_accounts", "write_transaction", "place_hold"],
+    ),
 ]
 spent: dict[str, float] = {}
 calls: Counter[str] = Counter()

@@ -112,10 +112,13 @@ async def biller_client(resources: Resources) -> AsyncIterator[BillerClient]:
 
 @asynccontextmanager
 async def api_listening(resources: Resources, port: int) -> AsyncIterator[str]:
-    """The API on a real port (the simulator's callbacks need one), in this event loop."""
+    """The API on a real port (the simulator's callbacks need one), in this event loop. As
+    ``cardsvc serve`` does, uvicorn configures no logging (no log config, no level): a level it
+    set on its loggers would outlive the server in this process and hide their lines from the
+    tests that come after (tests/cardsvc/test_logging.py)."""
     config = uvicorn.Config(
         create_app(resources.settings, resources), host="127.0.0.1", port=port,
-        log_level="warning", lifespan="on",
+        log_config=None, log_level=None, lifespan="on",
     )  # fmt: skip
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
