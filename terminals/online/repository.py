@@ -186,6 +186,66 @@ async def by_serial(
     return None if row is None else _message(row)
 
 
+_BY_SERIAL_LOCKED_WITH_OPEN_DAY = Query(
+    lambda dialect: (
+        _build_by_serial(dialect)
+        .add_columns(OPEN_DAY.scalar_subquery())
+        .with_for_update(of=_messages)
+    )
+)
+
+
+async def by_serial_locked_with_open_day(
+    session: AsyncSession, terminal_no: str, terminal_serial: int
+) -> tuple[OnlineAuthorization | None, date | None]:
+    """The terminal's message ``terminal_serial``, row-locked and untracked, and the open clearing
+    day (None when none is open yet), in one round trip; (None, None) when there is no message."""
+    params = {"terminal_no": terminal_no, "terminal_serial": terminal_serial}
+    row = await _BY_SERIAL_LOCKED_WITH_OPEN_DAY.first(session, params)
+    if row is None:
+        return None, None
+    return _message(row[:-1]), row[-1]
+
+
+def _save_two(_dialect: str) -> Any:
+    first = (
+        update(_messages)
+        .where(_messages.c.id == bindparam("first_id"))
+        .values(
+            {
+                name: bindparam(f"first_{name}", type_=_messages.c[name].type)
+                for name in _MESSAGE_COLUMNS
+            }
+        )
+        .returning(_messages.c.id)
+        .cte("first")
+    )
+    return (
+        update(_messages)
+        .where(_messages.c.id == bindparam("message_id"))
+        .values(_message_values())
+        .add_cte(first)
+    )
+
+
+_SAVE_TWO = Query(_save_two)
+
+
+async def save_two(
+    session: AsyncSession, first: OnlineAuthorization, second: OnlineAuthorization
+) -> None:
+    """:func:`save` of two different message rows, in one statement on PostgreSQL."""
+    if session.get_bind().dialect.name != "postgresql":
+        await save(session, first)
+        await save(session, second)
+        return
+    values = {name: getattr(second, name) for name in _MESSAGE_COLUMNS}
+    firsts = {f"first_{name}": getattr(first, name) for name in _MESSAGE_COLUMNS}
+    await _SAVE_TWO.rows(
+        session, {**values, **firsts, "message_id": second.id, "first_id": first.id}
+    )
+
+
 def _build_reserve_usage(dialect: str) -> Any:
     table: Table = OnlineDailyUsage.__table__  # type: ignore[assignment]
     amount: BindParameter[int] = bindparam("amount", type_=BigInteger)

@@ -81,6 +81,7 @@ class Outcome:
     row: OnlineAuthorization
     replayed: bool
     done: bool = False  # already answered (a replay, or a serial reversed before it arrived)
+    written: bool = False  # the new row was written as decided with another row's change
 
     def response(self) -> AuthorizationResponse:
         row = self.row
@@ -159,7 +160,7 @@ def _recorded(
         session: AsyncSession, /, *args: P.args, **kwargs: P.kwargs
     ) -> Outcome:
         outcome = await decide(session, *args, **kwargs)
-        if not outcome.done:
+        if not outcome.done and not outcome.written:
             await repo.save(session, outcome.row)
         return outcome
 
@@ -321,10 +322,15 @@ async def complete(
     if outcome.done:
         return outcome
     row = outcome.row
-    original = await _approved_original(
-        session, terminal, request.original_serial, (MessageKind.preauth,)
+    # The pre-authorization, row-locked, with the open clearing day in the same round trip.
+    original, open_day = await repo.by_serial_locked_with_open_day(
+        session, terminal.terminal_no, request.original_serial
     )
-    if original is None:
+    if (
+        original is None
+        or original.kind is not MessageKind.preauth
+        or original.response_code != ResponseCode.approved
+    ):
         return _decline(row, Declined(ResponseCode.original_not_found, "no_approved_preauth"), now)
     _link(row, original)
     if original.status is not AuthStatus.held or original.hold_id is None:
@@ -333,7 +339,7 @@ async def complete(
         )
     if request.amount > original.approved_amount:
         return _decline(row, Declined(ResponseCode.invalid_transaction, "above_preauth"), now)
-    clearing_date = await clearing_date_of(session, settings, now=now)
+    clearing_date = await clearing_date_of(session, settings, now=now, seen=open_day)
     row.clearing_date = clearing_date
     hold_id = original.hold_id
     try:
@@ -360,9 +366,11 @@ async def complete(
         return _decline(row, Declined(ResponseCode.invalid_transaction, "hold_not_pending"), now)
     original.status = AuthStatus.completed
     original.updated_at = now
-    await repo.save(session, original)
     row.ledger_transaction_id = posted.id
-    return _approve(row, AuthStatus.approved, request.amount, now)
+    _approve(row, AuthStatus.approved, request.amount, now)
+    # The pre-authorization and the new row in one statement (``_recorded`` writes no more).
+    await repo.save_two(session, original, row)
+    return Outcome(row, replayed=False, written=True)
 
 
 def _link(row: OnlineAuthorization, original: OnlineAuthorization) -> None:
