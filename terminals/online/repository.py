@@ -7,7 +7,17 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, BindParameter, Table, bindparam, exists, select, update
+from sqlalchemy import (
+    BigInteger,
+    BindParameter,
+    Table,
+    bindparam,
+    exists,
+    literal,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.blacklist.models import BlacklistEntry
@@ -53,6 +63,33 @@ async def insert_if_new(
     row = {name: values.get(name) for name in _MESSAGE_COLUMNS}
     new_id = await _INSERT_IF_NEW.scalar(session, row)
     return None if new_id is None else OnlineAuthorization(id=new_id, **row)
+
+
+def _build_insert_with_standing(dialect: str) -> Any:
+    inserted = _INSERT_IF_NEW.statement(dialect).cte("inserted")  # type: ignore[attr-defined]
+    standing = _build_card_standing(dialect).subquery("standing")
+    one = select(literal(1).label("one")).subquery("one")
+    return select(select(inserted.c.id).scalar_subquery(), *standing.c).select_from(
+        one.outerjoin(standing, true())
+    )
+
+
+_INSERT_WITH_STANDING = Query(_build_insert_with_standing)
+
+
+async def insert_if_new_with_standing(
+    session: AsyncSession, values: Mapping[str, Any], asn: str, now: datetime
+) -> tuple[OnlineAuthorization | None, CardStanding | None]:
+    """:func:`insert_if_new` and :func:`card_standing` in one round trip on PostgreSQL (the
+    standing is read whether or not the row was new)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return await insert_if_new(session, values), await card_standing(session, asn, now)
+    row = {name: values.get(name) for name in _MESSAGE_COLUMNS}
+    found = await _INSERT_WITH_STANDING.first(session, {**row, "asn": asn.upper(), "now": now})
+    if found is None:  # pragma: no cover - the statement always returns its one row
+        return None, None
+    new = None if found[0] is None else OnlineAuthorization(id=found[0], **row)
+    return new, None if found[1] is None else _standing(found[1:])
 
 
 async def save(session: AsyncSession, message: OnlineAuthorization) -> None:

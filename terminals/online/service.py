@@ -82,6 +82,7 @@ class Outcome:
     replayed: bool
     done: bool = False  # already answered (a replay, or a serial reversed before it arrived)
     written: bool = False  # the new row was written as decided with another row's change
+    standing: CardStanding | None = None  # the card read with the claim (``_begin``)
 
     def response(self) -> AuthorizationResponse:
         row = self.row
@@ -112,20 +113,24 @@ async def _begin(
     kind: MessageKind,
     request: PurchaseRequest | CompletionRequest | ReversalRequest | RefundRequest,
     settings: Settings,
+    *,
+    standing_of: str | None = None,
     **fields: Any,
 ) -> Outcome:
-    """Claim (terminal, serial) for this message, or return the first answer to it."""
+    """Claim (terminal, serial) for this message, or return the first answer to it; with
+    ``standing_of`` the new claim carries that card's standing (``Outcome.standing``)."""
     claimed = await messages.claim_serial(
         session,
         terminal,
         kind,
         request_hash(kind, request),
         local_now(settings),
+        standing_of=standing_of,
         terminal_serial=request.terminal_serial,
         **fields,
     )
     if claimed.claim is Claim.new:
-        return Outcome(claimed.row, replayed=False)
+        return Outcome(claimed.row, replayed=False, standing=claimed.standing)
     # A replay, or the first message on a serial reversed before it arrived (the void row: 12).
     return Outcome(claimed.row, replayed=claimed.claim is Claim.replay, done=True)
 
@@ -226,9 +231,12 @@ async def _authorize(
     settings: Settings,
 ) -> Outcome:
     now = clock.now()
+    # The card is read with the claim unless the PIN step read it (or no card is read at all).
+    reads_card = not step.read and terminal.kind is not TerminalKind.validator
     outcome = await _begin(
-        session, terminal, kind, request, settings, amount=request.amount, asn=request.asn.upper()
-    )
+        session, terminal, kind, request, settings, standing_of=request.asn if reads_card else None,
+        amount=request.amount, asn=request.asn.upper(),
+    )  # fmt: skip
     if outcome.done:
         return outcome
     row = outcome.row
@@ -237,7 +245,7 @@ async def _authorize(
         return _decline(
             row, Declined(ResponseCode.not_permitted_to_terminal, "validator_online"), now
         )
-    standing = step.standing if step.read else await messages.card_standing(session, request.asn)
+    standing = step.standing if step.read else outcome.standing
     refusal = card_refusal(standing, row.local_date)
     if refusal is not None or standing is None:
         return _decline(row, refusal or Declined(ResponseCode.unknown_card, "unknown_card"), now)
