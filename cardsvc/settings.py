@@ -79,8 +79,9 @@ class Settings(BaseSettings):
     hsm_url: str = ""
     hsm_secret: SecretStr | None = None
     hsm_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
-    # The API seals new audit entries in the HSM as soon as a request that wrote one commits, and
-    # looks for entries other processes wrote (commands, the worker) this often.
+    # The API seals new audit entries in the HSM shortly after a request that wrote one commits
+    # (cardsvc/audit/sealer.py), and looks for entries other processes wrote (commands, the
+    # worker) this often.
     audit_seal_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 2.0
 
     # Staff authentication tokens are HMAC-signed with this secret.

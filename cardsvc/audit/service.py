@@ -126,7 +126,8 @@ async def seal(sessions: async_sessionmaker[AsyncSession], hsm: HsmClient) -> in
             head = await repository.lock_head(session)
             prev = _anchor(head.seq, head.mac)
             batch = await repository.chain_after(session, head.seq, BATCH)
-            if not batch:
+            claimed = not batch
+            if claimed:
                 batch = await repository.claim(session, head.seq, BATCH)
         if not batch:
             return sealed
@@ -139,6 +140,10 @@ async def seal(sessions: async_sessionmaker[AsyncSession], hsm: HsmClient) -> in
                 )
                 head.seq, head.mac = batch[-1].seq, answer.macs[-1].hex()
         sealed += len(batch)
+        if claimed and len(batch) < BATCH:
+            # Every entry committed before this batch was claimed is in it: nothing is left of
+            # what was committed before the call (what came after wakes the sealer again).
+            return sealed
 
 
 async def has_unsealed(reads: async_sessionmaker[AsyncSession]) -> bool:

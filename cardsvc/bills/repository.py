@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.sql.elements import ColumnElement
 
 from cardsvc.bills.models import (
@@ -20,7 +40,12 @@ from cardsvc.bills.models import (
     PaymentStatus,
 )
 from cardsvc.pgdirect import Query
-from cardsvc.sql import insert_ignore
+from cardsvc.sql import dialect_insert
+
+_billers: Table = Biller.__table__  # type: ignore[assignment]
+_payments: Table = BillPayment.__table__  # type: ignore[assignment]
+_outbox: Table = BillOutbox.__table__  # type: ignore[assignment]
+_presentments: Table = BillPresentment.__table__  # type: ignore[assignment]
 
 
 async def biller_by_code(
@@ -30,6 +55,37 @@ async def biller_by_code(
     if for_update:
         stmt = stmt.with_for_update()
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+@dataclass(frozen=True, slots=True)
+class BillerEntry:
+    """What a bill query needs of a biller: whether it is open, where it answers, its key, the
+    pattern of its bill keys."""
+
+    code: str
+    status: BillerStatus
+    endpoint: str
+    key_label: str
+    bill_key_pattern: str
+
+
+# Read on every bill query (pgdirect: straight on the driver on PostgreSQL).
+_BILLER_ENTRY = Query(
+    lambda _dialect: select(
+        _billers.c.code,
+        _billers.c.status,
+        _billers.c.endpoint,
+        _billers.c.key_label,
+        _billers.c.bill_key_pattern,
+    ).where(_billers.c.code == bindparam("b_code", type_=_billers.c.code.type))
+)
+
+
+async def biller_entry(session: AsyncSession, code: str) -> BillerEntry | None:
+    row = await _BILLER_ENTRY.first(session, {"b_code": code})
+    if row is None:
+        return None
+    return BillerEntry(str(row[0]), BillerStatus(row[1]), str(row[2]), str(row[3]), str(row[4]))
 
 
 async def biller_by_id(session: AsyncSession, biller_id: int) -> Biller | None:
@@ -46,12 +102,80 @@ async def billers(session: AsyncSession, *, status: BillerStatus | None) -> list
 # --- payments -------------------------------------------------------------------------------
 
 
-async def add_payment(session: AsyncSession, payment: BillPayment) -> BillPayment:
-    """Insert the payment and give it its serial (from its id) in the same transaction."""
+def serial_of(payment_id: int) -> str:
+    """The payment's serial: ``B`` and its id in 11 digits."""
+    return f"B{payment_id:011d}"
+
+
+# The columns a submission writes (every other column starts empty).
+_SUBMITTED = (
+    "sub_channel", "biller_id", "biller_code", "bill_key", "reference", "bill_id", "period",
+    "amount_due", "amount", "payer_kind", "resident_id", "card_no", "terminal_no",
+    "counter_code", "operator", "clearing_date", "paid_at", "status", "submit_scope",
+    "submit_key", "request_hash", "created_at", "updated_at",
+)  # fmt: skip
+
+
+def _submitted_binds() -> list[Any]:
+    return [bindparam(f"b_{name}", type_=_payments.c[name].type) for name in _SUBMITTED]
+
+
+def _insert_payment(dialect: str) -> Any:
+    """The payment's row unless its submission key exists, returning its id. On PostgreSQL one
+    statement takes the id from the sequence and writes the serial with it."""
+    if dialect != "postgresql":
+        return (
+            sqlite.insert(_payments)
+            .values(dict(zip(_SUBMITTED, _submitted_binds(), strict=True)))
+            .on_conflict_do_nothing(index_elements=["submit_scope", "submit_key"])
+            .returning(_payments.c.id)
+        )
+    n = select(
+        func.nextval(func.pg_get_serial_sequence("bill_payments", "id")).label("id")
+    ).subquery("n")
+    digits = cast(n.c.id, Text)
+    serial = literal("B") + case(
+        (n.c.id < 10**11, func.lpad(digits, 11, "0")), else_=digits
+    )  # as serial_of
+    return (
+        postgresql.insert(_payments)
+        .from_select(
+            ["id", "serial", *_SUBMITTED],
+            select(cast(n.c.id, BigInteger), serial, *_submitted_binds()),
+        )
+        .on_conflict_do_nothing(index_elements=["submit_scope", "submit_key"])
+        .returning(_payments.c.id)
+    )
+
+
+# Written on every accepted payment (pgdirect: straight on the driver on PostgreSQL).
+_INSERT_PAYMENT = Query(_insert_payment)
+_SET_SERIAL = Query(
+    lambda _dialect: (
+        update(_payments)
+        .where(_payments.c.id == bindparam("b_id", type_=BigInteger()))
+        .values(serial=bindparam("b_serial", type_=_payments.c.serial.type))
+    )
+)
+
+
+async def insert_payment(session: AsyncSession, **values: Any) -> BillPayment | None:
+    """Insert the payment with its serial (from its id), unless a payment of its submission key
+    (``submit_scope``, ``submit_key``) exists: None then, nothing written. The payment returned
+    is in the session, as if loaded: what changes on it is flushed."""
+    params = {f"b_{name}": values.get(name) for name in _SUBMITTED}
+    row = await _INSERT_PAYMENT.first(session, params)
+    if row is None:
+        return None
+    payment_id = int(row[0])
+    serial = serial_of(payment_id)
+    if session.get_bind().dialect.name != "postgresql":
+        await _SET_SERIAL.rows(session, {"b_id": payment_id, "b_serial": serial})
+    state: dict[str, Any] = {column.key: None for column in _payments.columns}
+    state.update({name: values.get(name) for name in _SUBMITTED}, id=payment_id, serial=serial)
+    payment = BillPayment(**state)
+    make_transient_to_detached(payment)
     session.add(payment)
-    await session.flush()
-    payment.serial = f"B{payment.id:011d}"
-    await session.flush()
     return payment
 
 
@@ -62,6 +186,23 @@ async def payment_by_id(
     if for_update:
         stmt = stmt.with_for_update()
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def payment_and_outbox(
+    session: AsyncSession, payment_id: int
+) -> tuple[BillPayment | None, BillOutbox | None]:
+    """The payment and its outbox row, both locked (payment first) in one statement; when the
+    payment has no row (it became final), the payment alone, locked."""
+    stmt = (
+        select(BillPayment, BillOutbox)
+        .join(BillOutbox, BillOutbox.payment_id == BillPayment.id)
+        .where(BillPayment.id == payment_id)
+        .with_for_update()
+    )
+    found = (await session.execute(stmt)).first()
+    if found is not None:
+        return found[0], found[1]
+    return await payment_by_id(session, payment_id, for_update=True), None
 
 
 async def payment_by_serial(
@@ -144,17 +285,34 @@ OUTBOX_CHANNEL = "bill_outbox"
 _NOTIFY = Query(lambda _dialect: text(f"NOTIFY {OUTBOX_CHANNEL}"))
 
 
+def _add_outbox(dialect: str) -> Any:
+    """A payment's first outbox row, due at once; on PostgreSQL the same statement notifies the
+    worker (delivered at commit)."""
+    at = bindparam("b_at", type_=_outbox.c.next_attempt_at.type)
+    row = insert(_outbox).values(
+        payment_id=bindparam("b_payment_id", type_=BigInteger()),
+        action=bindparam("b_action", type_=_outbox.c.action.type),
+        attempts=0,
+        next_attempt_at=at,
+        created_at=at,
+        updated_at=at,
+    )
+    if dialect != "postgresql":
+        return row
+    added = row.cte("added")
+    return select(func.pg_notify(OUTBOX_CHANNEL, "")).add_cte(added)
+
+
+# Written on every accepted payment (pgdirect: straight on the driver on PostgreSQL).
+_ADD_OUTBOX = Query(_add_outbox)
+
+
 async def add_outbox(
     session: AsyncSession, payment_id: int, action: OutboxAction, at: datetime
 ) -> None:
-    session.add(
-        BillOutbox(
-            payment_id=payment_id, action=action, attempts=0, next_attempt_at=at,
-            created_at=at, updated_at=at,
-        )
-    )  # fmt: skip
-    await session.flush()
-    await notify_outbox(session)
+    """The payment's outbox row, due at ``at``, and the worker woken when this transaction
+    commits (on PostgreSQL: :func:`notify_outbox`)."""
+    await _ADD_OUTBOX.rows(session, {"b_payment_id": payment_id, "b_action": action, "b_at": at})
 
 
 async def notify_outbox(session: AsyncSession) -> None:
@@ -214,15 +372,17 @@ async def lease_outbox(
 
 async def leased_rows(
     session: AsyncSession, payment_ids: list[int]
-) -> list[tuple[BillPayment, BillOutbox]]:
-    """The outbox rows of these payments with their payments, by payment id (one statement)."""
+) -> list[tuple[BillPayment, BillOutbox, Biller]]:
+    """The outbox rows of these payments with their payments and billers, by payment id (one
+    statement)."""
     stmt = (
-        select(BillPayment, BillOutbox)
+        select(BillPayment, BillOutbox, Biller)
         .join(BillOutbox, BillOutbox.payment_id == BillPayment.id)
+        .join(Biller, Biller.id == BillPayment.biller_id)
         .where(BillPayment.id.in_(payment_ids))
         .order_by(BillPayment.id)
     )
-    return [(payment, row) for payment, row in (await session.execute(stmt)).all()]
+    return [(p, row, biller) for p, row, biller in (await session.execute(stmt)).all()]
 
 
 async def outbox_depth(session: AsyncSession) -> tuple[int, datetime | None]:
@@ -247,9 +407,30 @@ async def in_flight(session: AsyncSession) -> list[BillPayment]:
 # --- presentments ---------------------------------------------------------------------------
 
 
+_PRESENTMENT_COLUMNS = (
+    "biller_code", "bill_key", "reference", "bill_id", "holder_masked", "amount_due", "late_fee",
+    "period", "due_date", "partial_allowed", "min_amount", "expires_at", "created_at",
+)  # fmt: skip
+# Written on every bill query (pgdirect: straight on the driver on PostgreSQL).
+_KEEP_PRESENTMENT = Query(
+    lambda dialect: (
+        dialect_insert(dialect, _presentments)
+        .values(
+            {
+                name: bindparam(f"b_{name}", type_=_presentments.c[name].type)
+                for name in _PRESENTMENT_COLUMNS
+            }
+        )
+        .on_conflict_do_nothing()
+    )
+)
+
+
 async def keep_presentment(session: AsyncSession, values: dict[str, object]) -> None:
     """Keep a presentment; a reference the biller presented again is kept once."""
-    await insert_ignore(session, BillPresentment.__table__, values)
+    await _KEEP_PRESENTMENT.rows(
+        session, {f"b_{name}": values[name] for name in _PRESENTMENT_COLUMNS}
+    )
 
 
 async def presentment(

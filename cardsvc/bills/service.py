@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cardsvc import clock
@@ -55,6 +54,7 @@ from cardsvc.ledger import service as ledger
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest
 from cardsvc.metrics import BILLER_LATENCY, BILLER_NO_ANSWER
+from cardsvc.pgdirect import statements_on_their_own
 from cardsvc.settings import Settings
 
 BILLER_KEY_USAGE = "biller-mac"
@@ -281,7 +281,7 @@ def endpoint_of(biller: Biller) -> BillerEndpoint:
     return BillerEndpoint(biller.code, biller.endpoint, biller.key_label)
 
 
-def check_bill_key(biller: Biller, bill_key: str) -> None:
+def check_bill_key(biller: Biller | repo.BillerEntry, bill_key: str) -> None:
     if not patterns.matches(biller.bill_key_pattern, bill_key):
         raise BillKeyInvalid(
             f"bill key does not match biller {biller.code}'s pattern {biller.bill_key_pattern}"
@@ -308,7 +308,7 @@ _REFERENCE = re.compile(r"^[0-9A-Za-z._-]{1,64}$")
 _PERIOD = re.compile(r"^\d{6}$")
 
 
-def _presented(biller: Biller, bill_key: str, body: dict[str, Any]) -> Presented:
+def _presented(biller_code: str, bill_key: str, body: dict[str, Any]) -> Presented:
     """The presentment of a signed answer, checked field by field (a malformed one is no
     answer: the resident is told the biller is unavailable)."""
     found = body.get("presentment")
@@ -342,7 +342,7 @@ def _presented(biller: Biller, bill_key: str, body: dict[str, Any]) -> Presented
     except ValueError:
         raise NoAnswer("answer: due_date malformed") from None
     return Presented(
-        biller.code, bill_key, reference, bill_id, holder, amount_due, late_fee,
+        biller_code, bill_key, reference, bill_id, holder, amount_due, late_fee,
         None if period is None else str(period), due_date, partial,
         minimum if partial else amount_due, expires.replace(tzinfo=UTC),
     )  # fmt: skip
@@ -356,16 +356,24 @@ async def query_bill(
     period: str | None,
 ) -> Presented:
     """Ask the biller what is due on ``bill_key`` (no database session is open while it
-    answers) and keep the presentment. Order of checks: docs/bills.md §4."""
+    answers) and keep the presentment. Order of checks: docs/bills.md §4. The read of the biller
+    and the keeping of the presentment are one statement each, a transaction of its own on
+    PostgreSQL (no BEGIN, no COMMIT)."""
     async with sessions() as read:
-        biller = await active_biller(read, code)
+        statements_on_their_own(read)
+        biller = await repo.biller_entry(read, code)
+    if biller is None:
+        raise NotFound(f"no biller {code}")
+    if biller.status is not BillerStatus.active:
+        raise BillerSuspended(f"biller {code} is {biller.status.value}")
     check_bill_key(biller, bill_key)
+    endpoint = BillerEndpoint(biller.code, biller.endpoint, biller.key_label)
     payload: dict[str, Any] = {"bill_key": bill_key}
     if period is not None:
         payload["period"] = period
     try:
         answer = await _timed(
-            client, biller, "query", QUERY_PATH, f"query:{secrets.token_hex(12)}", payload
+            client, endpoint, "query", QUERY_PATH, f"query:{secrets.token_hex(12)}", payload
         )
         if answer.status == 429:
             raise BillerBusy(f"biller {code} refuses more queries of this bill key for now")
@@ -377,12 +385,13 @@ async def query_bill(
             raise NothingDue(f"nothing is due on {bill_key}")
         if answer.result != "presented":
             raise NoAnswer(f"answer: result {answer.result!r}")
-        found = _presented(biller, bill_key, answer.body)
+        found = _presented(biller.code, bill_key, answer.body)
     except NoAnswer as exc:
         raise BillerNotAnswering(f"biller {code} did not answer ({exc.reason})") from None
     except HsmUnavailable as exc:
         raise DependencyUnavailable("HSM unavailable") from exc
     async with unit_of_work(sessions) as write:
+        statements_on_their_own(write)
         await repo.keep_presentment(
             write,
             {
@@ -523,7 +532,8 @@ async def submit_payment(
     biller, presented, paying = await check_payable(session, biller_code, reference, amount)
     now = clock.now()
     day = await clearing_date_of(session, settings)
-    payment = BillPayment(
+    payment = await repo.insert_payment(
+        session,
         sub_channel=payer.sub_channel, biller_id=biller.id, biller_code=biller.code,
         bill_key=presented.bill_key, reference=reference, bill_id=presented.bill_id,
         period=presented.period, amount_due=presented.amount_due, amount=paying,
@@ -534,14 +544,11 @@ async def submit_payment(
         paid_at=now, status=PaymentStatus.pending, submit_scope=payer.scope, submit_key=key,
         request_hash=digest, created_at=now, updated_at=now,
     )  # fmt: skip
-    try:
-        async with session.begin_nested():
-            await repo.add_payment(session, payment)
-    except IntegrityError:
+    if payment is None:
         # A concurrent submission with this key committed first: its answer is ours.
         raced = await _replay(session, payer, key, digest)
         if raced is None:  # pragma: no cover - the unique key that refused us exists
-            raise
+            raise IdempotencyConflict(f"idempotency key {key!r} is being used; try again")
         return raced
     serial = str(payment.serial)
     if payer.sub_channel is SubChannel.counter:

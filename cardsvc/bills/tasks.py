@@ -37,7 +37,7 @@ from cardsvc import clock
 from cardsvc.bills import repository as repo
 from cardsvc.bills import service
 from cardsvc.bills.adapter import Answer, BillerClient, BillerEndpoint, NoAnswer, biller_http
-from cardsvc.bills.models import BillOutbox, BillPayment, OutboxAction, PaymentStatus
+from cardsvc.bills.models import Biller, BillOutbox, BillPayment, OutboxAction, PaymentStatus
 from cardsvc.breaks import service as breaks
 from cardsvc.breaks.models import BreakKind
 from cardsvc.breaks.schemas import BreakRef, NewBreak
@@ -47,7 +47,8 @@ from cardsvc.hsm import HsmUnavailable
 from cardsvc.hsm.connect import open_hsm_on_first_use
 from cardsvc.jobs.worker import Job, Run
 from cardsvc.ledger import service as ledger
-from cardsvc.ledger.models import HoldStatus, Side
+from cardsvc.ledger.errors import HoldExpired
+from cardsvc.ledger.models import Side
 from cardsvc.ledger.schemas import Entry, PostingRequest
 from cardsvc.logging import get_logger
 from cardsvc.metrics import BILL_OUTBOX_DEPTH, BILL_OUTBOX_OLDEST_SECONDS, BILL_PAYMENTS
@@ -91,10 +92,8 @@ def _lease_seconds(settings: Settings) -> float:
 
 
 async def _compose(
-    session: AsyncSession, settings: Settings, payment: BillPayment, row: BillOutbox
+    session: AsyncSession, settings: Settings, payment: BillPayment, row: BillOutbox, biller: Biller
 ) -> Request:
-    biller = await repo.biller_by_id(session, payment.biller_id)
-    assert biller is not None  # noqa: S101 - a payment's biller is never deleted
     serial = str(payment.serial)
     endpoint = service.endpoint_of(biller)
     if row.action is OutboxAction.pay:
@@ -142,10 +141,10 @@ async def lease(
         ids = await repo.lease_outbox(
             session, now=now, owner=owner, until=until, limit=settings.bills_outbox_batch
         )
-        for payment, row in await repo.leased_rows(session, ids) if ids else []:
+        for payment, row, biller in await repo.leased_rows(session, ids) if ids else []:
             if row.action is OutboxAction.pay and payment.first_sent_at is None:
                 payment.first_sent_at = now
-            requests.append(await _compose(session, settings, payment, row))
+            requests.append(await _compose(session, settings, payment, row, biller))
     return requests
 
 
@@ -177,17 +176,18 @@ async def _finish(
     now = clock.now()
     serial = str(payment.serial)
     assert payment.hold_id is not None  # noqa: S101 - every payment is held when accepted
-    if status in (PaymentStatus.paid, PaymentStatus.refunded) and await _hold_ran_out(
-        session, payment.hold_id, now
-    ):
-        await _expired(session, settings, payment, status, receipt_no=receipt_no)
-        return
     if status in (PaymentStatus.paid, PaymentStatus.refunded):
         day = await clearing_date_of(session, settings)
-        posted = await ledger.post_hold(
-            session, payment.hold_id, payment.amount, idempotency_key=f"bill:{serial}",
-            clearing_date=day, tx_type="bill_payment", record_ref=f"bill_payment:{payment.id}",
-        )  # fmt: skip
+        try:
+            posted = await ledger.post_hold(
+                session, payment.hold_id, payment.amount, idempotency_key=f"bill:{serial}",
+                clearing_date=day, tx_type="bill_payment",
+                record_ref=f"bill_payment:{payment.id}",
+            )  # fmt: skip
+        except HoldExpired:
+            # The hold ran out (released, or past its expiry): the posting wrote nothing.
+            await _expired(session, settings, payment, status, receipt_no=receipt_no)
+            return
         payment.pay_tx_id, payment.posted_date = posted.id, day
         if receipt_no is not None and status is PaymentStatus.paid:
             payment.receipt_no = receipt_no
@@ -222,13 +222,6 @@ async def _finish(
     await session.flush()
     BILL_PAYMENTS.labels(payment.biller_code, status.value).inc()
     log.info("bills.payment_final", serial=serial, biller=payment.biller_code, status=status.value)
-
-
-async def _hold_ran_out(session: AsyncSession, hold_id: int, now: datetime) -> bool:
-    hold = await ledger.get_hold(session, hold_id)
-    return hold.status is HoldStatus.expired or (
-        hold.status is HoldStatus.pending and hold.expires_at <= now
-    )
 
 
 def expired_key(serial: str) -> str:
@@ -351,8 +344,7 @@ async def record(
     """Step 3: apply the answer under the payment's lock; the payment's state after it."""
     now = clock.now()
     async with unit_of_work(sessions) as session:
-        payment = await repo.payment_by_id(session, request.payment_id, for_update=True)
-        row = await repo.outbox_of(session, request.payment_id, for_update=True)
+        payment, row = await repo.payment_and_outbox(session, request.payment_id)
         if payment is None or row is None or row.action is not request.action:
             # Someone (a callback, another worker after our lease ran out) got there first.
             return None if payment is None else payment.status

@@ -184,32 +184,80 @@ async def lock_accounts_by_ref(
     return {state.ref: state for state in states}
 
 
+_LOCK_HOLD_ACCOUNTS_PG = Query(
+    lambda _dialect: text(
+        "WITH held AS ("
+        " SELECT a.id, a.kind, a.owner_ref, a.normal_side, a.may_go_negative, a.balance, a.held"
+        " FROM ledger_accounts AS a WHERE a.kind = :kind AND a.owner_ref = :owner FOR UPDATE"
+        ") SELECT * FROM held UNION ALL"
+        " SELECT c.id, c.kind, c.owner_ref, c.normal_side, c.may_go_negative, c.balance, c.held"
+        " FROM ledger_accounts AS c WHERE c.kind = :counter_kind AND c.owner_ref = :counter_owner"
+    )
+)
+
+
+async def lock_hold_accounts(
+    session: AsyncSession, account: AccountRef, counterparty: AccountRef
+) -> tuple[AccountState | None, int | None]:
+    """The held account, locked (with its balances), and the counterparty's id (not locked): the
+    accounts of a new hold, in one statement on PostgreSQL; None for one that does not exist."""
+    if is_postgres(session):
+        params = {
+            "kind": account.kind.value, "owner": account.owner_ref,
+            "counter_kind": counterparty.kind.value, "counter_owner": counterparty.owner_ref,
+        }  # fmt: skip
+        states = [_account_state(row) for row in await _LOCK_HOLD_ACCOUNTS_PG.rows(session, params)]
+        by_ref = {state.ref: state for state in states}
+        held, other = by_ref.get(account), by_ref.get(counterparty)
+        return held, None if other is None else other.id
+    ids = await find_account_ids(session, [account, counterparty])
+    held_id = ids.get(account)
+    locked = None if held_id is None else (await lock_accounts(session, [held_id]))[held_id]
+    return locked, ids.get(counterparty)
+
+
 # The key row first: its primary key decides a race on the idempotency key (ON CONFLICT DO
 # NOTHING: nothing else is written), and the transaction id is allocated with it.
+_WRITE_TRANSACTION_SQL = (
+    "WITH k AS ("
+    " INSERT INTO ledger_transaction_keys (idempotency_key, transaction_id, clearing_date,"
+    " content_hash, reverses_id)"
+    " VALUES (:idempotency_key, nextval('ledger_transaction_ids'), :clearing_date,"
+    " :content_hash, :reverses_id)"
+    " ON CONFLICT (idempotency_key) DO NOTHING RETURNING transaction_id"
+    "), tx AS ("
+    " INSERT INTO ledger_transactions (id, tx_type, clearing_date, record_ref, hold_id,"
+    " amount, line_count, description, posted_at)"
+    " SELECT k.transaction_id, :tx_type, :clearing_date, :record_ref, :hold_id, :amount,"
+    " :line_count, :description, :posted_at FROM k RETURNING id"
+    "), written_lines AS ("
+    " INSERT INTO ledger_lines (clearing_date, transaction_id, account_id, side, amount)"
+    " SELECT :clearing_date, tx.id, u.a, u.s, u.m FROM tx,"
+    " unnest(CAST(:line_accounts AS BIGINT[]), CAST(:line_sides AS VARCHAR[]),"
+    " CAST(:line_amounts AS BIGINT[])) AS u(a, s, m)"
+    "), moved AS ("
+    " UPDATE ledger_accounts AS a SET balance = a.balance + d.db, held = a.held + d.dh"
+    " FROM unnest(CAST(:delta_ids AS BIGINT[]), CAST(:delta_balances AS BIGINT[]),"
+    " CAST(:delta_held AS BIGINT[])) AS d(id, db, dh)"
+    " WHERE a.id = d.id AND EXISTS (SELECT 1 FROM tx)"
+    ")"
+)
+# Both are made of the constants here: nothing of a request is formatted into their SQL.
 _WRITE_TRANSACTION_PG = Query(
+    lambda _dialect: text(f"{_WRITE_TRANSACTION_SQL} SELECT id FROM tx")  # noqa: S608
+)
+# A hold's posting also marks the hold posted by the new transaction (callers hold its account's
+# lock and saw it pending).
+_RESOLVE_POSTED_HOLD = (
+    ", resolved AS ("
+    " UPDATE ledger_holds SET status = 'posted', resolved_at = :posted_at,"
+    " posted_amount = :amount, transaction_id = tx.id, reason = NULL"
+    " FROM tx WHERE ledger_holds.id = :hold_id AND ledger_holds.status = 'pending'"
+    ")"
+)
+_WRITE_HOLD_POSTING_PG = Query(
     lambda _dialect: text(
-        "WITH k AS ("
-        " INSERT INTO ledger_transaction_keys (idempotency_key, transaction_id, clearing_date,"
-        " content_hash, reverses_id)"
-        " VALUES (:idempotency_key, nextval('ledger_transaction_ids'), :clearing_date,"
-        " :content_hash, :reverses_id)"
-        " ON CONFLICT (idempotency_key) DO NOTHING RETURNING transaction_id"
-        "), tx AS ("
-        " INSERT INTO ledger_transactions (id, tx_type, clearing_date, record_ref, hold_id,"
-        " amount, line_count, description, posted_at)"
-        " SELECT k.transaction_id, :tx_type, :clearing_date, :record_ref, :hold_id, :amount,"
-        " :line_count, :description, :posted_at FROM k RETURNING id"
-        "), written_lines AS ("
-        " INSERT INTO ledger_lines (clearing_date, transaction_id, account_id, side, amount)"
-        " SELECT :clearing_date, tx.id, u.a, u.s, u.m FROM tx,"
-        " unnest(CAST(:line_accounts AS BIGINT[]), CAST(:line_sides AS VARCHAR[]),"
-        " CAST(:line_amounts AS BIGINT[])) AS u(a, s, m)"
-        "), moved AS ("
-        " UPDATE ledger_accounts AS a SET balance = a.balance + d.db, held = a.held + d.dh"
-        " FROM unnest(CAST(:delta_ids AS BIGINT[]), CAST(:delta_balances AS BIGINT[]),"
-        " CAST(:delta_held AS BIGINT[])) AS d(id, db, dh)"
-        " WHERE a.id = d.id AND EXISTS (SELECT 1 FROM tx)"
-        ") SELECT id FROM tx"
+        f"{_WRITE_TRANSACTION_SQL}{_RESOLVE_POSTED_HOLD} SELECT id FROM tx"  # noqa: S608
     )
 )
 
@@ -219,9 +267,13 @@ async def write_transaction(
     values: dict[str, Any],
     line_rows: Sequence[tuple[int, Side, int]],
     deltas: Sequence[tuple[int, int, int]],
+    *,
+    posts_hold: bool = False,
 ) -> int | None:
     """Insert a transaction (its key, header and lines) and its balance changes (callers hold the
     row locks); None, with nothing written, when the idempotency key was taken (e.g. concurrently).
+    With ``posts_hold`` the pending hold ``values["hold_id"]`` is marked posted by it, for the
+    transaction's amount.
 
     On PostgreSQL one statement of data-modifying CTEs, so a first posting is two round trips
     (lock, write) whatever its size; SQLite runs the steps one after another.
@@ -231,6 +283,11 @@ async def write_transaction(
         if transaction_id is not None:
             await insert_lines(session, transaction_id, values["clearing_date"], line_rows)
             await apply_deltas(session, deltas)
+            if posts_hold:
+                await resolve_holds(
+                    session, [values["hold_id"]], HoldStatus.posted, values["posted_at"],
+                    posted_amount=values["amount"], transaction_id=transaction_id,
+                )  # fmt: skip
         return transaction_id
     params = {
         **{name: values[name] for name in _WRITTEN},
@@ -241,7 +298,8 @@ async def write_transaction(
         "delta_balances": [d[1] for d in deltas],
         "delta_held": [d[2] for d in deltas],
     }
-    value = await _WRITE_TRANSACTION_PG.scalar(session, params)
+    query = _WRITE_HOLD_POSTING_PG if posts_hold else _WRITE_TRANSACTION_PG
+    value = await query.scalar(session, params)
     return None if value is None else int(value)
 
 
@@ -646,6 +704,44 @@ async def hold_by_key(session: AsyncSession, key: str) -> HoldRow | None:
 
 async def insert_hold(session: AsyncSession, values: dict[str, Any]) -> int | None:
     value = await _INSERT_HOLD.scalar(session, values)
+    return None if value is None else int(value)
+
+
+# The hold and its reservation on the held account: the hold's key decides a race (ON CONFLICT DO
+# NOTHING: then nothing else is written either).
+_PLACE_HOLD_PG = Query(
+    lambda _dialect: text(
+        "WITH h AS ("
+        " INSERT INTO ledger_holds (idempotency_key, content_hash, account_id, counterparty_id,"
+        " amount, clearing_date, status, expires_at, created_at)"
+        " VALUES (:idempotency_key, :content_hash, :account_id, :counterparty_id, :amount,"
+        " :clearing_date, 'pending', :expires_at, :created_at)"
+        " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+        "), reserved AS ("
+        " UPDATE ledger_accounts SET held = held + :amount"
+        " WHERE id = :account_id AND EXISTS (SELECT 1 FROM h)"
+        ") SELECT id FROM h"
+    ).bindparams(
+        bindparam("amount", type_=holds.c.amount.type),
+        bindparam("account_id", type_=holds.c.account_id.type),
+        bindparam("counterparty_id", type_=holds.c.counterparty_id.type),
+        bindparam("clearing_date", type_=holds.c.clearing_date.type),
+        bindparam("expires_at", type_=holds.c.expires_at.type),
+        bindparam("created_at", type_=holds.c.created_at.type),
+    )
+)
+
+
+async def place_hold(session: AsyncSession, values: dict[str, Any]) -> int | None:
+    """Insert a pending hold and add its amount to the held account's ``held`` (callers hold the
+    account's row lock); None, with nothing written, when the hold's key was taken. One
+    statement on PostgreSQL; SQLite runs the two steps one after the other."""
+    if not is_postgres(session):
+        hold_id = await insert_hold(session, {**values, "status": HoldStatus.pending})
+        if hold_id is not None:
+            await apply_deltas(session, [(values["account_id"], 0, values["amount"])])
+        return hold_id
+    value = await _PLACE_HOLD_PG.scalar(session, values)
     return None if value is None else int(value)
 
 

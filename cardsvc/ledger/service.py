@@ -197,15 +197,14 @@ async def _post(
         await repo.insert_accounts(session, [r for r in refs if r not in by_ref], clock.now())
         by_ref = await repo.lock_accounts_by_ref(session, refs)
 
-    # A retried key is answered with its first transaction. For a plain posting the check waits
-    # until it matters (a refusal, or the write finding the key taken): one round trip fewer on
-    # every first attempt. A reversal or a hold posting checks first, because its retry would
-    # otherwise be refused as already reversed or already posted.
-    if reverses_id is not None or hold_id is not None:
+    # A retried key is answered with its first transaction. For a plain posting or a hold's the
+    # check waits until it matters (a refusal, the hold no longer pending, or the write finding
+    # the key taken): one round trip fewer on every first attempt. A reversal checks first,
+    # because its retry would otherwise be refused as already reversed.
+    if reverses_id is not None:
         existing = await repo.transaction_by_key(session, request.idempotency_key)
         if existing is not None:
             return _replay(existing, digest)
-    if reverses_id is not None:
         reversal = await repo.reversal_of(session, reverses_id)
         if reversal is not None:
             raise AlreadyReversed(
@@ -217,7 +216,15 @@ async def _post(
     released: dict[int, int] = {}
     hold: repo.HoldRow | None = None
     if hold_id is not None:
-        hold = await _pending_hold(session, hold_id, now)
+        try:
+            hold = await _pending_hold(session, hold_id, now)
+        except (HoldExpired, InvalidStateTransition):
+            # The retry of a posting that already posted the hold (or one whose key was used
+            # first) is answered by its key, whatever the hold's state now.
+            existing = await repo.transaction_by_key(session, request.idempotency_key)
+            if existing is not None:
+                return _replay(existing, digest)
+            raise
         released[hold.account_id] = hold.amount
 
     # Per-account change in each account's normal sense, then the overdraft rule on the total:
@@ -269,6 +276,7 @@ async def _post(
         },
         line_rows,
         [(i, c[0], c[1]) for i, c in sorted(changes.items()) if c[0] or c[1]],
+        posts_hold=hold is not None,
     )
     if transaction_id is None:
         # The key is taken: a retry, or a concurrent posting on other accounts.
@@ -277,15 +285,6 @@ async def _post(
             raise IdempotencyConflict("idempotency key is being used concurrently; retry")
         return _replay(raced, digest)
 
-    if hold is not None:
-        await repo.resolve_holds(
-            session,
-            [hold.id],
-            HoldStatus.posted,
-            now,
-            posted_amount=total,
-            transaction_id=transaction_id,
-        )
     return PostedTransaction(
         id=transaction_id,
         idempotency_key=request.idempotency_key,
@@ -504,9 +503,13 @@ async def place_hold(
     if account == counterparty:
         raise LedgerUnbalanced("a hold needs two different accounts")
     digest = _hold_hash(account, counterparty, amount, expires_at, clearing_date)
-    ids = await _resolve_accounts(session, sorted({account, counterparty}))
-    states = await repo.lock_accounts(session, [ids[account]])
-    state = states[ids[account]]
+    state, counterparty_id = await repo.lock_hold_accounts(session, account, counterparty)
+    if state is None or counterparty_id is None:
+        # New accounts: created (a concurrent creator wins quietly), then found and locked again.
+        await _resolve_accounts(session, sorted({account, counterparty}))
+        state, counterparty_id = await repo.lock_hold_accounts(session, account, counterparty)
+        if state is None or counterparty_id is None:  # pragma: no cover - just created
+            raise LedgerUnbalanced("the hold's accounts could not be created")
     # As for postings, a retried key is looked up only when it matters: a refusal, or the insert
     # finding the key taken.
     if not state.may_go_negative and state.balance - state.held < amount:
@@ -517,16 +520,15 @@ async def place_hold(
             f"hold refused: {account} available {state.balance - state.held} < {amount}"
         )
     now = clock.now()
-    hold_id = await repo.insert_hold(
+    hold_id = await repo.place_hold(
         session,
         {
             "idempotency_key": idempotency_key,
             "content_hash": digest,
-            "account_id": ids[account],
-            "counterparty_id": ids[counterparty],
+            "account_id": state.id,
+            "counterparty_id": counterparty_id,
             "amount": amount,
             "clearing_date": clearing_date,
-            "status": HoldStatus.pending,
             "expires_at": expires_at,
             "created_at": now,
         },
@@ -536,7 +538,6 @@ async def place_hold(
         if raced is None:  # pragma: no cover
             raise IdempotencyConflict("idempotency key is being used concurrently; retry")
         return await _hold_replay(session, raced, digest)
-    await repo.apply_deltas(session, [(ids[account], 0, amount)])
     return Hold(
         id=hold_id,
         idempotency_key=idempotency_key,

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cardsvc import clock
 from cardsvc.deps import SessionsDep, SettingsDep
 from cardsvc.errors import NotAuthenticated
+from cardsvc.pgdirect import statements_on_their_own
 from cardsvc.settings import Settings
 from cardsvc.staff import repository
 from cardsvc.staff.auth import Role, StaffPrincipal, check_roles, parse_roles, verify_token
@@ -31,9 +32,11 @@ async def principal_for_token(
     disabled or given other roles since."""
     claimed = verify_token(settings, token)
     # A short read of its own: the request's session opens only when the route writes, so a route
-    # that asks the HSM first holds no connection meanwhile (docs/architecture.md §11).
+    # that asks the HSM first holds no connection meanwhile (docs/architecture.md §11). One
+    # statement, a transaction of its own on PostgreSQL (no BEGIN, no ROLLBACK).
     async with sessions() as reading:
-        user = await repository.get(reading, claimed.id)
+        statements_on_their_own(reading)
+        user = await repository.standing(reading, claimed.id)
     if (
         user is None
         or not user.active
@@ -44,7 +47,7 @@ async def principal_for_token(
         raise NotAuthenticated("session ended: log in again")
     # Roles come from the row, not the token.
     return StaffPrincipal(
-        id=user.id,
+        id=claimed.id,
         username=user.username,
         roles=parse_roles(user.roles),
         session_version=user.session_version,

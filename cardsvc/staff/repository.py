@@ -2,12 +2,46 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, or_, select, update
+from sqlalchemy import Table, bindparam, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cardsvc.pgdirect import Query
 from cardsvc.staff.models import StaffUser
+
+_staff: Table = StaffUser.__table__  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """What a token is checked against, as the account's row is now."""
+
+    username: str
+    roles: str
+    active: bool
+    session_version: int
+    locked_until: datetime | None
+
+
+# Read on every staff request (pgdirect: straight on the driver on PostgreSQL).
+_STANDING = Query(
+    lambda _dialect: select(
+        _staff.c.username,
+        _staff.c.roles,
+        _staff.c.active,
+        _staff.c.session_version,
+        _staff.c.locked_until,
+    ).where(_staff.c.id == bindparam("b_id"))
+)
+
+
+async def standing(session: AsyncSession, staff_id: int) -> Standing | None:
+    row = await _STANDING.first(session, {"b_id": staff_id})
+    if row is None:
+        return None
+    return Standing(str(row[0]), str(row[1]), bool(row[2]), int(row[3]), row[4])
 
 
 async def get(

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cardsvc import clock
 from cardsvc.bills import repository as repo
 from cardsvc.bills import service
-from cardsvc.bills.models import BillPayment, OutboxAction, PayerKind, PaymentStatus, SubChannel
+from cardsvc.bills.models import OutboxAction, PayerKind, PaymentStatus, SubChannel
 from cardsvc.bills.schemas import BankDetails, BillerIn
 from cardsvc.db import unit_of_work
 
@@ -30,17 +30,16 @@ async def _payments(sessions: async_sessionmaker[AsyncSession], n: int) -> list[
         )  # fmt: skip
         ids = []
         for i in range(n):
-            payment = await repo.add_payment(
+            payment = await repo.insert_payment(
                 session,
-                BillPayment(
-                    sub_channel=SubChannel.counter, biller_id=biller.id, biller_code="WATER01",
-                    bill_key=f"31000{i:05d}", reference=f"P-{i}", bill_id=f"B-{i}",
-                    amount_due=100, amount=100, payer_kind=PayerKind.counter_cash,
-                    counter_code="C001", clearing_date=now.date(), paid_at=now,
-                    status=PaymentStatus.pending, submit_scope="counter:C001",
-                    submit_key=f"k{i}", request_hash="0" * 64, created_at=now, updated_at=now,
-                ),
+                sub_channel=SubChannel.counter, biller_id=biller.id, biller_code="WATER01",
+                bill_key=f"31000{i:05d}", reference=f"P-{i}", bill_id=f"B-{i}",
+                amount_due=100, amount=100, payer_kind=PayerKind.counter_cash,
+                counter_code="C001", clearing_date=now.date(), paid_at=now,
+                status=PaymentStatus.pending, submit_scope="counter:C001",
+                submit_key=f"k{i}", request_hash="0" * 64, created_at=now, updated_at=now,
             )  # fmt: skip
+            assert payment is not None
             await repo.add_outbox(session, payment.id, OutboxAction.pay, now)
             ids.append(payment.id)
             assert payment.serial == f"B{payment.id:011d}"

@@ -36,8 +36,8 @@ async def test_failure_between_lines_and_balances_leaves_nothing(
     name = "write_transaction" if on_postgres else "insert_lines"
     real = getattr(repo, name)
 
-    async def then_crash(*args: Any) -> None:
-        await real(*args)
+    async def then_crash(*args: Any, **kwargs: Any) -> None:
+        await real(*args, **kwargs)
         seen.append("lines")
         raise CrashMidPosting
 
