@@ -176,6 +176,9 @@ async def _finish(
     now = clock.now()
     serial = str(payment.serial)
     assert payment.hold_id is not None  # noqa: S101 - every payment is held when accepted
+    # The row first: the ledger's postings lock accounts other payments share (a counter's
+    # suspense, the biller's payable) until commit, so they come last.
+    await repo.delete_outbox(session, payment.id)
     if status in (PaymentStatus.paid, PaymentStatus.refunded):
         day = await clearing_date_of(session, settings)
         try:
@@ -218,7 +221,6 @@ async def _finish(
     if detail is not None:
         payment.detail = detail[:255]
     payment.status, payment.decided_at, payment.updated_at = status, now, now
-    await repo.delete_outbox(session, payment.id)
     await session.flush()
     BILL_PAYMENTS.labels(payment.biller_code, status.value).inc()
     log.info("bills.payment_final", serial=serial, biller=payment.biller_code, status=status.value)
@@ -239,7 +241,8 @@ async def _expired(
     """The biller's success or refund came after the hold ran out: the money it held was
     released (to the resident's account, or the counter's suspense), so nothing can be posted.
     The payment ends ``expired``, its row leaves the outbox (asking again would change nothing),
-    and a break tells finance, who settles it with the biller and the payer."""
+    and a break tells finance, who settles it with the biller and the payer. The caller removed
+    the row."""
     now = clock.now()
     serial = str(payment.serial)
     assert payment.hold_id is not None  # noqa: S101 - every payment is held when accepted
@@ -253,7 +256,6 @@ async def _expired(
         what = f"refund {payment.refund_serial}"
     payment.reason = "hold_expired"
     payment.status, payment.decided_at, payment.updated_at = PaymentStatus.expired, now, now
-    await repo.delete_outbox(session, payment.id)
     await breaks.open_break(
         session,
         NewBreak(
