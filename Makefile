@@ -7,8 +7,12 @@ setup:
 demo: setup
 	UV_PYTHON_DOWNLOADS=never uv run cardsvc demo
 
+# The suite writes Python's bytecode caches (gitignored) even where the shell asks for none
+# (PYTHONDONTWRITEBYTECODE): each interpreter it starts (its workers, every
+# cardsvc serve, hsm-sim, biller-sim, agent and command) then loads the code base and its
+# libraries from them instead of compiling them again, and pytest keeps its rewritten tests.
 test: setup
-	UV_PYTHON_DOWNLOADS=never uv run pytest -n auto --cov
+	env -u PYTHONDONTWRITEBYTECODE UV_PYTHON_DOWNLOADS=never uv run pytest -n auto --cov
 
 lint:
 	UV_PYTHON_DOWNLOADS=never uv run ruff format --check .

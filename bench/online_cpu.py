@@ -42,12 +42,12 @@ from terminals.online import repository as online_repo
 from terminals.online import service as online_service
 
 STEPS: list[tuple[ModuleType, list[str]]] = [
-    (access_repo, ["take_seq", "mark_pin_seq"]),
+    (access_repo, ["take_seq"]),
     (access_service, ["verify_mac"]),
     (online_service, ["authorize", "complete"]),
     (online_pins, ["check_before_number", "settle"]),
-    (accounts_service, ["take_pin_try", "verify_pin_try", "settle_pin_try"]),
-    (accounts_repo, ["take_pin_try", "clear_pin_failures"]),
+    (accounts_service, ["take_pin_try_after", "verify_pin_try", "settle_pin_try"]),
+    (accounts_repo, ["take_pin_try_after", "clear_pin_failures"]),
     (online_repo, ["insert_if_new", "card_standing", "reserve_usage", "by_serial", "save"]),
     (ledger_service, ["post", "place_hold", "post_hold"]),
     (

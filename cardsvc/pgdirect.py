@@ -113,6 +113,17 @@ class Query:
         return None if row is None else row[0]
 
 
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """A guarded write another statement goes on from only if it wrote a row: on PostgreSQL
+    ``query`` (an ``UPDATE ... RETURNING``) runs as a CTE of that statement, so both commit or
+    neither does; on other engines it runs just before, as a statement of its own. It lets a
+    domain hand its write to another domain's statement without handing it its table."""
+
+    query: Query
+    params: Mapping[str, Any]
+
+
 def statements_on_their_own(session: AsyncSession) -> None:
     """Let each direct statement of ``session`` be a transaction of its own until the session
     begins one itself (a statement through SQLAlchemy): on PostgreSQL no ``BEGIN`` and no

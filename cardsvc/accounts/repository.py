@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Executable, Table, bindparam, exists, literal, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.accounts.models import AccountMovement, MovementKind, OnlineAccount
-from cardsvc.pgdirect import Query
+from cardsvc.pgdirect import Guard, Query
 from cardsvc.sql import insert_ignore, insert_ignore_stmt
 
 
@@ -93,6 +94,13 @@ class PinTry:
 
 _accounts: Table = OnlineAccount.__table__  # type: ignore[assignment]
 
+_TRY_COLUMNS = (
+    _accounts.c.id,
+    _accounts.c.reference,
+    _accounts.c.pin_offset,
+    _accounts.c.pin_pvk_version,
+    _accounts.c.pin_failures,
+)
 # The PIN statements run on every online payment (pgdirect: straight on the driver on PostgreSQL).
 _TAKE_PIN_TRY = Query(
     lambda _dialect: (
@@ -103,13 +111,7 @@ _TAKE_PIN_TRY = Query(
             _accounts.c.pin_failures < bindparam("b_limit"),
         )
         .values(pin_failures=_accounts.c.pin_failures + 1)
-        .returning(
-            _accounts.c.id,
-            _accounts.c.reference,
-            _accounts.c.pin_offset,
-            _accounts.c.pin_pvk_version,
-            _accounts.c.pin_failures,
-        )
+        .returning(*_TRY_COLUMNS)
     )
 )
 
@@ -120,6 +122,53 @@ async def take_pin_try(session: AsyncSession, resident_id: int, limit: int) -> P
     One guarded UPDATE: concurrent tries serialize on the row, and each sees the others' counts."""
     row = await _TAKE_PIN_TRY.first(session, {"b_resident_id": resident_id, "b_limit": limit})
     return None if row is None else PinTry(int(row[0]), row[1], row[2], int(row[3]), int(row[4]))
+
+
+def _build_take_pin_try_after(guard: Query) -> Callable[[str], Executable]:
+    def build(dialect: str) -> Executable:
+        marked = cast(Any, guard.statement(dialect)).cte("guard")
+        passed = exists(select(literal(1)).select_from(marked))
+        taken = (
+            update(_accounts)
+            .where(
+                _accounts.c.resident_id == bindparam("b_resident_id"),
+                _accounts.c.pin_offset.is_not(None),
+                _accounts.c.pin_failures < bindparam("b_limit"),
+                passed,
+            )
+            .values(pin_failures=_accounts.c.pin_failures + 1)
+            .returning(*_TRY_COLUMNS)
+            .cte("taken")
+        )
+        one = select(literal(1).label("one")).subquery("one")
+        return select(passed.label("passed"), *taken.c).select_from(one.outerjoin(taken, true()))
+
+    return build
+
+
+_TAKE_PIN_TRY_AFTER: dict[Query, Query] = {}
+
+
+async def take_pin_try_after(
+    session: AsyncSession, guard: Guard, resident_id: int, limit: int
+) -> tuple[bool, PinTry | None]:
+    """:func:`take_pin_try` only if ``guard`` wrote its row: (whether it did, the try or None).
+    One statement on PostgreSQL (the guard as its CTE: both commit or neither); elsewhere the
+    guard runs first."""
+    if session.get_bind().dialect.name != "postgresql":
+        if await guard.query.first(session, guard.params) is None:
+            return False, None
+        return True, await take_pin_try(session, resident_id, limit)
+    query = _TAKE_PIN_TRY_AFTER.get(guard.query)
+    if query is None:
+        query = _TAKE_PIN_TRY_AFTER[guard.query] = Query(_build_take_pin_try_after(guard.query))
+    params = {**guard.params, "b_resident_id": resident_id, "b_limit": limit}
+    row = await query.first(session, params)
+    if row is None or not row[0]:
+        return False, None
+    if row[1] is None:
+        return True, None
+    return True, PinTry(int(row[1]), row[2], row[3], int(row[4]), int(row[5]))
 
 
 _GIVE_PIN_TRY_BACK = Query(

@@ -61,6 +61,7 @@ from cardsvc.ledger import service as ledger
 from cardsvc.ledger.errors import HoldExpired
 from cardsvc.ledger.models import AccountKind, Side
 from cardsvc.ledger.schemas import AccountRef, Entry, PostingRequest, Statement
+from cardsvc.pgdirect import Guard
 from cardsvc.settings import Settings
 
 # --- errors ---------------------------------------------------------------------------------
@@ -355,6 +356,26 @@ async def take_pin_try(
     reserved = await repo.take_pin_try(session, resident_id, settings.pin_max_failures)
     if reserved is not None:
         return reserved
+    return await _why_no_try(session, resident_id)
+
+
+async def take_pin_try_after(
+    session: AsyncSession, settings: Settings, resident_id: int, guard: Guard
+) -> PinTry | PinCheck | None:
+    """:func:`take_pin_try` in the statement of ``guard``, another domain's guarded write (a
+    terminal's mark of its sequence number): None when the guard wrote nothing, and then no try
+    is taken either."""
+    passed, reserved = await repo.take_pin_try_after(
+        session, guard, resident_id, settings.pin_max_failures
+    )
+    if not passed:
+        return None
+    if reserved is not None:
+        return reserved
+    return await _why_no_try(session, resident_id)
+
+
+async def _why_no_try(session: AsyncSession, resident_id: int) -> PinCheck:
     state = await repo.by_resident(session, resident_id)
     if state is None or state.pin_offset is None:
         return PinCheck(PinOutcome.not_set, 0)

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Table, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cardsvc.pgdirect import Query
+from cardsvc.pgdirect import Guard, Query
 from cardsvc.sql import insert_ignore_stmt
 from terminals.access.models import SignInNonce, TerminalSession
 from terminals.registry.models import (
@@ -177,6 +177,12 @@ _GUARD_PIN_SEQ = Query(
         .returning(_sessions.c.id)
     )
 )
+
+
+def pin_seq_mark(session_id: str, seq: int) -> Guard:
+    """The guarded UPDATE of :func:`mark_pin_seq`, for a statement that goes on only if it
+    marked the number (``cardsvc.pgdirect.Guard``)."""
+    return Guard(_GUARD_PIN_SEQ, {"b_session_id": session_id, "b_seq": seq})
 
 
 async def mark_pin_seq(session: AsyncSession, session_id: str, seq: int) -> bool:

@@ -20,6 +20,7 @@ from cardsvc import clock
 from cardsvc.blacklist import service as blacklist
 from cardsvc.errors import DependencyUnavailable, DomainError, ValidationFailed
 from cardsvc.hsm import HsmClient, HsmError, HsmUnavailable, KeyRef
+from cardsvc.pgdirect import Guard
 from cardsvc.settings import Settings
 from terminals.access import repository
 from terminals.access.canonical import canonical_request
@@ -180,6 +181,12 @@ async def mark_pin_seq(session: AsyncSession, signed: SignedRequest) -> bool:
     taken; False when it was taken already or a PIN was checked for it: a copy of a request (a
     replay in flight) then checks no PIN and takes no try."""
     return await repository.mark_pin_seq(session, signed.session_id, signed.seq)
+
+
+def pin_seq_mark(signed: SignedRequest) -> Guard:
+    """:func:`mark_pin_seq` as a guard of the statement that takes the PIN try, so that the mark
+    and the try are one statement (``cardsvc.pgdirect.Guard``)."""
+    return repository.pin_seq_mark(signed.session_id, signed.seq)
 
 
 async def verify_mac(hsm: HsmClient, key: KeyRef, data: bytes, mac: bytes) -> None:

@@ -133,6 +133,7 @@ class Claim(Enum):
 class Claimed:
     claim: Claim
     row: OnlineAuthorization  # new: the fresh row; replay: the first answer; reversed: the void
+    standing: CardStanding | None = None  # the card ``claim_serial`` was asked to read with it
 
 
 async def claim_serial(
@@ -141,9 +142,13 @@ async def claim_serial(
     kind: MessageKind,
     digest: str,
     local: datetime,
+    *,
+    standing_of: str | None = None,
     **fields: Any,
 ) -> Claimed:
-    """Claim (terminal, serial) for a message of ``kind`` whose content hashes to ``digest``."""
+    """Claim (terminal, serial) for a message of ``kind`` whose content hashes to ``digest``;
+    with ``standing_of`` (an ASN) a new claim also reads that card's standing, in the same round
+    trip."""
     now = clock.now()
     values: dict[str, Any] = {
         "terminal_id": terminal.terminal_id,
@@ -163,9 +168,12 @@ async def claim_serial(
         "updated_at": now,
         **fields,
     }
-    new = await repo.insert_if_new(session, values)
+    if standing_of is None:
+        new, standing = await repo.insert_if_new(session, values), None
+    else:
+        new, standing = await repo.insert_if_new_with_standing(session, values, standing_of, now)
     if new is not None:
-        return Claimed(Claim.new, new)
+        return Claimed(Claim.new, new, standing)
     serial = values["terminal_serial"]
     existing = await repo.by_serial(session, terminal.terminal_no, serial)
     if existing is None:  # pragma: no cover - the conflicting insert rolled back

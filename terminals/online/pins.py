@@ -4,9 +4,9 @@ pre-authorization, a load from the account; docs/terminal-protocol.md §10, §10
 The PIN is checked before the request's sequence number is taken, so that nothing is held while
 the HSM works (docs/architecture.md §11): a short transaction of its own reads the card and
 whether the serial already holds a message (one statement), marks the sequence number as having
-had its PIN checked (a copy of the request checks none), and takes a try on the account's PIN
-(the count goes up first: concurrent guesses never take more tries than are left); then one
-``PIN_VERIFY`` in the HSM. The try is settled in the request's own transaction, after the number
+had its PIN checked (a copy of the request checks none) and, in the same statement, takes a try
+on the account's PIN (the count goes up first: concurrent guesses never take more tries than are
+left); then one ``PIN_VERIFY`` in the HSM. The try is settled in the request's own transaction, after the number
 is taken, and the verdict counts at its step of the order of checks (:func:`refusal`).
 """
 
@@ -63,22 +63,23 @@ async def check_before_number(
     if not needed or pin_block is None or signed.pin_key_blob is None:
         return PinStep()  # no PIN to check: the request's transaction reads what it needs
     async with unit_of_work(sessions) as reading:
-        # Each statement commits alone, in this order: the read, the mark, the try. A crash
-        # after the mark leaves the number marked with no try taken (as an HSM that does not
-        # answer leaves it), one after the try a try taken (as a crash before settling does).
+        # Each statement commits alone, in this order: the read, then the mark with the try (one
+        # statement: the try is taken only if the mark was made). A crash after the read leaves
+        # nothing; one after the mark and the try leaves a try taken, as a crash before settling
+        # does; a mark with no try left leaves the number marked, as an HSM that does not answer.
         pgdirect.statements_on_their_own(reading)
         standing, answered = await messages.card_standing_at_serial(
             reading, asn, signed.terminal_no, serial
         )
         if answered:
             return PinStep()
-        if (
-            standing is None
-            or card_refusal(standing, local_now(settings).date()) is not None
-            or not await access.mark_pin_seq(reading, signed)
-        ):
+        if standing is None or card_refusal(standing, local_now(settings).date()) is not None:
             return PinStep(read=True, standing=standing)
-        taken = await accounts.take_pin_try(reading, settings, standing.resident_id)
+        taken = await accounts.take_pin_try_after(
+            reading, settings, standing.resident_id, access.pin_seq_mark(signed)
+        )
+        if taken is None:  # the number is taken already, or a PIN was checked for it
+            return PinStep(read=True, standing=standing)
     if isinstance(taken, PinCheck):
         if taken.outcome is PinOutcome.busy:
             raise Conflict("other PIN checks of this account are running; send again")

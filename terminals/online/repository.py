@@ -7,7 +7,17 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, BindParameter, Table, bindparam, exists, select, update
+from sqlalchemy import (
+    BigInteger,
+    BindParameter,
+    Table,
+    bindparam,
+    exists,
+    literal,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cardsvc.blacklist.models import BlacklistEntry
@@ -53,6 +63,33 @@ async def insert_if_new(
     row = {name: values.get(name) for name in _MESSAGE_COLUMNS}
     new_id = await _INSERT_IF_NEW.scalar(session, row)
     return None if new_id is None else OnlineAuthorization(id=new_id, **row)
+
+
+def _build_insert_with_standing(dialect: str) -> Any:
+    inserted = _INSERT_IF_NEW.statement(dialect).cte("inserted")  # type: ignore[attr-defined]
+    standing = _build_card_standing(dialect).subquery("standing")
+    one = select(literal(1).label("one")).subquery("one")
+    return select(select(inserted.c.id).scalar_subquery(), *standing.c).select_from(
+        one.outerjoin(standing, true())
+    )
+
+
+_INSERT_WITH_STANDING = Query(_build_insert_with_standing)
+
+
+async def insert_if_new_with_standing(
+    session: AsyncSession, values: Mapping[str, Any], asn: str, now: datetime
+) -> tuple[OnlineAuthorization | None, CardStanding | None]:
+    """:func:`insert_if_new` and :func:`card_standing` in one round trip on PostgreSQL (the
+    standing is read whether or not the row was new)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return await insert_if_new(session, values), await card_standing(session, asn, now)
+    row = {name: values.get(name) for name in _MESSAGE_COLUMNS}
+    found = await _INSERT_WITH_STANDING.first(session, {**row, "asn": asn.upper(), "now": now})
+    if found is None:  # pragma: no cover - the statement always returns its one row
+        return None, None
+    new = None if found[0] is None else OnlineAuthorization(id=found[0], **row)
+    return new, None if found[1] is None else _standing(found[1:])
 
 
 async def save(session: AsyncSession, message: OnlineAuthorization) -> None:
@@ -184,6 +221,66 @@ async def by_serial(
     params = {"terminal_no": terminal_no, "terminal_serial": terminal_serial}
     row = await query.first(session, params)
     return None if row is None else _message(row)
+
+
+_BY_SERIAL_LOCKED_WITH_OPEN_DAY = Query(
+    lambda dialect: (
+        _build_by_serial(dialect)
+        .add_columns(OPEN_DAY.scalar_subquery())
+        .with_for_update(of=_messages)
+    )
+)
+
+
+async def by_serial_locked_with_open_day(
+    session: AsyncSession, terminal_no: str, terminal_serial: int
+) -> tuple[OnlineAuthorization | None, date | None]:
+    """The terminal's message ``terminal_serial``, row-locked and untracked, and the open clearing
+    day (None when none is open yet), in one round trip; (None, None) when there is no message."""
+    params = {"terminal_no": terminal_no, "terminal_serial": terminal_serial}
+    row = await _BY_SERIAL_LOCKED_WITH_OPEN_DAY.first(session, params)
+    if row is None:
+        return None, None
+    return _message(row[:-1]), row[-1]
+
+
+def _save_two(_dialect: str) -> Any:
+    first = (
+        update(_messages)
+        .where(_messages.c.id == bindparam("first_id"))
+        .values(
+            {
+                name: bindparam(f"first_{name}", type_=_messages.c[name].type)
+                for name in _MESSAGE_COLUMNS
+            }
+        )
+        .returning(_messages.c.id)
+        .cte("first")
+    )
+    return (
+        update(_messages)
+        .where(_messages.c.id == bindparam("message_id"))
+        .values(_message_values())
+        .add_cte(first)
+    )
+
+
+_SAVE_TWO = Query(_save_two)
+
+
+async def save_two(
+    session: AsyncSession, first: OnlineAuthorization, second: OnlineAuthorization
+) -> None:
+    """:func:`save` of two different message rows, in one statement on PostgreSQL."""
+    if session.get_bind().dialect.name != "postgresql":
+        await save(session, first)
+        await save(session, second)
+        return
+    values = {name: getattr(second, name) for name in _MESSAGE_COLUMNS}
+    firsts = {f"first_{name}": getattr(first, name) for name in _MESSAGE_COLUMNS}
+    await _SAVE_TWO.rows(
+        session, {**values, **firsts, "message_id": second.id, "first_id": first.id}
+    )
 
 
 def _build_reserve_usage(dialect: str) -> Any:

@@ -81,6 +81,8 @@ class Outcome:
     row: OnlineAuthorization
     replayed: bool
     done: bool = False  # already answered (a replay, or a serial reversed before it arrived)
+    written: bool = False  # the new row was written as decided with another row's change
+    standing: CardStanding | None = None  # the card read with the claim (``_begin``)
 
     def response(self) -> AuthorizationResponse:
         row = self.row
@@ -111,20 +113,24 @@ async def _begin(
     kind: MessageKind,
     request: PurchaseRequest | CompletionRequest | ReversalRequest | RefundRequest,
     settings: Settings,
+    *,
+    standing_of: str | None = None,
     **fields: Any,
 ) -> Outcome:
-    """Claim (terminal, serial) for this message, or return the first answer to it."""
+    """Claim (terminal, serial) for this message, or return the first answer to it; with
+    ``standing_of`` the new claim carries that card's standing (``Outcome.standing``)."""
     claimed = await messages.claim_serial(
         session,
         terminal,
         kind,
         request_hash(kind, request),
         local_now(settings),
+        standing_of=standing_of,
         terminal_serial=request.terminal_serial,
         **fields,
     )
     if claimed.claim is Claim.new:
-        return Outcome(claimed.row, replayed=False)
+        return Outcome(claimed.row, replayed=False, standing=claimed.standing)
     # A replay, or the first message on a serial reversed before it arrived (the void row: 12).
     return Outcome(claimed.row, replayed=claimed.claim is Claim.replay, done=True)
 
@@ -159,7 +165,7 @@ def _recorded(
         session: AsyncSession, /, *args: P.args, **kwargs: P.kwargs
     ) -> Outcome:
         outcome = await decide(session, *args, **kwargs)
-        if not outcome.done:
+        if not outcome.done and not outcome.written:
             await repo.save(session, outcome.row)
         return outcome
 
@@ -225,9 +231,12 @@ async def _authorize(
     settings: Settings,
 ) -> Outcome:
     now = clock.now()
+    # The card is read with the claim unless the PIN step read it (or no card is read at all).
+    reads_card = not step.read and terminal.kind is not TerminalKind.validator
     outcome = await _begin(
-        session, terminal, kind, request, settings, amount=request.amount, asn=request.asn.upper()
-    )
+        session, terminal, kind, request, settings, standing_of=request.asn if reads_card else None,
+        amount=request.amount, asn=request.asn.upper(),
+    )  # fmt: skip
     if outcome.done:
         return outcome
     row = outcome.row
@@ -236,7 +245,7 @@ async def _authorize(
         return _decline(
             row, Declined(ResponseCode.not_permitted_to_terminal, "validator_online"), now
         )
-    standing = step.standing if step.read else await messages.card_standing(session, request.asn)
+    standing = step.standing if step.read else outcome.standing
     refusal = card_refusal(standing, row.local_date)
     if refusal is not None or standing is None:
         return _decline(row, refusal or Declined(ResponseCode.unknown_card, "unknown_card"), now)
@@ -321,10 +330,15 @@ async def complete(
     if outcome.done:
         return outcome
     row = outcome.row
-    original = await _approved_original(
-        session, terminal, request.original_serial, (MessageKind.preauth,)
+    # The pre-authorization, row-locked, with the open clearing day in the same round trip.
+    original, open_day = await repo.by_serial_locked_with_open_day(
+        session, terminal.terminal_no, request.original_serial
     )
-    if original is None:
+    if (
+        original is None
+        or original.kind is not MessageKind.preauth
+        or original.response_code != ResponseCode.approved
+    ):
         return _decline(row, Declined(ResponseCode.original_not_found, "no_approved_preauth"), now)
     _link(row, original)
     if original.status is not AuthStatus.held or original.hold_id is None:
@@ -333,7 +347,7 @@ async def complete(
         )
     if request.amount > original.approved_amount:
         return _decline(row, Declined(ResponseCode.invalid_transaction, "above_preauth"), now)
-    clearing_date = await clearing_date_of(session, settings, now=now)
+    clearing_date = await clearing_date_of(session, settings, now=now, seen=open_day)
     row.clearing_date = clearing_date
     hold_id = original.hold_id
     try:
@@ -360,9 +374,11 @@ async def complete(
         return _decline(row, Declined(ResponseCode.invalid_transaction, "hold_not_pending"), now)
     original.status = AuthStatus.completed
     original.updated_at = now
-    await repo.save(session, original)
     row.ledger_transaction_id = posted.id
-    return _approve(row, AuthStatus.approved, request.amount, now)
+    _approve(row, AuthStatus.approved, request.amount, now)
+    # The pre-authorization and the new row in one statement (``_recorded`` writes no more).
+    await repo.save_two(session, original, row)
+    return Outcome(row, replayed=False, written=True)
 
 
 def _link(row: OnlineAuthorization, original: OnlineAuthorization) -> None:
