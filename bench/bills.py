@@ -14,9 +14,9 @@ ratio of the paid rate to the simulator's own rate of query + payment measured i
 (signed by the same HSM, as many at once as the load had at most in flight), and the CPU per
 paid payment of each process (API, worker, hsm-sim, biller-sim, PostgreSQL backends, the load).
 
-    flock /tmp/bench.lock uv run python bench/bills.py [--rate 200] [--seconds 20]
+    flock -x /tmp/quiet.lock uv run python bench/bills.py [--rate 200] [--seconds 20]
 
-Target (docs/bills.md): at least 200 payments/s, p99 at most 100 ms.
+Target (README, the bench table): at least 200 payments/s, p99 at most 100 ms.
 """
 
 from __future__ import annotations

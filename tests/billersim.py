@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
+from tests.loopback import local
 
 WATER_KEY = bytes(range(32))
 GAS_KEY = bytes(range(32, 64))
@@ -44,13 +44,13 @@ class SimControl:
         self.url = url
 
     def behave(self, biller: str, mode: str, **extra: Any) -> None:
-        answer = httpx.post(
+        answer = local().post(
             f"{self.url}/sim/behaviour", json={"biller": biller, "mode": mode, **extra}
         )
         answer.raise_for_status()
 
     def state(self) -> dict[str, Any]:
-        found: dict[str, Any] = httpx.get(f"{self.url}/sim/state").json()
+        found: dict[str, Any] = local().get(f"{self.url}/sim/state").json()
         return found
 
     def payments(self, biller: str = "WATER01") -> dict[str, Any]:
@@ -59,8 +59,8 @@ class SimControl:
 
     def stats(self) -> dict[str, int]:
         """Requests and answers by route and status since the last reset."""
-        found: dict[str, int] = httpx.get(f"{self.url}/sim/stats").json()
+        found: dict[str, int] = local().get(f"{self.url}/sim/stats").json()
         return found
 
     def reset(self) -> None:
-        httpx.post(f"{self.url}/sim/reset").raise_for_status()
+        local().post(f"{self.url}/sim/reset").raise_for_status()

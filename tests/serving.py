@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.loopback import local
 from tests.terminals.helpers import free_port
 
 
@@ -61,7 +62,7 @@ def serving(
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if httpx.get(f"{base}{ready}", timeout=2).status_code == 200:
+                if local().get(f"{base}{ready}", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

@@ -188,21 +188,32 @@ async def payment_by_id(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def payment_and_outbox(
-    session: AsyncSession, payment_id: int
-) -> tuple[BillPayment | None, BillOutbox | None]:
-    """The payment and its outbox row, both locked (payment first) in one statement; when the
-    payment has no row (it became final), the payment alone, locked."""
+async def payments_and_outboxes(
+    session: AsyncSession, payment_ids: list[int]
+) -> dict[int, tuple[BillPayment, BillOutbox | None]]:
+    """The payments and their outbox rows, all locked in payment id order (each payment before
+    its row), by payment id; a payment with no row (it became final) is read and locked alone."""
     stmt = (
         select(BillPayment, BillOutbox)
         .join(BillOutbox, BillOutbox.payment_id == BillPayment.id)
-        .where(BillPayment.id == payment_id)
+        .where(BillPayment.id.in_(payment_ids))
+        .order_by(BillPayment.id)
         .with_for_update()
     )
-    found = (await session.execute(stmt)).first()
-    if found is not None:
-        return found[0], found[1]
-    return await payment_by_id(session, payment_id, for_update=True), None
+    found: dict[int, tuple[BillPayment, BillOutbox | None]] = {
+        payment.id: (payment, row) for payment, row in (await session.execute(stmt)).all()
+    }
+    rest = [i for i in payment_ids if i not in found]
+    if rest:
+        alone = (
+            select(BillPayment)
+            .where(BillPayment.id.in_(rest))
+            .order_by(BillPayment.id)
+            .with_for_update()
+        )
+        for payment in (await session.execute(alone)).scalars():
+            found[payment.id] = (payment, None)
+    return found
 
 
 async def payment_by_serial(

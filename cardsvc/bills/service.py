@@ -551,7 +551,16 @@ async def submit_payment(
             raise IdempotencyConflict(f"idempotency key {key!r} is being used; try again")
         return raced
     serial = str(payment.serial)
+    # The writes that lock no shared row first: the ledger's postings lock the payer's account
+    # (a counter's drawer and suspense are shared by all its payments, and the worker posts from
+    # that suspense), and those locks are held until commit, so they come last.
+    await repo.add_outbox(session, payment.id, OutboxAction.pay, now)
     if payer.sub_channel is SubChannel.counter:
+        await audit.record(
+            session, actor=str(payer.operator), action="bills.cash_payment",
+            entity="bill_payment", entity_id=serial,
+            after={"biller": biller.code, "amount": paying, "counter": payer.counter_code},
+        )  # fmt: skip
         cash = await ledger.post(
             session,
             PostingRequest(
@@ -578,14 +587,7 @@ async def submit_payment(
         clearing_date=day,
     )
     payment.hold_id = hold.id
-    await repo.add_outbox(session, payment.id, OutboxAction.pay, now)
     await session.flush()
-    if payer.sub_channel is SubChannel.counter:
-        await audit.record(
-            session, actor=str(payer.operator), action="bills.cash_payment",
-            entity="bill_payment", entity_id=serial,
-            after={"biller": biller.code, "amount": paying, "counter": payer.counter_code},
-        )  # fmt: skip
     return PaymentView(payment)
 
 

@@ -15,7 +15,8 @@ A crash between 1 and 2 or between 2 and 3 loses nothing: the row is still there
 of its request is answered with the first answer.
 
 The rows of one lease are sent concurrently, at most ``CARDSVC_BILLS_OUTBOX_CONCURRENCY`` at once:
-each row is its own call and its own record transaction, so a slow biller delays only its rows.
+each row is its own call, recorded as soon as its answer comes, so a slow biller delays only its
+rows; answers that come while a record transaction is open are recorded together in the next.
 The long-running worker keeps its HSM connection and HTTP client open across runs, and is woken
 when a payment commits (the outbox's notification channel, on PostgreSQL).
 """
@@ -25,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -176,6 +177,9 @@ async def _finish(
     now = clock.now()
     serial = str(payment.serial)
     assert payment.hold_id is not None  # noqa: S101 - every payment is held when accepted
+    # The row first: the ledger's postings lock accounts other payments share (a counter's
+    # suspense, the biller's payable) until commit, so they come last.
+    await repo.delete_outbox(session, payment.id)
     if status in (PaymentStatus.paid, PaymentStatus.refunded):
         day = await clearing_date_of(session, settings)
         try:
@@ -218,7 +222,6 @@ async def _finish(
     if detail is not None:
         payment.detail = detail[:255]
     payment.status, payment.decided_at, payment.updated_at = status, now, now
-    await repo.delete_outbox(session, payment.id)
     await session.flush()
     BILL_PAYMENTS.labels(payment.biller_code, status.value).inc()
     log.info("bills.payment_final", serial=serial, biller=payment.biller_code, status=status.value)
@@ -239,7 +242,8 @@ async def _expired(
     """The biller's success or refund came after the hold ran out: the money it held was
     released (to the resident's account, or the counter's suspense), so nothing can be posted.
     The payment ends ``expired``, its row leaves the outbox (asking again would change nothing),
-    and a break tells finance, who settles it with the biller and the payer."""
+    and a break tells finance, who settles it with the biller and the payer. The caller removed
+    the row."""
     now = clock.now()
     serial = str(payment.serial)
     assert payment.hold_id is not None  # noqa: S101 - every payment is held when accepted
@@ -253,7 +257,6 @@ async def _expired(
         what = f"refund {payment.refund_serial}"
     payment.reason = "hold_expired"
     payment.status, payment.decided_at, payment.updated_at = PaymentStatus.expired, now, now
-    await repo.delete_outbox(session, payment.id)
     await breaks.open_break(
         session,
         NewBreak(
@@ -341,20 +344,73 @@ async def record(
     request: Request,
     outcome: Answer | NoAnswer,
 ) -> PaymentStatus | None:
-    """Step 3: apply the answer under the payment's lock; the payment's state after it."""
+    """Step 3 of one row: apply the answer under the payment's lock; the payment's state after
+    it."""
+    return (await record_all(sessions, settings, [(request, outcome)]))[0]
+
+
+async def record_all(
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    answered: Sequence[tuple[Request, Answer | NoAnswer]],
+) -> list[PaymentStatus | None]:
+    """Step 3 of several rows in one transaction: their payments and rows locked first (one
+    statement, in payment id order), then each answer applied; each payment's state after it.
+    A crash or an error before the commit leaves every one of them in the outbox, sent again
+    with its key when its lease runs out."""
     now = clock.now()
     async with unit_of_work(sessions) as session:
-        payment, row = await repo.payment_and_outbox(session, request.payment_id)
-        if payment is None or row is None or row.action is not request.action:
-            # Someone (a callback, another worker after our lease ran out) got there first.
-            return None if payment is None else payment.status
-        row.lease_owner = row.lease_until = None
-        if isinstance(outcome, NoAnswer) or outcome.status != 200:
-            error = outcome.reason if isinstance(outcome, NoAnswer) else f"status {outcome.status}"
-            await _no_answer(session, settings, payment, row, error, now)
-            return payment.status
-        await _answered(session, settings, payment, row, outcome.result, outcome.body, now)
-        return payment.status
+        locked = await repo.payments_and_outboxes(session, [r.payment_id for r, _o in answered])
+        states: list[PaymentStatus | None] = []
+        for request, outcome in answered:
+            payment, row = locked.get(request.payment_id, (None, None))
+            if payment is None or row is None or row.action is not request.action:
+                # Someone (a callback, another worker after our lease ran out) got there first.
+                states.append(None if payment is None else payment.status)
+                continue
+            row.lease_owner = row.lease_until = None
+            if isinstance(outcome, NoAnswer) or outcome.status != 200:
+                error = (
+                    outcome.reason if isinstance(outcome, NoAnswer) else f"status {outcome.status}"
+                )
+                await _no_answer(session, settings, payment, row, error, now)
+            else:
+                await _answered(session, settings, payment, row, outcome.result, outcome.body, now)
+            states.append(payment.status)
+        return states
+
+
+class _Recorder:
+    """The record steps of one pass, committed together: an answer that comes while a record
+    transaction is open waits for it and goes into the next, with every other answer that came
+    meanwhile (one transaction, one commit and one turn on the shared accounts' locks for all
+    of them, instead of one each)."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+        self._sessions = sessions
+        self._settings = settings
+        self._lock = asyncio.Lock()
+        self._waiting: list[
+            tuple[Request, Answer | NoAnswer, asyncio.Future[PaymentStatus | None]]
+        ] = []
+
+    async def record(self, request: Request, outcome: Answer | NoAnswer) -> PaymentStatus | None:
+        done: asyncio.Future[PaymentStatus | None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((request, outcome, done))
+        async with self._lock:
+            if not done.done():
+                batch, self._waiting = self._waiting, []
+                try:
+                    states = await record_all(
+                        self._sessions, self._settings, [(r, o) for r, o, _f in batch]
+                    )
+                except Exception as exc:
+                    for _r, _o, waiting in batch:
+                        waiting.set_exception(exc)
+                else:
+                    for (_r, _o, waiting), state in zip(batch, states, strict=True):
+                        waiting.set_result(state)
+        return await done
 
 
 async def _no_answer(
@@ -497,6 +553,7 @@ async def run_outbox(
     if crash_at == "after_lease" and requests:
         raise Crashed("after_lease")
     gate = asyncio.Semaphore(settings.bills_outbox_concurrency)
+    recorder = _Recorder(sessions, settings)
 
     async def send(request: Request) -> str:
         async with gate:
@@ -508,7 +565,7 @@ async def run_outbox(
                 return "hsm_unavailable"
             if crash_at == "after_call":
                 raise Crashed("after_call")
-            status = await record(sessions, settings, request, outcome)
+            status = await recorder.record(request, outcome)
             return "gone" if status is None else status.value
 
     # Every row finishes its own record step before an error of another row is raised.

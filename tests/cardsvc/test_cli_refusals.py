@@ -12,7 +12,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from click.testing import CliRunner, Result
 
@@ -20,6 +19,7 @@ from cardsvc.cli import main
 from cardsvc.settings import get_settings
 from hsm_sim.audit import verify_file
 from hsm_sim.lock import STATE_BUSY_EXIT, StateLock, holder
+from tests.loopback import local
 from tests.serving import dev_env, serving
 from tests.terminals.helpers import free_port
 
@@ -146,7 +146,7 @@ def test_a_command_beside_serve_uses_its_hsm(
     assert "audit chain intact: 1 entries" in verified.stdout
     assert commands(audit_log).count("AUDIT_VERIFY") > before.count("AUDIT_VERIFY")
     assert holder(audit_log) == running  # the same one simulator, still running
-    assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200
+    assert local().get(f"{base}/readyz", timeout=5).status_code == 200
 
     second = subprocess.run(
         [sys.executable, "-m", "hsm_sim", "serve", "--port", "0", "--dev-keys"],

@@ -10,9 +10,9 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests.loopback import local
 from tests.serving import dev_env, serving
 
 WORKERS = 2
@@ -40,8 +40,8 @@ def test_metrics_report_every_worker(served: tuple[str, Path]) -> None:
     sent = 0
     while len(list(metrics_dir.glob("counter_*.db"))) < WORKERS:
         assert sent < 2000, "one worker took every connection"
-        assert httpx.get(f"{base}/healthz", headers={"Connection": "close"}).status_code == 200
+        assert local().get(f"{base}/healthz", headers={"Connection": "close"}).status_code == 200
         sent += 1
     for _ in range(6):  # several fetches, likely answered by both workers
-        body = httpx.get(f"{base}/metrics", headers={"Connection": "close"}).text
+        body = local().get(f"{base}/metrics", headers={"Connection": "close"}).text
         assert healthz_count(body) == sent + 1  # the readiness poll of the fixture too

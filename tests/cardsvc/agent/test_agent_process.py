@@ -23,6 +23,7 @@ from terminals.devices.vpcd import VpcdCard
 from terminals.registry.models import MerchantCategory, TerminalKind
 from tests.conftest_pcsc import inserted
 from tests.factories import Site, make_site, resident_id
+from tests.loopback import local
 from tests.serving import dev_env, serving
 from tests.terminals.helpers import signed_in
 
@@ -62,7 +63,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _headers(api: str, username: str) -> dict[str, str]:
-    r = httpx.post(f"{api}/api/v1/staff/login", json={"username": username, "password": PASSWORD})
+    r = local().post(f"{api}/api/v1/staff/login", json={"username": username, "password": PASSWORD})
     assert r.status_code == 200, r.text
     return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
@@ -74,20 +75,20 @@ def _approved_application(api: str) -> int:
     clerk, boss = _headers(api, "clerk"), _headers(api, "boss")
     body = {"resident_id": resident_id(order=str(next(_orders))), "name": "周八",
             "phone": "13800000000", "address": "x"}  # fmt: skip
-    r = httpx.post(f"{api}/api/v1/residents", json=body, headers=clerk)
+    r = local().post(f"{api}/api/v1/residents", json=body, headers=clerk)
     assert r.status_code == 201, r.text
-    r = httpx.post(
+    r = local().post(
         f"{api}/api/v1/applications", json={"resident_id": r.json()["id"]}, headers=clerk
     )
     assert r.status_code == 201, r.text
     application: int = r.json()["id"]
-    r = httpx.post(f"{api}/api/v1/applications/{application}/approve", headers=boss)
+    r = local().post(f"{api}/api/v1/applications/{application}/approve", headers=boss)
     assert r.status_code == 200, r.text
     return application
 
 
 def _status(api: str, application: int) -> str:
-    r = httpx.get(f"{api}/api/v1/applications/{application}", headers=_headers(api, "clerk"))
+    r = local().get(f"{api}/api/v1/applications/{application}", headers=_headers(api, "clerk"))
     status: str = r.json()["status"]
     return status
 
@@ -235,7 +236,7 @@ def test_counter_work_through_the_agent(api: str, pcscd: str) -> None:
     boss = _headers(api, "boss")
     with inserted(card, pcscd):
         active = agent(api, "block", "--card", card_no, "--reader", "0")
-        assert httpx.post(f"{api}/api/v1/cards/{card_no}/freeze", headers=boss).status_code == 200
+        assert local().post(f"{api}/api/v1/cards/{card_no}/freeze", headers=boss).status_code == 200
         blocked = agent(api, "block", "--card", card_no, "--reader", "0")
         early = agent(api, "unblock", "--card", card_no, "--reader", "0")
     assert active.returncode == 1
@@ -243,7 +244,7 @@ def test_counter_work_through_the_agent(api: str, pcscd: str) -> None:
     assert blocked.returncode == 0, blocked.stdout + blocked.stderr
     assert _lock(card) is Lock.TEMPORARY
     assert early.returncode == 1
-    assert httpx.post(f"{api}/api/v1/cards/{card_no}/unfreeze", headers=boss).status_code == 200
+    assert local().post(f"{api}/api/v1/cards/{card_no}/unfreeze", headers=boss).status_code == 200
     with inserted(card, pcscd):
         unblocked = agent(api, "unblock", "--card", card_no, "--reader", "0")
     assert unblocked.returncode == 0, unblocked.stdout + unblocked.stderr
@@ -256,7 +257,7 @@ def test_counter_work_through_the_agent(api: str, pcscd: str) -> None:
             "--pin-pad-command", f"sh -c 'echo {block}' pin-pad",
         )  # fmt: skip
     assert pinned.returncode == 0, pinned.stdout + pinned.stderr
-    r = httpx.post(
+    r = local().post(
         f"{api}/api/v1/accounts/lookup", json={"card_no": card_no}, headers=_headers(api, "clerk")
     )
     assert r.json()["pin_set"] is True

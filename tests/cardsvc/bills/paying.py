@@ -9,14 +9,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import uvicorn
 
 from cardsvc import clock
 from cardsvc.app import create_app
 from cardsvc.bills import repository as repo
 from cardsvc.bills import service, tasks
-from cardsvc.bills.adapter import BillerClient
+from cardsvc.bills.adapter import BillerClient, biller_http
 from cardsvc.bills.models import BillPayment
 from cardsvc.bills.schemas import BankDetails, BillerIn
 from cardsvc.db import unit_of_work
@@ -104,7 +103,7 @@ async def register_billers(resources: Resources, sim_url: str) -> None:
 @asynccontextmanager
 async def biller_client(resources: Resources) -> AsyncIterator[BillerClient]:
     settings = resources.settings
-    async with httpx.AsyncClient() as http:
+    async with biller_http() as http:
         yield BillerClient(
             http, resources.hsm, settings.bills_channel_id, settings.bills_timeout_seconds
         )

@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -31,7 +30,7 @@ from sqlalchemy import text
 from cardsvc import clock
 from cardsvc.bills import repository as repo
 from cardsvc.bills import service
-from cardsvc.bills.adapter import BillerClient
+from cardsvc.bills.adapter import BillerClient, biller_http
 from cardsvc.bills.models import PaymentStatus
 from cardsvc.cache import MemoryCache
 from cardsvc.clearing import service as clearing
@@ -101,7 +100,7 @@ class BillMoney(RuleBasedStateMachine):
         self.sim = SimControl(self.sim_url)
         self.sim.reset()
         await register_billers(self.resources, self.sim_url)
-        self.http = httpx.AsyncClient()
+        self.http = biller_http()
         client = BillerClient(self.http, self.hsm, "CITYCARD", 0.3)
         self.bills = Bills(self.resources, client, self.sim)
         self.resident = (await make_card(self.resources, 31, account=FUNDED, pin=None)).resident_id

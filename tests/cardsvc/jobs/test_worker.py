@@ -33,6 +33,7 @@ from terminals.online import repository as online_repo
 from terminals.online.models import AuthStatus
 from terminals.registry.models import MerchantCategory
 from tests.factories import PIN, make_card, make_site
+from tests.loopback import local
 from tests.terminals.helpers import free_port, signed_in
 
 JOBS = all_jobs()
@@ -368,7 +369,7 @@ def test_worker_serves_metrics_and_exits_0_on_sigterm(tmp_path: Path) -> None:
         while True:
             assert process.poll() is None, process.communicate()[1]
             try:
-                metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
+                metrics = local().get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
             except httpx.TransportError:
                 metrics = ""
             if first_pass_done in metrics:

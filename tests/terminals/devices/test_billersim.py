@@ -6,10 +6,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 
-from cardsvc.bills.adapter import Answer, BillerClient, BillerEndpoint, NoAnswer
+from cardsvc.bills.adapter import Answer, BillerClient, BillerEndpoint, NoAnswer, biller_http
 from cardsvc.hsm import HsmClient
 from tests.billersim import GAS_KEY, WATER_KEY, SimControl
 
@@ -19,7 +18,7 @@ async def channel(hsm: HsmClient) -> AsyncIterator[BillerClient]:
     await hsm.key_import("BILLER_WATER01", "biller-mac", WATER_KEY, "HMAC-SHA256")
     await hsm.key_import("BILLER_GAS01", "biller-mac", GAS_KEY, "HMAC-SHA256")
     await hsm.key_import("BILLER_WRONG", "biller-mac", bytes(32), "HMAC-SHA256")
-    async with httpx.AsyncClient() as http:
+    async with biller_http() as http:
         yield BillerClient(http, hsm, "CITYCARD", timeout=0.5)
 
 
