@@ -81,7 +81,10 @@ async def insert_if_new_with_standing(
     session: AsyncSession, values: Mapping[str, Any], asn: str, now: datetime
 ) -> tuple[OnlineAuthorization | None, CardStanding | None]:
     """:func:`insert_if_new` and :func:`card_standing` in one round trip on PostgreSQL (the
-    standing is read whether or not the row was new)."""
+    standing is read whether or not the row was new). The card is the message's own: one ``asn``
+    parameter serves the row and the read."""
+    if values.get("asn") != asn.upper():
+        raise ValueError("the standing read with a claim is the claiming message's own card")
     if session.get_bind().dialect.name != "postgresql":
         return await insert_if_new(session, values), await card_standing(session, asn, now)
     row = {name: values.get(name) for name in _MESSAGE_COLUMNS}
