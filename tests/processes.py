@@ -12,6 +12,7 @@ and output are the command's, as ``python -m cardsvc`` gives them.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.process
 import os
 import subprocess
 import sys
@@ -26,12 +27,28 @@ _SERVER.set_forkserver_preload(["cardsvc.cli"])
 def _command(args: Sequence[str], env: Mapping[str, str], out: str, err: str) -> None:
     os.environ.clear()
     os.environ.update(env)
+    # Standard input is /dev/null, as a command started without one has (and a server's worker
+    # processes inherit it).
+    stdin = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(stdin, 0)
+    os.close(stdin)
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115
     with open(out, "w") as stdout, open(err, "w") as stderr:
         os.dup2(stdout.fileno(), 1)
         os.dup2(stderr.fileno(), 2)
     from cardsvc.cli import main
 
     main(list(args), prog_name="cardsvc")
+
+
+def start_cardsvc(
+    *args: str, env: Mapping[str, str], stdout: Path | str, stderr: Path | str
+) -> multiprocessing.process.BaseProcess:
+    """``python -m cardsvc ARGS`` in ``env``, started and not waited for (a server): the process,
+    its output going to the files named."""
+    process = _SERVER.Process(target=_command, args=(args, dict(env), str(stdout), str(stderr)))
+    process.start()
+    return process
 
 
 def run_cardsvc(

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from tests.loopback import local
+from tests.processes import start_cardsvc
 from tests.terminals.helpers import free_port
 
 
@@ -48,35 +48,36 @@ def serving(
     env: dict[str, str], *args: str, ready: str = "/healthz", timeout: float = 90
 ) -> Iterator[str]:
     """``cardsvc serve ARGS`` on a free port with ``env``, once ``ready`` answers 200; the base
-    URL. Stopped with SIGINT (as an operator would) when the block ends."""
+    URL. Stopped with SIGINT (as an operator would) when the block ends. The process is forked
+    from the fork server of :mod:`tests.processes`, which has imported the code base already."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cardsvc", "serve", *args, "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if local().get(f"{base}{ready}", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise ServerFailed(
-                    f"cardsvc serve did not start:\n{process.communicate()[1][-3000:]}"
-                )
-            time.sleep(0.1)
-        yield base
-    finally:
-        process.send_signal(signal.SIGINT)
+    with tempfile.TemporaryDirectory(prefix="cardsvc-serve-") as directory:
+        errors = Path(directory) / "stderr"
+        process = start_cardsvc(
+            "serve", *args, "--port", str(port), env=env, stdout=os.devnull, stderr=errors
+        )
+        assert process.pid is not None
+        base = f"http://127.0.0.1:{port}"
         try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    if local().get(f"{base}{ready}", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if process.exitcode is not None or time.monotonic() > deadline:
+                    process.kill()
+                    process.join()
+                    raise ServerFailed(
+                        f"cardsvc serve did not start:\n{errors.read_text()[-3000:]}"
+                    )
+                time.sleep(0.1)
+            yield base
+        finally:
+            if process.exitcode is None:
+                os.kill(process.pid, signal.SIGINT)
+                process.join(30)
+            if process.exitcode is None:
+                process.kill()
+                process.join()

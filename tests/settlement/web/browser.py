@@ -10,8 +10,6 @@ import asyncio
 import os
 import re
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from cardsvc.resources import open_resources
 from cardsvc.settings import Mode, Settings
 from cardsvc.staff import service as staff
 from cardsvc.staff.auth import Role
+from tests.processes import run_cardsvc
 from tests.serving import dev_env, serving
 
 CHROMIUM = "/usr/bin/chromium"
@@ -72,13 +71,8 @@ async def sell_online(
 
 def settle_with_the_command(server: Server, day: date) -> None:
     """``cardsvc settlement run --date D`` as an operator runs it, against the server's files."""
-    done = subprocess.run(
-        [sys.executable, "-m", "cardsvc", "settlement", "run", "--date", day.isoformat()],
-        env=dev_env(server.settings.var_dir),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    done = run_cardsvc(
+        "settlement", "run", "--date", day.isoformat(), env=dev_env(server.settings.var_dir)
     )
     assert done.returncode == 0, done.stderr
     assert f"{day.isoformat()} settled" in done.stdout
