@@ -190,7 +190,7 @@ class Load:
         )
         self.query_ms.append((time.perf_counter() - t0) * 1000)
         if status != 200:
-            return self._refused(f"query {status}")
+            return self._refused(f"query {status} {_error_name(presented)}")
         wall, t1 = time.time(), time.perf_counter()
         status, paid = await self.post(
             "/api/v1/bills/payments/counter",
@@ -199,9 +199,14 @@ class Load:
         )  # fmt: skip
         self.submit_ms.append((time.perf_counter() - t1) * 1000)
         if status != 201:
-            return self._refused(f"payment {status}")
+            return self._refused(f"payment {status} {_error_name(paid)}")
         self.submitted[paid["serial"]] = wall
         return None
+
+
+def _error_name(body: Any) -> str:
+    """The refusal's stable name (the API's error body), so that a refusal can be told apart."""
+    return str(body.get("error")) if isinstance(body, dict) else "-"
 
 
 async def decisions(database_url: str) -> dict[str, tuple[PaymentStatus, datetime | None]]:

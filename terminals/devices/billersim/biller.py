@@ -127,6 +127,13 @@ class BillerState:
     queries: dict[str, deque[float]] = field(default_factory=lambda: defaultdict(deque))
 
 
+def presentment_reference(biller_id: str, bill_id: str, n: int) -> str:
+    """A presentment's reference, unique in this process: its parts are hashed with a separator
+    between them, since bill ids and the counter both end in digits ("B-1" then 23 and "B-12"
+    then 3 would otherwise hash the same text)."""
+    return "P-" + hashlib.sha256(f"{biller_id}|{bill_id}|{n}".encode()).hexdigest()[:12]
+
+
 def _mask(name: str) -> str:
     return (name[:1] + "*" * (len(name) - 1))[:32] if name else ""
 
@@ -356,7 +363,7 @@ class BillerSim:
         if not unpaid:
             return 200, {"result": "nothing_due"}, None
         bill = unpaid[0]
-        reference = f"P-{hashlib.sha256(f'{state.id}{bill.bill_id}{next(self._receipts)}'.encode()).hexdigest()[:12]}"
+        reference = presentment_reference(state.id, bill.bill_id, next(self._receipts))
         due = bill.amount + bill.late_fee
         minimum = 1 if state.partial_allowed else due
         state.presentments[reference] = (bill_key, bill, due, time.time() + PRESENTMENT_SECONDS)

@@ -10,6 +10,7 @@ import pytest
 
 from cardsvc.bills.adapter import Answer, BillerClient, BillerEndpoint, NoAnswer, biller_http
 from cardsvc.hsm import HsmClient
+from terminals.devices.billersim.biller import presentment_reference
 from tests.billersim import GAS_KEY, WATER_KEY, SimControl
 
 
@@ -46,6 +47,18 @@ async def pay(
 async def status(channel: BillerClient, biller: BillerEndpoint, serial: str, n: int = 1) -> str:
     answer = await channel.call(biller, "/bills/status", f"status:{serial}:{n}", {"serial": serial})
     return answer.result
+
+
+def test_presentment_references_of_two_bills_never_meet() -> None:
+    # Without a separator "B-1" presented 23rd and "B-12" presented 3rd hash the same text, and
+    # the host rightly refuses the second payment of one presentment (AlreadyPaying).
+    assert presentment_reference("WATER01", "B-1", 23) != presentment_reference(
+        "WATER01", "B-12", 3
+    )
+    references = {
+        presentment_reference("WATER01", f"B-{b}", n) for b in range(100) for n in range(100)
+    }
+    assert len(references) == 100 * 100
 
 
 async def test_query_answers(channel: BillerClient, sim: SimControl) -> None:
