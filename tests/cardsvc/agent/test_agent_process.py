@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -51,8 +53,11 @@ async def _seed(settings: Settings) -> None:
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def api(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[str]:
     var_dir = tmp_path_factory.mktemp("agent") / "var"
+    # The schema at head already (serve's upgrade finds nothing to do): a copy of the template.
+    var_dir.mkdir()
+    shutil.copyfile(sqlite_template, var_dir / "cardsvc.db")
     env = dev_env(var_dir)
     with serving(env, ready="/readyz") as base:
         settings = Settings(
