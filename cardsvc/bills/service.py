@@ -13,7 +13,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -250,7 +250,16 @@ async def get_biller(session: AsyncSession, code: str, *, for_update: bool = Fal
 
 
 async def active_biller(session: AsyncSession, code: str) -> Biller:
-    biller = await get_biller(session, code)
+    return _open(code, await get_biller(session, code))
+
+
+_AnyBiller = TypeVar("_AnyBiller", Biller, repo.BillerEntry)
+
+
+def _open(code: str, biller: _AnyBiller | None) -> _AnyBiller:
+    """The biller when it exists and is active: 404 when it does not, 409 when it is not active."""
+    if biller is None:
+        raise NotFound(f"no biller {code}")
     if biller.status is not BillerStatus.active:
         raise BillerSuspended(f"biller {code} is {biller.status.value}")
     return biller
@@ -277,7 +286,7 @@ PENDING_WINDOW = timedelta(hours=24)
 MAX_BACKOFF_SECONDS = 300
 
 
-def endpoint_of(biller: Biller) -> BillerEndpoint:
+def endpoint_of(biller: Biller | repo.BillerEntry) -> BillerEndpoint:
     return BillerEndpoint(biller.code, biller.endpoint, biller.key_label)
 
 
@@ -361,13 +370,9 @@ async def query_bill(
     PostgreSQL (no BEGIN, no COMMIT)."""
     async with sessions() as read:
         statements_on_their_own(read)
-        biller = await repo.biller_entry(read, code)
-    if biller is None:
-        raise NotFound(f"no biller {code}")
-    if biller.status is not BillerStatus.active:
-        raise BillerSuspended(f"biller {code} is {biller.status.value}")
+        biller = _open(code, await repo.biller_entry(read, code))
     check_bill_key(biller, bill_key)
-    endpoint = BillerEndpoint(biller.code, biller.endpoint, biller.key_label)
+    endpoint = endpoint_of(biller)
     payload: dict[str, Any] = {"bill_key": bill_key}
     if period is not None:
         payload["period"] = period

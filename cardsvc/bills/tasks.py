@@ -338,17 +338,6 @@ async def _decide(
     return False
 
 
-async def record(
-    sessions: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    request: Request,
-    outcome: Answer | NoAnswer,
-) -> PaymentStatus | None:
-    """Step 3 of one row: apply the answer under the payment's lock; the payment's state after
-    it."""
-    return (await record_all(sessions, settings, [(request, outcome)]))[0]
-
-
 async def record_all(
     sessions: async_sessionmaker[AsyncSession],
     settings: Settings,

@@ -181,6 +181,13 @@ async def _approved_original(
     """The terminal's approved message ``original_serial`` of one of ``kinds``, row-locked; None
     when there is none (the caller declines with 25)."""
     original = await repo.by_serial(session, terminal.terminal_no, original_serial, for_update=True)
+    return _approved(original, kinds)
+
+
+def _approved(
+    original: OnlineAuthorization | None, kinds: tuple[MessageKind, ...]
+) -> OnlineAuthorization | None:
+    """``original`` when it is an approved message of one of ``kinds``, else None."""
     if original is None or original.kind not in kinds:
         return None
     return original if original.response_code == ResponseCode.approved else None
@@ -331,14 +338,11 @@ async def complete(
         return outcome
     row = outcome.row
     # The pre-authorization, row-locked, with the open clearing day in the same round trip.
-    original, open_day = await repo.by_serial_locked_with_open_day(
+    found, open_day = await repo.by_serial_locked_with_open_day(
         session, terminal.terminal_no, request.original_serial
     )
-    if (
-        original is None
-        or original.kind is not MessageKind.preauth
-        or original.response_code != ResponseCode.approved
-    ):
+    original = _approved(found, (MessageKind.preauth,))
+    if original is None:
         return _decline(row, Declined(ResponseCode.original_not_found, "no_approved_preauth"), now)
     _link(row, original)
     if original.status is not AuthStatus.held or original.hold_id is None:
